@@ -1,0 +1,109 @@
+// Binning of projected Gaussians into screen tiles: a counting sort by (camera, tile), then a sort by
+// depth inside each tile (ties by index, so the order is fully determined).
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "cpu_common.h"
+#include "ops.h"
+
+namespace gsplat_py::cpu {
+
+namespace {
+
+struct TileRect {
+    int x0, x1, y0, y1;  // [x0, x1) x [y0, y1)
+    int64_t count() const { return int64_t(x1 - x0) * (y1 - y0); }
+};
+
+template <typename T>
+TileRect tile_rect(const T* mean, const int32_t* radius, int tile_size, int tile_width, int tile_height) {
+    if (radius[0] <= 0 || radius[1] <= 0) return {0, 0, 0, 0};
+    auto clampi = [](T v, int hi) { return int(std::min<T>(std::max<T>(v, T(0)), T(hi))); };
+    const T ts = T(tile_size);
+    return {clampi(std::floor((mean[0] - radius[0]) / ts), tile_width),
+            clampi(std::ceil((mean[0] + radius[0]) / ts), tile_width),
+            clampi(std::floor((mean[1] - radius[1]) / ts), tile_height),
+            clampi(std::ceil((mean[1] + radius[1]) / ts), tile_height)};
+}
+
+template <typename T>
+void bin_impl(const at::Tensor& means2d, const at::Tensor& radii, const at::Tensor& depths,
+              int tile_size, int tile_width, int tile_height, at::Tensor& tiles_per_gauss,
+              at::Tensor& isect_offsets, at::Tensor& flatten_ids) {
+    const int64_t C = means2d.size(0), N = means2d.size(1);
+    const int64_t tiles_per_camera = int64_t(tile_width) * tile_height;
+    const int64_t n_tiles = C * tiles_per_camera;
+    const T* mean_p = means2d.data_ptr<T>();
+    const int32_t* radii_p = radii.data_ptr<int32_t>();
+    const T* depth_p = depths.data_ptr<T>();
+    int32_t* count_p = tiles_per_gauss.data_ptr<int32_t>();
+
+    std::vector<TileRect> rects(size_t(C * N));
+    at::parallel_for(0, C * N, 4096, [&](int64_t begin, int64_t end) {
+        for (int64_t idx = begin; idx < end; ++idx) {
+            rects[idx] = tile_rect(mean_p + 2 * idx, radii_p + 2 * idx, tile_size, tile_width, tile_height);
+            count_p[idx] = int32_t(rects[idx].count());
+        }
+    });
+
+    // Tile sizes, then their offsets, then the members of each tile in index order.
+    std::vector<int64_t> tile_start(size_t(n_tiles + 1), 0);
+    for (int64_t idx = 0; idx < C * N; ++idx) {
+        const TileRect& r = rects[idx];
+        const int64_t base = (idx / N) * tiles_per_camera;
+        for (int y = r.y0; y < r.y1; ++y)
+            for (int x = r.x0; x < r.x1; ++x) ++tile_start[base + int64_t(y) * tile_width + x + 1];
+    }
+    for (int64_t t = 0; t < n_tiles; ++t) tile_start[t + 1] += tile_start[t];
+    const int64_t M = tile_start[n_tiles];
+    TORCH_CHECK(M < (int64_t(1) << 31), "too many Gaussian-tile intersections (", M, ") for int32 ids");
+
+    flatten_ids = at::empty({M}, means2d.options().dtype(at::kInt));
+    int32_t* ids = flatten_ids.data_ptr<int32_t>();
+    std::vector<int64_t> cursor(tile_start.begin(), tile_start.end() - 1);
+    for (int64_t idx = 0; idx < C * N; ++idx) {
+        const TileRect& r = rects[idx];
+        const int64_t base = (idx / N) * tiles_per_camera;
+        for (int y = r.y0; y < r.y1; ++y)
+            for (int x = r.x0; x < r.x1; ++x) ids[cursor[base + int64_t(y) * tile_width + x]++] = int32_t(idx);
+    }
+
+    int32_t* offsets = isect_offsets.data_ptr<int32_t>();
+    at::parallel_for(0, n_tiles, 16, [&](int64_t begin, int64_t end) {
+        std::vector<std::pair<T, int32_t>> keyed;
+        for (int64_t t = begin; t < end; ++t) {
+            offsets[t] = int32_t(tile_start[t]);
+            int32_t* first = ids + tile_start[t];
+            const int64_t count = tile_start[t + 1] - tile_start[t];
+            keyed.resize(size_t(count));
+            for (int64_t k = 0; k < count; ++k) keyed[k] = {depth_p[first[k]], first[k]};
+            std::sort(keyed.begin(), keyed.end());
+            for (int64_t k = 0; k < count; ++k) first[k] = keyed[k].second;
+        }
+    });
+}
+
+}  // namespace
+
+std::vector<at::Tensor> bin_gaussians_to_tiles(const at::Tensor& means2d, const at::Tensor& radii,
+                                               const at::Tensor& depths, int64_t tile_size,
+                                               int64_t tile_width, int64_t tile_height) {
+    check_input(means2d, "means2d");
+    check_input(radii, "radii");
+    check_input(depths, "depths");
+    TORCH_CHECK(means2d.dim() == 3 && means2d.size(2) == 2, "means2d must be [C, N, 2]");
+    TORCH_CHECK(radii.scalar_type() == at::kInt, "radii must be int32");
+    const int64_t C = means2d.size(0), N = means2d.size(1);
+    auto int_opts = means2d.options().dtype(at::kInt);
+    at::Tensor tiles_per_gauss = at::zeros({C, N}, int_opts);
+    at::Tensor isect_offsets = at::empty({C, tile_height, tile_width}, int_opts);
+    at::Tensor flatten_ids;
+    AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "bin_gaussians_to_tiles", [&] {
+        bin_impl<scalar_t>(means2d, radii, depths, int(tile_size), int(tile_width), int(tile_height),
+                           tiles_per_gauss, isect_offsets, flatten_ids);
+    });
+    return {tiles_per_gauss, isect_offsets, flatten_ids};
+}
+
+}  // namespace gsplat_py::cpu

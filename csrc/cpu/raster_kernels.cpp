@@ -1,0 +1,333 @@
+// SIMD tile rasterizer, forward (front to back) and backward (back to front).
+//
+// Threads take whole tiles (dynamic schedule: tile costs vary a lot). Inside a tile the loop over its
+// Gaussians is outer and the loop over the tile's pixels inner, 16 pixels at a time in GCC vector
+// types, so each step of the blending runs on whole SIMD registers whatever the instruction set this
+// file is compiled for (setup.py builds it once per x86-64 level, namespace GS_ISA). The backward pass
+// writes one gradient record per (tile, Gaussian) intersection; rasterize.cpp sums each Gaussian's
+// records in intersection order, so gradients are bit-identical from run to run and for any number of
+// threads.
+//
+// This file includes no torch or C++ library template headers on purpose: its inline functions are
+// compiled with ISA-specific flags and must not be shared (ODR) with the rest of the extension.
+#include <omp.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "gsplat_math.h"
+#include "raster_kernels.h"
+
+#ifndef GS_ISA
+#error "GS_ISA must name the instruction-set namespace (x86_64_v4, x86_64_v3 or baseline)"
+#endif
+
+namespace gsplat_py::cpu::GS_ISA {
+
+namespace {
+
+constexpr int kLanes = 16;
+
+template <typename T> struct Simd {
+    typedef T V __attribute__((vector_size(kLanes * sizeof(T))));
+    using M = decltype(V{} < V{});  // lane masks: all bits set where true
+    using Lane = decltype(M{}[0]);  // the integer type of a mask lane
+};
+
+using VF = Simd<float>::V;
+using VD = Simd<double>::V;
+
+// exp(x) for x <= 0 on 16 floats: Cody-Waite range reduction and a degree-7 polynomial (Cephes expf,
+// max relative error ~2e-7). Inputs below -87 give exp(-87), far below any blending threshold.
+inline VF simd_exp(VF x) {
+    x = x < -87.0f ? VF{} - 87.0f : x;
+    const VF n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln 2)
+    const VF r = x - n * 0.693359375f + n * 2.12194440e-4f;                // x - n ln 2 in two parts
+    VF p = VF{} + 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    const Simd<float>::M bits = (__builtin_convertvector(n, Simd<float>::M) + 127) << 23;  // 2^n
+    VF scale;
+    std::memcpy(&scale, &bits, sizeof(scale));
+    return p * scale;
+}
+
+// Double precision serves gradcheck and the tests, not speed: the exact exp, lane by lane.
+inline VD simd_exp(VD x) {
+    VD r;
+    for (int l = 0; l < kLanes; ++l) r[l] = std::exp(x[l]);
+    return r;
+}
+
+template <typename V> inline auto hsum(V v) {
+    auto total = v[0];
+    for (int l = 1; l < kLanes; ++l) total += v[l];
+    return total;
+}
+
+template <typename T> struct TileGeometry {
+    int camera, x0, y0, n_inside;
+    int64_t begin, end;  // the tile's range in flatten_ids
+};
+
+// Lane buffers of one thread: `count` vectors, 64-byte aligned, released with the thread's scope.
+template <typename V> struct LaneBuffer {
+    V* data;
+    explicit LaneBuffer(size_t count)
+        : data(static_cast<V*>(std::aligned_alloc(64, (count * sizeof(V) + 63) / 64 * 64))) {}
+    ~LaneBuffer() { std::free(data); }
+    LaneBuffer(const LaneBuffer&) = delete;
+    LaneBuffer& operator=(const LaneBuffer&) = delete;
+};
+
+template <typename T> int vectors_per_tile(const RasterArgs<T>& a) {
+    return (a.tile_size * a.tile_size + kLanes - 1) / kLanes;
+}
+
+// Pixel centres of a tile, and which lanes are real pixels of the image.
+template <typename T>
+TileGeometry<T> tile_setup(const RasterArgs<T>& a, int64_t tile, typename Simd<T>::V* px,
+                           typename Simd<T>::V* py, typename Simd<T>::M* inside) {
+    const int64_t per_camera = int64_t(a.tile_width) * a.tile_height;
+    const int64_t local = tile % per_camera;
+    TileGeometry<T> g;
+    g.camera = int(tile / per_camera);
+    g.x0 = int(local % a.tile_width) * a.tile_size;
+    g.y0 = int(local / a.tile_width) * a.tile_size;
+    g.begin = a.isect_offsets[tile];
+    g.end = tile + 1 < a.n_tiles ? a.isect_offsets[tile + 1] : a.n_isects;
+    g.n_inside = 0;
+    const int Q = vectors_per_tile(a);
+    for (int q = 0; q < Q; ++q)
+        for (int l = 0; l < kLanes; ++l) {
+            const int p = q * kLanes + l, lx = p % a.tile_size, ly = p / a.tile_size;
+            const bool in = p < a.tile_size * a.tile_size && g.x0 + lx < a.width && g.y0 + ly < a.height;
+            px[q][l] = T(g.x0 + lx) + T(0.5);
+            py[q][l] = T(g.y0 + ly) + T(0.5);
+            inside[q][l] = in ? -1 : 0;
+            g.n_inside += in;
+        }
+    return g;
+}
+
+// Image index of lane l of vector q, or -1 outside the image.
+template <typename T> int64_t pixel_index(const RasterArgs<T>& a, const TileGeometry<T>& g, int q, int l) {
+    const int p = q * kLanes + l, x = g.x0 + p % a.tile_size, y = g.y0 + p / a.tile_size;
+    if (p >= a.tile_size * a.tile_size || x >= a.width || y >= a.height) return -1;
+    return (int64_t(g.camera) * a.height + y) * a.width + x;
+}
+
+template <typename T> struct Splat {
+    T mx, my, opacity;
+    Sym2<T> conic;
+    const T* color;
+};
+
+template <typename T> Splat<T> load_splat(const RasterArgs<T>& a, int64_t id) {
+    return {a.means2d[2 * id], a.means2d[2 * id + 1], a.opacities[id],
+            {a.conics[3 * id], a.conics[3 * id + 1], a.conics[3 * id + 2]}, a.colors + id * a.channels};
+}
+
+template <typename T> void forward_tiles(const RasterArgs<T>& a, const ForwardOut<T>& out) {
+    using V = typename Simd<T>::V;
+    using M = typename Simd<T>::M;
+    const int Q = vectors_per_tile(a), D = a.channels;
+#pragma omp parallel num_threads(a.n_threads)
+    {
+        LaneBuffer<V> values(size_t(Q) * (4 + D));
+        LaneBuffer<M> masks(size_t(Q) * 2);
+        V* px = values.data;
+        V* py = px + Q;
+        V* trans = py + Q;
+        V* weight = trans + Q;
+        V* acc = weight + Q;  // [D][Q]
+        M* active = masks.data;
+        M* last = active + Q;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t tile = 0; tile < a.n_tiles; ++tile) {
+            const TileGeometry<T> g = tile_setup(a, tile, px, py, active);
+            for (int q = 0; q < Q; ++q) {
+                trans[q] = V{} + T(1);
+                last[q] = M{} - 1;
+            }
+            for (int k = 0; k < D * Q; ++k) acc[k] = V{};
+            int64_t remaining = g.n_inside;
+            for (int64_t i = g.begin; i < g.end && remaining > 0; ++i) {
+                const Splat<T> s = load_splat(a, a.flatten_ids[i]);
+                M stopped = M{}, blended = M{};
+                for (int q = 0; q < Q; ++q) {
+                    const V sigma = splat_sigma(s.conic, s.mx - px[q], s.my - py[q]);
+                    const V alpha = splat_alpha(s.opacity, simd_exp(-sigma));
+                    const M contributes = active[q] & splat_contributes<T>(sigma, alpha);
+                    const V next_t = trans[q] * (T(1) - alpha);
+                    const M stop = contributes & (next_t <= T(kTransmittanceMin));
+                    const M blend = contributes & ~stop;
+                    weight[q] = blend ? alpha * trans[q] : V{};
+                    trans[q] = blend ? next_t : trans[q];
+                    active[q] &= ~stop;
+                    last[q] = blend ? M{} + typename Simd<T>::Lane(i) : last[q];
+                    stopped += stop;  // lanes count -1 per stop
+                    blended |= blend;
+                }
+                remaining += hsum(stopped);
+                bool any_blended = false;
+                for (int l = 0; l < kLanes; ++l) any_blended |= blended[l] != 0;
+                if (!any_blended) continue;
+                for (int ch = 0; ch < D; ++ch) {
+                    const T c = s.color[ch];
+                    V* acc_ch = acc + ch * Q;
+                    for (int q = 0; q < Q; ++q) acc_ch[q] += weight[q] * c;
+                }
+            }
+            const T* bg = a.backgrounds ? a.backgrounds + int64_t(g.camera) * D : nullptr;
+            for (int q = 0; q < Q; ++q)
+                for (int l = 0; l < kLanes; ++l) {
+                    const int64_t pix = pixel_index(a, g, q, l);
+                    if (pix < 0) continue;
+                    const T t = trans[q][l];
+                    for (int ch = 0; ch < D; ++ch)
+                        out.colors[pix * D + ch] = acc[ch * Q + q][l] + (bg ? t * bg[ch] : T(0));
+                    out.alphas[pix] = T(1) - t;
+                    out.transmittance[pix] = t;
+                    out.last_ids[pix] = int32_t(last[q][l]);
+                }
+        }
+    }
+}
+
+template <typename T>
+void backward_tiles(const RasterArgs<T>& a, const BackwardIn<T>& in, const BackwardOut<T>& out) {
+    using V = typename Simd<T>::V;
+    using M = typename Simd<T>::M;
+    const int Q = vectors_per_tile(a), D = a.channels, R = kRecordFixed + D;
+#pragma omp parallel num_threads(a.n_threads)
+    {
+        LaneBuffer<V> values(size_t(Q) * (12 + 2 * D));
+        LaneBuffer<M> masks(size_t(Q) * 3);
+        V* next = values.data;
+        auto take = [&next, Q](int count) { V* p = next; next += count * Q; return p; };
+        V* px = take(1);
+        V* py = take(1);
+        V* t_final = take(1);
+        V* trans = take(1);
+        V* v_trans_final = take(1);  // d loss / d T_final: v_alpha - sum_ch bg v_color
+        V* ratio = take(1);          // 1 / (1 - alpha)
+        V* t_before = take(1);       // T in front of the current Gaussian
+        V* weight = take(1);         // alpha * t_before where blended, else 0
+        V* vis = take(1);
+        V* v_alpha = take(1);
+        V* dx = take(1);
+        V* dy = take(1);
+        V* v_color = take(D);  // [D][Q]
+        V* behind = take(D);   // [D][Q]: colour accumulated behind the current Gaussian
+        M* inside = masks.data;
+        M* last = inside + Q;
+        M* hit = last + Q;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t tile = 0; tile < a.n_tiles; ++tile) {
+            const TileGeometry<T> g = tile_setup(a, tile, px, py, inside);
+            const T* bg = a.backgrounds ? a.backgrounds + int64_t(g.camera) * D : nullptr;
+            int64_t max_last = -1;
+            for (int q = 0; q < Q; ++q)
+                for (int l = 0; l < kLanes; ++l) {
+                    const int64_t pix = pixel_index(a, g, q, l);
+                    const bool in_image = pix >= 0;
+                    t_final[q][l] = in_image ? in.transmittance[pix] : T(0);
+                    last[q][l] = in_image ? in.last_ids[pix] : -1;
+                    T v_tf = in_image ? in.v_alphas[pix] : T(0);
+                    for (int ch = 0; ch < D; ++ch) {
+                        const T vc = in_image ? in.v_colors[pix * D + ch] : T(0);
+                        v_color[ch * Q + q][l] = vc;
+                        if (bg) v_tf -= bg[ch] * vc;
+                    }
+                    v_trans_final[q][l] = v_tf;
+                    max_last = last[q][l] > max_last ? int64_t(last[q][l]) : max_last;
+                }
+            for (int ch = 0; ch < D; ++ch) {
+                V total = V{};
+                for (int q = 0; q < Q; ++q) total += t_final[q] * v_color[ch * Q + q];
+                out.background[tile * D + ch] = hsum(total);
+            }
+            for (int q = 0; q < Q; ++q) trans[q] = t_final[q];
+            for (int k = 0; k < D * Q; ++k) behind[k] = V{};
+
+            for (int64_t i = max_last; i >= g.begin; --i) {
+                const Splat<T> s = load_splat(a, a.flatten_ids[i]);
+                M any_hit = M{};
+                for (int q = 0; q < Q; ++q) {
+                    dx[q] = s.mx - px[q];
+                    dy[q] = s.my - py[q];
+                    const V sigma = splat_sigma(s.conic, dx[q], dy[q]);
+                    vis[q] = simd_exp(-sigma);
+                    const V alpha = splat_alpha(s.opacity, vis[q]);
+                    const M m = (M{} + typename Simd<T>::Lane(i) <= last[q]) & splat_contributes<T>(sigma, alpha);
+                    ratio[q] = T(1) / (T(1) - alpha);
+                    t_before[q] = trans[q] * ratio[q];
+                    weight[q] = m ? alpha * t_before[q] : V{};
+                    trans[q] = m ? t_before[q] : trans[q];
+                    v_alpha[q] = m ? t_final[q] * ratio[q] * v_trans_final[q] : V{};
+                    hit[q] = m;
+                    any_hit |= m;
+                }
+                bool any = false;
+                for (int l = 0; l < kLanes; ++l) any |= any_hit[l] != 0;
+                if (!any) continue;
+                T* rec = out.records + i * R;
+                for (int ch = 0; ch < D; ++ch) {
+                    const T c = s.color[ch];
+                    V* beh = behind + ch * Q;
+                    const V* vc = v_color + ch * Q;
+                    V total = V{};
+                    for (int q = 0; q < Q; ++q) {
+                        const V dv = (c * t_before[q] - beh[q] * ratio[q]) * vc[q];
+                        v_alpha[q] += hit[q] ? dv : V{};
+                        total += weight[q] * vc[q];
+                        beh[q] += weight[q] * c;
+                    }
+                    rec[kRecordFixed + ch] = hsum(total);
+                }
+                V g_mx = V{}, g_my = V{}, g_ax = V{}, g_ay = V{}, g_ca = V{}, g_cb = V{}, g_cc = V{},
+                  g_op = V{};
+                for (int q = 0; q < Q; ++q) {
+                    const SplatGrad<V> sg = splat_alpha_vjp(s.conic, s.opacity, dx[q], dy[q], vis[q], v_alpha[q]);
+                    g_mx += sg.v_mean_x;
+                    g_my += sg.v_mean_y;
+                    g_ax += sg.v_mean_x < T(0) ? -sg.v_mean_x : sg.v_mean_x;
+                    g_ay += sg.v_mean_y < T(0) ? -sg.v_mean_y : sg.v_mean_y;
+                    g_ca += sg.v_conic_a;
+                    g_cb += sg.v_conic_b;
+                    g_cc += sg.v_conic_c;
+                    g_op += sg.v_opacity;
+                }
+                rec[0] = hsum(g_mx);
+                rec[1] = hsum(g_my);
+                rec[2] = hsum(g_ax);
+                rec[3] = hsum(g_ay);
+                rec[4] = hsum(g_ca);
+                rec[5] = hsum(g_cb);
+                rec[6] = hsum(g_cc);
+                rec[7] = hsum(g_op);
+            }
+        }
+    }
+}
+
+}  // namespace
+
+void rasterize_forward(const RasterArgs<float>& args, const ForwardOut<float>& out) { forward_tiles(args, out); }
+void rasterize_forward(const RasterArgs<double>& args, const ForwardOut<double>& out) { forward_tiles(args, out); }
+void rasterize_backward(const RasterArgs<float>& args, const BackwardIn<float>& in, const BackwardOut<float>& out) {
+    backward_tiles(args, in, out);
+}
+void rasterize_backward(const RasterArgs<double>& args, const BackwardIn<double>& in,
+                        const BackwardOut<double>& out) {
+    backward_tiles(args, in, out);
+}
+
+}  // namespace gsplat_py::cpu::GS_ISA

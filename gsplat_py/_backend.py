@@ -1,0 +1,30 @@
+"""Loads the compiled extension (gsplat_py._C) that registers the torch.ops.gsplat_py ops."""
+
+import warnings
+
+_BUILD_HINT = (
+    "gsplat_py's C++ extension is not built, so the slow pure-PyTorch reference is used instead. "
+    "Build it from the repository root with: pip install --no-build-isolation -e ."
+)
+
+_state = {"checked": False, "available": False, "error": None}
+
+
+def extension_available() -> bool:
+    """True when the compiled ops are loaded; warns once (with the build command) when they are not."""
+    if not _state["checked"]:
+        _state["checked"] = True
+        try:
+            from . import _C  # noqa: F401  (importing registers the ops)
+
+            _state["available"] = True
+        except ImportError as error:
+            _state["error"] = error
+            warnings.warn(f"{_BUILD_HINT} ({error})", RuntimeWarning, stacklevel=2)
+    return _state["available"]
+
+
+def require_extension() -> None:
+    """Raises a RuntimeError that says how to build the extension when it is missing."""
+    if not extension_available():
+        raise RuntimeError(f"{_BUILD_HINT} Import error: {_state['error']}")

@@ -1,0 +1,423 @@
+"""Plain-PyTorch reference implementation of the four gsplat_py ops.
+
+This module is the readable oracle the tests compare the compiled ops against, and the slow fallback used
+when the C++ extension is not built. Every function follows the contracts in ``docs/architecture.md`` to
+the letter and gets its gradients from autograd; nothing here is tuned beyond what it takes to render a
+real scene (rasterization works tile by tile, in bounded chunks, with activation checkpointing).
+
+Culled or skipped entries are always removed with ``torch.where``/masks *after* their inputs were made
+harmless (e.g. depth replaced by 1 before dividing by it), so that no NaN or inf can reach a gradient.
+"""
+
+import functools
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+__all__ = [
+    "project_gaussians",
+    "spherical_harmonics",
+    "bin_gaussians_to_tiles",
+    "rasterize_to_pixels",
+]
+
+
+# --------------------------------------------------------------------------------------------------------
+# 1. Projection
+# --------------------------------------------------------------------------------------------------------
+
+
+def _quat_to_rotmat(quats: Tensor) -> Tensor:
+    """[N,4] quaternions (w, x, y, z), any norm -> [N,3,3] rotation matrices."""
+    w, x, y, z = (quats / quats.norm(dim=-1, keepdim=True)).unbind(-1)
+    rows = [
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    ]
+    return torch.stack(rows, dim=-1).reshape(quats.shape[:-1] + (3, 3))
+
+
+def project_gaussians(
+    means: Tensor,  # [N,3]
+    quats: Tensor,  # [N,4] wxyz
+    scales: Tensor,  # [N,3]
+    viewmats: Tensor,  # [C,4,4] world -> camera
+    Ks: Tensor,  # [C,3,3]
+    width: int,
+    height: int,
+    eps2d: float = 0.3,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    radius_clip: float = 0.0,
+    opacities: Optional[Tensor] = None,  # [N] (or broadcastable to [C,N])
+    calc_compensations: bool = False,
+    camera_model: str = "pinhole",
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Optional[Tensor]]:
+    """Project 3D Gaussians into C cameras.
+
+    Returns ``(radii [C,N,2] int32, means2d [C,N,2], depths [C,N], conics [C,N,3],
+    compensations [C,N] or None)``; culled entries have radii 0 and zeros elsewhere.
+    """
+    if camera_model not in ("pinhole", "ortho"):
+        raise NotImplementedError(f"camera_model={camera_model!r} is not supported")
+
+    # Camera-space means and covariances.
+    R = viewmats[:, :3, :3]  # [C,3,3]
+    t = viewmats[:, :3, 3]  # [C,3]
+    mean_c = torch.einsum("cij,nj->cni", R, means) + t[:, None, :]  # [C,N,3]
+    M = _quat_to_rotmat(quats) * scales[:, None, :]  # Rq @ diag(scales)
+    covar = M @ M.transpose(-1, -2)  # [N,3,3]
+    covar_c = torch.einsum("cij,njk,clk->cnil", R, covar, R)  # R Σ Rᵀ, [C,N,3,3]
+
+    x, y, z = mean_c.unbind(-1)
+    depth_ok = (z >= near_plane) & (z <= far_plane)
+    fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]  # [C,1], broadcast over N
+    cx, cy = Ks[:, 0, 2, None], Ks[:, 1, 2, None]
+
+    if camera_model == "pinhole":
+        # Entries culled by depth get z = 1 so the divisions below stay finite (their gradient is masked).
+        z = torch.where(depth_ok, z, torch.ones_like(z))
+        # Clamp the point used for the Jacobian to a frustum slightly wider than the image. The bounds are
+        # tensors so that K receives gradient through them as well.
+        lim_x_pos = (width - cx) / fx + 0.3 * (0.5 * width / fx)
+        lim_x_neg = cx / fx + 0.3 * (0.5 * width / fx)
+        lim_y_pos = (height - cy) / fy + 0.3 * (0.5 * height / fy)
+        lim_y_neg = cy / fy + 0.3 * (0.5 * height / fy)
+        tx = z * torch.minimum(torch.maximum(x / z, -lim_x_neg), lim_x_pos)
+        ty = z * torch.minimum(torch.maximum(y / z, -lim_y_neg), lim_y_pos)
+        zero = torch.zeros_like(z)
+        J = torch.stack(
+            [
+                torch.stack([fx / z, zero, -fx * tx / (z * z)], dim=-1),
+                torch.stack([zero, fy / z, -fy * ty / (z * z)], dim=-1),
+            ],
+            dim=-2,
+        )  # [C,N,2,3]
+        means2d = torch.stack([fx * x / z + cx, fy * y / z + cy], dim=-1)
+    else:  # ortho
+        zero = torch.zeros_like(fx)
+        J = torch.stack(
+            [torch.cat([fx, zero, zero], dim=-1), torch.cat([zero, fy, zero], dim=-1)], dim=-2
+        )[:, None]  # [C,1,2,3], the same for every Gaussian
+        means2d = torch.stack([fx * x + cx, fy * y + cy], dim=-1)
+
+    cov2d = J @ covar_c @ J.transpose(-1, -2)  # [C,N,2,2]
+    a, b, c = cov2d[..., 0, 0], cov2d[..., 0, 1], cov2d[..., 1, 1]
+    det_orig = a * c - b * b
+    a, c = a + eps2d, c + eps2d
+    det = a * c - b * b
+    det_ok = det > 0
+    det = torch.where(det_ok, det, torch.ones_like(det))
+    conics = torch.stack([c / det, -b / det, a / det], dim=-1)
+    # sqrt(max(0, ratio)) with a safe argument: sqrt'(0) is infinite.
+    ratio = det_orig / det
+    ratio_pos = ratio > 0
+    compensations = torch.where(
+        ratio_pos, torch.sqrt(torch.where(ratio_pos, ratio, torch.ones_like(ratio))), torch.zeros_like(ratio)
+    )
+
+    # Radii and the remaining culling tests are discrete decisions: no gradient.
+    with torch.no_grad():
+        valid = depth_ok & det_ok
+        extend = torch.full_like(det, 3.33)
+        if opacities is not None:
+            op = opacities * compensations if calc_compensations else opacities.expand_as(det)
+            valid &= op >= 1.0 / 255.0
+            # Where a Gaussian's alpha stays above 1/255 (and 3.33 sigma caps it).
+            opacity_extent = torch.sqrt(2.0 * torch.log(torch.clamp(op * 255.0, min=1.0)))
+            extend = torch.clamp(opacity_extent, max=3.33)
+        radius_x = torch.ceil(extend * torch.sqrt(torch.clamp(a, min=0)))
+        radius_y = torch.ceil(extend * torch.sqrt(torch.clamp(c, min=0)))
+        valid &= (radius_x > radius_clip) | (radius_y > radius_clip)
+        mx, my = means2d[..., 0], means2d[..., 1]
+        valid &= (mx + radius_x > 0) & (mx - radius_x < width) & (my + radius_y > 0) & (my - radius_y < height)
+        radii = torch.where(valid[..., None], torch.stack([radius_x, radius_y], dim=-1), 0).to(torch.int32)
+
+    means2d = torch.where(valid[..., None], means2d, 0.0)
+    depths = torch.where(valid, mean_c[..., 2], 0.0)
+    conics = torch.where(valid[..., None], conics, 0.0)
+    compensations = torch.where(valid, compensations, 0.0) if calc_compensations else None
+    return radii, means2d, depths, conics, compensations
+
+
+# --------------------------------------------------------------------------------------------------------
+# 2. Spherical harmonics
+# --------------------------------------------------------------------------------------------------------
+
+_C0 = 0.28209479177387814
+_C1 = 0.4886025119029199
+_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
+_C3 = (
+    -0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154,
+    -0.4570457994644658, 1.445305721320277, -0.5900435899266435,
+)
+
+
+def spherical_harmonics(
+    degree: int,
+    dirs: Tensor,  # [...,3]
+    coeffs: Tensor,  # [...,K,3]
+    masks: Optional[Tensor] = None,  # [...] bool
+) -> Tensor:
+    """Evaluate the real SH basis (Inria/gsplat convention, degree 0..3). Returns the raw value [...,3]."""
+    if not 0 <= degree <= 3:
+        raise ValueError(f"SH degree must be in 0..3, got {degree}")
+    if coeffs.shape[-2] < (degree + 1) ** 2:
+        raise ValueError(f"degree {degree} needs {(degree + 1) ** 2} coefficients, got {coeffs.shape[-2]}")
+    if masks is not None:
+        # Masked directions may be anything (even zero): replace them before normalising.
+        dirs = torch.where(masks[..., None], dirs, torch.ones_like(dirs))
+    x, y, z = (dirs / dirs.norm(dim=-1, keepdim=True)).unbind(-1)
+    x, y, z = x[..., None], y[..., None], z[..., None]  # broadcast against the colour channel
+    sh = coeffs.unbind(-2)
+
+    result = _C0 * sh[0]
+    if degree >= 1:
+        result = result - _C1 * y * sh[1] + _C1 * z * sh[2] - _C1 * x * sh[3]
+    if degree >= 2:
+        xx, yy, zz, xy, yz, xz = x * x, y * y, z * z, x * y, y * z, x * z
+        result = (
+            result
+            + _C2[0] * xy * sh[4]
+            + _C2[1] * yz * sh[5]
+            + _C2[2] * (2 * zz - xx - yy) * sh[6]
+            + _C2[3] * xz * sh[7]
+            + _C2[4] * (xx - yy) * sh[8]
+        )
+    if degree >= 3:
+        result = (
+            result
+            + _C3[0] * y * (3 * xx - yy) * sh[9]
+            + _C3[1] * xy * z * sh[10]
+            + _C3[2] * y * (4 * zz - xx - yy) * sh[11]
+            + _C3[3] * z * (2 * zz - 3 * xx - 3 * yy) * sh[12]
+            + _C3[4] * x * (4 * zz - xx - yy) * sh[13]
+            + _C3[5] * z * (xx - yy) * sh[14]
+            + _C3[6] * x * (xx - 3 * yy) * sh[15]
+        )
+    if masks is not None:
+        result = torch.where(masks[..., None], result, 0.0)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------
+# 3. Tile binning
+# --------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def bin_gaussians_to_tiles(
+    means2d: Tensor,  # [C,N,2]
+    radii: Tensor,  # [C,N,2] int
+    depths: Tensor,  # [C,N]
+    tile_size: int,
+    tile_width: int,
+    tile_height: int,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """List, for every tile, the Gaussians whose screen-space rectangle touches it, front to back.
+
+    Returns ``(tiles_per_gauss [C,N] int32, isect_offsets [C,TH,TW] int32, flatten_ids [M] int32)``.
+    """
+    C, N = depths.shape
+    device = means2d.device
+    valid = (radii[..., 0] > 0) & (radii[..., 1] > 0)
+    r = radii.to(means2d.dtype)
+    lo = torch.floor((means2d - r) / tile_size)
+    hi = torch.ceil((means2d + r) / tile_size)
+    x_min, x_max = lo[..., 0].clamp(0, tile_width).long(), hi[..., 0].clamp(0, tile_width).long()
+    y_min, y_max = lo[..., 1].clamp(0, tile_height).long(), hi[..., 1].clamp(0, tile_height).long()
+    rect_w = x_max - x_min
+    tiles_per_gauss = torch.where(valid, rect_w * (y_max - y_min), 0).reshape(-1)  # [C*N]
+
+    # One entry per (Gaussian, tile) intersection, Gaussians in flat order c*N + n.
+    flat_ids = torch.repeat_interleave(torch.arange(C * N, device=device), tiles_per_gauss)
+    first = torch.cumsum(tiles_per_gauss, 0) - tiles_per_gauss  # first intersection of each Gaussian
+    local = torch.arange(flat_ids.numel(), device=device) - first[flat_ids]  # index inside its rectangle
+    w = rect_w.reshape(-1)[flat_ids]
+    tile_x = x_min.reshape(-1)[flat_ids] + local % w
+    tile_y = y_min.reshape(-1)[flat_ids] + local // w
+    cam = flat_ids // N
+    tile_ids = (cam * tile_height + tile_y) * tile_width + tile_x
+
+    # Lexicographic (tile, depth, flat id): the entries already ascend in flat id, so two stable sorts
+    # (minor key first) give the required order.
+    order = torch.sort(depths.reshape(-1)[flat_ids], stable=True).indices
+    order = order[torch.sort(tile_ids[order], stable=True).indices]
+    flatten_ids = flat_ids[order]
+
+    # Start of each tile's range: the number of intersections that belong to earlier tiles.
+    all_tiles = torch.arange(C * tile_height * tile_width, device=device)
+    isect_offsets = torch.searchsorted(tile_ids[order], all_tiles)
+    return (
+        tiles_per_gauss.reshape(C, N).to(torch.int32),
+        isect_offsets.reshape(C, tile_height, tile_width).to(torch.int32),
+        flatten_ids.to(torch.int32),
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# 4. Rasterization
+# --------------------------------------------------------------------------------------------------------
+
+# Upper bound on (tiles x pixels per tile x Gaussians per tile) evaluated at once. About a dozen float
+# tensors of this size live during a chunk's backward (~50 MB in float32 for 2**20). Much smaller chunks are
+# slower, not faster: every chunk's backward produces full-size gradients for the gathered inputs.
+CHUNK_ELEMENTS = 2**20
+
+
+def _rasterize_tile_chunk(
+    means2d: Tensor,  # [C*N,2]
+    conics: Tensor,  # [C*N,3]
+    colors: Tensor,  # [C*N,D]
+    opacities: Tensor,  # [C*N]
+    gauss_ids: Tensor,  # [B,K] long, padded with 0
+    listed: Tensor,  # [B,K] bool, False for padding
+    pix_x: Tensor,  # [B,P] pixel centres
+    pix_y: Tensor,  # [B,P]
+    absgrad: Optional[Tensor],  # [C*N,2] buffer or None
+) -> Tuple[Tensor, Tensor]:
+    """Blend B tiles of P pixels, each over its own (depth-sorted) list of K Gaussians.
+
+    Returns the accumulated colour [B,P,D] and the final transmittance [B,P].
+    """
+    B, P = pix_x.shape
+    K = gauss_ids.shape[1]
+    mean = means2d[gauss_ids]  # [B,K,2]
+    if absgrad is not None:
+        # A per-pixel copy of each mean: its gradient is the per-pixel gradient whose magnitude we sum.
+        mean = mean[:, None].expand(B, P, K, 2)
+        ids = gauss_ids[:, None].expand(B, P, K)
+
+        def accumulate_abs(grad: Tensor) -> None:
+            absgrad.index_put_((ids,), grad.abs(), accumulate=True)
+
+        mean.register_hook(accumulate_abs)
+        dx, dy = mean[..., 0] - pix_x[..., None], mean[..., 1] - pix_y[..., None]
+    else:
+        dx = mean[:, None, :, 0] - pix_x[..., None]  # [B,P,K]
+        dy = mean[:, None, :, 1] - pix_y[..., None]
+    a, b, c = conics[gauss_ids].unbind(-1)
+    sigma = 0.5 * (a[:, None] * dx * dx + c[:, None] * dy * dy) + b[:, None] * dx * dy
+
+    # Skipped entries get sigma = 0 so exp(-sigma) cannot overflow into a NaN gradient.
+    sigma_ok = (sigma >= 0) & listed[:, None]
+    sigma = torch.where(sigma_ok, sigma, 0.0)
+    alpha = torch.clamp(opacities[gauss_ids][:, None] * torch.exp(-sigma), max=0.99)  # [B,P,K]
+
+    # Which Gaussians the sequential loop would blend: those not skipped, up to (excluding) the first whose
+    # blending would bring the transmittance to <= 1e-4. Transmittance never increases, so every later one
+    # is excluded too. (CPU cumprod accumulates float32 in double, so a product can differ from a float32
+    # loop in the last bit; the decision can only differ when T lands within rounding of 1e-4.)
+    with torch.no_grad():
+        blendable = sigma_ok & (alpha >= 1.0 / 255.0)
+        T_if_blended = torch.cumprod(1 - alpha * blendable, dim=-1)
+        blended = blendable & (T_if_blended > 1e-4)
+
+    # Front-to-back compositing with exactly the blended set: weight_k = alpha_k * prod_{j<k} (1 - alpha_j).
+    alpha = torch.where(blended, alpha, 0.0)
+    T = torch.cumprod(1 - alpha, dim=-1)  # factors are >= 0.01, so cumprod's backward is well conditioned
+    T_before = torch.cat([torch.ones_like(T[..., :1]), T[..., :-1]], dim=-1)
+    weights = alpha * T_before
+    color = torch.einsum("bpk,bkd->bpd", weights, colors[gauss_ids])
+    return color, T[..., -1]
+
+
+def rasterize_to_pixels(
+    means2d: Tensor,  # [C,N,2]
+    conics: Tensor,  # [C,N,3]
+    colors: Tensor,  # [C,N,D]
+    opacities: Tensor,  # [C,N]
+    width: int,
+    height: int,
+    tile_size: int,
+    isect_offsets: Tensor,  # [C,TH,TW]
+    flatten_ids: Tensor,  # [M]
+    backgrounds: Optional[Tensor] = None,  # [C,D]
+    absgrad: bool = False,
+) -> Tuple[Tensor, Tensor]:
+    """Alpha-composite the binned Gaussians front to back.
+
+    Returns ``(render_colors [C,H,W,D], render_alphas [C,H,W,1])``. With ``absgrad=True`` the tensor
+    ``means2d.absgrad`` [C,N,2] holds, after backward, the sum over pixels of |d loss / d means2d|.
+    """
+    C, N, D = colors.shape
+    _, TH, TW = isect_offsets.shape
+    P = tile_size * tile_size
+    num_tiles = C * TH * TW
+    dtype, device = means2d.dtype, means2d.device
+
+    absgrad_buffer = None
+    if absgrad:
+        absgrad_buffer = torch.zeros(C * N, 2, dtype=dtype, device=device)
+        means2d.absgrad = absgrad_buffer.view(C, N, 2)
+
+    # Each tile's range [start, end) in flatten_ids.
+    starts = isect_offsets.reshape(-1).long()
+    ends = torch.cat([starts[1:], torch.tensor([flatten_ids.numel()], device=device)])
+    counts = ends - starts
+    flatten_ids = flatten_ids.long()
+
+    # Tiles are processed in chunks of similar list length (longest first) to limit padding; each chunk is
+    # checkpointed so that only its [B,P,D] output is kept for backward.
+    tile_order = torch.argsort(counts, descending=True, stable=True)
+    num_busy = int((counts > 0).sum())
+    counts_sorted = counts[tile_order].tolist()
+
+    # Pixel offsets inside a tile, row-major.
+    local = torch.arange(P, device=device)
+    local_x, local_y = local % tile_size, local // tile_size
+
+    chunk_tiles, chunk_colors, chunk_T = [], [], []
+    i = 0
+    while i < num_busy:
+        K = counts_sorted[i]
+        tiles = tile_order[i : min(num_busy, i + max(1, CHUNK_ELEMENTS // (P * K)))]
+        i += tiles.numel()
+
+        slot = torch.arange(K, device=device)
+        listed = slot < counts[tiles, None]  # [B,K]
+        # Padding slots point at Gaussian 0; `listed` removes them from the blend.
+        positions = (starts[tiles, None] + slot).clamp(max=flatten_ids.numel() - 1)
+        gauss_ids = torch.where(listed, flatten_ids[positions], 0)
+        tile_x, tile_y = tiles % TW, (tiles // TW) % TH
+        pix_x = (tile_x[:, None] * tile_size + local_x).to(dtype) + 0.5
+        pix_y = (tile_y[:, None] * tile_size + local_y).to(dtype) + 0.5
+        color, T = checkpoint(
+            # The absgrad buffer is bound here rather than passed as an input: checkpoint would save it and
+            # then refuse the in-place accumulation done by the other chunks' backward.
+            functools.partial(_rasterize_tile_chunk, absgrad=absgrad_buffer),
+            means2d.reshape(-1, 2),
+            conics.reshape(-1, 3),
+            colors.reshape(-1, D),
+            opacities.reshape(-1),
+            gauss_ids,
+            listed,
+            pix_x,
+            pix_y,
+            use_reentrant=False,
+        )
+        chunk_tiles.append(tiles)
+        chunk_colors.append(color)
+        chunk_T.append(T)
+
+    # Tiles without Gaussians keep colour 0 and transmittance 1.
+    tile_colors = torch.zeros(num_tiles, P, D, dtype=dtype, device=device)
+    tile_T = torch.ones(num_tiles, P, dtype=dtype, device=device)
+    if chunk_tiles:
+        busy = torch.cat(chunk_tiles)
+        tile_colors = tile_colors.index_copy(0, busy, torch.cat(chunk_colors))
+        tile_T = tile_T.index_copy(0, busy, torch.cat(chunk_T))
+
+    def to_image(per_tile: Tensor) -> Tensor:  # [C*TH*TW, P, X] -> [C,H,W,X], dropping pixels past the border
+        X = per_tile.shape[-1]
+        img = per_tile.reshape(C, TH, TW, tile_size, tile_size, X).permute(0, 1, 3, 2, 4, 5)
+        return img.reshape(C, TH * tile_size, TW * tile_size, X)[:, :height, :width]
+
+    render_colors = to_image(tile_colors)
+    T = to_image(tile_T[..., None])
+    if backgrounds is not None:
+        render_colors = render_colors + T * backgrounds[:, None, None, :]
+    return render_colors, 1 - T

@@ -1,0 +1,565 @@
+#!/usr/bin/env python
+"""Benchmark gsplat_py.rasterization on a synthetic scene: the C++ CPU backend against the PyTorch reference.
+
+For each N in --sizes and each backend: forward and forward+backward time of one 800x600 render (medians
+of repeats after one warm-up). For the C++ backend also: where the forward time goes (the ops timed one
+by one), the rasterizer's pixel-Gaussian evaluation rate, thread scaling (1 thread vs torch's default)
+and, with --compare-wait-policy, OMP_WAIT_POLICY=PASSIVE vs unset on an idle and on a busy machine.
+Prints markdown tables (for BENCHMARKS.md) with the performance targets, and writes every number to JSON.
+
+    python scripts/bench_render.py                         # full benchmark (several minutes)
+    python scripts/bench_render.py --quick                 # smoke run: N=10k, C++ only, 2 repeats
+    python scripts/bench_render.py --compare-wait-policy   # adds the OMP_WAIT_POLICY comparison
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+import gsplat_py
+from gsplat_py import ops
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# ---- the synthetic scene: one pinhole camera at the origin looking down +z (viewmat = identity) ----------
+WIDTH, HEIGHT = 800, 600
+FOCAL = 700.0  # fx = fy; the principal point is the image centre
+NEAR_DEPTH, FAR_DEPTH = 2.0, 6.0
+# Median per-axis scale (world units) at N=100k: about 1.7 px standard deviation on screen at the median
+# depth. Scales shrink as N^(-1/3) so that the fraction of the volume the Gaussians fill stays constant.
+SCALE_AT_100K = 0.01
+SCALE_LOG_STD = 0.5  # log-normal spread, drawn independently per axis (anisotropic Gaussians)
+TILE_SIZE = 16  # rasterization()'s default
+SH_C0 = 0.28209479177387814  # degree-0 SH basis constant
+
+# ---- the targets (all at N=100k) ---------------------------------------------------------------------
+TARGET_N = 100_000
+TARGET_SPEEDUP_VS_REFERENCE = 50.0  # C++ vs reference, forward+backward
+TARGET_EVALS_PER_S_PER_CORE = 0.5e9  # forward rasterize step
+TARGET_BACKWARD_OVER_FORWARD = 3.0  # at most
+TARGET_THREAD_SPEEDUP = 1.7  # 2 threads vs 1, forward+backward
+
+FOOTNOTES = (
+    "Times are medians of the given number of repeats after one warm-up; backward ≈ (fwd+bwd) − forward. "
+    "The backward pass gets fixed random cotangents for render_colors and render_alphas and computes the "
+    "gradients of means, quats, scales, opacities and colors.",
+    "Pixel–Gaussian pairs: every (tile, Gaussian) intersection counted with all of the tile's pixels "
+    f"({TILE_SIZE}×{TILE_SIZE}, fewer at the image border). This is an upper bound: pixels that stop early "
+    "(transmittance below 1e-4) are still counted. Rate per core = pairs / rasterize-step time / threads.",
+)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Scene and timing
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Scene:
+    means: Tensor  # [N,3]
+    quats: Tensor  # [N,4]
+    scales: Tensor  # [N,3]
+    opacities: Tensor  # [N]
+    colors: Tensor  # [N,3], or SH coefficients [N,K,3]
+    viewmats: Tensor  # [1,4,4]
+    Ks: Tensor  # [1,3,3]
+    sh_degree: Optional[int]
+
+    @property
+    def n(self) -> int:
+        return self.means.shape[0]
+
+    def trainable(self) -> tuple[Tensor, ...]:
+        return self.means, self.quats, self.scales, self.opacities, self.colors
+
+    def render(self, backend: str):
+        return gsplat_py.rasterization(
+            self.means, self.quats, self.scales, self.opacities, self.colors, self.viewmats, self.Ks,
+            WIDTH, HEIGHT, sh_degree=self.sh_degree, tile_size=TILE_SIZE, backend=backend,
+        )
+
+
+def median_scale(n: int) -> float:
+    return SCALE_AT_100K * (n / 100_000) ** (-1.0 / 3.0)
+
+
+def make_scene(n: int, sh_degree: Optional[int], seed: int) -> Scene:
+    """n random Gaussians filling the camera's frustum between NEAR_DEPTH and FAR_DEPTH."""
+    g = torch.Generator().manual_seed(seed)
+    # Uniform in the frustum's volume: depth density grows as z², pixel position uniform over the image.
+    u = torch.rand(n, generator=g)
+    z = (NEAR_DEPTH**3 + u * (FAR_DEPTH**3 - NEAR_DEPTH**3)) ** (1.0 / 3.0)
+    px = torch.rand(n, generator=g) * WIDTH
+    py = torch.rand(n, generator=g) * HEIGHT
+    means = torch.stack([(px - WIDTH / 2) / FOCAL * z, (py - HEIGHT / 2) / FOCAL * z, z], dim=-1)
+    scales = median_scale(n) * torch.exp(SCALE_LOG_STD * torch.randn(n, 3, generator=g))
+    quats = torch.randn(n, 4, generator=g)  # normalised by the projection: uniformly random rotations
+    opacities = 0.05 + 0.9 * torch.rand(n, generator=g)
+    rgb = torch.rand(n, 3, generator=g)
+    if sh_degree is None:
+        colors = rgb
+    else:
+        colors = 0.1 * torch.randn(n, (sh_degree + 1) ** 2, 3, generator=g)
+        colors[:, 0] = (rgb - 0.5) / SH_C0  # rendering adds 0.5 to the SH value
+    viewmats = torch.eye(4)[None]
+    Ks = torch.tensor([[FOCAL, 0.0, WIDTH / 2], [0.0, FOCAL, HEIGHT / 2], [0.0, 0.0, 1.0]])[None]
+    for t in (means, quats, scales, opacities, colors):
+        t.requires_grad_(True)
+    return Scene(means, quats, scales, opacities, colors, viewmats, Ks, sh_degree)
+
+
+def make_cotangents(seed: int) -> tuple[Tensor, Tensor]:
+    """Fixed random weights w [1,H,W,3], w2 [1,H,W,1] of loss = sum(render_colors*w + render_alphas*w2)."""
+    g = torch.Generator().manual_seed(seed + 1)
+    return torch.randn(1, HEIGHT, WIDTH, 3, generator=g), torch.randn(1, HEIGHT, WIDTH, 1, generator=g)
+
+
+def time_median(fn: Callable, repeats: int):
+    """Call fn once as warm-up, then `repeats` timed times. Returns (median s, samples s, warm-up's result)."""
+    result = fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples), samples, result
+
+
+def time_forward(scene: Scene, backend: str, repeats: int) -> dict:
+    median, samples, (_, _, meta) = time_median(lambda: scene.render(backend), repeats)
+    return {"forward_s": median, "forward_samples_s": samples, "n_isects": meta["n_isects"]}
+
+
+def time_forward_backward(scene: Scene, backend: str, repeats: int, cotangents: tuple[Tensor, Tensor]) -> dict:
+    def step():
+        for t in scene.trainable():
+            t.grad = None
+        render_colors, render_alphas, _ = scene.render(backend)
+        # The gradients of loss = sum(render_colors*w + render_alphas*w2), without timing the loss itself.
+        torch.autograd.backward((render_colors, render_alphas), cotangents)
+
+    median, samples, _ = time_median(step, repeats)
+    return {"fwd_bwd_s": median, "fwd_bwd_samples_s": samples}
+
+
+def time_render(scene: Scene, backend: str, repeats: int, cotangents: tuple[Tensor, Tensor]) -> dict:
+    result = {**time_forward(scene, backend, repeats), **time_forward_backward(scene, backend, repeats, cotangents)}
+    result["backward_s"] = result["fwd_bwd_s"] - result["forward_s"]
+    result["backward_over_forward"] = result["backward_s"] / result["forward_s"]
+    return result
+
+
+def pixel_gaussian_pairs(isect_offsets: Tensor, n_isects: int) -> int:
+    """Sum over intersections of the pixel count of the intersection's tile (upper bound of evaluations)."""
+    C, TH, TW = isect_offsets.shape
+    starts = isect_offsets.reshape(-1).long()
+    ends = torch.cat([starts[1:], torch.tensor([n_isects])])
+    per_tile = (ends - starts).reshape(C, TH, TW)
+    tile_w = (WIDTH - TILE_SIZE * torch.arange(TW)).clamp(max=TILE_SIZE)
+    tile_h = (HEIGHT - TILE_SIZE * torch.arange(TH)).clamp(max=TILE_SIZE)
+    return int((per_tile * tile_h[:, None] * tile_w[None, :]).sum())
+
+
+def time_forward_steps(scene: Scene, repeats: int) -> dict:
+    """Time the C++ ops that make up the forward pass one by one, composed as in rendering.py."""
+    n = scene.n
+    tile_width, tile_height = math.ceil(WIDTH / TILE_SIZE), math.ceil(HEIGHT / TILE_SIZE)
+    steps = {}
+
+    def project():
+        return ops.project_gaussians(
+            scene.means, scene.quats, scene.scales, scene.viewmats, scene.Ks, WIDTH, HEIGHT,
+            opacities=scene.opacities,
+        )
+
+    steps["projection_s"], steps["projection_samples_s"], projected = time_median(project, repeats)
+    radii, means2d, depths, conics, _ = projected
+
+    if scene.sh_degree is None:
+        colors = scene.colors[None]
+        steps["sh_s"] = None
+    else:
+        n_bases = (scene.sh_degree + 1) ** 2
+
+        def shade():
+            campos = torch.inverse(scene.viewmats)[:, :3, 3]
+            dirs = scene.means[None] - campos[:, None]
+            coeffs = scene.colors[None, :, :n_bases]
+            masks = (radii > 0).all(dim=-1)
+            return torch.clamp_min(ops.spherical_harmonics(scene.sh_degree, dirs, coeffs, masks=masks) + 0.5, 0.0)
+
+        steps["sh_s"], steps["sh_samples_s"], colors = time_median(shade, repeats)
+    opacities = scene.opacities[None].expand(1, n).contiguous()
+
+    def bin_to_tiles():
+        return ops.bin_gaussians_to_tiles(means2d, radii, depths, TILE_SIZE, tile_width, tile_height)
+
+    steps["binning_s"], steps["binning_samples_s"], binned = time_median(bin_to_tiles, repeats)
+    _, isect_offsets, flatten_ids = binned
+
+    def rasterize():
+        return ops.rasterize_to_pixels(
+            means2d, conics, colors, opacities, WIDTH, HEIGHT, TILE_SIZE, isect_offsets, flatten_ids
+        )
+
+    steps["rasterize_s"], steps["rasterize_samples_s"], _ = time_median(rasterize, repeats)
+
+    steps["steps_total_s"] = sum(steps[k] or 0.0 for k in ("projection_s", "sh_s", "binning_s", "rasterize_s"))
+    steps["n_isects"] = flatten_ids.numel()
+    steps["pixel_gaussian_pairs"] = pixel_gaussian_pairs(isect_offsets, flatten_ids.numel())
+    steps["threads"] = torch.get_num_threads()
+    steps["evals_per_s_per_core"] = steps["pixel_gaussian_pairs"] / steps["rasterize_s"] / steps["threads"]
+    return steps
+
+
+# --------------------------------------------------------------------------------------------------------
+# The measurements
+# --------------------------------------------------------------------------------------------------------
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def reference_skip_reason(args: argparse.Namespace, n: int) -> Optional[str]:
+    if args.quick:
+        return "skipped (--quick)"
+    if n > args.reference_max_n:
+        return "skipped (memory)"
+    return None
+
+
+def measure_sizes(args: argparse.Namespace, cotangents: tuple[Tensor, Tensor]) -> list[dict]:
+    results = []
+    for n in args.sizes:
+        scene = make_scene(n, args.sh_degree, args.seed)
+        entry = {"n": n, "median_scale": median_scale(n), "backends": {}}
+        progress(f"N={n}: cpp render")
+        entry["backends"]["cpp"] = time_render(scene, "cpp", args.repeats, cotangents)
+        progress(f"N={n}: cpp forward steps")
+        entry["cpp_forward_steps"] = time_forward_steps(scene, args.repeats)
+        skip = reference_skip_reason(args, n)
+        if skip is None:
+            progress(f"N={n}: reference render")
+            entry["backends"]["reference"] = time_render(scene, "reference", args.reference_repeats, cotangents)
+            entry["cpp_speedup_fwd_bwd"] = (
+                entry["backends"]["reference"]["fwd_bwd_s"] / entry["backends"]["cpp"]["fwd_bwd_s"]
+            )
+        else:
+            entry["backends"]["reference"] = {"skipped": skip}
+        results.append(entry)
+    return results
+
+
+def measure_thread_scaling(args: argparse.Namespace, cotangents: tuple[Tensor, Tensor], default_threads: int) -> dict:
+    scene = make_scene(args.scaling_n, args.sh_degree, args.seed)
+    rows = []
+    for threads in sorted({1, default_threads}):
+        progress(f"thread scaling: N={args.scaling_n}, {threads} thread(s)")
+        torch.set_num_threads(threads)
+        try:
+            rows.append({
+                "threads": threads,
+                **time_render(scene, "cpp", args.repeats, cotangents),
+                "forward_steps": time_forward_steps(scene, args.repeats),
+            })
+        finally:
+            torch.set_num_threads(default_threads)
+    one, most = rows[0], rows[-1]
+    return {
+        "n": args.scaling_n,
+        "rows": rows,
+        "speedup_forward": one["forward_s"] / most["forward_s"],
+        "speedup_fwd_bwd": one["fwd_bwd_s"] / most["fwd_bwd_s"],
+        "speedup_rasterize": one["forward_steps"]["rasterize_s"] / most["forward_steps"]["rasterize_s"],
+    }
+
+
+def run_wait_policy_child(args: argparse.Namespace) -> None:
+    """Hidden mode: one C++ fwd+bwd measurement at --scaling-n, printed as one JSON line."""
+    scene = make_scene(args.scaling_n, args.sh_degree, args.seed)
+    result = time_forward_backward(scene, "cpp", args.repeats, make_cotangents(args.seed))
+    result["omp_wait_policy_seen"] = os.environ.get("OMP_WAIT_POLICY")
+    print(json.dumps(result))
+
+
+def compare_wait_policy(args: argparse.Namespace) -> list[dict]:
+    """C++ fwd+bwd at --scaling-n in fresh processes (OMP_WAIT_POLICY is read when OpenMP starts),
+    with OMP_WAIT_POLICY=PASSIVE and unset, each on the idle machine and next to a busy-loop process."""
+    command = [
+        sys.executable, str(Path(__file__).resolve()), "--wait-policy-child",
+        "--scaling-n", str(args.scaling_n), "--repeats", str(args.repeats), "--seed", str(args.seed),
+    ]
+    if args.sh_degree is not None:
+        command += ["--sh-degree", str(args.sh_degree)]
+    results = []
+    for policy in ("PASSIVE", None):
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        if policy is not None:
+            env["OMP_WAIT_POLICY"] = policy
+        for busy in (False, True):
+            progress(f"wait policy: OMP_WAIT_POLICY={policy or 'unset'}, {'busy competitor' if busy else 'idle'}")
+            competitor = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+            try:
+                child = subprocess.run(command, env=env, capture_output=True, text=True)
+            finally:
+                if competitor is not None:
+                    competitor.kill()
+                    competitor.wait()
+            if child.returncode != 0:
+                raise RuntimeError(f"wait-policy measurement failed (exit {child.returncode}):\n{child.stderr}")
+            measured = json.loads(child.stdout.strip().splitlines()[-1])
+            results.append({"omp_wait_policy": policy or "unset", "busy_competitor": busy, **measured})
+    return results
+
+
+def evaluate_targets(sizes: list[dict], scaling: dict, default_threads: int) -> list[dict]:
+    """Pass/fail of the targets at N = --scaling-n (they are stated for N=100k)."""
+    n = scaling["n"]
+    most = scaling["rows"][-1]
+    targets = []
+
+    def add(name: str, measured: Optional[float], text: str, passed: Optional[bool], why_not: str = "") -> None:
+        targets.append({
+            "target": name, "n": n, "measured": measured,
+            "measured_text": text if measured is not None else "—",
+            "result": ("PASS" if passed else "FAIL") if measured is not None else f"n/a ({why_not})",
+        })
+
+    at_n = next((s for s in sizes if s["n"] == n), None)
+    speedup = at_n.get("cpp_speedup_fwd_bwd") if at_n is not None else None
+    add(f"C++ ≥ {TARGET_SPEEDUP_VS_REFERENCE:g}× faster than the reference (fwd+bwd)", speedup,
+        f"{speedup:.1f}×" if speedup else "", speedup is not None and speedup >= TARGET_SPEEDUP_VS_REFERENCE,
+        f"reference not measured at N={n}")
+    rate = most["forward_steps"]["evals_per_s_per_core"]
+    add(f"forward ≥ {TARGET_EVALS_PER_S_PER_CORE / 1e9:g} G pixel–Gaussian evaluations/s/core", rate,
+        f"{rate / 1e9:.2f} G/s/core ({most['threads']} threads)", rate >= TARGET_EVALS_PER_S_PER_CORE)
+    # Forward and fwd+bwd are separate medians: a non-positive difference means the timings are noise.
+    ratio = most["backward_over_forward"] if most["backward_s"] > 0 else None
+    add(f"backward ≤ {TARGET_BACKWARD_OVER_FORWARD:g}× forward time", ratio, f"{ratio:.2f}×" if ratio else "",
+        ratio is not None and ratio <= TARGET_BACKWARD_OVER_FORWARD, "fwd+bwd ≤ forward: noisy timings")
+    thread_speedup = scaling["speedup_fwd_bwd"] if default_threads >= 2 else None
+    add(f"{default_threads} threads ≥ {TARGET_THREAD_SPEEDUP:g}× faster than 1 (fwd+bwd)", thread_speedup,
+        f"{thread_speedup:.2f}×" if thread_speedup else "",
+        thread_speedup is not None and thread_speedup >= TARGET_THREAD_SPEEDUP, "only 1 thread available")
+    return targets
+
+
+# --------------------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------------------
+
+
+def fmt_ms(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "—"
+    ms = seconds * 1e3
+    return f"{ms:.0f}" if ms >= 100 else f"{ms:.1f}" if ms >= 10 else f"{ms:.2f}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_report(report: dict) -> str:
+    settings, machine = report["settings"], report["machine"]
+    out = [
+        "## gsplat_py render benchmark",
+        "",
+        f"- machine: {machine['cpu_model']}, {machine['logical_cpus']} logical CPUs, {machine['platform']}",
+        f"- torch {machine['torch_version']} ({machine['cpu_capability']}), {machine['torch_threads']} threads; "
+        f"git commit {machine['git_commit'] or 'unknown'}; extension built {machine['extension_built'] or 'unknown'}",
+        f"- OMP_WAIT_POLICY: {report['omp_wait_policy'] or 'unset'}; load average at start "
+        f"{' / '.join(f'{x:.2f}' for x in machine['load_average_at_start'])} (1/5/15 min: other work skews timings)",
+        f"- scene: {WIDTH}×{HEIGHT} pinhole, f={FOCAL:g}, depth {NEAR_DEPTH:g}..{FAR_DEPTH:g}, "
+        f"median scale {SCALE_AT_100K:g}·(N/100k)^(-1/3), "
+        f"{'RGB colours' if settings['sh_degree'] is None else 'SH degree ' + str(settings['sh_degree'])}, "
+        f"tile {TILE_SIZE}, seed {settings['seed']}; repeats: {settings['repeats']} (C++), "
+        f"{settings['reference_repeats']} (reference)",
+        "",
+        "### Forward and backward (default threads)",
+        "",
+    ]
+    rows = []
+    for size in report["sizes"]:
+        for backend, r in size["backends"].items():
+            if "skipped" in r:
+                rows.append([f"{size['n']:,}", backend, "—", r["skipped"], "—", "—", "—", "—"])
+                continue
+            speedup = size.get("cpp_speedup_fwd_bwd") if backend == "cpp" else None
+            rows.append([
+                f"{size['n']:,}", backend, f"{r['n_isects']:,}", fmt_ms(r["forward_s"]), fmt_ms(r["fwd_bwd_s"]),
+                fmt_ms(r["backward_s"]), f"{r['backward_over_forward']:.2f}",
+                f"{speedup:.1f}×" if speedup is not None else "—",
+            ])
+    out.append(table(["N", "backend", "intersections", "forward (ms)", "fwd+bwd (ms)", "backward ≈ (ms)¹",
+                      "bwd/fwd", "C++ speed-up (fwd+bwd)"], rows))
+
+    out += ["", "### Where the C++ forward time goes (ops timed one by one)", ""]
+    rows = []
+    for size in report["sizes"]:
+        s = size["cpp_forward_steps"]
+        rows.append([
+            f"{size['n']:,}", fmt_ms(s["projection_s"]), fmt_ms(s["sh_s"]), fmt_ms(s["binning_s"]),
+            fmt_ms(s["rasterize_s"]), fmt_ms(s["steps_total_s"]), fmt_ms(size["backends"]["cpp"]["forward_s"]),
+            f"{s['pixel_gaussian_pairs'] / 1e6:.1f} M", f"{s['evals_per_s_per_core'] / 1e9:.2f}",
+        ])
+    out.append(table(["N", "projection (ms)", "SH (ms)", "binning (ms)", "rasterize (ms)", "sum of ops (ms)",
+                      "rasterization() (ms)", "pixel–Gaussian pairs²", "G evals/s/core²"], rows))
+
+    scaling = report["thread_scaling"]
+    out += ["", f"### Thread scaling, C++, N={scaling['n']:,}", ""]
+    rows = [[
+        str(r["threads"]), fmt_ms(r["forward_s"]), fmt_ms(r["fwd_bwd_s"]), fmt_ms(r["forward_steps"]["rasterize_s"]),
+        f"{r['forward_steps']['evals_per_s_per_core'] / 1e9:.2f}",
+    ] for r in scaling["rows"]]
+    rows.append([
+        f"speed-up {scaling['rows'][-1]['threads']}T/1T", f"{scaling['speedup_forward']:.2f}×",
+        f"{scaling['speedup_fwd_bwd']:.2f}×", f"{scaling['speedup_rasterize']:.2f}×", "",
+    ])
+    out.append(table(["threads", "forward (ms)", "fwd+bwd (ms)", "rasterize (ms)", "G evals/s/core²"], rows))
+
+    if report["wait_policy"] is not None:
+        out += ["", f"### OMP_WAIT_POLICY, C++ fwd+bwd (ms), N={scaling['n']:,}, fresh process each", ""]
+        rows = []
+        for policy in ("PASSIVE", "unset"):
+            cells = {r["busy_competitor"]: fmt_ms(r["fwd_bwd_s"]) for r in report["wait_policy"]
+                     if r["omp_wait_policy"] == policy}
+            rows.append([policy, cells[False], cells[True]])
+        out.append(table(["OMP_WAIT_POLICY", "idle machine", "with a busy-loop process"], rows))
+
+    n_targets = report["targets"][0]["n"]
+    out += ["", f"### Targets (at N={n_targets:,})", ""]
+    out += ["The speed-up comes from the first table, the other numbers from the thread-scaling runs "
+            "(default threads).", ""]
+    if n_targets != TARGET_N:
+        out += [f"Note: the targets are stated for N={TARGET_N:,}; these numbers are for N={n_targets:,}.", ""]
+    out.append(table(["target", "measured", "result"],
+                     [[t["target"], t["measured_text"], t["result"]] for t in report["targets"]]))
+    out += [""] + [f"{i}. {note}" for i, note in enumerate(FOOTNOTES, start=1)]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------------------
+
+
+def machine_info() -> dict:
+    cpu_model = platform.processor() or None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        git_commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        git_commit = None
+    spec = importlib.util.find_spec("gsplat_py._C")
+    extension_built = (
+        datetime.datetime.fromtimestamp(os.path.getmtime(spec.origin)).isoformat(timespec="seconds")
+        if spec is not None and spec.origin else None
+    )
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": cpu_model,
+        "logical_cpus": os.cpu_count(),
+        "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "git_commit": git_commit,
+        "extension_built": extension_built,
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000],
+                        help="numbers of Gaussians N")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per C++ measurement (median)")
+    parser.add_argument("--reference-repeats", type=int, default=3,
+                        help="timed repeats per reference measurement (median)")
+    parser.add_argument("--reference-max-n", type=int, default=100_000,
+                        help="largest N run on the reference backend (it needs a lot of memory)")
+    parser.add_argument("--scaling-n", type=int, default=TARGET_N,
+                        help="N for the thread scaling, the wait-policy comparison and the targets")
+    parser.add_argument("--sh-degree", type=int, choices=range(4), default=None,
+                        help="use SH coefficients of this degree instead of RGB colours")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic scene")
+    parser.add_argument("--compare-wait-policy", action="store_true",
+                        help="also time C++ fwd+bwd at --scaling-n with OMP_WAIT_POLICY=PASSIVE and unset, "
+                             "each idle and next to a busy-loop process (4 subprocesses)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: N=10000 only (also for thread scaling), 2 repeats, no reference")
+    parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench_results" / "bench_render.json",
+                        help="JSON file to write")
+    parser.add_argument("--wait-policy-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.scaling_n, args.repeats = [10_000], 10_000, 2
+    for name in ("sizes", "repeats", "reference_repeats", "scaling_n"):
+        values = getattr(args, name)
+        if min(values if isinstance(values, list) else [values]) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if args.wait_policy_child:
+        run_wait_policy_child(args)
+        return
+
+    default_threads = torch.get_num_threads()
+    report = {
+        "timestamp": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "settings": {
+            **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "wait_policy_child"},
+            "width": WIDTH, "height": HEIGHT, "focal": FOCAL, "depth_range": [NEAR_DEPTH, FAR_DEPTH],
+            "scale_at_100k": SCALE_AT_100K, "scale_log_std": SCALE_LOG_STD, "tile_size": TILE_SIZE,
+        },
+    }
+    progress(f"OMP_WAIT_POLICY={report['omp_wait_policy'] or 'unset'}, {default_threads} threads")
+    cotangents = make_cotangents(args.seed)
+    report["sizes"] = measure_sizes(args, cotangents)
+    report["thread_scaling"] = measure_thread_scaling(args, cotangents, default_threads)
+    report["wait_policy"] = compare_wait_policy(args) if args.compare_wait_policy else None
+    report["targets"] = evaluate_targets(report["sizes"], report["thread_scaling"], default_threads)
+
+    print(render_report(report))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nJSON written to {args.output}")
+
+
+if __name__ == "__main__":
+    main()

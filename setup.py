@@ -1,0 +1,90 @@
+"""Builds gsplat_py and its C++ extension (gsplat_py._C).
+
+Build against the torch you already have, without build isolation, so pip never downloads another torch:
+
+    pip install torch==2.13.0            # or any torch >= 2.1 you already use
+    pip install --no-build-isolation -e .
+"""
+
+import glob
+import os
+import platform
+import sys
+
+from setuptools import find_packages, setup
+
+try:
+    import torch
+    from torch.utils.cpp_extension import BuildExtension, CppExtension
+except ImportError:
+    sys.exit(
+        "gsplat_py builds its C++ extension against the installed PyTorch, and none was found.\n"
+        "Install torch first (e.g. `pip install torch==2.13.0`), then build without isolation:\n"
+        "    pip install --no-build-isolation -e ."
+    )
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TORCH_VERSION = torch.__version__.split("+")[0]
+
+# -fno-math-errno lets sqrt/exp calls vectorise without changing any result; -ffast-math is not used
+# because it changes NaN handling and rounding (the kernels vectorise without it).
+CXX_FLAGS = ["-O3", "-g0", "-std=c++20", "-fopenmp", "-fno-math-errno", "-Wall", "-Wno-unknown-pragmas"]
+
+
+# The SIMD rasterizer kernels (torch-free) are compiled once per instruction-set level, each into its
+# own namespace; csrc/cpu/rasterize.cpp picks the best one the CPU supports at run time.
+SIMD_KERNEL_SOURCE = os.path.join("csrc", "cpu", "raster_kernels.cpp")
+SIMD_LEVELS = (
+    {"x86_64_v4": "-march=x86-64-v4", "x86_64_v3": "-march=x86-64-v3", "baseline": "-march=x86-64"}
+    if platform.machine() in ("x86_64", "AMD64")
+    else {"baseline": None}
+)
+
+
+class BuildWithSimdKernels(BuildExtension):
+    def build_extensions(self):
+        for ext in self.extensions:
+            ext.extra_objects = ext.extra_objects + self._compile_simd_kernels()
+        super().build_extensions()
+
+    def _compile_simd_kernels(self):
+        objects = []
+        for level, arch_flag in SIMD_LEVELS.items():
+            flags = CXX_FLAGS + ["-fPIC", "-Wno-psabi"] + ([arch_flag] if arch_flag else [])
+            objects += self.compiler.compile(
+                [SIMD_KERNEL_SOURCE],
+                output_dir=os.path.join(self.build_temp, level),
+                macros=[("GS_ISA", level)],
+                include_dirs=[os.path.join(HERE, "csrc", "include"), os.path.join(HERE, "csrc", "cpu")],
+                extra_postargs=flags,
+            )
+        return objects
+
+
+def extension():
+    all_sources = glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp"))
+    sources = sorted(src for src in all_sources if src != SIMD_KERNEL_SOURCE)
+    return CppExtension(
+        name="gsplat_py._C",
+        sources=sources,
+        include_dirs=[os.path.join(HERE, "csrc"), os.path.join(HERE, "csrc", "include")],
+        extra_compile_args={"cxx": CXX_FLAGS},
+        # libgomp.so.1 is the soname torch's wheel bundles too, so one OpenMP runtime is shared.
+        extra_link_args=["-fopenmp"],
+    )
+
+
+setup(
+    name="gsplat_py",
+    version="0.1.0",
+    description="Differentiable 3D Gaussian splatting with a fast C++ CPU rasterizer",
+    packages=find_packages(include=["gsplat_py", "gsplat_py.*"]),
+    python_requires=">=3.9",
+    # The extension is tied to the torch it was compiled against: require exactly that one, so that
+    # installing gsplat_py can never replace the user's torch.
+    install_requires=[f"torch=={TORCH_VERSION}", "numpy"],
+    extras_require={"test": ["pytest"]},
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildWithSimdKernels.with_options(use_ninja=True)},
+    zip_safe=False,
+)
