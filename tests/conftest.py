@@ -47,7 +47,9 @@ def make_cameras(n_cameras: int, width: int, height: int, dtype=torch.float64, c
         if camera_model == "ortho":
             fx, fy = fx / 4.0, fy / 4.0
         Ks[c] = torch.tensor(
-            [[fx, 0.0, width / 2 + 1.3 * c - 0.4], [0.0, fy, height / 2 - 0.9 * c + 0.2], [0.0, 0.0, 1.0]],
+            [[fx, 0.0, width / 2 + 1.3 * c - 0.4],
+             [0.0, fy, height / 2 - 0.9 * c + 0.2],
+             [0.0, 0.0, 1.0]],
             dtype=torch.float64,
         )
     return viewmats.to(dtype), Ks.to(dtype)
@@ -70,9 +72,10 @@ def make_scene(
     """A random scene that exercises the awkward cases, as keyword arguments of ``rasterization``.
 
     Mixes regular anisotropic Gaussians (random unnormalised quaternions, log-uniform per-axis scales) with
-    Gaussians behind every camera, huge (and fairly transparent) ones that cover the whole image, tiny (sub-pixel) ones, and ones
-    whose centre projects (in camera 0) onto a tile border. Opacities span [0.002, max_opacity] (a few
-    are below 1/255, a few equal max_opacity so the 0.99 alpha cap is reached).
+    Gaussians behind every camera, huge (and fairly transparent) ones that cover the whole image, tiny
+    (sub-pixel) ones, and ones whose centre projects (in camera 0) within 0.3 px of a tile border (tile_size
+    only sets where those borders are). Opacities span [0.002, max_opacity] (a few are below 1/255, a few
+    equal max_opacity so that the 0.99 alpha cap is reached when max_opacity >= 0.99).
 
     Returns a dict with means, quats, scales, opacities, colors ([N, channels], or [N, 16, 3] SH
     coefficients when sh_degree is given), viewmats, Ks, width, height, sh_degree, camera_model and, if

@@ -23,11 +23,12 @@ namespace gsplat_py {
 
 // ---------------------------------------------------------------------------------------------
 // Constants of the field (Inria 3DGS and gsplat agree on them).
-constexpr float kAlphaThreshold = 1.0f / 255.0f;  // contributions below this are skipped
-constexpr float kMaxAlpha = 0.99f;                // alpha is clamped here (keeps 1/(1-alpha) finite)
-constexpr float kTransmittanceMin = 1e-4f;        // a pixel stops when T would fall to this
-constexpr float kMaxExtent = 3.33f;               // bounding box half-size in standard deviations
-constexpr float kClipMargin = 0.3f;               // how far outside the view (in tan fov) J is evaluated
+// Doubles, cast to the kernel's type where used, so the float64 kernels use the exact values.
+constexpr double kAlphaThreshold = 1.0 / 255.0;  // contributions below this are skipped
+constexpr double kMaxAlpha = 0.99;                // alpha is clamped here (keeps 1/(1-alpha) finite)
+constexpr double kTransmittanceMin = 1e-4;        // a pixel stops when T would fall to this
+constexpr double kMaxExtent = 3.33;               // bounding box half-size in standard deviations
+constexpr double kClipMargin = 0.3;               // how far outside the view (in tan fov) J is evaluated
 
 constexpr double kShC0 = 0.28209479177387814;
 constexpr double kShC1 = 0.4886025119029199;
