@@ -10,6 +10,7 @@ import glob
 import os
 import platform
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 from setuptools import find_packages, setup
 
@@ -48,17 +49,19 @@ class BuildWithSimdKernels(BuildExtension):
         super().build_extensions()
 
     def _compile_simd_kernels(self):
-        objects = []
-        for level, arch_flag in SIMD_LEVELS.items():
+        def compile_level(level, arch_flag):
             flags = CXX_FLAGS + ["-fPIC", "-Wno-psabi"] + ([arch_flag] if arch_flag else [])
-            objects += self.compiler.compile(
+            return self.compiler.compile(
                 [SIMD_KERNEL_SOURCE],
                 output_dir=os.path.join(self.build_temp, level),
                 macros=[("GS_ISA", level)],
                 include_dirs=[os.path.join(HERE, "csrc", "include"), os.path.join(HERE, "csrc", "cpu")],
                 extra_postargs=flags,
             )
-        return objects
+
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            compiled = list(pool.map(lambda item: compile_level(*item), SIMD_LEVELS.items()))
+        return [obj for objects in compiled for obj in objects]
 
 
 def extension():

@@ -10,14 +10,19 @@ OUTPUT (render | photo side by side).
 
 import argparse
 import math
+import os
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
+# OpenMP workers that spin-wait lose time whenever another process wants the cores (BENCHMARKS.md);
+# this must be set before torch loads its OpenMP runtime.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import gsplat_py
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import gsplat_py  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_IMAGE = REPO / "data" / "snowmiku" / "images_4" / "20240212_003919.jpg"

@@ -1,7 +1,8 @@
-// Binning of projected Gaussians into screen tiles: a counting sort by (camera, tile), then a sort by
-// depth inside each tile (ties by index, so the order is fully determined).
+// Binning of projected Gaussians into screen tiles. The visible Gaussians are first sorted by depth
+// (a stable radix sort of the depth bits, so ties keep index order); a counting sort by (camera, tile)
+// that visits them in that order then leaves every tile's list sorted by depth.
 #include <algorithm>
-#include <utility>
+#include <cstring>
 #include <vector>
 
 #include "cpu_common.h"
@@ -27,10 +28,44 @@ TileRect tile_rect(const T* mean, const int32_t* radius, int tile_size, int tile
             clampi(std::ceil((mean[1] + radius[1]) / ts), tile_height)};
 }
 
+// Unsigned integer whose order is the order of the floating-point value (for non-NaN values).
+template <typename T> struct SortKey;
+template <> struct SortKey<float> { using type = uint32_t; };
+template <> struct SortKey<double> { using type = uint64_t; };
+
+template <typename T> typename SortKey<T>::type order_preserving_bits(T value) {
+    using U = typename SortKey<T>::type;
+    U bits;
+    std::memcpy(&bits, &value, sizeof(bits));
+    const U sign = U(1) << (8 * sizeof(U) - 1);
+    return (bits & sign) ? ~bits : (bits | sign);
+}
+
+// Stable LSD radix sort of `ids` by `keys[id]`, 8 bits per pass.
+template <typename U> void radix_sort_by_key(std::vector<int32_t>& ids, const std::vector<U>& keys) {
+    std::vector<int32_t> scratch(ids.size());
+    std::vector<U> key_of(ids.size()), key_scratch(ids.size());
+    for (size_t k = 0; k < ids.size(); ++k) key_of[k] = keys[k];
+    for (int shift = 0; shift < int(8 * sizeof(U)); shift += 8) {
+        size_t count[257] = {0};
+        for (U key : key_of) ++count[((key >> shift) & 0xFF) + 1];
+        if (count[1] == ids.size()) continue;  // every key has the same digit here
+        for (int d = 0; d < 256; ++d) count[d + 1] += count[d];
+        for (size_t k = 0; k < ids.size(); ++k) {
+            const size_t slot = count[(key_of[k] >> shift) & 0xFF]++;
+            scratch[slot] = ids[k];
+            key_scratch[slot] = key_of[k];
+        }
+        ids.swap(scratch);
+        key_of.swap(key_scratch);
+    }
+}
+
 template <typename T>
 void bin_impl(const at::Tensor& means2d, const at::Tensor& radii, const at::Tensor& depths,
               int tile_size, int tile_width, int tile_height, at::Tensor& tiles_per_gauss,
               at::Tensor& isect_offsets, at::Tensor& flatten_ids) {
+    using U = typename SortKey<T>::type;
     const int64_t C = means2d.size(0), N = means2d.size(1);
     const int64_t tiles_per_camera = int64_t(tile_width) * tile_height;
     const int64_t n_tiles = C * tiles_per_camera;
@@ -47,9 +82,19 @@ void bin_impl(const at::Tensor& means2d, const at::Tensor& radii, const at::Tens
         }
     });
 
-    // Tile sizes, then their offsets, then the members of each tile in index order.
+    // The Gaussians that touch a tile, in (depth, index) order.
+    std::vector<int32_t> order;
+    std::vector<U> keys;
+    for (int64_t idx = 0; idx < C * N; ++idx)
+        if (count_p[idx] > 0) {
+            order.push_back(int32_t(idx));
+            keys.push_back(order_preserving_bits(depth_p[idx]));
+        }
+    radix_sort_by_key(order, keys);
+
+    // Tile sizes, their offsets, then every tile's members in depth order.
     std::vector<int64_t> tile_start(size_t(n_tiles + 1), 0);
-    for (int64_t idx = 0; idx < C * N; ++idx) {
+    for (int32_t idx : order) {
         const TileRect& r = rects[idx];
         const int64_t base = (idx / N) * tiles_per_camera;
         for (int y = r.y0; y < r.y1; ++y)
@@ -62,26 +107,14 @@ void bin_impl(const at::Tensor& means2d, const at::Tensor& radii, const at::Tens
     flatten_ids = at::empty({M}, means2d.options().dtype(at::kInt));
     int32_t* ids = flatten_ids.data_ptr<int32_t>();
     std::vector<int64_t> cursor(tile_start.begin(), tile_start.end() - 1);
-    for (int64_t idx = 0; idx < C * N; ++idx) {
+    for (int32_t idx : order) {
         const TileRect& r = rects[idx];
         const int64_t base = (idx / N) * tiles_per_camera;
         for (int y = r.y0; y < r.y1; ++y)
-            for (int x = r.x0; x < r.x1; ++x) ids[cursor[base + int64_t(y) * tile_width + x]++] = int32_t(idx);
+            for (int x = r.x0; x < r.x1; ++x) ids[cursor[base + int64_t(y) * tile_width + x]++] = idx;
     }
-
     int32_t* offsets = isect_offsets.data_ptr<int32_t>();
-    at::parallel_for(0, n_tiles, 16, [&](int64_t begin, int64_t end) {
-        std::vector<std::pair<T, int32_t>> keyed;
-        for (int64_t t = begin; t < end; ++t) {
-            offsets[t] = int32_t(tile_start[t]);
-            int32_t* first = ids + tile_start[t];
-            const int64_t count = tile_start[t + 1] - tile_start[t];
-            keyed.resize(size_t(count));
-            for (int64_t k = 0; k < count; ++k) keyed[k] = {depth_p[first[k]], first[k]};
-            std::sort(keyed.begin(), keyed.end());
-            for (int64_t k = 0; k < count; ++k) first[k] = keyed[k].second;
-        }
-    });
+    for (int64_t t = 0; t < n_tiles; ++t) offsets[t] = int32_t(tile_start[t]);
 }
 
 }  // namespace

@@ -185,27 +185,34 @@ __attribute__((always_inline)) inline void prefetch_splat(const RasterArgs<T>& a
     __builtin_prefetch(a.colors + id * a.channels);
 }
 
-template <typename T> void forward_tiles(const RasterArgs<T>& a, const ForwardOut<T>& out) {
+// Kernels are instantiated for the channel counts of RGB (3), RGB+depth (4) and depth (1), where the
+// per-channel work unrolls into registers inside the pixel loop, and for any count (kChannels = 0).
+template <int kChannels> int channel_count(int runtime) { return kChannels > 0 ? kChannels : runtime; }
+constexpr int kMaxRegisterChannels = 4;
+
+template <typename T, int kChannels> void forward_tiles(const RasterArgs<T>& a, const ForwardOut<T>& out) {
     using V = typename Simd<T>::V;
     using M = typename Simd<T>::M;
-    const int Q = vectors_per_tile(a), D = a.channels;
+    const int Q = vectors_per_tile(a), D = channel_count<kChannels>(a.channels);
 #pragma omp parallel num_threads(a.n_threads)
     {
-        LaneBuffer<V> values(size_t(Q) * (4 + D));
-        LaneBuffer<M> masks(size_t(Q) * 2);
+        LaneBuffer<V> values{size_t(Q) * (3 + D)};
+        LaneBuffer<M> masks{size_t(Q) * 2};
+        LaneBuffer<uint8_t> live_buffer{size_t(Q)};
         V* px = values.data;
         V* py = px + Q;
         V* trans = py + Q;
-        V* weight = trans + Q;
-        V* acc = weight + Q;  // [D][Q]
+        V* acc = trans + Q;  // [D][Q]
         M* active = masks.data;
         M* last = active + Q;
+        uint8_t* live = live_buffer.data;  // whether a pixel vector still has active lanes
 #pragma omp for schedule(dynamic, 1)
         for (int64_t tile = 0; tile < a.n_tiles; ++tile) {
             const TileGeometry<T> g = tile_setup(a, tile, px, py, active);
             for (int q = 0; q < Q; ++q) {
                 trans[q] = V{} + T(1);
                 last[q] = M{} - 1;
+                live[q] = any_lane(active[q]);
             }
             for (int k = 0; k < D * Q; ++k) acc[k] = V{};
             int64_t remaining = g.n_inside;
@@ -214,23 +221,23 @@ template <typename T> void forward_tiles(const RasterArgs<T>& a, const ForwardOu
                 const Splat<T> s = load_splat(a, a.flatten_ids[i], g.y0, Q);
                 M stopped = M{};
                 for (int q = s.q_begin; q < s.q_end; ++q) {
+                    if (!live[q]) continue;  // every pixel of this vector has stopped
                     const V sigma = splat_sigma(s.conic, s.mx - px[q], s.my - py[q]);
                     const V alpha = splat_alpha(s.opacity, simd_exp(-sigma));
                     const M contributes = active[q] & splat_contributes<T>(sigma, alpha);
                     const V next_t = trans[q] * (T(1) - alpha);
                     const M stop = contributes & (next_t <= T(kTransmittanceMin));
                     const M blend = contributes & ~stop;
-                    weight[q] = blend ? alpha * trans[q] : V{};
+                    const V weight = blend ? alpha * trans[q] : V{};
+                    for (int ch = 0; ch < D; ++ch) acc[ch * Q + q] += weight * s.color[ch];
                     trans[q] = blend ? next_t : trans[q];
                     active[q] &= ~stop;
                     last[q] = blend ? M{} + typename Simd<T>::Lane(i) : last[q];
                     stopped += stop;  // lanes count -1 per stop
                 }
-                if (any_lane(stopped)) remaining += hsum(stopped);
-                for (int ch = 0; ch < D; ++ch) {
-                    const T c = s.color[ch];
-                    V* acc_ch = acc + ch * Q;
-                    for (int q = s.q_begin; q < s.q_end; ++q) acc_ch[q] += weight[q] * c;
+                if (any_lane(stopped)) {
+                    remaining += hsum(stopped);
+                    for (int q = s.q_begin; q < s.q_end; ++q) live[q] = live[q] && any_lane(active[q]);
                 }
             }
             const T* bg = a.backgrounds ? a.backgrounds + int64_t(g.camera) * D : nullptr;
@@ -249,40 +256,35 @@ template <typename T> void forward_tiles(const RasterArgs<T>& a, const ForwardOu
     }
 }
 
-template <typename T>
+template <typename T, int kChannels>
 void backward_tiles(const RasterArgs<T>& a, const BackwardIn<T>& in, const BackwardOut<T>& out) {
     using V = typename Simd<T>::V;
     using M = typename Simd<T>::M;
-    const int Q = vectors_per_tile(a), D = a.channels, R = kRecordFixed + D;
+    const int Q = vectors_per_tile(a), D = channel_count<kChannels>(a.channels), R = kRecordFixed + D;
 #pragma omp parallel num_threads(a.n_threads)
     {
-        LaneBuffer<V> values(size_t(Q) * (12 + 2 * D));
-        LaneBuffer<M> masks(size_t(Q) * 3);
-        V* next = values.data;
-        auto take = [&next, Q](int count) { V* p = next; next += count * Q; return p; };
-        V* px = take(1);
-        V* py = take(1);
-        V* t_final = take(1);
-        V* trans = take(1);
-        V* v_trans_final = take(1);  // d loss / d T_final: v_alpha - sum_ch bg v_color
-        V* ratio = take(1);          // 1 / (1 - alpha)
-        V* t_before = take(1);       // T in front of the current Gaussian
-        V* weight = take(1);         // alpha * t_before where blended, else 0
-        V* vis = take(1);
-        V* v_alpha = take(1);
-        V* dx = take(1);
-        V* dy = take(1);
-        V* v_color = take(D);  // [D][Q]
-        V* behind = take(D);   // [D][Q]: colour accumulated behind the current Gaussian
+        // Per-channel sums of one Gaussian: registers when the count is fixed, else this buffer.
+        LaneBuffer<V> values{size_t(Q) * (5 + 2 * D) + size_t(D)};
+        LaneBuffer<M> masks{size_t(Q) * 2};
+        LaneBuffer<int64_t> vector_last_buffer{size_t(Q)};
+        V* px = values.data;
+        V* py = px + Q;
+        V* t_final = py + Q;
+        V* trans = t_final + Q;
+        V* v_trans_final = trans + Q;  // d loss / d T_final: v_alpha - sum_ch bg v_color
+        V* v_color = v_trans_final + Q;  // [D][Q]
+        V* behind = v_color + D * Q;     // [D][Q]: colour accumulated behind the current Gaussian
+        V* color_sums_buffer = behind + D * Q;
         M* inside = masks.data;
         M* last = inside + Q;
-        M* hit = last + Q;
+        int64_t* vector_last = vector_last_buffer.data;  // the largest last index of a pixel vector
 #pragma omp for schedule(dynamic, 1)
         for (int64_t tile = 0; tile < a.n_tiles; ++tile) {
             const TileGeometry<T> g = tile_setup(a, tile, px, py, inside);
             const T* bg = a.backgrounds ? a.backgrounds + int64_t(g.camera) * D : nullptr;
             int64_t max_last = -1;
-            for (int q = 0; q < Q; ++q)
+            for (int q = 0; q < Q; ++q) {
+                vector_last[q] = -1;
                 for (int l = 0; l < kLanes; ++l) {
                     const int64_t pix = pixel_index(a, g, q, l);
                     const bool in_image = pix >= 0;
@@ -295,8 +297,10 @@ void backward_tiles(const RasterArgs<T>& a, const BackwardIn<T>& in, const Backw
                         if (bg) v_tf -= bg[ch] * vc;
                     }
                     v_trans_final[q][l] = v_tf;
-                    max_last = last[q][l] > max_last ? int64_t(last[q][l]) : max_last;
+                    vector_last[q] = last[q][l] > vector_last[q] ? int64_t(last[q][l]) : vector_last[q];
                 }
+                max_last = vector_last[q] > max_last ? vector_last[q] : max_last;
+            }
             for (int ch = 0; ch < D; ++ch) {
                 V total = V{};
                 for (int q = 0; q < Q; ++q) total += t_final[q] * v_color[ch * Q + q];
@@ -308,41 +312,33 @@ void backward_tiles(const RasterArgs<T>& a, const BackwardIn<T>& in, const Backw
             for (int64_t i = max_last; i >= g.begin; --i) {
                 prefetch_splat(a, i - kPrefetchDistance, g.begin, g.end);
                 const Splat<T> s = load_splat(a, a.flatten_ids[i], g.y0, Q);
-                M any_hit = M{};
-                for (int q = s.q_begin; q < s.q_end; ++q) {
-                    dx[q] = s.mx - px[q];
-                    dy[q] = s.my - py[q];
-                    const V sigma = splat_sigma(s.conic, dx[q], dy[q]);
-                    vis[q] = simd_exp(-sigma);
-                    const V alpha = splat_alpha(s.opacity, vis[q]);
-                    const M m = (M{} + typename Simd<T>::Lane(i) <= last[q]) & splat_contributes<T>(sigma, alpha);
-                    ratio[q] = T(1) / (T(1) - alpha);
-                    t_before[q] = trans[q] * ratio[q];
-                    weight[q] = m ? alpha * t_before[q] : V{};
-                    trans[q] = m ? t_before[q] : trans[q];
-                    v_alpha[q] = m ? t_final[q] * ratio[q] * v_trans_final[q] : V{};
-                    hit[q] = m;
-                    any_hit |= m;
-                }
-                if (!any_lane(any_hit)) continue;
-                T* rec = out.records + i * R;
-                for (int ch = 0; ch < D; ++ch) {
-                    const T c = s.color[ch];
-                    V* beh = behind + ch * Q;
-                    const V* vc = v_color + ch * Q;
-                    V total = V{};
-                    for (int q = s.q_begin; q < s.q_end; ++q) {
-                        const V dv = (c * t_before[q] - beh[q] * ratio[q]) * vc[q];
-                        v_alpha[q] += hit[q] ? dv : V{};
-                        total += weight[q] * vc[q];
-                        beh[q] += weight[q] * c;
-                    }
-                    rec[kRecordFixed + ch] = hsum(total);
-                }
+                if (s.q_begin >= s.q_end) continue;
+                V color_sums_registers[kChannels > 0 ? kChannels : 1];
+                V* color_sums = kChannels > 0 ? color_sums_registers : color_sums_buffer;
+                for (int ch = 0; ch < D; ++ch) color_sums[ch] = V{};
                 V g_mx = V{}, g_my = V{}, g_ax = V{}, g_ay = V{}, g_ca = V{}, g_cb = V{}, g_cc = V{},
                   g_op = V{};
                 for (int q = s.q_begin; q < s.q_end; ++q) {
-                    const SplatGrad<V> sg = splat_alpha_vjp(s.conic, s.opacity, dx[q], dy[q], vis[q], v_alpha[q]);
+                    if (i > vector_last[q]) continue;  // no pixel of this vector blended Gaussian i
+                    const V dx = s.mx - px[q], dy = s.my - py[q];
+                    const V sigma = splat_sigma(s.conic, dx, dy);
+                    const V vis = simd_exp(-sigma);
+                    const V alpha = splat_alpha(s.opacity, vis);
+                    const M hit = (M{} + typename Simd<T>::Lane(i) <= last[q]) & splat_contributes<T>(sigma, alpha);
+                    const V ratio = T(1) / (T(1) - alpha);  // T in front of this Gaussian = T behind * ratio
+                    const V t_before = trans[q] * ratio;
+                    const V weight = hit ? alpha * t_before : V{};
+                    trans[q] = hit ? t_before : trans[q];
+                    V v_alpha = t_final[q] * ratio * v_trans_final[q];
+                    for (int ch = 0; ch < D; ++ch) {
+                        const V vc = v_color[ch * Q + q];
+                        V& beh = behind[ch * Q + q];
+                        v_alpha += (s.color[ch] * t_before - beh * ratio) * vc;
+                        color_sums[ch] += weight * vc;
+                        beh += weight * s.color[ch];
+                    }
+                    v_alpha = hit ? v_alpha : V{};
+                    const SplatGrad<V> sg = splat_alpha_vjp(s.conic, s.opacity, dx, dy, vis, v_alpha);
                     g_mx += sg.v_mean_x;
                     g_my += sg.v_mean_y;
                     g_ax += sg.v_mean_x < T(0) ? -sg.v_mean_x : sg.v_mean_x;
@@ -352,6 +348,7 @@ void backward_tiles(const RasterArgs<T>& a, const BackwardIn<T>& in, const Backw
                     g_cc += sg.v_conic_c;
                     g_op += sg.v_opacity;
                 }
+                T* rec = out.records + i * R;
                 rec[0] = hsum(g_mx);
                 rec[1] = hsum(g_my);
                 rec[2] = hsum(g_ax);
@@ -360,21 +357,41 @@ void backward_tiles(const RasterArgs<T>& a, const BackwardIn<T>& in, const Backw
                 rec[5] = hsum(g_cb);
                 rec[6] = hsum(g_cc);
                 rec[7] = hsum(g_op);
+                for (int ch = 0; ch < D; ++ch) rec[kRecordFixed + ch] = hsum(color_sums[ch]);
             }
         }
     }
 }
 
+template <typename T> void forward_any(const RasterArgs<T>& a, const ForwardOut<T>& out) {
+    switch (a.channels) {
+        case 1: return forward_tiles<T, 1>(a, out);
+        case 3: return forward_tiles<T, 3>(a, out);
+        case kMaxRegisterChannels: return forward_tiles<T, kMaxRegisterChannels>(a, out);
+        default: return forward_tiles<T, 0>(a, out);
+    }
+}
+
+template <typename T>
+void backward_any(const RasterArgs<T>& a, const BackwardIn<T>& in, const BackwardOut<T>& out) {
+    switch (a.channels) {
+        case 1: return backward_tiles<T, 1>(a, in, out);
+        case 3: return backward_tiles<T, 3>(a, in, out);
+        case kMaxRegisterChannels: return backward_tiles<T, kMaxRegisterChannels>(a, in, out);
+        default: return backward_tiles<T, 0>(a, in, out);
+    }
+}
+
 }  // namespace
 
-void rasterize_forward(const RasterArgs<float>& args, const ForwardOut<float>& out) { forward_tiles(args, out); }
-void rasterize_forward(const RasterArgs<double>& args, const ForwardOut<double>& out) { forward_tiles(args, out); }
+void rasterize_forward(const RasterArgs<float>& args, const ForwardOut<float>& out) { forward_any(args, out); }
+void rasterize_forward(const RasterArgs<double>& args, const ForwardOut<double>& out) { forward_any(args, out); }
 void rasterize_backward(const RasterArgs<float>& args, const BackwardIn<float>& in, const BackwardOut<float>& out) {
-    backward_tiles(args, in, out);
+    backward_any(args, in, out);
 }
 void rasterize_backward(const RasterArgs<double>& args, const BackwardIn<double>& in,
                         const BackwardOut<double>& out) {
-    backward_tiles(args, in, out);
+    backward_any(args, in, out);
 }
 
 }  // namespace gsplat_py::cpu::GS_ISA
