@@ -1,9 +1,11 @@
 // Projection of N Gaussians into C cameras (forward and backward), one (camera, Gaussian) pair at a
 // time with the shared math of gsplat_math.h.
-#include "cpu_common.h"
-#include "ops.h"
+#include <algorithm>
+#include <vector>
 
+#include "cpu_common.h"
 #include "gsplat_math.h"
+#include "ops.h"
 
 namespace gsplat_py::cpu {
 
