@@ -41,23 +41,27 @@ template <typename T> typename SortKey<T>::type order_preserving_bits(T value) {
     return (bits & sign) ? ~bits : (bits | sign);
 }
 
-// Stable LSD radix sort of `ids` by `keys[id]`, 8 bits per pass.
-template <typename U> void radix_sort_by_key(std::vector<int32_t>& ids, const std::vector<U>& keys) {
-    std::vector<int32_t> scratch(ids.size());
-    std::vector<U> key_of(ids.size()), key_scratch(ids.size());
-    for (size_t k = 0; k < ids.size(); ++k) key_of[k] = keys[k];
-    for (int shift = 0; shift < int(8 * sizeof(U)); shift += 8) {
-        size_t count[257] = {0};
-        for (U key : key_of) ++count[((key >> shift) & 0xFF) + 1];
-        if (count[1] == ids.size()) continue;  // every key has the same digit here
-        for (int d = 0; d < 256; ++d) count[d + 1] += count[d];
-        for (size_t k = 0; k < ids.size(); ++k) {
-            const size_t slot = count[(key_of[k] >> shift) & 0xFF]++;
-            scratch[slot] = ids[k];
-            key_scratch[slot] = key_of[k];
-        }
-        ids.swap(scratch);
-        key_of.swap(key_scratch);
+// A visible Gaussian on its way to the tiles; sorting these records (not indices into other arrays)
+// keeps the later passes sequential in memory.
+template <typename U> struct BinItem {
+    U key;  // depth, as order-preserving bits
+    int32_t id;
+    int32_t tile_base;  // first tile of its camera
+    TileRect rect;
+};
+
+// Stable LSD radix sort by key, 11 bits per pass.
+template <typename U> void radix_sort(std::vector<BinItem<U>>& items) {
+    constexpr int kBits = 11, kBuckets = 1 << kBits;
+    std::vector<BinItem<U>> scratch(items.size());
+    std::vector<size_t> count(kBuckets + 1);
+    for (int shift = 0; shift < int(8 * sizeof(U)); shift += kBits) {
+        std::fill(count.begin(), count.end(), 0);
+        for (const BinItem<U>& item : items) ++count[((item.key >> shift) & (kBuckets - 1)) + 1];
+        if (count[1] == items.size()) continue;  // every key has the same digit here
+        for (int d = 0; d < kBuckets; ++d) count[d + 1] += count[d];
+        for (const BinItem<U>& item : items) scratch[count[(item.key >> shift) & (kBuckets - 1)]++] = item;
+        items.swap(scratch);
     }
 }
 
@@ -81,25 +85,20 @@ void bin_impl(const at::Tensor& means2d, const at::Tensor& radii, const at::Tens
             count_p[idx] = int32_t(rects[idx].count());
         }
     });
-
-    // The Gaussians that touch a tile, in (depth, index) order.
-    std::vector<int32_t> order;
-    std::vector<U> keys;
+    std::vector<BinItem<U>> items;
+    items.reserve(size_t(C * N));
     for (int64_t idx = 0; idx < C * N; ++idx)
-        if (count_p[idx] > 0) {
-            order.push_back(int32_t(idx));
-            keys.push_back(order_preserving_bits(depth_p[idx]));
-        }
-    radix_sort_by_key(order, keys);
+        if (count_p[idx] > 0)
+            items.push_back({order_preserving_bits(depth_p[idx]), int32_t(idx),
+                             int32_t((idx / N) * tiles_per_camera), rects[idx]});
+    radix_sort(items);
 
     // Tile sizes, their offsets, then every tile's members in depth order.
     std::vector<int64_t> tile_start(size_t(n_tiles + 1), 0);
-    for (int32_t idx : order) {
-        const TileRect& r = rects[idx];
-        const int64_t base = (idx / N) * tiles_per_camera;
-        for (int y = r.y0; y < r.y1; ++y)
-            for (int x = r.x0; x < r.x1; ++x) ++tile_start[base + int64_t(y) * tile_width + x + 1];
-    }
+    for (const BinItem<U>& item : items)
+        for (int y = item.rect.y0; y < item.rect.y1; ++y)
+            for (int x = item.rect.x0; x < item.rect.x1; ++x)
+                ++tile_start[item.tile_base + int64_t(y) * tile_width + x + 1];
     for (int64_t t = 0; t < n_tiles; ++t) tile_start[t + 1] += tile_start[t];
     const int64_t M = tile_start[n_tiles];
     TORCH_CHECK(M < (int64_t(1) << 31), "too many Gaussian-tile intersections (", M, ") for int32 ids");
@@ -107,12 +106,10 @@ void bin_impl(const at::Tensor& means2d, const at::Tensor& radii, const at::Tens
     flatten_ids = at::empty({M}, means2d.options().dtype(at::kInt));
     int32_t* ids = flatten_ids.data_ptr<int32_t>();
     std::vector<int64_t> cursor(tile_start.begin(), tile_start.end() - 1);
-    for (int32_t idx : order) {
-        const TileRect& r = rects[idx];
-        const int64_t base = (idx / N) * tiles_per_camera;
-        for (int y = r.y0; y < r.y1; ++y)
-            for (int x = r.x0; x < r.x1; ++x) ids[cursor[base + int64_t(y) * tile_width + x]++] = idx;
-    }
+    for (const BinItem<U>& item : items)
+        for (int y = item.rect.y0; y < item.rect.y1; ++y)
+            for (int x = item.rect.x0; x < item.rect.x1; ++x)
+                ids[cursor[item.tile_base + int64_t(y) * tile_width + x]++] = item.id;
     int32_t* offsets = isect_offsets.data_ptr<int32_t>();
     for (int64_t t = 0; t < n_tiles; ++t) offsets[t] = int32_t(tile_start[t]);
 }

@@ -140,27 +140,27 @@ std::vector<at::Tensor> rasterize_backward(
         std::vector<T> v_bg_tiles(size_t(a.n_tiles * D), T(0));
         dispatch_backward(a, in, BackwardOut<T>{records.data(), v_bg_tiles.data()});
 
-        // Sum the records of each Gaussian in intersection order.
-        T* vm = v_means2d.data_ptr<T>();
-        T* vm_abs = absgrad ? v_means2d_abs.data_ptr<T>() : nullptr;
-        T* vcon = v_conics.data_ptr<T>();
-        T* vcol = v_colors.data_ptr<T>();
-        T* vop = v_opacities.data_ptr<T>();
-        for (int64_t i = 0; i < M; ++i) {
-            const int64_t id = a.flatten_ids[i];
-            const T* rec = records.data() + i * R;
-            vm[2 * id] += rec[0];
-            vm[2 * id + 1] += rec[1];
-            if (vm_abs) {
-                vm_abs[2 * id] += rec[2];
-                vm_abs[2 * id + 1] += rec[3];
+        // Sum the records of each Gaussian in intersection order: one record field per task, so the
+        // threads never write the same value and the order of every sum stays fixed.
+        struct FieldTarget {
+            T* data;
+            int64_t stride, offset;
+        };
+        std::vector<FieldTarget> targets = {
+            {v_means2d.data_ptr<T>(), 2, 0}, {v_means2d.data_ptr<T>(), 2, 1},
+            {absgrad ? v_means2d_abs.data_ptr<T>() : nullptr, 2, 0},
+            {absgrad ? v_means2d_abs.data_ptr<T>() : nullptr, 2, 1},
+            {v_conics.data_ptr<T>(), 3, 0}, {v_conics.data_ptr<T>(), 3, 1}, {v_conics.data_ptr<T>(), 3, 2},
+            {v_opacities.data_ptr<T>(), 1, 0}};
+        for (int64_t ch = 0; ch < D; ++ch) targets.push_back({v_colors.data_ptr<T>(), D, ch});
+        at::parallel_for(0, int64_t(targets.size()), 1, [&](int64_t begin, int64_t end) {
+            for (int64_t field = begin; field < end; ++field) {
+                const FieldTarget target = targets[field];
+                if (!target.data) continue;
+                for (int64_t i = 0; i < M; ++i)
+                    target.data[a.flatten_ids[i] * target.stride + target.offset] += records[i * R + field];
             }
-            vcon[3 * id] += rec[4];
-            vcon[3 * id + 1] += rec[5];
-            vcon[3 * id + 2] += rec[6];
-            vop[id] += rec[7];
-            for (int64_t ch = 0; ch < D; ++ch) vcol[id * D + ch] += rec[kRecordFixed + ch];
-        }
+        });
         if (backgrounds.has_value()) {
             T* vbg = v_backgrounds.data_ptr<T>();
             const int64_t tiles_per_camera = a.n_tiles / C;
