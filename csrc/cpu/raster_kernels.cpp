@@ -95,8 +95,25 @@ template <typename V> struct LaneBuffer {
     LaneBuffer& operator=(const LaneBuffer&) = delete;
 };
 
+// A vector holds a 4x4 block of pixels (lane l: column l % 4, row l / 4); a tile is a grid of
+// blocks_per_side^2 blocks, padded where the tile size is not a multiple of 4. Square blocks fit the
+// footprint of a small splat more tightly than tile rows do.
+constexpr int kBlockSide = 4;
+static_assert(kBlockSide * kBlockSide == kLanes, "a vector is one block of pixels");
+
+template <typename T> int blocks_per_side(const RasterArgs<T>& a) {
+    return (a.tile_size + kBlockSide - 1) / kBlockSide;
+}
+
 template <typename T> int vectors_per_tile(const RasterArgs<T>& a) {
-    return (a.tile_size * a.tile_size + kLanes - 1) / kLanes;
+    return blocks_per_side(a) * blocks_per_side(a);
+}
+
+// Position in the tile of lane l of vector q.
+template <typename T> void lane_position(const RasterArgs<T>& a, int q, int l, int& lx, int& ly) {
+    const int B = blocks_per_side(a);
+    lx = (q % B) * kBlockSide + l % kBlockSide;
+    ly = (q / B) * kBlockSide + l / kBlockSide;
 }
 
 // Pixel centres of a tile, and which lanes are real pixels of the image.
@@ -115,8 +132,9 @@ TileGeometry<T> tile_setup(const RasterArgs<T>& a, int64_t tile, typename Simd<T
     const int Q = vectors_per_tile(a);
     for (int q = 0; q < Q; ++q)
         for (int l = 0; l < kLanes; ++l) {
-            const int p = q * kLanes + l, lx = p % a.tile_size, ly = p / a.tile_size;
-            const bool in = p < a.tile_size * a.tile_size && g.x0 + lx < a.width && g.y0 + ly < a.height;
+            int lx, ly;
+            lane_position(a, q, l, lx, ly);
+            const bool in = lx < a.tile_size && ly < a.tile_size && g.x0 + lx < a.width && g.y0 + ly < a.height;
             px[q][l] = T(g.x0 + lx) + T(0.5);
             py[q][l] = T(g.y0 + ly) + T(0.5);
             inside[q][l] = in ? -1 : 0;
@@ -127,46 +145,63 @@ TileGeometry<T> tile_setup(const RasterArgs<T>& a, int64_t tile, typename Simd<T
 
 // Image index of lane l of vector q, or -1 outside the image.
 template <typename T> int64_t pixel_index(const RasterArgs<T>& a, const TileGeometry<T>& g, int q, int l) {
-    const int p = q * kLanes + l, x = g.x0 + p % a.tile_size, y = g.y0 + p / a.tile_size;
-    if (p >= a.tile_size * a.tile_size || x >= a.width || y >= a.height) return -1;
+    int lx, ly;
+    lane_position(a, q, l, lx, ly);
+    const int x = g.x0 + lx, y = g.y0 + ly;
+    if (lx >= a.tile_size || ly >= a.tile_size || x >= a.width || y >= a.height) return -1;
     return (int64_t(g.camera) * a.height + y) * a.width + x;
 }
+
+// The blocks of a tile a splat can reach: [x_begin, x_end) x [y_begin, y_end) in block units.
+struct BlockRange {
+    int x_begin, x_end, y_begin, y_end;
+    bool empty() const { return x_begin >= x_end || y_begin >= y_end; }
+};
 
 template <typename T> struct Splat {
     T mx, my, opacity;
     Sym2<T> conic;
     const T* color;
-    int q_begin, q_end;  // the pixel vectors of the tile the Gaussian can reach
+    BlockRange blocks;
 };
 
-// Loads Gaussian `id` for a tile whose top row is y0, with the range of pixel vectors it can reach: a
-// pixel takes part only if alpha >= 1/255, i.e. sigma <= ln(255 opacity), which bounds |dy| by
-// sqrt(2 ln(255 opacity) cov_yy). Vectors outside that band (plus a pixel of margin) would be masked
-// out anyway, so skipping them changes no result, only the time.
-template <typename T> Splat<T> load_splat(const RasterArgs<T>& a, int64_t id, int y0, int n_vectors) {
+// Block range [begin, end) covering the pixel centres within `half_extent` of `centre` (offsets
+// relative to the tile's first pixel), or an empty range.
+template <typename T> void block_span(T centre, T half_extent, int tile_size, int& begin, int& end) {
+    const T first = centre - half_extent - T(0.5), last = centre + half_extent - T(0.5);
+    if (last < T(0) || first > T(tile_size - 1)) {
+        begin = end = 0;
+        return;
+    }
+    const int pixel_begin = first < T(0) ? 0 : int(first);
+    const int pixel_last = last >= T(tile_size - 1) ? tile_size - 1 : int(last) + 1;
+    begin = pixel_begin / kBlockSide;
+    end = pixel_last / kBlockSide + 1;
+}
+
+// Loads Gaussian `id` for the tile at (x0, y0), with the blocks it can reach: a pixel takes part only
+// if alpha >= 1/255, i.e. sigma <= ln(255 opacity), which bounds |dx| and |dy| by
+// sqrt(2 ln(255 opacity) cov_xx) and sqrt(2 ln(255 opacity) cov_yy). Blocks outside (with a pixel
+// of margin) would be masked out anyway, so skipping them changes no result, only the time.
+template <typename T> Splat<T> load_splat(const RasterArgs<T>& a, int64_t id, int x0, int y0) {
+    const int B = blocks_per_side(a);
     Splat<T> s = {a.means2d[2 * id], a.means2d[2 * id + 1], a.opacities[id],
                   {a.conics[3 * id], a.conics[3 * id + 1], a.conics[3 * id + 2]},
-                  a.colors + id * a.channels, 0, n_vectors};
+                  a.colors + id * a.channels, {0, B, 0, B}};
     // ln(255 opacity) up to rounding: only a clearly lower opacity is dropped here, the exact test
     // (alpha >= 1/255) stays in the pixel loop.
     const T max_sigma = std::log(s.opacity * T(255)) + T(1e-3);
     if (!(max_sigma > T(0))) {  // can never reach alpha 1/255 (or NaN)
-        s.q_end = 0;
+        s.blocks = {0, 0, 0, 0};
         return s;
     }
     const T det = s.conic.a * s.conic.c - s.conic.b * s.conic.b;
+    const T half_width = std::sqrt(T(2) * max_sigma * s.conic.c / det) + T(1);
     const T half_height = std::sqrt(T(2) * max_sigma * s.conic.a / det) + T(1);
-    if (!(det > T(0)) || !(s.conic.a > T(0)) || !std::isfinite(half_height)) return s;  // all rows
-    const int ts = a.tile_size;
-    const T top = s.my - half_height - T(y0) - T(0.5), bottom = s.my + half_height - T(y0) - T(0.5);
-    if (bottom < T(0) || top > T(ts - 1)) {
-        s.q_end = 0;
-        return s;
-    }
-    const int row_begin = top < T(0) ? 0 : int(top);
-    const int row_end = bottom >= T(ts - 1) ? ts : int(bottom) + 2;
-    s.q_begin = row_begin * ts / kLanes;
-    s.q_end = ((row_end * ts - 1) / kLanes + 1) < n_vectors ? (row_end * ts - 1) / kLanes + 1 : n_vectors;
+    if (!(det > T(0)) || !(s.conic.a > T(0)) || !std::isfinite(half_width) || !std::isfinite(half_height))
+        return s;  // not positive definite: every block
+    block_span(s.mx - T(x0), half_width, a.tile_size, s.blocks.x_begin, s.blocks.x_end);
+    block_span(s.my - T(y0), half_height, a.tile_size, s.blocks.y_begin, s.blocks.y_end);
     return s;
 }
 
@@ -193,7 +228,7 @@ constexpr int kMaxRegisterChannels = 4;
 template <typename T, int kChannels> void forward_tiles(const RasterArgs<T>& a, const ForwardOut<T>& out) {
     using V = typename Simd<T>::V;
     using M = typename Simd<T>::M;
-    const int Q = vectors_per_tile(a), D = channel_count<kChannels>(a.channels);
+    const int Q = vectors_per_tile(a), B = blocks_per_side(a), D = channel_count<kChannels>(a.channels);
 #pragma omp parallel num_threads(a.n_threads)
     {
         LaneBuffer<V> values{size_t(Q) * (3 + D)};
@@ -218,10 +253,11 @@ template <typename T, int kChannels> void forward_tiles(const RasterArgs<T>& a, 
             int64_t remaining = g.n_inside;
             for (int64_t i = g.begin; i < g.end && remaining > 0; ++i) {
                 prefetch_splat(a, i + kPrefetchDistance, g.begin, g.end);
-                const Splat<T> s = load_splat(a, a.flatten_ids[i], g.y0, Q);
+                const Splat<T> s = load_splat(a, a.flatten_ids[i], g.x0, g.y0);
                 M stopped = M{};
-                for (int q = s.q_begin; q < s.q_end; ++q) {
-                    if (!live[q]) continue;  // every pixel of this vector has stopped
+                for (int by = s.blocks.y_begin; by < s.blocks.y_end; ++by)
+                for (int q = by * B + s.blocks.x_begin; q < by * B + s.blocks.x_end; ++q) {
+                    if (!live[q]) continue;  // every pixel of this block has stopped
                     const V sigma = splat_sigma(s.conic, s.mx - px[q], s.my - py[q]);
                     const V alpha = splat_alpha(s.opacity, simd_exp(-sigma));
                     const M contributes = active[q] & splat_contributes<T>(sigma, alpha);
@@ -237,7 +273,9 @@ template <typename T, int kChannels> void forward_tiles(const RasterArgs<T>& a, 
                 }
                 if (any_lane(stopped)) {
                     remaining += hsum(stopped);
-                    for (int q = s.q_begin; q < s.q_end; ++q) live[q] = live[q] && any_lane(active[q]);
+                    for (int by = s.blocks.y_begin; by < s.blocks.y_end; ++by)
+                        for (int q = by * B + s.blocks.x_begin; q < by * B + s.blocks.x_end; ++q)
+                            live[q] = live[q] && any_lane(active[q]);
                 }
             }
             const T* bg = a.backgrounds ? a.backgrounds + int64_t(g.camera) * D : nullptr;
@@ -260,7 +298,8 @@ template <typename T, int kChannels>
 void backward_tiles(const RasterArgs<T>& a, const BackwardIn<T>& in, const BackwardOut<T>& out) {
     using V = typename Simd<T>::V;
     using M = typename Simd<T>::M;
-    const int Q = vectors_per_tile(a), D = channel_count<kChannels>(a.channels), R = kRecordFixed + D;
+    const int Q = vectors_per_tile(a), B = blocks_per_side(a), D = channel_count<kChannels>(a.channels);
+    const int R = kRecordFixed + D;
 #pragma omp parallel num_threads(a.n_threads)
     {
         // Per-channel sums of one Gaussian: registers when the count is fixed, else this buffer.
@@ -311,15 +350,16 @@ void backward_tiles(const RasterArgs<T>& a, const BackwardIn<T>& in, const Backw
 
             for (int64_t i = max_last; i >= g.begin; --i) {
                 prefetch_splat(a, i - kPrefetchDistance, g.begin, g.end);
-                const Splat<T> s = load_splat(a, a.flatten_ids[i], g.y0, Q);
-                if (s.q_begin >= s.q_end) continue;
+                const Splat<T> s = load_splat(a, a.flatten_ids[i], g.x0, g.y0);
+                if (s.blocks.empty()) continue;
                 V color_sums_registers[kChannels > 0 ? kChannels : 1];
                 V* color_sums = kChannels > 0 ? color_sums_registers : color_sums_buffer;
                 for (int ch = 0; ch < D; ++ch) color_sums[ch] = V{};
                 V g_mx = V{}, g_my = V{}, g_ax = V{}, g_ay = V{}, g_ca = V{}, g_cb = V{}, g_cc = V{},
                   g_op = V{};
-                for (int q = s.q_begin; q < s.q_end; ++q) {
-                    if (i > vector_last[q]) continue;  // no pixel of this vector blended Gaussian i
+                for (int by = s.blocks.y_begin; by < s.blocks.y_end; ++by)
+                for (int q = by * B + s.blocks.x_begin; q < by * B + s.blocks.x_end; ++q) {
+                    if (i > vector_last[q]) continue;  // no pixel of this block blended Gaussian i
                     const V dx = s.mx - px[q], dy = s.my - py[q];
                     const V sigma = splat_sigma(s.conic, dx, dy);
                     const V vis = simd_exp(-sigma);
