@@ -74,10 +74,14 @@ template <typename M> inline bool any_lane(M m) {
     return any != 0;
 }
 
+// Sum of the 16 lanes as a fixed tree of vector adds (lanes l and l+8, then l and l+4, ...): a few
+// instructions instead of 15 dependent scalar adds, and the same order on every instruction set.
 template <typename V> inline auto hsum(V v) {
-    auto total = v[0];
-    for (int l = 1; l < kLanes; ++l) total += v[l];
-    return total;
+    v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+    v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+    v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+    return v[0];
 }
 
 template <typename T> struct TileGeometry {
