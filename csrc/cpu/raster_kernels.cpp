@@ -156,10 +156,13 @@ template <typename T> int64_t pixel_index(const RasterArgs<T>& a, const TileGeom
     return (int64_t(g.camera) * a.height + y) * a.width + x;
 }
 
-// The blocks of a tile a splat can reach: [x_begin, x_end) x [y_begin, y_end) in block units.
+// The blocks of a tile a splat can reach: block rows [y_begin, y_end), and in block row `by` the
+// blocks [x_begin[by], x_end[by]).
+constexpr int kMaxBlocksPerSide = 16;  // tile_size <= 64
+
 struct BlockRange {
-    int x_begin, x_end, y_begin, y_end;
-    bool empty() const { return x_begin >= x_end || y_begin >= y_end; }
+    int y_begin, y_end;
+    int x_begin[kMaxBlocksPerSide], x_end[kMaxBlocksPerSide];
 };
 
 template <typename T> struct Splat {
@@ -169,43 +172,63 @@ template <typename T> struct Splat {
     BlockRange blocks;
 };
 
-// Block range [begin, end) covering the pixel centres within `half_extent` of `centre` (offsets
-// relative to the tile's first pixel), or an empty range.
-template <typename T> void block_span(T centre, T half_extent, int tile_size, int& begin, int& end) {
-    const T first = centre - half_extent - T(0.5), last = centre + half_extent - T(0.5);
-    if (last < T(0) || first > T(tile_size - 1)) {
+// Blocks [begin, end) holding the pixels whose index in the tile lies in [first, last] (fractional;
+// a pixel of margin on each side), or an empty range.
+template <typename T> void pixel_span_to_blocks(T first, T last, int tile_size, int& begin, int& end) {
+    first -= T(1);
+    last += T(1);
+    if (!(last >= T(0) && first <= T(tile_size - 1))) {  // also rejects NaN
         begin = end = 0;
         return;
     }
-    const int pixel_begin = first < T(0) ? 0 : int(first);
-    const int pixel_last = last >= T(tile_size - 1) ? tile_size - 1 : int(last) + 1;
-    begin = pixel_begin / kBlockSide;
-    end = pixel_last / kBlockSide + 1;
+    begin = (first < T(0) ? 0 : int(first)) / kBlockSide;
+    end = (last >= T(tile_size - 1) ? tile_size - 1 : int(last)) / kBlockSide + 1;
 }
 
-// Loads Gaussian `id` for the tile at (x0, y0), with the blocks it can reach: a pixel takes part only
-// if alpha >= 1/255, i.e. sigma <= ln(255 opacity), which bounds |dx| and |dy| by
-// sqrt(2 ln(255 opacity) cov_xx) and sqrt(2 ln(255 opacity) cov_yy). Blocks outside (with a pixel
-// of margin) would be masked out anyway, so skipping them changes no result, only the time.
+// Loads Gaussian `id` for the tile at (x0, y0) with the blocks it can reach. A pixel takes part only if
+// alpha >= 1/255, i.e. sigma <= s_max = ln(255 opacity): inside the ellipse d^T conic d <= 2 s_max.
+// Its rows span |dy| <= sqrt(2 s_max cov_yy); over the rows of one block row, its columns lie within
+// -b/a dy +- sqrt((2 s_max - det/a dy^2) / a) (bounded with the linear part at the ends of the dy
+// range and the square root at the dy closest to 0). Blocks outside would be masked out anyway, so
+// skipping them changes no result, only the time.
 template <typename T> Splat<T> load_splat(const RasterArgs<T>& a, int64_t id, int x0, int y0) {
-    const int B = blocks_per_side(a);
+    const int B = blocks_per_side(a), ts = a.tile_size;
     Splat<T> s = {a.means2d[2 * id], a.means2d[2 * id + 1], a.opacities[id],
                   {a.conics[3 * id], a.conics[3 * id + 1], a.conics[3 * id + 2]},
-                  a.colors + id * a.channels, {0, B, 0, B}};
+                  a.colors + id * a.channels, {}};
+    s.blocks.y_begin = 0;
+    s.blocks.y_end = 0;
     // ln(255 opacity) up to rounding: only a clearly lower opacity is dropped here, the exact test
     // (alpha >= 1/255) stays in the pixel loop.
     const T max_sigma = std::log(s.opacity * T(255)) + T(1e-3);
-    if (!(max_sigma > T(0))) {  // can never reach alpha 1/255 (or NaN)
-        s.blocks = {0, 0, 0, 0};
+    if (!(max_sigma > T(0))) return s;  // can never reach alpha 1/255 (or NaN)
+    const T ca = s.conic.a, cb = s.conic.b, det = ca * s.conic.c - cb * cb;
+    if (!(det > T(0)) || !(ca > T(0))) {  // not positive definite: every block
+        s.blocks.y_end = B;
+        for (int by = 0; by < B; ++by) {
+            s.blocks.x_begin[by] = 0;
+            s.blocks.x_end[by] = B;
+        }
         return s;
     }
-    const T det = s.conic.a * s.conic.c - s.conic.b * s.conic.b;
-    const T half_width = std::sqrt(T(2) * max_sigma * s.conic.c / det) + T(1);
-    const T half_height = std::sqrt(T(2) * max_sigma * s.conic.a / det) + T(1);
-    if (!(det > T(0)) || !(s.conic.a > T(0)) || !std::isfinite(half_width) || !std::isfinite(half_height))
-        return s;  // not positive definite: every block
-    block_span(s.mx - T(x0), half_width, a.tile_size, s.blocks.x_begin, s.blocks.x_end);
-    block_span(s.my - T(y0), half_height, a.tile_size, s.blocks.y_begin, s.blocks.y_end);
+    const T two_s = T(2) * max_sigma;
+    const T half_height = std::sqrt(two_s * ca / det);
+    const T cx = s.mx - T(x0) - T(0.5), cy = s.my - T(y0) - T(0.5);  // mean in pixel-index units
+    pixel_span_to_blocks(cy - half_height, cy + half_height, ts, s.blocks.y_begin, s.blocks.y_end);
+    for (int by = s.blocks.y_begin; by < s.blocks.y_end; ++by) {
+        const T dy_lo = T(by * kBlockSide) - cy, dy_hi = T(by * kBlockSide + kBlockSide - 1) - cy;
+        const T shift_lo = -cb / ca * dy_lo, shift_hi = -cb / ca * dy_hi;
+        const T dy_near = dy_lo > T(0) ? dy_lo : (dy_hi < T(0) ? dy_hi : T(0));
+        const T width_sq = (two_s - det / ca * dy_near * dy_near) / ca;
+        if (!(width_sq >= T(0))) {
+            s.blocks.x_begin[by] = s.blocks.x_end[by] = 0;
+            continue;
+        }
+        const T half_width = std::sqrt(width_sq);
+        const T lo = shift_lo < shift_hi ? shift_lo : shift_hi, hi = shift_lo < shift_hi ? shift_hi : shift_lo;
+        pixel_span_to_blocks(cx + lo - half_width, cx + hi + half_width, ts, s.blocks.x_begin[by],
+                             s.blocks.x_end[by]);
+    }
     return s;
 }
 
@@ -260,7 +283,7 @@ template <typename T, int kChannels> void forward_tiles(const RasterArgs<T>& a, 
                 const Splat<T> s = load_splat(a, a.flatten_ids[i], g.x0, g.y0);
                 M stopped = M{};
                 for (int by = s.blocks.y_begin; by < s.blocks.y_end; ++by)
-                for (int q = by * B + s.blocks.x_begin; q < by * B + s.blocks.x_end; ++q) {
+                for (int q = by * B + s.blocks.x_begin[by]; q < by * B + s.blocks.x_end[by]; ++q) {
                     if (!live[q]) continue;  // every pixel of this block has stopped
                     const V sigma = splat_sigma(s.conic, s.mx - px[q], s.my - py[q]);
                     const V alpha = splat_alpha(s.opacity, simd_exp(-sigma));
@@ -278,7 +301,7 @@ template <typename T, int kChannels> void forward_tiles(const RasterArgs<T>& a, 
                 if (any_lane(stopped)) {
                     remaining += hsum(stopped);
                     for (int by = s.blocks.y_begin; by < s.blocks.y_end; ++by)
-                        for (int q = by * B + s.blocks.x_begin; q < by * B + s.blocks.x_end; ++q)
+                        for (int q = by * B + s.blocks.x_begin[by]; q < by * B + s.blocks.x_end[by]; ++q)
                             live[q] = live[q] && any_lane(active[q]);
                 }
             }
@@ -355,14 +378,14 @@ void backward_tiles(const RasterArgs<T>& a, const BackwardIn<T>& in, const Backw
             for (int64_t i = max_last; i >= g.begin; --i) {
                 prefetch_splat(a, i - kPrefetchDistance, g.begin, g.end);
                 const Splat<T> s = load_splat(a, a.flatten_ids[i], g.x0, g.y0);
-                if (s.blocks.empty()) continue;
+                if (s.blocks.y_begin >= s.blocks.y_end) continue;
                 V color_sums_registers[kChannels > 0 ? kChannels : 1];
                 V* color_sums = kChannels > 0 ? color_sums_registers : color_sums_buffer;
                 for (int ch = 0; ch < D; ++ch) color_sums[ch] = V{};
                 V g_mx = V{}, g_my = V{}, g_ax = V{}, g_ay = V{}, g_ca = V{}, g_cb = V{}, g_cc = V{},
                   g_op = V{};
                 for (int by = s.blocks.y_begin; by < s.blocks.y_end; ++by)
-                for (int q = by * B + s.blocks.x_begin; q < by * B + s.blocks.x_end; ++q) {
+                for (int q = by * B + s.blocks.x_begin[by]; q < by * B + s.blocks.x_end[by]; ++q) {
                     if (i > vector_last[q]) continue;  // no pixel of this block blended Gaussian i
                     const V dx = s.mx - px[q], dy = s.my - py[q];
                     const V sigma = splat_sigma(s.conic, dx, dy);
