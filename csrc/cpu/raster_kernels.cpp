@@ -185,25 +185,61 @@ template <typename T> void pixel_span_to_blocks(T first, T last, int tile_size, 
     end = (last >= T(tile_size - 1) ? tile_size - 1 : int(last)) / kBlockSide + 1;
 }
 
-// Loads Gaussian `id` for the tile at (x0, y0) with the blocks it can reach. A pixel takes part only if
-// alpha >= 1/255, i.e. sigma <= s_max = ln(255 opacity): inside the ellipse d^T conic d <= 2 s_max.
-// Its rows span |dy| <= sqrt(2 s_max cov_yy); over the rows of one block row, its columns lie within
-// -b/a dy +- sqrt((2 s_max - det/a dy^2) / a) (bounded with the linear part at the ends of the dy
-// range and the square root at the dy closest to 0). Blocks outside would be masked out anyway, so
-// skipping them changes no result, only the time.
-template <typename T> Splat<T> load_splat(const RasterArgs<T>& a, int64_t id, int x0, int y0) {
-    const int B = blocks_per_side(a), ts = a.tile_size;
-    Splat<T> s = {a.means2d[2 * id], a.means2d[2 * id + 1], a.opacities[id],
-                  {a.conics[3 * id], a.conics[3 * id + 1], a.conics[3 * id + 2]},
-                  a.colors + id * a.channels, {}};
-    s.blocks.y_begin = 0;
-    s.blocks.y_end = 0;
+// What the blending needs of one projected Gaussian, gathered (and its footprint precomputed) once per
+// call rather than once per tile it touches. A pixel takes part only if alpha >= 1/255, i.e. sigma <=
+// s_max = ln(255 opacity): inside the ellipse d^T conic d <= 2 s_max, whose rows span
+// |dy| <= sqrt(2 s_max cov_yy) and whose row at dy spans dx in -b/a dy +- sqrt((2 s_max - det/a dy^2)/a).
+enum class Footprint : int32_t { kNone, kEllipse, kEverywhere };
+
+template <typename T> struct SplatShape {
+    T mx, my, opacity;
+    Sym2<T> conic;
+    T two_s_max, shear, det_over_a, inv_a, half_height;
+    Footprint footprint;
+};
+
+template <typename T> SplatShape<T> make_shape(const RasterArgs<T>& a, int64_t id) {
+    SplatShape<T> s;
+    s.mx = a.means2d[2 * id];
+    s.my = a.means2d[2 * id + 1];
+    s.opacity = a.opacities[id];
+    s.conic = {a.conics[3 * id], a.conics[3 * id + 1], a.conics[3 * id + 2]};
     // ln(255 opacity) up to rounding: only a clearly lower opacity is dropped here, the exact test
     // (alpha >= 1/255) stays in the pixel loop.
     const T max_sigma = std::log(s.opacity * T(255)) + T(1e-3);
-    if (!(max_sigma > T(0))) return s;  // can never reach alpha 1/255 (or NaN)
-    const T ca = s.conic.a, cb = s.conic.b, det = ca * s.conic.c - cb * cb;
-    if (!(det > T(0)) || !(ca > T(0))) {  // not positive definite: every block
+    const T det = s.conic.a * s.conic.c - s.conic.b * s.conic.b;
+    s.footprint = !(max_sigma > T(0)) ? Footprint::kNone  // can never reach 1/255 (or NaN)
+                  : (det > T(0) && s.conic.a > T(0)) ? Footprint::kEllipse
+                                                      : Footprint::kEverywhere;  // not positive definite
+    s.two_s_max = T(2) * max_sigma;
+    s.shear = -s.conic.b / s.conic.a;
+    s.det_over_a = det / s.conic.a;
+    s.inv_a = T(1) / s.conic.a;
+    s.half_height = std::sqrt(s.two_s_max * s.conic.a / det);
+    return s;
+}
+
+template <typename T> void make_shapes(const RasterArgs<T>& a, SplatShape<T>* shapes, int64_t count) {
+#pragma omp parallel for num_threads(a.n_threads) schedule(static)
+    for (int64_t id = 0; id < count; ++id) shapes[id] = make_shape(a, id);
+}
+
+// Gaussian `id` with the blocks it can reach in the tile at (x0, y0). Blocks outside would be masked out
+// anyway, so skipping them changes no result, only the time.
+template <typename T>
+Splat<T> load_splat(const RasterArgs<T>& a, const SplatShape<T>* shapes, int64_t id, int x0, int y0) {
+    const SplatShape<T>& sh = shapes[id];
+    const int B = blocks_per_side(a), ts = a.tile_size;
+    Splat<T> s;
+    s.mx = sh.mx;
+    s.my = sh.my;
+    s.opacity = sh.opacity;
+    s.conic = sh.conic;
+    s.color = a.colors + id * a.channels;
+    s.blocks.y_begin = 0;
+    s.blocks.y_end = 0;
+    if (sh.footprint == Footprint::kNone) return s;
+    if (sh.footprint == Footprint::kEverywhere) {
         s.blocks.y_end = B;
         for (int by = 0; by < B; ++by) {
             s.blocks.x_begin[by] = 0;
@@ -211,15 +247,14 @@ template <typename T> Splat<T> load_splat(const RasterArgs<T>& a, int64_t id, in
         }
         return s;
     }
-    const T two_s = T(2) * max_sigma;
-    const T half_height = std::sqrt(two_s * ca / det);
     const T cx = s.mx - T(x0) - T(0.5), cy = s.my - T(y0) - T(0.5);  // mean in pixel-index units
-    pixel_span_to_blocks(cy - half_height, cy + half_height, ts, s.blocks.y_begin, s.blocks.y_end);
+    pixel_span_to_blocks(cy - sh.half_height, cy + sh.half_height, ts, s.blocks.y_begin, s.blocks.y_end);
     for (int by = s.blocks.y_begin; by < s.blocks.y_end; ++by) {
+        // Bounds over the block row's dy range: the shear at both ends, the width at the dy nearest 0.
         const T dy_lo = T(by * kBlockSide) - cy, dy_hi = T(by * kBlockSide + kBlockSide - 1) - cy;
-        const T shift_lo = -cb / ca * dy_lo, shift_hi = -cb / ca * dy_hi;
+        const T shift_lo = sh.shear * dy_lo, shift_hi = sh.shear * dy_hi;
         const T dy_near = dy_lo > T(0) ? dy_lo : (dy_hi < T(0) ? dy_hi : T(0));
-        const T width_sq = (two_s - det / ca * dy_near * dy_near) / ca;
+        const T width_sq = (sh.two_s_max - sh.det_over_a * dy_near * dy_near) * sh.inv_a;
         if (!(width_sq >= T(0))) {
             s.blocks.x_begin[by] = s.blocks.x_end[by] = 0;
             continue;
@@ -239,11 +274,11 @@ constexpr int kPrefetchDistance = 4;
 // always_inline: as a separate function GCC deems it pure (prefetches have no visible effect) and
 // deletes its calls before inlining.
 template <typename T>
-__attribute__((always_inline)) inline void prefetch_splat(const RasterArgs<T>& a, int64_t i, int64_t begin, int64_t end) {
+__attribute__((always_inline)) inline void prefetch_splat(const RasterArgs<T>& a, const SplatShape<T>* shapes,
+                                                          int64_t i, int64_t begin, int64_t end) {
     const int64_t id = a.flatten_ids[i < begin ? begin : (i >= end ? end - 1 : i)];
-    __builtin_prefetch(a.means2d + 2 * id);
-    __builtin_prefetch(a.conics + 3 * id);
-    __builtin_prefetch(a.opacities + id);
+    __builtin_prefetch(shapes + id);
+    __builtin_prefetch(reinterpret_cast<const char*>(shapes + id) + sizeof(SplatShape<T>) - 1);
     __builtin_prefetch(a.colors + id * a.channels);
 }
 
@@ -252,7 +287,8 @@ __attribute__((always_inline)) inline void prefetch_splat(const RasterArgs<T>& a
 template <int kChannels> int channel_count(int runtime) { return kChannels > 0 ? kChannels : runtime; }
 constexpr int kMaxRegisterChannels = 4;
 
-template <typename T, int kChannels> void forward_tiles(const RasterArgs<T>& a, const ForwardOut<T>& out) {
+template <typename T, int kChannels>
+void forward_tiles(const RasterArgs<T>& a, const SplatShape<T>* shapes, const ForwardOut<T>& out) {
     using V = typename Simd<T>::V;
     using M = typename Simd<T>::M;
     const int Q = vectors_per_tile(a), B = blocks_per_side(a), D = channel_count<kChannels>(a.channels);
@@ -279,8 +315,8 @@ template <typename T, int kChannels> void forward_tiles(const RasterArgs<T>& a, 
             for (int k = 0; k < D * Q; ++k) acc[k] = V{};
             int64_t remaining = g.n_inside;
             for (int64_t i = g.begin; i < g.end && remaining > 0; ++i) {
-                prefetch_splat(a, i + kPrefetchDistance, g.begin, g.end);
-                const Splat<T> s = load_splat(a, a.flatten_ids[i], g.x0, g.y0);
+                prefetch_splat(a, shapes, i + kPrefetchDistance, g.begin, g.end);
+                const Splat<T> s = load_splat(a, shapes, a.flatten_ids[i], g.x0, g.y0);
                 M stopped = M{};
                 for (int by = s.blocks.y_begin; by < s.blocks.y_end; ++by)
                 for (int q = by * B + s.blocks.x_begin[by]; q < by * B + s.blocks.x_end[by]; ++q) {
@@ -322,7 +358,8 @@ template <typename T, int kChannels> void forward_tiles(const RasterArgs<T>& a, 
 }
 
 template <typename T, int kChannels>
-void backward_tiles(const RasterArgs<T>& a, const BackwardIn<T>& in, const BackwardOut<T>& out) {
+void backward_tiles(const RasterArgs<T>& a, const SplatShape<T>* shapes, const BackwardIn<T>& in,
+                    const BackwardOut<T>& out) {
     using V = typename Simd<T>::V;
     using M = typename Simd<T>::M;
     const int Q = vectors_per_tile(a), B = blocks_per_side(a), D = channel_count<kChannels>(a.channels);
@@ -376,8 +413,8 @@ void backward_tiles(const RasterArgs<T>& a, const BackwardIn<T>& in, const Backw
             for (int k = 0; k < D * Q; ++k) behind[k] = V{};
 
             for (int64_t i = max_last; i >= g.begin; --i) {
-                prefetch_splat(a, i - kPrefetchDistance, g.begin, g.end);
-                const Splat<T> s = load_splat(a, a.flatten_ids[i], g.x0, g.y0);
+                prefetch_splat(a, shapes, i - kPrefetchDistance, g.begin, g.end);
+                const Splat<T> s = load_splat(a, shapes, a.flatten_ids[i], g.x0, g.y0);
                 if (s.blocks.y_begin >= s.blocks.y_end) continue;
                 V color_sums_registers[kChannels > 0 ? kChannels : 1];
                 V* color_sums = kChannels > 0 ? color_sums_registers : color_sums_buffer;
@@ -431,21 +468,25 @@ void backward_tiles(const RasterArgs<T>& a, const BackwardIn<T>& in, const Backw
 }
 
 template <typename T> void forward_any(const RasterArgs<T>& a, const ForwardOut<T>& out) {
+    LaneBuffer<SplatShape<T>> shapes{size_t(a.n_gaussians)};
+    make_shapes(a, shapes.data, a.n_gaussians);
     switch (a.channels) {
-        case 1: return forward_tiles<T, 1>(a, out);
-        case 3: return forward_tiles<T, 3>(a, out);
-        case kMaxRegisterChannels: return forward_tiles<T, kMaxRegisterChannels>(a, out);
-        default: return forward_tiles<T, 0>(a, out);
+        case 1: return forward_tiles<T, 1>(a, shapes.data, out);
+        case 3: return forward_tiles<T, 3>(a, shapes.data, out);
+        case kMaxRegisterChannels: return forward_tiles<T, kMaxRegisterChannels>(a, shapes.data, out);
+        default: return forward_tiles<T, 0>(a, shapes.data, out);
     }
 }
 
 template <typename T>
 void backward_any(const RasterArgs<T>& a, const BackwardIn<T>& in, const BackwardOut<T>& out) {
+    LaneBuffer<SplatShape<T>> shapes{size_t(a.n_gaussians)};
+    make_shapes(a, shapes.data, a.n_gaussians);
     switch (a.channels) {
-        case 1: return backward_tiles<T, 1>(a, in, out);
-        case 3: return backward_tiles<T, 3>(a, in, out);
-        case kMaxRegisterChannels: return backward_tiles<T, kMaxRegisterChannels>(a, in, out);
-        default: return backward_tiles<T, 0>(a, in, out);
+        case 1: return backward_tiles<T, 1>(a, shapes.data, in, out);
+        case 3: return backward_tiles<T, 3>(a, shapes.data, in, out);
+        case kMaxRegisterChannels: return backward_tiles<T, kMaxRegisterChannels>(a, shapes.data, in, out);
+        default: return backward_tiles<T, 0>(a, shapes.data, in, out);
     }
 }
 

@@ -16,6 +16,7 @@ template <typename T> struct RasterArgs {
     const T* backgrounds;          // [C, D] or null
     const int32_t* isect_offsets;  // [C*TH*TW]
     const int32_t* flatten_ids;    // [M]
+    int64_t n_gaussians;  // C*N
     int64_t n_isects;
     int64_t n_tiles;  // C*TH*TW
     int width, height, tile_size, tile_width, tile_height, channels;

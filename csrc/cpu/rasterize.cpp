@@ -58,6 +58,7 @@ RasterArgs<T> make_args(const at::Tensor& means2d, const at::Tensor& conics, con
     a.backgrounds = backgrounds.has_value() ? backgrounds->data_ptr<T>() : nullptr;
     a.isect_offsets = isect_offsets.data_ptr<int32_t>();
     a.flatten_ids = flatten_ids.data_ptr<int32_t>();
+    a.n_gaussians = opacities.numel();
     a.n_isects = flatten_ids.numel();
     a.n_tiles = isect_offsets.numel();
     a.width = int(width);
