@@ -17,6 +17,8 @@ TORCH_LIBRARY(gsplat_py, m) {
           "Tensor v_colors) -> Tensor[]");
     m.def("bin_gaussians_to_tiles(Tensor means2d, Tensor radii, Tensor depths, int tile_size, "
           "int tile_width, int tile_height) -> Tensor[]");
+    // No tensor arguments, hence no device to dispatch on: one kernel for all.
+    m.def("simd_level() -> str", &gsplat_py::cpu::simd_level);
     m.def("rasterize_forward(Tensor means2d, Tensor conics, Tensor colors, Tensor opacities, "
           "Tensor? backgrounds, int width, int height, int tile_size, Tensor isect_offsets, "
           "Tensor flatten_ids) -> Tensor[]");

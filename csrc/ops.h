@@ -3,6 +3,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <string>
 #include <vector>
 
 namespace gsplat_py::cpu {
@@ -36,6 +37,9 @@ std::vector<at::Tensor> spherical_harmonics_backward(int64_t degree, const at::T
 std::vector<at::Tensor> bin_gaussians_to_tiles(const at::Tensor& means2d, const at::Tensor& radii,
                                                const at::Tensor& depths, int64_t tile_size,
                                                int64_t tile_width, int64_t tile_height);
+
+// The instruction-set level of the rasterizer kernels in use: "x86-64-v4", "x86-64-v3" or "baseline".
+std::string simd_level();
 
 // -> render_colors [C,H,W,D], render_alphas [C,H,W,1], transmittance [C,H,W], last_ids [C,H,W] int32
 std::vector<at::Tensor> rasterize_forward(const at::Tensor& means2d, const at::Tensor& conics,

@@ -16,6 +16,12 @@ def _ops():
     return torch.ops.gsplat_py
 
 
+def simd_level() -> str:
+    """Instruction-set level of the rasterizer kernels in use: "x86-64-v4" (AVX-512), "x86-64-v3"
+    (AVX2+FMA) or "baseline"; chosen at load time, or lowered with GSPLAT_PY_SIMD=<level>."""
+    return _ops().simd_level()
+
+
 def _camera_model_id(camera_model: str) -> int:
     if camera_model not in CAMERA_MODELS:
         raise NotImplementedError(

@@ -1,9 +1,11 @@
 // SIMD tile rasterizer, forward (front to back) and backward (back to front).
 //
 // Threads take whole tiles (dynamic schedule: tile costs vary a lot). Inside a tile the loop over its
-// Gaussians is outer and the loop over the tile's pixels inner, 16 pixels at a time in GCC vector
-// types, so each step of the blending runs on whole SIMD registers whatever the instruction set this
-// file is compiled for (setup.py builds it once per x86-64 level, namespace GS_ISA). The backward pass
+// Gaussians is outer and the loop over the tile's pixels inner, a 4x4 block of pixels at a time in GCC
+// vector types (GCC >= 12 or clang), so each step of the blending runs on whole SIMD registers whatever
+// the instruction set this file is compiled for (setup.py builds it once per x86-64 level, namespace
+// GS_ISA); blocks a Gaussian's ellipse cannot reach, or whose pixels have all stopped, are skipped. The
+// backward pass
 // writes one gradient record per (tile, Gaussian) intersection; rasterize.cpp sums each Gaussian's
 // records in intersection order, so gradients are bit-identical from run to run and for any number of
 // threads.

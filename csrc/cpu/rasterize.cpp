@@ -1,5 +1,7 @@
 // The rasterize ops on CPU tensors: checks, allocation, choice of the SIMD kernels for this CPU, and
 // the fixed-order reduction of the backward pass's per-intersection gradient records.
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "cpu_common.h"
@@ -10,19 +12,33 @@ namespace gsplat_py::cpu {
 
 namespace {
 
-// The most capable kernel build this CPU runs.
+// The most capable kernel build this CPU runs; GSPLAT_PY_SIMD=baseline|x86-64-v3|x86-64-v4 asks for a
+// lower one (the tests run every build this way).
 enum class Isa { kX86_64_V4, kX86_64_V3, kBaseline };
 
 Isa detect_isa() {
+    const char* requested = std::getenv("GSPLAT_PY_SIMD");
+    const std::string wanted = requested ? requested : "";
+    if (wanted == "baseline") return Isa::kBaseline;
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("x86-64-v4")) return Isa::kX86_64_V4;
-    if (__builtin_cpu_supports("x86-64-v3")) return Isa::kX86_64_V3;
+    const bool v4 = __builtin_cpu_supports("x86-64-v4"), v3 = __builtin_cpu_supports("x86-64-v3");
+    if (wanted == "x86-64-v3" && v3) return Isa::kX86_64_V3;
+    if ((wanted.empty() || wanted == "x86-64-v4") && v4) return Isa::kX86_64_V4;
+    if (v3) return Isa::kX86_64_V3;
 #endif
     return Isa::kBaseline;
 }
 
 const Isa kIsa = detect_isa();
+
+const char* isa_name(Isa isa) {
+    switch (isa) {
+        case Isa::kX86_64_V4: return "x86-64-v4";
+        case Isa::kX86_64_V3: return "x86-64-v3";
+        default: return "baseline";
+    }
+}
 
 template <typename T> void dispatch_forward(const RasterArgs<T>& a, const ForwardOut<T>& out) {
     switch (kIsa) {
@@ -88,6 +104,8 @@ void check_raster_inputs(const at::Tensor& means2d, const at::Tensor& conics, co
 }
 
 }  // namespace
+
+std::string simd_level() { return isa_name(kIsa); }
 
 std::vector<at::Tensor> rasterize_forward(const at::Tensor& means2d, const at::Tensor& conics,
                                           const at::Tensor& colors, const at::Tensor& opacities,
