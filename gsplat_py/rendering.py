@@ -24,6 +24,7 @@ UNIMPLEMENTED_CAMERA_MODELS = ("fisheye", "ftheta")  # exist in gsplat, not (yet
 BACKENDS = ("auto", "cpp", "reference")
 FLOAT_DTYPES = (torch.float32, torch.float64)
 MAX_SH_DEGREE = 3
+MAX_TILE_SIZE = 64  # the CPU kernels keep a tile's 4x4 pixel blocks in fixed-size arrays
 
 _BUILD_HINT = (
     "The compiled extension gsplat_py._C is not available. Build it from the repository root with "
@@ -290,7 +291,7 @@ def rasterization(
     backend = _check_choice("backend", backend, BACKENDS)
     width = _check_int("width", width, 1)
     height = _check_int("height", height, 1)
-    tile_size = _check_int("tile_size", tile_size, 1)
+    tile_size = _check_int("tile_size", tile_size, 1, MAX_TILE_SIZE)
     if sh_degree is not None:
         sh_degree = _check_int("sh_degree", sh_degree, 0, MAX_SH_DEGREE)
     near_plane = _check_real("near_plane", near_plane)

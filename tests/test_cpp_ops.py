@@ -963,3 +963,21 @@ def test_non_contiguous_inputs_give_identical_results(op):
     grads = torch.autograd.grad(outputs, leaves, cotangents, allow_unused=True)
     grads_nc = torch.autograd.grad(outputs_nc, leaves, cotangents_nc, allow_unused=True)
     _grads_equal(grads, grads_nc, names)
+
+
+@pytest.mark.parametrize("tile_size", [1, 6, 13, 64])
+def test_tile_sizes_that_are_not_a_multiple_of_the_pixel_block(tile_size):
+    """The kernels process 4x4 pixel blocks: tiles of other sizes are padded, and must still match."""
+    scene = requires_grad_copy(make_scene(n=120, n_cameras=2, width=45, height=37, dtype=torch.float64,
+                                          seed=1, tile_size=tile_size))
+    reference = requires_grad_copy(scene)
+    colors, alphas, _ = rasterization(**scene, backend="cpp")
+    ref_colors, ref_alphas, _ = rasterization(**reference, backend="reference")
+    torch.testing.assert_close(colors, ref_colors, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(alphas, ref_alphas, rtol=1e-9, atol=1e-9)
+    cotangent = random_like(colors, 5)
+    (colors * cotangent).sum().backward()
+    (ref_colors * cotangent).sum().backward()
+    for name in DIFFERENTIABLE_KEYS:
+        if scene.get(name) is not None:
+            assert relative_error(scene[name].grad, reference[name].grad) < 1e-8, name

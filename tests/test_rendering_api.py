@@ -153,6 +153,7 @@ BAD_INPUTS = [
     ("width_bool", lambda s: {**s, "width": True}, "width", ["int"]),
     ("tile_size_zero", lambda s: {**s, "tile_size": 0}, "tile_size", ["got 0"]),
     ("tile_size_negative", lambda s: {**s, "tile_size": -16}, "tile_size", ["got -16"]),
+    ("tile_size_too_large", lambda s: {**s, "tile_size": 128}, "tile_size", ["1..64", "got 128"]),
     ("tile_size_float", lambda s: {**s, "tile_size": 16.0}, "tile_size", ["int"]),
     ("sh_degree_4", lambda s: {**s, "sh_degree": 4, "colors": torch.zeros(N0, 25, 3)}, "sh_degree", ["0..3", "4"]),
     ("sh_degree_negative", lambda s: {**s, "sh_degree": -1, "colors": torch.zeros(N0, 1, 3)}, "sh_degree", ["0..3"]),
