@@ -114,18 +114,19 @@ class _RasterizeToPixels(torch.autograd.Function):
             means2d, conics, colors, opacities, backgrounds, width, height, tile_size,
             isect_offsets, flatten_ids)
         ctx.save_for_backward(means2d, conics, colors, opacities, isect_offsets, flatten_ids,
-                              transmittance, last_ids)
-        ctx.backgrounds = backgrounds
+                              transmittance, last_ids,
+                              backgrounds if backgrounds is not None else means2d.new_empty(0))
+        ctx.has_backgrounds = backgrounds is not None
         ctx.settings = (width, height, tile_size, absgrad)
         ctx.absgrad_holder = absgrad_holder
         return render_colors, render_alphas
 
     @staticmethod
     def backward(ctx, v_render_colors, v_render_alphas):
-        (means2d, conics, colors, opacities, isect_offsets, flatten_ids, transmittance,
-         last_ids) = ctx.saved_tensors
+        (means2d, conics, colors, opacities, isect_offsets, flatten_ids, transmittance, last_ids,
+         backgrounds) = ctx.saved_tensors
         width, height, tile_size, absgrad = ctx.settings
-        backgrounds = ctx.backgrounds
+        backgrounds = backgrounds if ctx.has_backgrounds else None
         (v_means2d, v_means2d_abs, v_conics, v_colors, v_opacities,
          v_backgrounds) = _ops().rasterize_backward(
             means2d, conics, colors, opacities, backgrounds, width, height, tile_size,

@@ -129,12 +129,11 @@ template <typename T> GS_HD Mat3<T> covariance_from(const Mat3<T>& R, const T* s
     return matmul(M, transpose(M));
 }
 
-// VJP of covariance_from given the (symmetric) gradient of Sigma: accumulates into v_q and v_s.
+// VJP of covariance_from (which gave M = R S) given the symmetric gradient of Sigma: accumulates into
+// v_q and v_s.
 template <typename T>
-GS_HD void covariance_vjp(const T* q, const T* s, const Mat3<T>& R, const Mat3<T>& v_sigma, T* v_q,
-                          T* v_s) {
-    Mat3<T> M;
-    covariance_from(R, s, &M);
+GS_HD void covariance_vjp(const T* q, const T* s, const Mat3<T>& R, const Mat3<T>& M,
+                          const Mat3<T>& v_sigma, T* v_q, T* v_s) {
     Mat3<T> vM = matmul(v_sigma, M);  // d/dM of M M^T with symmetric v_sigma is 2 v_sigma M
     Mat3<T> vR;
     for (int i = 0; i < 3; ++i)
@@ -325,6 +324,7 @@ template <typename T> struct ProjectedGaussian {
 template <typename T> struct CameraSpaceGaussian {
     Mat3<T> R;      // camera rotation
     Mat3<T> Rq;     // the Gaussian's rotation
+    Mat3<T> M;      // Rq S, the covariance's factor
     Mat3<T> cov;    // world covariance
     Mat3<T> cov_c;  // camera covariance
     Vec3<T> p;      // camera-space mean
@@ -342,7 +342,7 @@ GS_HD CameraSpaceGaussian<T> to_camera_space(const T* mean, const T* quat, const
     g.p.y += viewmat[7];
     g.p.z += viewmat[11];
     g.Rq = quat_to_rotmat(quat);
-    g.cov = covariance_from(g.Rq, scale, static_cast<Mat3<T>*>(nullptr));
+    g.cov = covariance_from(g.Rq, scale, &g.M);
     g.cov_c = matmul(matmul(g.R, g.cov), transpose(g.R));
     return g;
 }
@@ -418,7 +418,7 @@ GS_HD void project_gaussian_vjp(const T* mean, const T* quat, const T* scale, co
     v_mean[0] += v_world.x;
     v_mean[1] += v_world.y;
     v_mean[2] += v_world.z;
-    covariance_vjp(quat, scale, g.Rq, v_cov, v_quat, v_scale);
+    covariance_vjp(quat, scale, g.Rq, g.M, v_cov, v_quat, v_scale);
 }
 
 // ---------------------------------------------------------------------------------------------

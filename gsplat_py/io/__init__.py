@@ -1,0 +1,1 @@
+"""File input/output for gsplat_py (Gaussian splat scenes)."""

@@ -1,0 +1,376 @@
+"""Read and write Gaussian splats in the Inria 3DGS PLY layout (the one every splat viewer opens).
+
+Layout written by :func:`write_ply`: ``binary_little_endian 1.0``, a single ``vertex`` element with N rows
+and only ``float`` (float32) properties, in this order::
+
+    x y z  nx ny nz  f_dc_0 f_dc_1 f_dc_2  f_rest_0 .. f_rest_{3(K-1)-1}  opacity
+    scale_0 scale_1 scale_2  rot_0 rot_1 rot_2 rot_3
+
+* K = (degree + 1)^2 SH coefficients per channel, degree 0..3 (so 0, 9, 24 or 45 ``f_rest_*``).
+* ``f_rest`` is channel-major: ``f_rest_{c*(K-1) + (k-1)}`` holds coefficient k (k >= 1) of channel c, i.e.
+  all R rest coefficients, then all G, then all B. ``f_dc_c`` is coefficient 0 of channel c, stored in the
+  SH basis (the renderer adds 0.5 after evaluating the SH, so a grey of 0.5 has DC 0).
+* ``opacity`` is the logit (pre-sigmoid), ``scale_i`` are log-scales, ``rot_0..rot_3`` is the quaternion
+  w x y z, not necessarily normalised (it is written and read back exactly as given).
+* ``nx ny nz`` are written as zeros (the 3DGS training code writes them, viewers ignore them).
+
+:func:`read_ply` is lenient about everything that does not change the meaning of the data:
+
+* properties may come in any order and as ``float`` or ``double`` (doubles are rounded to float32);
+* any other properties (``nx/ny/nz``, per-vertex ``red/green/blue``, ``f_dc_3``, list properties, ...) and
+  any other elements (``face``, ...) are accepted and ignored;
+* ascii and both binary encodings are accepted (parsing is done by ``plyfile``).
+
+and strict about everything that does: every problem raises :class:`PlyFormatError` (a ``ValueError``)
+whose message starts with the file's path, e.g. ``"scene.ply: missing property 'scale_2'"``:
+
+* the file cannot be read, or is not a (well-formed) PLY file;
+* there is no ``vertex`` element;
+* a required property is missing, or is a list / integer property;
+* the ``f_rest_*`` indices are not exactly 0..M-1 (missing ones are named), or a name is malformed
+  (e.g. ``f_rest_05``);
+* M, the number of ``f_rest_*`` properties, matches no SH degree (valid: 0, 9, 24, 45);
+* a value is NaN or +-inf (the property and the first bad row are named), or a double overflows float32.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Dict, List, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "GaussianSplats",
+    "PlyFormatError",
+    "read_ply",
+    "write_ply",
+    "ply_property_names",
+    "MAX_SH_DEGREE",
+    "VALID_F_REST_COUNTS",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+MAX_SH_DEGREE = 3
+# Number of f_rest_* properties for SH degree d: 3 * ((d + 1)^2 - 1).
+VALID_F_REST_COUNTS = {3 * ((d + 1) ** 2 - 1): d for d in range(MAX_SH_DEGREE + 1)}  # {0:0, 9:1, 24:2, 45:3}
+_VALID_K = {(d + 1) ** 2: d for d in range(MAX_SH_DEGREE + 1)}  # {1:0, 4:1, 9:2, 16:3}
+
+_F_REST_RE = re.compile(r"f_rest_(\d+)")
+_FLOAT_KINDS = ("f4", "f8")  # numpy "kind+itemsize" of the accepted property types (float, double)
+
+
+class PlyFormatError(ValueError):
+    """A PLY file that is not a readable Inria-layout Gaussian splat file. The message names the file."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GaussianSplats:
+    """N Gaussians in the parameterisation 3DGS trains and stores (float32 CPU tensors).
+
+    Attributes:
+        means: [N, 3] centres.
+        quats: [N, 4] rotations as quaternions w x y z (any non-zero norm).
+        log_scales: [N, 3] natural log of the per-axis standard deviations.
+        logit_opacities: [N] opacities before the sigmoid.
+        sh: [N, K, 3] SH coefficients, K = (sh_degree + 1)^2 in {1, 4, 9, 16}; ``sh[:, 0]`` is the DC term
+            in the SH basis (rendering adds 0.5 after evaluating the SH).
+
+    Construction does not validate (so fields can be replaced one at a time); :meth:`validate` does, and
+    :func:`write_ply` calls it before touching the file system.
+    """
+
+    means: Tensor
+    quats: Tensor
+    log_scales: Tensor
+    logit_opacities: Tensor
+    sh: Tensor
+
+    @property
+    def num_gaussians(self) -> int:
+        return int(self.means.shape[0])
+
+    def __len__(self) -> int:
+        return self.num_gaussians
+
+    @property
+    def sh_degree(self) -> int:
+        """The SH degree d with (d + 1)^2 == K; ValueError if K is not 1, 4, 9 or 16."""
+        k = int(self.sh.shape[1]) if self.sh.dim() == 3 else -1
+        if k not in _VALID_K:
+            raise ValueError(f"sh has shape {list(self.sh.shape)}; expected [N, K, 3] with K in {sorted(_VALID_K)}")
+        return _VALID_K[k]
+
+    def scales(self) -> Tensor:
+        """[N, 3] activated scales, exp(log_scales)."""
+        return torch.exp(self.log_scales)
+
+    def opacities(self) -> Tensor:
+        """[N] activated opacities, sigmoid(logit_opacities)."""
+        return torch.sigmoid(self.logit_opacities)
+
+    def validate(self) -> None:
+        """Raise ValueError (TypeError for non-tensors) unless shapes agree, dtypes are floating and all
+        values are finite. Does not check the dtype is float32 or the device is CPU; :func:`write_ply`
+        converts."""
+        shapes = {
+            "means": (3,),
+            "quats": (4,),
+            "log_scales": (3,),
+            "logit_opacities": (),
+        }
+        for name in list(shapes) + ["sh"]:
+            t = getattr(self, name)
+            if not isinstance(t, Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            if not t.is_floating_point():
+                raise ValueError(f"{name} must have a floating-point dtype, got {t.dtype}")
+        if self.means.dim() != 2 or self.means.shape[1] != 3:
+            raise ValueError(f"means has shape {list(self.means.shape)}; expected [N, 3]")
+        n = self.means.shape[0]
+        for name, tail in shapes.items():
+            t = getattr(self, name)
+            if tuple(t.shape) != (n,) + tail:
+                expected = "[" + ", ".join(["N"] + [str(s) for s in tail]) + "]"
+                raise ValueError(
+                    f"{name} has shape {list(t.shape)}; expected {expected} with N={n} (from means)"
+                )
+        if self.sh.dim() != 3 or self.sh.shape[0] != n or self.sh.shape[2] != 3 or self.sh.shape[1] not in _VALID_K:
+            raise ValueError(
+                f"sh has shape {list(self.sh.shape)}; expected [N, K, 3] with N={n} (from means) and "
+                f"K in {sorted(_VALID_K)} (SH degree 0..{MAX_SH_DEGREE})"
+            )
+        for name in list(shapes) + ["sh"]:
+            t = getattr(self, name).detach()
+            bad = ~torch.isfinite(t)
+            if bool(bad.any()):
+                row = int(bad.reshape(n, -1).any(dim=1).nonzero()[0, 0])
+                raise ValueError(f"{name} has a non-finite value (NaN or inf) at row {row}")
+
+
+def ply_property_names(sh_degree: int) -> List[str]:
+    """The vertex property names :func:`write_ply` writes for ``sh_degree``, in file order."""
+    if sh_degree not in range(MAX_SH_DEGREE + 1):
+        raise ValueError(f"sh_degree must be in 0..{MAX_SH_DEGREE}, got {sh_degree}")
+    n_rest = 3 * ((sh_degree + 1) ** 2 - 1)
+    return (
+        ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+        + [f"f_rest_{i}" for i in range(n_rest)]
+        + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------------
+
+
+def _to_matrix(splats: GaussianSplats) -> np.ndarray:
+    """[N, P] little-endian float32 matrix whose columns follow ``ply_property_names(splats.sh_degree)``."""
+
+    def f32(t: Tensor) -> Tensor:
+        return t.detach().to(device="cpu", dtype=torch.float32)
+
+    n = splats.num_gaussians
+    k = splats.sh.shape[1]
+    sh = f32(splats.sh)
+    # [N, K-1, 3] -> channel-major [N, 3, K-1] -> [N, 3(K-1)]: column c*(K-1) + (k-1).
+    f_rest = sh[:, 1:, :].transpose(1, 2).reshape(n, 3 * (k - 1))
+    columns = torch.cat(
+        [
+            f32(splats.means),
+            torch.zeros(n, 3, dtype=torch.float32),  # nx ny nz
+            sh[:, 0, :],
+            f_rest,
+            f32(splats.logit_opacities).reshape(n, 1),
+            f32(splats.log_scales),
+            f32(splats.quats),
+        ],
+        dim=1,
+    )
+    return np.ascontiguousarray(columns.numpy(), dtype="<f4")
+
+
+def _ply_header(n: int, names: List[str]) -> bytes:
+    lines = ["ply", "format binary_little_endian 1.0", f"element vertex {n}"]
+    lines += [f"property float {name}" for name in names]
+    lines.append("end_header")
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def _create_temp_next_to(path: str):
+    """Create (O_EXCL) a hidden temp file in the target's folder; returns (fd, temp_path).
+
+    Created with mode 0o666 so that the process umask applies, as it would to a plain open().
+    """
+    folder, name = os.path.split(path)
+    for _ in range(100):
+        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        except FileExistsError:
+            continue
+        return fd, tmp
+    raise FileExistsError(f"could not create a temporary file next to {path}")
+
+
+def write_ply(path: PathLike, splats: GaussianSplats) -> None:
+    """Write ``splats`` to ``path`` as an Inria-layout binary little-endian PLY, atomically.
+
+    The splats are validated first (ValueError/TypeError, nothing is written). The data go to a temp file
+    in the same folder, which is flushed, fsync'ed and then renamed over ``path`` with ``os.replace``; on
+    any failure the temp file is removed and an existing ``path`` is left untouched. Tensors may be on any
+    device and of any floating dtype; they are written as float32 (float32 input round-trips bit-exactly).
+    """
+    path = os.fspath(path)
+    try:
+        splats.validate()
+    except (ValueError, TypeError) as e:
+        raise type(e)(f"{path}: cannot write splats: {e}") from None
+    data = _to_matrix(splats)
+    header = _ply_header(splats.num_gaussians, ply_property_names(splats.sh_degree))
+
+    fd, tmp = _create_temp_next_to(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(header)
+            f.write(data.tobytes(order="C"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------------
+
+
+def _f_rest_count(path: str, names: List[str]) -> int:
+    """Number of f_rest_* properties after checking their indices are exactly 0..M-1."""
+    indices = []
+    for name in names:
+        m = _F_REST_RE.fullmatch(name)
+        if m is None:
+            continue
+        digits = m.group(1)
+        if digits != str(int(digits)):
+            raise PlyFormatError(f"{path}: malformed property name '{name}' (f_rest indices have no leading zeros)")
+        indices.append(int(digits))
+    if not indices:
+        return 0
+    present = set(indices)
+    top = max(present)
+    missing = [i for i in range(top + 1) if i not in present]
+    if missing:
+        shown = ", ".join(f"f_rest_{i}" for i in missing[:8]) + (", ..." if len(missing) > 8 else "")
+        raise PlyFormatError(
+            f"{path}: f_rest indices are not contiguous: have {len(present)} properties f_rest_0..f_rest_{top} "
+            f"but {len(missing)} missing ({shown})"
+        )
+    count = len(present)
+    if count not in VALID_F_REST_COUNTS:
+        valid = ", ".join(f"{c} (degree {d})" for c, d in VALID_F_REST_COUNTS.items())
+        raise PlyFormatError(
+            f"{path}: {count} f_rest_* properties match no SH degree; valid counts are {valid}"
+        )
+    return count
+
+
+def _column(path: str, vertex, name: str, props: Dict[str, object]) -> np.ndarray:
+    """The float32 column of a required property, checked for presence, type and finiteness."""
+    prop = props.get(name)
+    if prop is None:
+        raise PlyFormatError(f"{path}: missing property '{name}'")
+    if not hasattr(prop, "val_dtype") or hasattr(prop, "len_dtype"):
+        raise PlyFormatError(f"{path}: property '{name}' is a list property; expected float or double")
+    raw = np.asarray(vertex.data[name])
+    kind = f"{raw.dtype.kind}{raw.dtype.itemsize}"
+    if kind not in _FLOAT_KINDS:
+        raise PlyFormatError(
+            f"{path}: property '{name}' has type {prop.val_dtype!r} ({raw.dtype}); expected float or double"
+        )
+    bad = ~np.isfinite(raw)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise PlyFormatError(
+            f"{path}: property '{name}' has a non-finite value ({raw[row]}) at row {row} "
+            f"({int(bad.sum())} non-finite in total)"
+        )
+    with np.errstate(over="ignore"):
+        col = raw.astype(np.float32)
+    overflow = ~np.isfinite(col)
+    if overflow.any():
+        row = int(np.flatnonzero(overflow)[0])
+        raise PlyFormatError(
+            f"{path}: property '{name}' value {raw[row]!r} at row {row} overflows float32"
+        )
+    return col
+
+
+def read_ply(path: PathLike) -> GaussianSplats:
+    """Read an Inria-layout Gaussian splat PLY (see the module docstring for what is accepted).
+
+    Returns float32 CPU tensors; the SH degree is inferred from the number of ``f_rest_*`` properties.
+    Raises :class:`PlyFormatError` (naming the file and the problem) for anything unreadable or invalid.
+    """
+    from plyfile import PlyData  # imported here so that importing gsplat_py.io.ply never needs plyfile
+
+    path = os.fspath(path)
+    try:
+        ply = PlyData.read(path, mmap=False)
+    except OSError as e:
+        raise PlyFormatError(f"{path}: cannot read file: {e.strerror or e}") from e
+    except Exception as e:  # plyfile raises PlyParseError, ValueError, ... for malformed input
+        raise PlyFormatError(f"{path}: not a valid PLY file: {e}") from e
+
+    names = [el.name for el in ply.elements]
+    if "vertex" not in names:
+        raise PlyFormatError(f"{path}: no 'vertex' element (elements: {names or 'none'})")
+    vertex = ply["vertex"]
+    props = {p.name: p for p in vertex.properties}
+    n = int(len(vertex.data))
+
+    n_rest = _f_rest_count(path, list(props))
+    k = n_rest // 3 + 1
+
+    def cols(prop_names: List[str]) -> Tensor:
+        mat = np.empty((n, len(prop_names)), dtype=np.float32)
+        for j, name in enumerate(prop_names):
+            mat[:, j] = _column(path, vertex, name, props)
+        return torch.from_numpy(mat)
+
+    means = cols(["x", "y", "z"])
+    f_dc = cols([f"f_dc_{c}" for c in range(3)])  # [N, 3]
+    f_rest = cols([f"f_rest_{i}" for i in range(n_rest)])  # [N, 3(K-1)], channel-major
+    logit_opacities = cols(["opacity"]).reshape(n)
+    log_scales = cols([f"scale_{i}" for i in range(3)])
+    quats = cols([f"rot_{i}" for i in range(4)])
+
+    sh = torch.empty(n, k, 3, dtype=torch.float32)
+    sh[:, 0, :] = f_dc
+    sh[:, 1:, :] = f_rest.reshape(n, 3, k - 1).transpose(1, 2)
+    return GaussianSplats(
+        means=means,
+        quats=quats,
+        log_scales=log_scales,
+        logit_opacities=logit_opacities.contiguous(),
+        sh=sh,
+    )

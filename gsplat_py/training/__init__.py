@@ -1,0 +1,1 @@
+"""Training utilities: image-quality metrics and losses."""
