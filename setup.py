@@ -82,11 +82,12 @@ setup(
     version="0.1.0",
     description="Differentiable 3D Gaussian splatting with a fast C++ CPU rasterizer",
     packages=find_packages(include=["gsplat_py", "gsplat_py.*"]),
-    python_requires=">=3.9",
+    python_requires=">=3.11",
     # The extension is tied to the torch it was compiled against: require exactly that one, so that
     # installing gsplat_py can never replace the user's torch.
-    install_requires=[f"torch=={TORCH_VERSION}", "numpy"],
+    install_requires=[f"torch=={TORCH_VERSION}", "numpy", "pillow", "plyfile", "tqdm"],
     extras_require={"test": ["pytest"]},
+    entry_points={"console_scripts": ["gsplat-py=gsplat_py.cli:main"]},
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildWithSimdKernels.with_options(use_ninja=True)},
     zip_safe=False,

@@ -27,12 +27,13 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Union
 
 import numpy as np
+
+from .atomic import write_bytes_atomically
 
 __all__ = [
     "CAMERA_MODELS",
@@ -548,20 +549,7 @@ def write_model(model: ColmapModel, path: PathLike, ext: str = ".bin") -> None:
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in zip(MODEL_FILES, contents):
-        _write_atomically(folder / f"{name}{ext}", data)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+        write_bytes_atomically(folder / f"{name}{ext}", data)
 
 
 def _checked_camera_model(camera: Camera) -> CameraModel:

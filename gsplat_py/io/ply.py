@@ -38,13 +38,14 @@ from __future__ import annotations
 import math
 import os
 import re
-import secrets
 from dataclasses import dataclass
 from typing import Dict, List, Union
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from .atomic import atomic_open
 
 __all__ = [
     "GaussianSplats",
@@ -210,22 +211,6 @@ def _ply_header(n: int, names: List[str]) -> bytes:
     return ("\n".join(lines) + "\n").encode("ascii")
 
 
-def _create_temp_next_to(path: str):
-    """Create (O_EXCL) a hidden temp file in the target's folder; returns (fd, temp_path).
-
-    Created with mode 0o666 so that the process umask applies, as it would to a plain open().
-    """
-    folder, name = os.path.split(path)
-    for _ in range(100):
-        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        except FileExistsError:
-            continue
-        return fd, tmp
-    raise FileExistsError(f"could not create a temporary file next to {path}")
-
-
 def write_ply(path: PathLike, splats: GaussianSplats) -> None:
     """Write ``splats`` to ``path`` as an Inria-layout binary little-endian PLY, atomically.
 
@@ -242,20 +227,9 @@ def write_ply(path: PathLike, splats: GaussianSplats) -> None:
     data = _to_matrix(splats)
     header = _ply_header(splats.num_gaussians, ply_property_names(splats.sh_degree))
 
-    fd, tmp = _create_temp_next_to(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header)
-            f.write(data.tobytes(order="C"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_open(path) as f:
+        f.write(header)
+        f.write(data.tobytes(order="C"))
 
 
 # --------------------------------------------------------------------------------------------------

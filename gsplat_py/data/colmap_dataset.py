@@ -1,0 +1,491 @@
+"""Load a COLMAP scene folder as training and test views, following gsplat's and Inria's conventions.
+
+    scene = load_colmap_scene("data/snowmiku", data_factor=4)
+    view = scene.train_views[0]     # view.image uint8 [H, W, 3], view.K, view.world_to_camera
+    scene.points, scene.point_colors, scene.scene_scale
+
+The folder holds ``sparse/0/`` (or ``sparse/``) with a COLMAP model (.bin or .txt) and ``images/`` with
+the images it registered (names relative to it); ``images_N/`` may hold them downscaled N times.
+
+- Images: ``data_factor=1`` reads ``images/``. ``data_factor=N`` reads ``images_N/`` when it exists (a file
+  with the registered name, or else the same name with another image extension, e.g. ``.png`` for
+  ``.jpg``); otherwise it downscales ``images/`` (PIL Lanczos, to round(w / N) x round(h / N)) and caches
+  the result. Images are RGB uint8 (grayscale expanded, alpha dropped). The intrinsics are scaled per axis
+  by (image width / camera width, image height / camera height), whatever the folder.
+- Cameras: SIMPLE_PINHOLE and PINHOLE are used as they are. SIMPLE_RADIAL, RADIAL, OPENCV, FULL_OPENCV
+  and OPENCV_FISHEYE images are undistorted (after downscaling) to a pinhole camera with the same focal
+  lengths, cropped so that every pixel comes from inside the source (see `gsplat_py.cameras`), and
+  cached. K always matches ``image`` exactly, in COLMAP's (and the rasterizer's) pixel convention: the
+  image's top-left corner at (0, 0), pixel centres at (i + 0.5, j + 0.5).
+- Split: images sorted by name; with ``test_every = k > 0`` those at index % k == 0 are test views, the
+  rest training views; ``test_every <= 0`` makes every view a training view.
+- Normalisation (``normalize=True``): `gsplat_py.data.normalize`; ``transform`` maps COLMAP's world to
+  the normalised one, and ``scene_scale`` is 1.1 times the largest distance of a camera centre from
+  their mean, in the normalised world (the "extent" of gsplat and Inria).
+
+Cache: ``cache_dir``, else ``<root>/.gsplat_py_cache/`` if it can be written, else
+``~/.cache/gsplat_py/<hash of the absolute root>``. Each entry is a lossless PNG, one per image, that
+carries its key (a hash of the source file's path, size and modification time, the factor and the camera
+parameters) and the pinhole intrinsics of its pixels; an entry whose key no longer matches is rebuilt.
+Entries are written to a temporary file and renamed, so an interrupted load never leaves a broken one.
+
+Every problem with the folder raises `DatasetError`, whose one-line message names the file or folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import warnings
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+from PIL import Image as PILImage
+from PIL.PngImagePlugin import PngInfo
+from torch import Tensor
+
+from ..cameras import SUPPORTED_MODELS, Intrinsics, Undistortion, plan_undistortion
+from ..io.atomic import atomic_open
+from ..io.colmap import ColmapError, ColmapModel, read_model
+from .normalize import normalize_scene, transform_camera_to_world, transform_points
+
+__all__ = ["DatasetError", "SceneData", "View", "load_colmap_scene"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+IMAGE_EXTENSIONS = frozenset((".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"))
+CACHE_FOLDER_NAME = ".gsplat_py_cache"
+# Bump when the cached pixels would change for the same inputs (resampling, undistortion algorithm).
+CACHE_VERSION = 1
+CACHE_KEY_FIELD = "gsplat_py.key"
+CACHE_INTRINSICS_FIELD = "gsplat_py.intrinsics"
+MAX_LOADER_THREADS = 8
+# Downscaling each axis on its own (round(w / N), round(h / N)) changes the aspect ratio by at most about a
+# pixel; more than this means the image does not show the camera's full frame (e.g. it was rotated).
+ASPECT_TOLERANCE_PIXELS = 2.0
+ASPECT_TOLERANCE_RELATIVE = 0.01
+WARNING_EXAMPLES = 3
+
+
+class DatasetError(ValueError):
+    """A scene folder that cannot be loaded; the one-line message names the file or folder and the problem."""
+
+
+@dataclass(eq=False)
+class View:
+    """One registered image, ready to train on or to evaluate against.
+
+    ``index`` is its position among all registered images sorted by name, ``name`` its COLMAP name (its
+    path relative to the images folder). ``image`` is uint8 [H, W, 3] RGB, undistorted and cropped; ``K``
+    (float32 [3, 3]) the pinhole intrinsics of exactly these pixels; ``world_to_camera`` (float32 [4, 4])
+    maps the normalised world to the OpenCV camera frame (x right, y down, z forward).
+    """
+
+    index: int
+    name: str
+    image: Tensor = field(repr=False)
+    K: Tensor = field(repr=False)
+    world_to_camera: Tensor = field(repr=False)
+
+    @property
+    def width(self) -> int:
+        return self.image.shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.image.shape[0]
+
+    def camera_to_world(self) -> Tensor:
+        """The inverse of ``world_to_camera`` (float32 [4, 4])."""
+        rotation_t = self.world_to_camera[:3, :3].double().T
+        inverse = torch.eye(4, dtype=torch.float64)
+        inverse[:3, :3] = rotation_t
+        inverse[:3, 3] = -rotation_t @ self.world_to_camera[:3, 3].double()
+        return inverse.to(torch.float32)
+
+
+@dataclass(eq=False)
+class SceneData:
+    """A loaded scene (see the module docstring for the conventions).
+
+    ``points`` (float32 [P, 3]) are the SfM points in the normalised world and ``point_colors`` (float32
+    [P, 3]) their colours in [0, 1]; ``transform`` (float64 [4, 4]) is the similarity x_normalised =
+    transform @ x_colmap (the identity without normalisation); ``scene_scale`` the scene's extent.
+    """
+
+    root: Path
+    train_views: list[View]
+    test_views: list[View]
+    points: Tensor
+    point_colors: Tensor
+    transform: Tensor
+    scene_scale: float
+    data_factor: int
+
+
+def load_colmap_scene(
+    root: PathLike,
+    data_factor: int = 1,
+    test_every: int = 8,
+    normalize: bool = True,
+    cache_dir: Optional[PathLike] = None,
+) -> SceneData:
+    """Load the COLMAP scene in the folder ``root`` (conventions in the module docstring).
+
+    ``data_factor`` downscales the images (images_N/ or a cached downscale of images/); ``test_every``
+    holds out every k-th image (sorted by name) for testing, none if <= 0; ``normalize`` normalises the
+    world frame as gsplat does; ``cache_dir`` overrides where downscaled and undistorted images are cached.
+    """
+    if isinstance(data_factor, bool) or not isinstance(data_factor, int) or data_factor < 1:
+        raise ValueError(f"data_factor must be a positive integer, got {data_factor!r}")
+    root = Path(root)
+    if not root.is_dir():
+        problem = "not a folder" if root.exists() else "no such folder"
+        raise DatasetError(f"{root}: {problem} (expected a COLMAP scene: sparse/ and images/)")
+    model_folder = _model_folder(root)
+    model = _read_model(model_folder)
+    registered = sorted(model.images.values(), key=lambda image: image.name)
+    if not registered:
+        raise DatasetError(f"{model_folder}: the COLMAP model has no registered images")
+    cameras = _camera_intrinsics(model_folder, model, {image.camera_id for image in registered})
+
+    image_folder, downscale = _image_folder(root, data_factor)
+    names = [image.name for image in registered]
+    paths = _locate_images(image_folder, names, model_folder, stem_fallback=data_factor > 1 and not downscale)
+    needs_cache = downscale or any(not cameras[image.camera_id].is_pinhole for image in registered)
+    cache = _ImageCache(_cache_folder(root, cache_dir) / f"factor_{data_factor}") if needs_cache else None
+    images_per_camera = Counter(image.camera_id for image in registered)
+    loader = _ImageLoader(cameras, data_factor if downscale else 1, cache, images_per_camera)
+    jobs = [(image.name, path, image.camera_id) for image, path in zip(registered, paths)]
+    executor = ThreadPoolExecutor(max_workers=min(MAX_LOADER_THREADS, os.cpu_count() or 1, len(jobs)))
+    try:
+        loaded = list(executor.map(lambda job: loader.load(*job), jobs))
+    finally:
+        # On an error (or Ctrl-C) skip the images not started yet; the ones being written finish atomically.
+        executor.shutdown(cancel_futures=True)
+
+    world_to_camera = np.stack([image.world_to_camera() for image in registered])
+    camera_to_world = _rigid_inverse(world_to_camera)
+    points = model.points.xyz
+    transform = normalize_scene(camera_to_world, points) if normalize else np.eye(4)
+    camera_to_world = transform_camera_to_world(transform, camera_to_world)
+    points = transform_points(transform, points)
+    world_to_camera = _rigid_inverse(camera_to_world)
+    centres = camera_to_world[:, :3, 3]
+    scene_scale = 1.1 * float(np.linalg.norm(centres - centres.mean(axis=0), axis=-1).max())
+
+    views = [
+        View(
+            index=index,
+            name=image.name,
+            image=pixels,
+            K=intrinsics.K().to(torch.float32),
+            world_to_camera=torch.from_numpy(world_to_camera[index]).to(torch.float32),
+        )
+        for index, (image, (pixels, intrinsics)) in enumerate(zip(registered, loaded))
+    ]
+    is_test = [test_every > 0 and view.index % test_every == 0 for view in views]
+    return SceneData(
+        root=root,
+        train_views=[view for view, test in zip(views, is_test) if not test],
+        test_views=[view for view, test in zip(views, is_test) if test],
+        points=torch.from_numpy(points).to(torch.float32),
+        point_colors=torch.from_numpy(model.points.rgb).to(torch.float32) / 255.0,
+        transform=torch.from_numpy(transform),
+        scene_scale=scene_scale,
+        data_factor=data_factor,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# The model
+
+
+def _model_folder(root: Path) -> Path:
+    for folder in (root / "sparse" / "0", root / "sparse"):
+        if folder.is_dir():
+            return folder
+    raise DatasetError(f"{root / 'sparse'}: no such folder (expected the COLMAP model in sparse/0/ or sparse/)")
+
+
+def _read_model(folder: Path) -> ColmapModel:
+    try:
+        return read_model(folder)
+    except ColmapError as error:
+        raise DatasetError(f"{folder}: {error}") from None
+
+
+def _cameras_file(model_folder: Path) -> Path:
+    """The cameras file `read_model` reads: the binary one when the whole binary model is there."""
+    binary = all((model_folder / f"{name}.bin").is_file() for name in ("cameras", "images", "points3D"))
+    return model_folder / ("cameras.bin" if binary else "cameras.txt")
+
+
+def _camera_intrinsics(model_folder: Path, model: ColmapModel, camera_ids: set[int]) -> dict[int, Intrinsics]:
+    """The intrinsics of the cameras in ``camera_ids``; DatasetError for a model we cannot undistort."""
+    cameras = {}
+    for camera_id in sorted(camera_ids):
+        camera = model.cameras[camera_id]
+        if camera.model not in SUPPORTED_MODELS:
+            raise DatasetError(
+                f"{_cameras_file(model_folder)}: camera {camera_id} has the unsupported model {camera.model} "
+                f"(supported: {', '.join(SUPPORTED_MODELS)})"
+            )
+        cameras[camera_id] = Intrinsics.from_colmap(camera)
+    return cameras
+
+
+# --------------------------------------------------------------------------------------------------------
+# Finding the images
+
+
+def _image_folder(root: Path, data_factor: int) -> tuple[Path, bool]:
+    """(folder, whether its images still need downscaling by data_factor)."""
+    full_size = root / "images"
+    if data_factor > 1:
+        downscaled = root / f"images_{data_factor}"
+        if downscaled.is_dir():
+            return downscaled, False
+        if not full_size.is_dir():
+            raise DatasetError(f"{root}: neither images_{data_factor}/ nor images/ is a folder (expected images)")
+        return full_size, True
+    if not full_size.is_dir():
+        raise DatasetError(f"{full_size}: no such folder (expected the images the COLMAP model registered)")
+    return full_size, False
+
+
+def _image_files(folder: Path) -> list[str]:
+    """The image files under ``folder`` (relative POSIX paths), hidden files and folders left out."""
+    files = []
+    for directory, subdirectories, names in os.walk(folder):
+        subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
+        relative = Path(directory).relative_to(folder)
+        files.extend(
+            (relative / name).as_posix()
+            for name in names
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+        )
+    return sorted(files)
+
+
+def _locate_images(folder: Path, names: list[str], model_folder: Path, stem_fallback: bool) -> list[Path]:
+    """The file of each registered image; DatasetError if any is missing, one warning for unregistered files.
+
+    With ``stem_fallback`` (images_N/), a registered name may also match a file with the same path but
+    another image extension, as when the downscaled copies are PNGs of JPEGs.
+    """
+    on_disk = _image_files(folder)
+    by_stem: dict[str, list[str]] = {}
+    for file in on_disk:
+        by_stem.setdefault(os.path.splitext(file)[0], []).append(file)
+    used, missing = [], []
+    for name in names:
+        candidates = [name] if (folder / name).is_file() else []
+        if not candidates and stem_fallback:
+            candidates = by_stem.get(os.path.splitext(name)[0], [])
+        if len(candidates) == 1:
+            used.append(candidates[0])
+        else:
+            missing.append(name)
+    if missing:
+        others = f" ({len(missing) - 1} more registered images are missing)" if len(missing) > 1 else ""
+        raise DatasetError(
+            f"{folder / missing[0]}: no such file (registered in the COLMAP model in {model_folder}){others}"
+        )
+    unregistered = sorted(set(on_disk) - set(used))
+    if unregistered:
+        examples = ", ".join(unregistered[:WARNING_EXAMPLES])
+        if len(unregistered) > WARNING_EXAMPLES:
+            examples += ", ..."
+        warnings.warn(
+            f"{folder}: skipping {len(unregistered)} image file{'s' if len(unregistered) > 1 else ''} that the "
+            f"COLMAP model does not register: {examples}",
+            stacklevel=3,
+        )
+    return [folder / file for file in used]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Loading (and caching) the images
+
+
+def _cache_folder(root: Path, cache_dir: Optional[PathLike]) -> Path:
+    if cache_dir is not None:
+        folder = Path(cache_dir)
+        if not _is_writable_folder(folder):
+            raise DatasetError(f"{folder}: cannot create or write the cache folder")
+        return folder
+    preferred = root / CACHE_FOLDER_NAME
+    if _is_writable_folder(preferred):
+        return preferred
+    root_hash = hashlib.sha256(str(root.resolve()).encode("utf-8")).hexdigest()[:16]
+    fallback = Path.home() / ".cache" / "gsplat_py" / root_hash
+    if not _is_writable_folder(fallback):
+        raise DatasetError(f"{fallback}: cannot create or write the cache folder (nor {preferred})")
+    return fallback
+
+
+def _is_writable_folder(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+class _ImageCache:
+    """PNG files under ``folder``, one per image name, each carrying its key and pinhole intrinsics."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def path(self, name: str) -> Path:
+        return self.folder / f"{name}.png"
+
+    def get(self, name: str, key: str) -> Optional[tuple[Tensor, Intrinsics]]:
+        """The cached (image, intrinsics) of ``name`` if its key is ``key``, else None."""
+        try:
+            with PILImage.open(self.path(name)) as png:
+                if png.info.get(CACHE_KEY_FIELD) != key:
+                    return None
+                fx, fy, cx, cy = json.loads(png.info[CACHE_INTRINSICS_FIELD])
+                pixels = _to_tensor(png.convert("RGB"))
+        except (OSError, ValueError, KeyError):
+            return None  # absent, or unreadable: rebuilt like a stale entry
+        height, width = pixels.shape[:2]
+        return pixels, Intrinsics("PINHOLE", width, height, fx, fy, cx, cy)
+
+    def put(self, name: str, key: str, pixels: Tensor, intrinsics: Intrinsics) -> None:
+        info = PngInfo()
+        info.add_text(CACHE_KEY_FIELD, key)
+        pinhole = [intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy]
+        info.add_text(CACHE_INTRINSICS_FIELD, json.dumps(pinhole))
+        path = self.path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(path) as file:
+            # Level 1: the cache is about load time; PNG stays lossless at every level.
+            PILImage.fromarray(pixels.numpy()).save(file, format="PNG", pnginfo=info, compress_level=1)
+
+
+class _UndistortionPlans:
+    """The undistortion of each camera, computed once, shared by its images, dropped after its last one."""
+
+    def __init__(self, images_per_camera: Counter):
+        self._remaining = dict(images_per_camera)
+        self._locks = {camera_id: threading.Lock() for camera_id in images_per_camera}
+        self._plans: dict[int, Undistortion] = {}
+
+    def get(self, camera_id: int, camera: Intrinsics) -> Undistortion:
+        with self._locks[camera_id]:
+            plan = self._plans.get(camera_id)
+            if plan is None or plan.source != camera:  # a different image size gives a different plan
+                plan = self._plans[camera_id] = plan_undistortion(camera)
+            return plan
+
+    def release(self, camera_id: int) -> None:
+        with self._locks[camera_id]:
+            self._remaining[camera_id] -= 1
+            if self._remaining[camera_id] == 0:
+                self._plans.pop(camera_id, None)
+
+
+class _ImageLoader:
+    """Decodes, downscales and undistorts one image at a time (thread-safe), through the cache."""
+
+    def __init__(
+        self, cameras: dict[int, Intrinsics], downscale: int, cache: Optional[_ImageCache], images_per_camera: Counter
+    ):
+        """``cache`` may be None only if no image needs downscaling or undistorting."""
+        self.cameras = cameras
+        self.downscale = downscale
+        self.cache = cache
+        self.plans = _UndistortionPlans(images_per_camera)
+
+    def load(self, name: str, path: Path, camera_id: int) -> tuple[Tensor, Intrinsics]:
+        """(uint8 [H, W, 3], pinhole intrinsics of those pixels) of the registered image ``name``."""
+        try:
+            return self._load(name, path, camera_id)
+        finally:
+            self.plans.release(camera_id)
+
+    def _load(self, name: str, path: Path, camera_id: int) -> tuple[Tensor, Intrinsics]:
+        if self.downscale == 1 and self.cameras[camera_id].is_pinhole:  # used as it is: nothing to cache
+            pixels = _to_tensor(_decode(path))
+            return pixels, self._camera_for(path, camera_id, pixels)
+        key = self._cache_key(path, self.cameras[camera_id])
+        cached = self.cache.get(name, key)
+        if cached is not None:
+            return cached
+        image = _decode(path)
+        if self.downscale > 1:
+            size = (max(1, round(image.width / self.downscale)), max(1, round(image.height / self.downscale)))
+            image = image.resize(size, PILImage.Resampling.LANCZOS)
+        pixels = _to_tensor(image)
+        intrinsics = self._camera_for(path, camera_id, pixels)
+        if not intrinsics.is_pinhole:
+            plan = self.plans.get(camera_id, intrinsics)
+            pixels, intrinsics = plan.apply(pixels), plan.target
+        self.cache.put(name, key, pixels, intrinsics)
+        return pixels, intrinsics
+
+    def _camera_for(self, path: Path, camera_id: int, pixels: Tensor) -> Intrinsics:
+        """The camera resized to the image, after checking that the image shows the camera's whole frame."""
+        camera = self.cameras[camera_id]
+        height, width = pixels.shape[:2]
+        expected_height = camera.height * width / camera.width
+        if abs(height - expected_height) > ASPECT_TOLERANCE_PIXELS + ASPECT_TOLERANCE_RELATIVE * height:
+            raise DatasetError(
+                f"{path}: the image is {width}x{height} (after any downscaling) but camera {camera_id} is "
+                f"{camera.width}x{camera.height}: the aspect ratios differ (rotated, or from another scene?)"
+            )
+        return camera.resized(width, height)
+
+    def _cache_key(self, path: Path, camera: Intrinsics) -> str:
+        stat = path.stat()
+        source = {
+            "version": CACHE_VERSION,
+            "path": str(path.resolve()),
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "downscale": self.downscale,
+            "camera": [camera.model, camera.width, camera.height, camera.fx, camera.fy, camera.cx, camera.cy,
+                       *camera.distortion],
+        }
+        return hashlib.sha256(json.dumps(source, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _decode(path: Path) -> PILImage.Image:
+    """The image at ``path`` as RGB (grayscale expanded, alpha dropped, palettes applied)."""
+    try:
+        with PILImage.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError) as error:  # PIL's UnidentifiedImageError is an OSError
+        raise DatasetError(f"{path}: cannot read the image ({error})") from None
+
+
+def _to_tensor(image: PILImage.Image) -> Tensor:
+    return torch.from_numpy(np.array(image, dtype=np.uint8))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Poses
+
+
+def _rigid_inverse(transforms: np.ndarray) -> np.ndarray:
+    """Inverses of rigid transforms [..., 4, 4]: [R^T, -R^T t]."""
+    rotations_t = np.swapaxes(transforms[..., :3, :3], -1, -2)
+    inverse = np.zeros_like(transforms)
+    inverse[..., :3, :3] = rotations_t
+    inverse[..., :3, 3] = -(rotations_t @ transforms[..., :3, 3:4])[..., 0]
+    inverse[..., 3, 3] = 1.0
+    return inverse
+

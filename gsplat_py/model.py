@@ -1,0 +1,143 @@
+"""The trainable Gaussian model: parameter initialisation and conversion to and from the PLY layout.
+
+A model is a plain ``dict[str, torch.nn.Parameter]`` with gsplat's keys, stored pre-activation as the
+3DGS PLY stores them:
+
+    means [N, 3]        centres
+    scales [N, 3]       log of the per-axis standard deviations
+    quats [N, 4]        rotations w x y z (any non-zero norm)
+    opacities [N]       logits
+    sh0 [N, 1, 3]       SH DC coefficient (rendering adds 0.5 after evaluating the SH)
+    shN [N, K - 1, 3]   the remaining coefficients, K = (max_sh_degree + 1)^2
+
+Densification strategies (``gsplat_py.strategy``) add and remove rows of every entry together.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional
+
+import torch
+from torch import Tensor
+
+from .io.ply import GaussianSplats
+
+__all__ = [
+    "PARAM_NAMES",
+    "SH_C0",
+    "init_params",
+    "knn_mean_distance",
+    "random_points",
+    "rgb_to_sh",
+    "params_to_splats",
+    "splats_to_params",
+    "render_colors",
+]
+
+PARAM_NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
+SH_C0 = 0.28209479177387814  # the degree-0 SH basis value, 1 / (2 sqrt(pi))
+
+Params = Dict[str, torch.nn.Parameter]
+
+
+def rgb_to_sh(rgb: Tensor) -> Tensor:
+    """The DC coefficient whose rendered colour (SH_C0 * dc + 0.5) is ``rgb``."""
+    return (rgb - 0.5) / SH_C0
+
+
+def knn_mean_distance(points: Tensor, k: int = 3, chunk: int = 4096) -> Tensor:
+    """[P] mean Euclidean distance from each point to its ``k`` nearest other points (exact, O(P^2)).
+
+    Coincident points are common in SfM output; their zero distances would give zero-size Gaussians, so
+    the caller clamps the result.
+    """
+    n = points.shape[0]
+    if n <= 1:
+        return points.new_ones(n)
+    k = min(k, n - 1)
+    pts = points.float()
+    squared_norms = (pts * pts).sum(-1)
+    out = torch.empty(n, dtype=pts.dtype)
+    for start in range(0, n, chunk):
+        block = pts[start : start + chunk]
+        # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b: one matrix product per chunk instead of a [chunk, P, 3] tensor
+        d2 = squared_norms[start : start + chunk, None] + squared_norms[None, :] - 2.0 * (block @ pts.T)
+        rows = torch.arange(block.shape[0])
+        d2[rows, rows + start] = float("inf")  # not its own neighbour
+        nearest = torch.topk(d2, k, dim=1, largest=False).values.clamp_min(0.0)
+        out[start : start + chunk] = nearest.sqrt().mean(dim=1)
+    return out
+
+
+def random_points(count: int, extent: float, generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor]:
+    """``count`` points uniform in the cube [-extent, extent]^3 with uniform random colours (gsplat's
+    ``init_type="random"``)."""
+    points = (torch.rand(count, 3, generator=generator) * 2.0 - 1.0) * extent
+    colors = torch.rand(count, 3, generator=generator)
+    return points, colors
+
+
+def init_params(
+    points: Tensor,
+    colors: Tensor,
+    sh_degree: int,
+    init_opacity: float = 0.1,
+    init_scale: float = 1.0,
+) -> Params:
+    """Gaussians at ``points`` [P, 3] with ``colors`` [P, 3] in [0, 1], as 3DGS initialises from SfM.
+
+    Each Gaussian is isotropic with a radius of ``init_scale`` times the mean distance to its 3 nearest
+    neighbours, has identity rotation, opacity ``init_opacity``, SH DC set to the point colour and all
+    higher SH coefficients zero.
+    """
+    if points.ndim != 2 or points.shape[-1] != 3 or points.shape[0] == 0:
+        raise ValueError(f"points: expected a non-empty [P, 3] tensor, got shape {list(points.shape)}")
+    if colors.shape != points.shape:
+        raise ValueError(f"colors: expected shape {list(points.shape)} (as points), got {list(colors.shape)}")
+    if not 0.0 < init_opacity < 1.0:
+        raise ValueError(f"init_opacity: expected a value in (0, 1), got {init_opacity}")
+    n = points.shape[0]
+    distance = knn_mean_distance(points).clamp_min(1e-7)
+    num_rest = (sh_degree + 1) ** 2 - 1
+    params = {
+        "means": points.float().clone(),
+        "scales": torch.log(distance * init_scale)[:, None].repeat(1, 3),
+        "quats": torch.tensor([1.0, 0.0, 0.0, 0.0]).repeat(n, 1),
+        "opacities": torch.full((n,), math.log(init_opacity / (1.0 - init_opacity))),
+        "sh0": rgb_to_sh(colors.float())[:, None, :].clone(),
+        "shN": torch.zeros(n, num_rest, 3),
+    }
+    return {name: torch.nn.Parameter(value.contiguous()) for name, value in params.items()}
+
+
+def render_colors(params: Params) -> Tensor:
+    """[N, K, 3] SH coefficients in the layout ``rasterization`` takes."""
+    if params["shN"].shape[1] == 0:
+        return params["sh0"]
+    return torch.cat([params["sh0"], params["shN"]], dim=1)
+
+
+def params_to_splats(params: Params) -> GaussianSplats:
+    """A detached float32 CPU copy in the PLY layout."""
+    return GaussianSplats(
+        means=params["means"].detach().float().cpu(),
+        quats=params["quats"].detach().float().cpu(),
+        log_scales=params["scales"].detach().float().cpu(),
+        logit_opacities=params["opacities"].detach().float().cpu(),
+        sh=render_colors(params).detach().float().cpu(),
+    )
+
+
+def splats_to_params(splats: GaussianSplats) -> Params:
+    """Trainable parameters holding a copy of ``splats``."""
+    splats.validate()
+    values = {
+        "means": splats.means,
+        "scales": splats.log_scales,
+        "quats": splats.quats,
+        "opacities": splats.logit_opacities,
+        "sh0": splats.sh[:, :1],
+        "shN": splats.sh[:, 1:],
+    }
+    return {name: torch.nn.Parameter(value.detach().float().clone().contiguous()) for name, value in values.items()}

@@ -1,0 +1,375 @@
+"""The training loop: data -> model -> render -> loss -> strategy -> optimizer, with evaluation,
+checkpoints and PLY export.
+
+    trainer = Trainer(config)          # validates, loads the scene, initialises the Gaussians
+    records = trainer.train()          # the metrics.json records
+    Trainer.resume("outputs/run").train()
+
+An output folder holds ``config.toml`` (the effective config), ``metrics.json`` (one record per evaluation,
+see ``evaluation.py``), ``renders/step_NNNNNN/`` (ground truth beside render for each evaluated view),
+``checkpoint.pt`` (everything needed to continue exactly: Gaussians, optimizer moments, strategy state,
+pose corrections, RNG states, the position in the view order) and ``point_cloud.ply`` (Inria layout, in
+the normalised world frame of the run; ``checkpoint.pt`` records the similarity ``transform`` from the
+COLMAP frame). Every file is written atomically, so a crash or Ctrl-C keeps the last complete one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+import warnings
+from datetime import datetime
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data import SceneData, load_colmap_scene
+from ..io.atomic import atomic_open, write_text_atomically
+from ..io.ply import write_ply
+from ..model import Params, init_params, params_to_splats, random_points
+from ..strategy import DefaultStrategy, MCMCStrategy
+from .config import Config, config_from_dict, config_to_toml
+from .evaluation import evaluate_views, image_to_float, load_lpips, render_view
+from .metrics import l1_ssim_loss
+from .pose_opt import PoseCorrection
+
+__all__ = ["Trainer", "TrainingError", "BUNDLED_SCENE", "CHECKPOINT_FILE", "load_scene", "load_checkpoint"]
+
+BUNDLED_SCENE = Path(__file__).resolve().parents[2] / "data" / "snowmiku"
+CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+PathLike = Union[str, Path]
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or cannot go on (unwritable output, no views, NaN loss...)."""
+
+
+def load_scene(config: Config) -> SceneData:
+    """The scene ``config.data`` names (the bundled sample scene when ``data.path`` is unset)."""
+    data = config.data
+    return load_colmap_scene(
+        data.path if data.path is not None else BUNDLED_SCENE,
+        data_factor=data.data_factor,
+        test_every=data.test_every,
+        normalize=data.normalize,
+        cache_dir=data.cache_dir,
+    )
+
+
+def load_checkpoint(path: PathLike) -> dict:
+    """A checkpoint written by :class:`Trainer`; ``path`` is the file or the run folder holding it."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_FILE
+    if not path.exists():
+        raise TrainingError(f"{path}: no checkpoint here (expected a run folder holding {CHECKPOINT_FILE})")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged file
+        raise TrainingError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise TrainingError(f"{path}: not a gsplat_py checkpoint of format {CHECKPOINT_FORMAT}")
+    return checkpoint
+
+
+def _default_output(config: Config) -> Path:
+    scene_name = Path(config.data.path).resolve().name if config.data.path else BUNDLED_SCENE.name
+    return Path("outputs") / f"{scene_name}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def _prepare_output(output: Path, resuming: bool) -> None:
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        probe = output / f".write-test-{time.time_ns()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise TrainingError(f"output directory {output} is not writable: {error.strerror or error}") from None
+    if not resuming and (output / CHECKPOINT_FILE).exists():
+        raise TrainingError(
+            f"output directory {output} already holds a run ({CHECKPOINT_FILE}); continue it with "
+            f"--resume {output} or choose another --output"
+        )
+
+
+def _all_finite(params: Params) -> bool:
+    # a finite sum proves every entry finite; only a non-finite sum (or an overflow) needs the full check
+    return all(bool(torch.isfinite(p.detach().sum())) or bool(torch.isfinite(p.detach()).all()) for p in params.values())
+
+
+class Trainer:
+    """Trains Gaussians on one scene as ``config`` says (see ``gsplat_py.training.config``).
+
+    ``scene`` overrides loading ``config.data`` (tests pass synthetic scenes); ``checkpoint`` (a dict from
+    :func:`load_checkpoint`) restores a run's exact state instead of initialising.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        scene: Optional[SceneData] = None,
+        checkpoint: Optional[dict] = None,
+        progress: bool = True,
+    ):
+        config.validate()
+        self.config = config
+        self.progress = progress
+        self.output = Path(config.train.output) if config.train.output else _default_output(config)
+        config.train.output = str(self.output)
+        _prepare_output(self.output, resuming=checkpoint is not None)
+        if config.train.threads:
+            torch.set_num_threads(config.train.threads)
+        torch.manual_seed(config.train.seed)
+
+        self.scene = scene if scene is not None else load_scene(config)
+        if not self.scene.train_views:
+            raise TrainingError(f"{self.scene.root}: the scene has no training views")
+        self.eval_views = self.scene.test_views or self.scene.train_views
+        self.eval_split = "test" if self.scene.test_views else "train"
+        self.train_camtoworlds = torch.stack([v.camera_to_world() for v in self.scene.train_views])
+
+        self.strategy = config.strategy.default if config.strategy.name == "default" else config.strategy.mcmc
+        if checkpoint is not None:
+            self.params = {k: torch.nn.Parameter(v.clone()) for k, v in checkpoint["params"].items()}
+        else:
+            self.params = self._initial_params()
+        self.optimizers = self._make_optimizers()
+        self.strategy_state = self.strategy.initialize_state(scene_scale=self.scene.scene_scale)
+        self.strategy.check_sanity(self.params, self.optimizers)
+
+        self.pose_correction: Optional[PoseCorrection] = None
+        self.pose_optimizer: Optional[torch.optim.Optimizer] = None
+        if config.pose_opt.enabled:
+            self.pose_correction = PoseCorrection(len(self.scene.train_views))
+            self.pose_optimizer = torch.optim.Adam(
+                self.pose_correction.parameters(), lr=config.pose_opt.lr, weight_decay=config.pose_opt.reg
+            )
+
+        self.view_generator = torch.Generator().manual_seed(config.train.seed)
+        self.view_order: list[int] = []
+        self.step = 0
+        self.elapsed_s = 0.0
+        self.metrics: list[dict] = []
+        self.lpips = load_lpips()
+        if checkpoint is not None:
+            self._restore(checkpoint)
+
+    @classmethod
+    def resume(cls, run: PathLike, config: Optional[Config] = None, progress: bool = True) -> "Trainer":
+        """Continue the run in folder ``run`` with its saved config (or ``config``, e.g. more steps)."""
+        checkpoint = load_checkpoint(run)
+        config = config if config is not None else config_from_dict(checkpoint["config"])
+        config.train.output = str(Path(run))
+        return cls(config, checkpoint=checkpoint, progress=progress)
+
+    # ---------------------------------------------------------------------------------- set-up
+
+    def _initial_params(self) -> Params:
+        model = self.config.model
+        points, colors = self.scene.points, self.scene.point_colors
+        if model.init == "sfm" and points.shape[0] == 0:
+            warnings.warn(f"{self.scene.root}: the COLMAP model has no 3D points; using random initialisation")
+        if model.init == "random" or points.shape[0] == 0:
+            points, colors = random_points(model.random_init_count, model.random_init_extent * self.scene.scene_scale)
+        return init_params(points, colors, model.sh_degree, model.init_opacity, model.init_scale)
+
+    def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        optim = self.config.optim
+        learning_rates = {
+            "means": self.means_lr(0),
+            "scales": optim.scales_lr,
+            "quats": optim.quats_lr,
+            "opacities": optim.opacities_lr,
+            "sh0": optim.sh0_lr,
+            "shN": optim.shN_lr,
+        }
+        return {
+            name: torch.optim.Adam([self.params[name]], lr=lr, eps=optim.adam_eps, fused=True)
+            for name, lr in learning_rates.items()
+        }
+
+    def means_lr(self, step: int) -> float:
+        """Exponential decay from means_lr to means_lr_final over the run, both times the scene scale."""
+        optim = self.config.optim
+        progress = min(step / self.config.train.steps, 1.0)
+        start = optim.means_lr
+        end = optim.means_lr_final
+        lr = start * (end / start) ** progress if start > 0 and end > 0 else start
+        return lr * self.scene.scene_scale
+
+    def sh_degree(self, step: int) -> int:
+        return min(step // self.config.model.sh_degree_interval, self.config.model.sh_degree)
+
+    # ---------------------------------------------------------------------------------- training
+
+    def _next_view(self) -> int:
+        if not self.view_order:
+            self.view_order = torch.randperm(len(self.scene.train_views), generator=self.view_generator).tolist()
+        return self.view_order.pop()
+
+    def train_step(self) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """One optimisation step on one training view; returns (loss, render, target)."""
+        optim = self.config.optim
+        step = self.step
+        view_index = self._next_view()
+        view = self.scene.train_views[view_index]
+        means_lr = self.means_lr(step)
+        self.optimizers["means"].param_groups[0]["lr"] = means_lr
+
+        viewmat = view.world_to_camera
+        if self.pose_correction is not None:
+            camtoworld = self.pose_correction(self.train_camtoworlds[view_index : view_index + 1],
+                                              torch.tensor([view_index]))[0]
+            viewmat = torch.linalg.inv(camtoworld)
+        backgrounds = torch.rand(1, 3) if optim.random_background else None
+        colors, _, info = render_view(
+            self.params, view, self.sh_degree(step), viewmat=viewmat, backgrounds=backgrounds,
+            absgrad=getattr(self.strategy, "absgrad", False),
+        )
+        self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, step, info)
+
+        target = image_to_float(view.image)[None]
+        loss = l1_ssim_loss(colors, target, ssim_weight=optim.ssim_lambda)
+        if optim.opacity_reg > 0.0:
+            loss = loss + optim.opacity_reg * torch.sigmoid(self.params["opacities"]).mean()
+        if optim.scale_reg > 0.0:
+            loss = loss + optim.scale_reg * torch.exp(self.params["scales"]).mean()
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise TrainingError(
+                f"the loss became {loss_value} at step {step + 1} (view {view.name}); stopped, "
+                f"{self.last_checkpoint_note()}"
+            )
+        loss.backward()
+
+        for optimizer in self.optimizers.values():
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        if self.pose_optimizer is not None:
+            self.pose_optimizer.step()
+            self.pose_optimizer.zero_grad(set_to_none=True)
+
+        if isinstance(self.strategy, MCMCStrategy):
+            self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, step, info, lr=means_lr)
+        else:
+            self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, step, info, packed=False)
+        self.step = step + 1
+        return loss_value, colors.detach(), target
+
+    def _due(self, every: int, extra: tuple[int, ...] = ()) -> bool:
+        return self.step == self.config.train.steps or (every > 0 and self.step % every == 0) or self.step in extra
+
+    def train(self, until: Optional[int] = None) -> list[dict]:
+        """Train to ``config.train.steps`` (or stop after step ``until``, with the schedules still set by
+        ``config.train.steps``), evaluating and checkpointing on schedule; returns the records."""
+        train = self.config.train
+        last_step = train.steps if until is None else min(until, train.steps)
+        write_text_atomically(self.output / "config.toml", config_to_toml(self.config))
+        bar = tqdm(total=train.steps, initial=self.step, unit="step", dynamic_ncols=True, smoothing=0.05,
+                   mininterval=0.5, disable=not self.progress)
+        clock = time.perf_counter()
+        try:
+            while self.step < last_step:
+                loss, render, target = self.train_step()
+                bar.update(1)
+                if self.step % 10 == 0 or self.step == train.steps:
+                    mse = float((render - target).square().mean())
+                    bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{-10.0 * math.log10(max(mse, 1e-10)):.2f}",
+                                    gaussians=self.num_gaussians, refresh=False)
+                eval_due = self._due(train.eval_every, tuple(train.eval_steps))
+                save_due = self._due(train.save_every)
+                if eval_due or save_due:
+                    self.elapsed_s += time.perf_counter() - clock
+                    if eval_due:
+                        record = self.evaluate()
+                        bar.write(
+                            f"step {self.step}: {self.eval_split} PSNR {record['psnr']:.2f} dB, SSIM "
+                            f"{record['ssim']:.4f}, {record['num_gaussians']:,} Gaussians, "
+                            f"{record['steps_per_s']:.1f} steps/s"
+                        )
+                    if save_due:
+                        self.save_checkpoint()
+                    clock = time.perf_counter()
+        finally:
+            bar.close()
+        return self.metrics
+
+    @property
+    def num_gaussians(self) -> int:
+        return int(self.params["means"].shape[0])
+
+    # ---------------------------------------------------------------------------------- evaluation
+
+    def evaluate(self) -> dict:
+        """Score the current model on the held-out views (the training views if none are held out) and
+        append the record to ``metrics.json``."""
+        render_dir = self.output / "renders" / f"step_{self.step:06d}" if self.config.train.save_renders else None
+        result = evaluate_views(self.params, self.eval_views, self.sh_degree(self.step), render_dir, self.lpips)
+        record = {
+            "step": self.step,
+            "split": self.eval_split,
+            **{k: v for k, v in result.items() if k != "views"},
+            "num_gaussians": self.num_gaussians,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "steps_per_s": round(self.step / self.elapsed_s, 3) if self.elapsed_s > 0 else None,
+            "views": result["views"],
+        }
+        self.metrics = [r for r in self.metrics if r["step"] != self.step] + [record]
+        write_text_atomically(self.output / "metrics.json", json.dumps(self.metrics, indent=1) + "\n")
+        return record
+
+    # ---------------------------------------------------------------------------------- checkpoints
+
+    def last_checkpoint_note(self) -> str:
+        path = self.output / CHECKPOINT_FILE
+        return f"the last good checkpoint is {path}" if path.exists() else "no checkpoint was saved yet"
+
+    def save_checkpoint(self) -> None:
+        """Write ``checkpoint.pt`` and ``point_cloud.ply`` (atomically; refuses non-finite parameters)."""
+        if not _all_finite(self.params):
+            raise TrainingError(
+                f"non-finite Gaussian parameters at step {self.step}; not saved, {self.last_checkpoint_note()}"
+            )
+        checkpoint = {
+            "format": CHECKPOINT_FORMAT,
+            "step": self.step,
+            "params": {name: p.detach() for name, p in self.params.items()},
+            "optimizers": {name: o.state_dict() for name, o in self.optimizers.items()},
+            "strategy_state": self.strategy_state,
+            "pose_correction": self.pose_correction.state_dict() if self.pose_correction is not None else None,
+            "pose_optimizer": self.pose_optimizer.state_dict() if self.pose_optimizer is not None else None,
+            "torch_rng": torch.get_rng_state(),
+            "view_generator": self.view_generator.get_state(),
+            "view_order": list(self.view_order),
+            "elapsed_s": self.elapsed_s,
+            "metrics": self.metrics,
+            "config": dataclasses.asdict(self.config),
+            "transform": self.scene.transform,
+            "scene_scale": self.scene.scene_scale,
+        }
+        with atomic_open(self.output / CHECKPOINT_FILE) as file:
+            torch.save(checkpoint, file)
+        write_ply(self.output / "point_cloud.ply", params_to_splats(self.params))
+
+    def _restore(self, checkpoint: dict) -> None:
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(checkpoint["optimizers"][name])
+        self.strategy_state = checkpoint["strategy_state"]
+        if self.pose_correction is not None:
+            if checkpoint["pose_correction"] is None:
+                raise TrainingError("the checkpoint was trained without pose optimisation; cannot resume with it")
+            self.pose_correction.load_state_dict(checkpoint["pose_correction"])
+            self.pose_optimizer.load_state_dict(checkpoint["pose_optimizer"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        self.view_generator.set_state(checkpoint["view_generator"])
+        self.view_order = list(checkpoint["view_order"])
+        self.step = int(checkpoint["step"])
+        self.elapsed_s = float(checkpoint["elapsed_s"])
+        self.metrics = list(checkpoint["metrics"])
+        if not torch.allclose(checkpoint["transform"].double(), self.scene.transform.double(), atol=1e-6):
+            warnings.warn("the scene's normalisation differs from the checkpoint's: is this the same data?")
