@@ -382,10 +382,12 @@ def rasterization(
     elif N > 0:
         campos = torch.inverse(viewmats)[:, :3, 3]  # [C, 3]; viewmat gradient flows via view dirs
         dirs = means[None, :, :] - campos[:, None, :]  # [C, N, 3]
-        n_bases = (sh_degree + 1) ** 2
-        coeffs = colors[..., :n_bases, :]  # extra coefficients are ignored by the op anyway
+        # The op reads only the first (sh_degree + 1)^2 bases, so the coefficients go in unsliced: a slice
+        # would cost a copy forward and a zero-filled [N, K, 3] gradient backward. With one camera, a view
+        # instead of an expand keeps the backward from reducing over a size-1 dimension (another copy).
+        coeffs = colors
         if not per_camera_colors:
-            coeffs = coeffs[None].expand(C, N, n_bases, 3)
+            coeffs = coeffs[None] if C == 1 else coeffs[None].expand(C, *colors.shape)
         masks = (radii > 0).all(dim=-1)  # [C, N]
         colors_cn = impl.spherical_harmonics(sh_degree, dirs.contiguous(), coeffs.contiguous(), masks=masks)
         colors_cn = torch.clamp_min(colors_cn + 0.5, 0.0)
