@@ -379,3 +379,24 @@ def test_cli_train_resume_and_eval_on_the_bundled_scene(tmp_path, capsys):
     written = json.loads((run / "eval.json").read_text())
     assert printed == written and written["step"] == 15 and written["split"] == "test"
     assert written["psnr"] == pytest.approx(json.loads((run / "metrics.json").read_text())[-1]["psnr"], abs=1e-9)
+
+
+def test_empty_point_cloud_falls_back_to_random_init(tmp_path):
+    scene = synthetic_scene(ring_eyes(3))
+    scene.points, scene.point_colors = scene.points[:0], scene.point_colors[:0]
+    config = tiny_config(tmp_path, train__steps=1, model__random_init_count=500)
+    with pytest.warns(UserWarning, match="no 3D points; using random initialisation"):
+        trainer = Trainer(config, scene=scene, progress=False)
+    assert trainer.num_gaussians == 500
+    assert trainer.params["means"].abs().max() <= config.model.random_init_extent * scene.scene_scale
+
+
+def test_cli_strategy_mcmc_selects_the_mcmc_preset(tmp_path):
+    run = tmp_path / "run"
+    assert cli_main(["train", "--strategy", "mcmc", "--steps", "2", "--output", str(run), "--quiet",
+                     "--train.save_renders", "false", "--model.init_scale", "0.2"]) == 0
+    import tomllib
+
+    saved = tomllib.loads((run / "config.toml").read_text())
+    assert saved["strategy"]["name"] == "mcmc" and saved["optim"]["opacity_reg"] == 0.01
+    assert saved["model"]["init_opacity"] == 0.5 and saved["model"]["init_scale"] == 0.2  # override wins

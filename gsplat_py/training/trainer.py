@@ -147,6 +147,10 @@ class Trainer:
         self.scene = scene if scene is not None else load_scene(config)
         if not self.scene.train_views:
             raise TrainingError(f"{self.scene.root}: the scene has no training views")
+        self.scene_scale = self.scene.scene_scale
+        if not self.scene_scale > 0.0:  # all training cameras at one position: no extent to scale by
+            warnings.warn(f"{self.scene.root}: the cameras share one position, so the scene scale is 0; using 1.0")
+            self.scene_scale = 1.0
         self.eval_views = self.scene.test_views or self.scene.train_views
         self.eval_split = "test" if self.scene.test_views else "train"
         self.train_camtoworlds = torch.stack([v.camera_to_world() for v in self.scene.train_views])
@@ -157,7 +161,7 @@ class Trainer:
         else:
             self.params = self._initial_params()
         self.optimizers = self._make_optimizers()
-        self.strategy_state = self.strategy.initialize_state(scene_scale=self.scene.scene_scale)
+        self.strategy_state = self.strategy.initialize_state(scene_scale=self.scene_scale)
         self.strategy.check_sanity(self.params, self.optimizers)
 
         self.pose_correction: Optional[PoseCorrection] = None
@@ -193,7 +197,7 @@ class Trainer:
         if model.init == "sfm" and points.shape[0] == 0:
             warnings.warn(f"{self.scene.root}: the COLMAP model has no 3D points; using random initialisation")
         if model.init == "random" or points.shape[0] == 0:
-            points, colors = random_points(model.random_init_count, model.random_init_extent * self.scene.scene_scale)
+            points, colors = random_points(model.random_init_count, model.random_init_extent * self.scene_scale)
         return init_params(points, colors, model.sh_degree, model.init_opacity, model.init_scale)
 
     def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -218,7 +222,7 @@ class Trainer:
         start = optim.means_lr
         end = optim.means_lr_final
         lr = start * (end / start) ** progress if start > 0 and end > 0 else start
-        return lr * self.scene.scene_scale
+        return lr * self.scene_scale
 
     def sh_degree(self, step: int) -> int:
         return min(step // self.config.model.sh_degree_interval, self.config.model.sh_degree)
@@ -368,7 +372,7 @@ class Trainer:
             "metrics": self.metrics,
             "config": dataclasses.asdict(self.config),
             "transform": self.scene.transform,
-            "scene_scale": self.scene.scene_scale,
+            "scene_scale": self.scene_scale,
         }
         with atomic_open(self.output / CHECKPOINT_FILE) as file:
             torch.save(checkpoint, file)
