@@ -19,6 +19,8 @@ TORCH_LIBRARY(gsplat_py, m) {
           "int tile_width, int tile_height) -> Tensor[]");
     // No tensor arguments, hence no device to dispatch on: one kernel for all.
     m.def("simd_level() -> str", &gsplat_py::cpu::simd_level);
+    m.def("ssim_forward(Tensor img1, Tensor img2) -> Tensor");
+    m.def("ssim_backward(Tensor img1, Tensor img2, Tensor v_result) -> Tensor");
     m.def("rasterize_forward(Tensor means2d, Tensor conics, Tensor colors, Tensor opacities, "
           "Tensor? backgrounds, int width, int height, int tile_size, Tensor isect_offsets, "
           "Tensor flatten_ids) -> Tensor[]");
@@ -36,6 +38,8 @@ TORCH_LIBRARY_IMPL(gsplat_py, CPU, m) {
     m.impl("bin_gaussians_to_tiles", &gsplat_py::cpu::bin_gaussians_to_tiles);
     m.impl("rasterize_forward", &gsplat_py::cpu::rasterize_forward);
     m.impl("rasterize_backward", &gsplat_py::cpu::rasterize_backward);
+    m.impl("ssim_forward", &gsplat_py::cpu::ssim_forward);
+    m.impl("ssim_backward", &gsplat_py::cpu::ssim_backward);
 }
 
 // Importing gsplat_py._C runs the registrations above; the module itself has no attributes (a bare

@@ -57,4 +57,8 @@ std::vector<at::Tensor> rasterize_backward(
     const at::Tensor& transmittance, const at::Tensor& last_ids, const at::Tensor& v_render_colors,
     const at::Tensor& v_render_alphas, bool absgrad);
 
+// SSIM (11x11 Gaussian window, sigma 1.5, zero "same" padding) of [B, H, W, C] images: one value per image.
+at::Tensor ssim_forward(const at::Tensor& img1, const at::Tensor& img2);
+at::Tensor ssim_backward(const at::Tensor& img1, const at::Tensor& img2, const at::Tensor& v_result);
+
 }  // namespace gsplat_py::cpu

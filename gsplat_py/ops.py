@@ -152,3 +152,21 @@ def rasterize_to_pixels(means2d: Tensor, conics: Tensor, colors: Tensor, opaciti
     return _RasterizeToPixels.apply(
         *inputs, bg, int(width), int(height), int(tile_size), isect_offsets.contiguous(),
         flatten_ids.contiguous(), bool(absgrad), [means2d])
+
+
+class _SsimSame(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, img1, img2):
+        ctx.save_for_backward(img1, img2)
+        return _ops().ssim_forward(img1, img2)
+
+    @staticmethod
+    def backward(ctx, v_result):
+        img1, img2 = ctx.saved_tensors
+        return _ops().ssim_backward(img1, img2, v_result), None
+
+
+def ssim_same(img1: Tensor, img2: Tensor) -> Tensor:
+    """SSIM [B] of images [B, H, W, C] (11x11 Gaussian window, sigma 1.5, data range 1, zero "same"
+    padding: the 3DGS training loss's), fused in C++; differentiable with respect to img1 only."""
+    return _SsimSame.apply(img1.contiguous(), img2.detach().contiguous())

@@ -203,3 +203,30 @@ def test_l1_ssim_loss_gradients(dtype):
     # The loss decreases along the negative gradient.
     with torch.no_grad():
         assert l1_ssim_loss(render - 1e-2 * grad / grad.norm(), target).item() < loss.item()
+
+
+@pytest.mark.skipif(not __import__("gsplat_py._backend", fromlist=["x"]).extension_available(),
+                    reason="C++ extension not built")
+@pytest.mark.parametrize("shape", [(2, 40, 37, 3), (1, 5, 9, 1), (3, 12, 11, 4)])
+def test_fused_ssim_matches_the_composed_ops(shape, monkeypatch):
+    """The compiled SSIM the training loss uses (same padding) against the plain-PyTorch one, forward
+    and as a VJP with random cotangents, images smaller than the window included; plus gradcheck."""
+    from gsplat_py import ops
+    from gsplat_py.training import metrics
+
+    g = torch.Generator().manual_seed(sum(shape))
+    x = torch.rand(shape, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.rand(shape, generator=g, dtype=torch.float64)
+    fused = ops.ssim_same(x, y)
+    assert metrics._use_fused_ssim(x, y, 11, 1.5, 1.0, "same")
+    monkeypatch.setattr(metrics, "_use_fused_ssim", lambda *args: False)
+    composed = ssim(x, y, padding="same")
+    assert torch.allclose(fused, composed, rtol=1e-12, atol=1e-14)
+    cotangent = torch.randn(shape[0], generator=g, dtype=torch.float64)
+    (grad_fused,) = torch.autograd.grad((fused * cotangent).sum(), x)
+    (grad_composed,) = torch.autograd.grad((composed * cotangent).sum(), x)
+    assert torch.allclose(grad_fused, grad_composed, rtol=1e-10, atol=1e-13)
+    small = x[:1, :5, :6].detach().clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a: ops.ssim_same(a, y[:1, :5, :6]), (small,))
+    x32, y32 = x.detach().float(), y.float()
+    assert torch.allclose(ops.ssim_same(x32, y32), composed.detach().float(), atol=2e-6)

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .. import _backend, ops
+
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 PADDINGS = ("valid", "same")
@@ -62,6 +64,19 @@ def _gaussian_blur(x: Tensor, window: Tensor, padding: str) -> Tensor:
     return F.conv2d(x, horizontal, padding=(0, pad), groups=channels)
 
 
+def _use_fused_ssim(render: Tensor, target: Tensor, window_size: int, sigma: float, data_range: float,
+                    padding: str) -> bool:
+    """The compiled SSIM covers the training loss's case: same padding, 11x11, sigma 1.5, range 1, CPU
+    float tensors, no gradient wanted for the target (it is ~10x faster than the composed ops here)."""
+    return (
+        padding == "same" and window_size == 11 and sigma == 1.5 and data_range == 1.0
+        and render.dim() >= 3 and render.device.type == "cpu" and target.device.type == "cpu"
+        and render.dtype in (torch.float32, torch.float64) and target.dtype == render.dtype
+        and not (torch.is_grad_enabled() and target.requires_grad)
+        and _backend.extension_available()
+    )
+
+
 def ssim(
     render: Tensor,
     target: Tensor,
@@ -78,6 +93,10 @@ def ssim(
     ``padding="same"`` zero-pads the image so that every pixel has a window (Inria 3DGS training loss).
     """
     _check_images(render, target)
+    if _use_fused_ssim(render, target, window_size, sigma, data_range, padding):
+        *batch_shape, height, width, channels = render.shape
+        return ops.ssim_same(render.reshape(-1, height, width, channels), target.reshape(-1, height, width, channels)
+                             ).reshape(batch_shape)
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
     if window_size < 1 or window_size % 2 == 0:

@@ -1,0 +1,188 @@
+// SSIM with an 11x11 Gaussian window (sigma 1.5) and zero "same" padding (the Inria 3DGS training loss),
+// forward and backward in one pass each over planar copies of the images.
+//
+// Per channel, with G the separable Gaussian blur (zero padded, output the size of the input):
+//   mx = G x, my = G y, sxx = G(x^2) - mx^2, syy = G(y^2) - my^2, sxy = G(xy) - mx my
+//   S = (2 mx my + C1)(2 sxy + C2) / ((mx^2 + my^2 + C1)(sxx + syy + C2)),  result = mean(S) per image.
+// Backward: with g the gradient of each S value (v / (H W C)), the gradients of S with respect to the
+// blurred maps are blurred back (G is symmetric with zero padding, so it is its own adjoint):
+//   dx = G(g dS/dmx) + 2 x G(g dS/dE[x^2]) + y G(g dS/dE[xy]).
+// The plain-PyTorch `gsplat_py.training.metrics.ssim(padding="same")` is the oracle for both.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "cpu_common.h"
+#include "ops.h"
+
+namespace gsplat_py::cpu {
+namespace {
+
+constexpr int kRadius = 5;  // window 11
+constexpr double kSigma = 1.5;
+constexpr double kC1 = 0.01 * 0.01;
+constexpr double kC2 = 0.03 * 0.03;
+
+template <typename T>
+std::vector<T> gaussian_window() {
+    std::vector<T> w(2 * kRadius + 1);
+    double sum = 0.0;
+    for (int k = -kRadius; k <= kRadius; ++k) sum += std::exp(-double(k * k) / (2.0 * kSigma * kSigma));
+    for (int k = -kRadius; k <= kRadius; ++k)
+        w[k + kRadius] = T(std::exp(-double(k * k) / (2.0 * kSigma * kSigma)) / sum);
+    return w;
+}
+
+// Blur `count` planes of H x W in place (zero padding), using `scratch` (H x W). Rows are split over
+// the thread pool; the horizontal pass goes through a zero-padded copy of the row so that its 11-tap
+// loop has fixed bounds and vectorises.
+template <typename T>
+void blur_planes(T* planes, int count, int64_t H, int64_t W, const T* w, T* scratch) {
+    for (int p = 0; p < count; ++p) {
+        T* plane = planes + p * H * W;
+        at::parallel_for(0, H, 16, [&](int64_t begin, int64_t end) {
+            std::vector<T> padded(W + 2 * kRadius, T(0));
+            for (int64_t r = begin; r < end; ++r) {
+                std::copy(plane + r * W, plane + (r + 1) * W, padded.begin() + kRadius);
+                T* out = scratch + r * W;
+                for (int64_t c = 0; c < W; ++c) out[c] = T(0);
+                for (int k = 0; k <= 2 * kRadius; ++k) {
+                    const T wk = w[k];
+                    const T* in = padded.data() + k;
+                    for (int64_t c = 0; c < W; ++c) out[c] += wk * in[c];
+                }
+            }
+        });
+        at::parallel_for(0, H, 16, [&](int64_t begin, int64_t end) {
+            for (int64_t r = begin; r < end; ++r) {
+                T* out = plane + r * W;
+                const int64_t k0 = std::max<int64_t>(-kRadius, -r), k1 = std::min<int64_t>(kRadius, H - 1 - r);
+                for (int64_t c = 0; c < W; ++c) out[c] = T(0);
+                for (int64_t k = k0; k <= k1; ++k) {
+                    const T wk = w[k + kRadius];
+                    const T* in = scratch + (r + k) * W;
+                    for (int64_t c = 0; c < W; ++c) out[c] += wk * in[c];
+                }
+            }
+        });
+    }
+}
+
+struct SsimTerms {
+    double s, ds_dmx, ds_dexx, ds_dexy;
+};
+
+// S and its partial derivatives with respect to mx, E[x^2] and E[xy] (my, E[y^2] are constants).
+template <typename T>
+inline SsimTerms ssim_terms(T mx, T my, T exx, T eyy, T exy) {
+    const double mxd = mx, myd = my;
+    const double sxx = exx - mxd * mxd, syy = eyy - myd * myd, sxy = exy - mxd * myd;
+    const double a1 = 2.0 * mxd * myd + kC1, a2 = 2.0 * sxy + kC2;
+    const double b1 = mxd * mxd + myd * myd + kC1, b2 = sxx + syy + kC2;
+    const double inv_b = 1.0 / (b1 * b2);
+    const double s = a1 * a2 * inv_b;
+    const double ds_dsxy = 2.0 * a1 * inv_b;
+    const double ds_dsxx = -s / b2;
+    const double ds_dmx = 2.0 * myd * a2 * inv_b - s * 2.0 * mxd / b1 - ds_dsxy * myd - 2.0 * mxd * ds_dsxx;
+    return {s, ds_dmx, ds_dsxx, ds_dsxy};
+}
+
+void check_ssim_inputs(const at::Tensor& img1, const at::Tensor& img2) {
+    check_input(img1, "img1");
+    check_input(img2, "img2");
+    TORCH_CHECK(img1.dim() == 4 && img1.sizes() == img2.sizes(), "img1 and img2 must be [B, H, W, C] of one shape");
+    TORCH_CHECK(img1.scalar_type() == img2.scalar_type(), "img1 and img2 must share a dtype");
+}
+
+// The five blurred maps (x, y, x^2, y^2, xy) of one (image, channel) plane, each n = H x W.
+template <typename T>
+void blurred_stats(const T* x, const T* y, int64_t n, int64_t H, int64_t W, const T* w, std::vector<T>& maps,
+                   std::vector<T>& scratch) {
+    maps.resize(5 * n);
+    for (int64_t i = 0; i < n; ++i) {
+        maps[i] = x[i];
+        maps[n + i] = y[i];
+        maps[2 * n + i] = x[i] * x[i];
+        maps[3 * n + i] = y[i] * y[i];
+        maps[4 * n + i] = x[i] * y[i];
+    }
+    blur_planes(maps.data(), 5, H, W, w, scratch.data());
+}
+
+}  // namespace
+
+at::Tensor ssim_forward(const at::Tensor& img1, const at::Tensor& img2) {
+    check_ssim_inputs(img1, img2);
+    const int64_t B = img1.size(0), H = img1.size(1), W = img1.size(2), C = img1.size(3), n = H * W;
+    at::Tensor result = at::empty({B}, img1.options());
+    AT_DISPATCH_FLOATING_TYPES(img1.scalar_type(), "ssim_forward", [&] {
+        using T = scalar_t;
+        const std::vector<T> w = gaussian_window<T>();
+        std::vector<double> sums(B * C, 0.0);
+        const T* p1 = img1.data_ptr<T>();
+        const T* p2 = img2.data_ptr<T>();
+        {
+            std::vector<T> x(n), y(n), maps, scratch(n);
+            for (int64_t bc = 0; bc < B * C; ++bc) {
+                const int64_t b = bc / C, c = bc % C;
+                for (int64_t i = 0; i < n; ++i) {
+                    x[i] = p1[(b * n + i) * C + c];
+                    y[i] = p2[(b * n + i) * C + c];
+                }
+                blurred_stats(x.data(), y.data(), n, H, W, w.data(), maps, scratch);
+                double sum = 0.0;
+                for (int64_t i = 0; i < n; ++i)
+                    sum += ssim_terms<T>(maps[i], maps[n + i], maps[2 * n + i], maps[3 * n + i], maps[4 * n + i]).s;
+                sums[bc] = sum;
+            }
+        }
+        T* out = result.data_ptr<T>();
+        for (int64_t b = 0; b < B; ++b) {  // fixed order: deterministic for any thread count
+            double total = 0.0;
+            for (int64_t c = 0; c < C; ++c) total += sums[b * C + c];
+            out[b] = T(total / double(n * C));
+        }
+    });
+    return result;
+}
+
+at::Tensor ssim_backward(const at::Tensor& img1, const at::Tensor& img2, const at::Tensor& v_result) {
+    check_ssim_inputs(img1, img2);
+    const int64_t B = img1.size(0), H = img1.size(1), W = img1.size(2), C = img1.size(3), n = H * W;
+    TORCH_CHECK(v_result.numel() == B, "v_result must have one value per image");
+    at::Tensor v_img1 = at::empty(img1.sizes(), img1.options());
+    const at::Tensor v_res = v_result.contiguous().to(img1.scalar_type());
+    AT_DISPATCH_FLOATING_TYPES(img1.scalar_type(), "ssim_backward", [&] {
+        using T = scalar_t;
+        const std::vector<T> w = gaussian_window<T>();
+        const T* p1 = img1.data_ptr<T>();
+        const T* p2 = img2.data_ptr<T>();
+        const T* vr = v_res.data_ptr<T>();
+        T* out = v_img1.data_ptr<T>();
+        {
+            std::vector<T> x(n), y(n), maps, scratch(n), grads(3 * n);
+            for (int64_t bc = 0; bc < B * C; ++bc) {
+                const int64_t b = bc / C, c = bc % C;
+                for (int64_t i = 0; i < n; ++i) {
+                    x[i] = p1[(b * n + i) * C + c];
+                    y[i] = p2[(b * n + i) * C + c];
+                }
+                blurred_stats(x.data(), y.data(), n, H, W, w.data(), maps, scratch);
+                const double g = double(vr[b]) / double(n * C);
+                for (int64_t i = 0; i < n; ++i) {
+                    const SsimTerms t =
+                        ssim_terms<T>(maps[i], maps[n + i], maps[2 * n + i], maps[3 * n + i], maps[4 * n + i]);
+                    grads[i] = T(g * t.ds_dmx);
+                    grads[n + i] = T(g * t.ds_dexx);
+                    grads[2 * n + i] = T(g * t.ds_dexy);
+                }
+                blur_planes(grads.data(), 3, H, W, w.data(), scratch.data());
+                for (int64_t i = 0; i < n; ++i)
+                    out[(b * n + i) * C + c] = grads[i] + T(2) * x[i] * grads[n + i] + y[i] * grads[2 * n + i];
+            }
+        }
+    });
+    return v_img1;
+}
+
+}  // namespace gsplat_py::cpu
