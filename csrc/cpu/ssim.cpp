@@ -94,20 +94,34 @@ void check_ssim_inputs(const at::Tensor& img1, const at::Tensor& img2) {
     TORCH_CHECK(img1.scalar_type() == img2.scalar_type(), "img1 and img2 must share a dtype");
 }
 
-// The five blurred maps (x, y, x^2, y^2, xy) of one (image, channel) plane, each n = H x W.
+// One (image, channel) plane of both images, x and y (n = H x W each, planar), and its five blurred
+// maps: G x, G y, G x^2, G y^2, G xy.
 template <typename T>
-void blurred_stats(const T* x, const T* y, int64_t n, int64_t H, int64_t W, const T* w, std::vector<T>& maps,
-                   std::vector<T>& scratch) {
-    maps.resize(5 * n);
-    for (int64_t i = 0; i < n; ++i) {
-        maps[i] = x[i];
-        maps[n + i] = y[i];
-        maps[2 * n + i] = x[i] * x[i];
-        maps[3 * n + i] = y[i] * y[i];
-        maps[4 * n + i] = x[i] * y[i];
+struct PlaneStats {
+    int64_t H, W, C, n;
+    std::vector<T> window, x, y, maps, scratch;
+
+    PlaneStats(int64_t H_, int64_t W_, int64_t C_)
+        : H(H_), W(W_), C(C_), n(H_ * W_), window(gaussian_window<T>()), x(n), y(n), maps(5 * n), scratch(n) {}
+
+    // Load channel c of image b from channels-last [B, H, W, C] data and blur.
+    void load(const T* img1, const T* img2, int64_t b, int64_t c) {
+        for (int64_t i = 0; i < n; ++i) {
+            x[i] = img1[(b * n + i) * C + c];
+            y[i] = img2[(b * n + i) * C + c];
+            maps[i] = x[i];
+            maps[n + i] = y[i];
+            maps[2 * n + i] = x[i] * x[i];
+            maps[3 * n + i] = y[i] * y[i];
+            maps[4 * n + i] = x[i] * y[i];
+        }
+        blur_planes(maps.data(), 5, H, W, window.data(), scratch.data());
     }
-    blur_planes(maps.data(), 5, H, W, w, scratch.data());
-}
+
+    SsimTerms terms(int64_t i) const {
+        return ssim_terms<T>(maps[i], maps[n + i], maps[2 * n + i], maps[3 * n + i], maps[4 * n + i]);
+    }
+};
 
 }  // namespace
 
@@ -117,24 +131,13 @@ at::Tensor ssim_forward(const at::Tensor& img1, const at::Tensor& img2) {
     at::Tensor result = at::empty({B}, img1.options());
     AT_DISPATCH_FLOATING_TYPES(img1.scalar_type(), "ssim_forward", [&] {
         using T = scalar_t;
-        const std::vector<T> w = gaussian_window<T>();
         std::vector<double> sums(B * C, 0.0);
-        const T* p1 = img1.data_ptr<T>();
-        const T* p2 = img2.data_ptr<T>();
-        {
-            std::vector<T> x(n), y(n), maps, scratch(n);
-            for (int64_t bc = 0; bc < B * C; ++bc) {
-                const int64_t b = bc / C, c = bc % C;
-                for (int64_t i = 0; i < n; ++i) {
-                    x[i] = p1[(b * n + i) * C + c];
-                    y[i] = p2[(b * n + i) * C + c];
-                }
-                blurred_stats(x.data(), y.data(), n, H, W, w.data(), maps, scratch);
-                double sum = 0.0;
-                for (int64_t i = 0; i < n; ++i)
-                    sum += ssim_terms<T>(maps[i], maps[n + i], maps[2 * n + i], maps[3 * n + i], maps[4 * n + i]).s;
-                sums[bc] = sum;
-            }
+        PlaneStats<T> plane(H, W, C);
+        for (int64_t bc = 0; bc < B * C; ++bc) {
+            plane.load(img1.data_ptr<T>(), img2.data_ptr<T>(), bc / C, bc % C);
+            double sum = 0.0;
+            for (int64_t i = 0; i < n; ++i) sum += plane.terms(i).s;
+            sums[bc] = sum;
         }
         T* out = result.data_ptr<T>();
         for (int64_t b = 0; b < B; ++b) {  // fixed order: deterministic for any thread count
@@ -154,32 +157,23 @@ at::Tensor ssim_backward(const at::Tensor& img1, const at::Tensor& img2, const a
     const at::Tensor v_res = v_result.contiguous().to(img1.scalar_type());
     AT_DISPATCH_FLOATING_TYPES(img1.scalar_type(), "ssim_backward", [&] {
         using T = scalar_t;
-        const std::vector<T> w = gaussian_window<T>();
-        const T* p1 = img1.data_ptr<T>();
-        const T* p2 = img2.data_ptr<T>();
         const T* vr = v_res.data_ptr<T>();
         T* out = v_img1.data_ptr<T>();
-        {
-            std::vector<T> x(n), y(n), maps, scratch(n), grads(3 * n);
-            for (int64_t bc = 0; bc < B * C; ++bc) {
-                const int64_t b = bc / C, c = bc % C;
-                for (int64_t i = 0; i < n; ++i) {
-                    x[i] = p1[(b * n + i) * C + c];
-                    y[i] = p2[(b * n + i) * C + c];
-                }
-                blurred_stats(x.data(), y.data(), n, H, W, w.data(), maps, scratch);
-                const double g = double(vr[b]) / double(n * C);
-                for (int64_t i = 0; i < n; ++i) {
-                    const SsimTerms t =
-                        ssim_terms<T>(maps[i], maps[n + i], maps[2 * n + i], maps[3 * n + i], maps[4 * n + i]);
-                    grads[i] = T(g * t.ds_dmx);
-                    grads[n + i] = T(g * t.ds_dexx);
-                    grads[2 * n + i] = T(g * t.ds_dexy);
-                }
-                blur_planes(grads.data(), 3, H, W, w.data(), scratch.data());
-                for (int64_t i = 0; i < n; ++i)
-                    out[(b * n + i) * C + c] = grads[i] + T(2) * x[i] * grads[n + i] + y[i] * grads[2 * n + i];
+        PlaneStats<T> plane(H, W, C);
+        std::vector<T> grads(3 * n);
+        for (int64_t bc = 0; bc < B * C; ++bc) {
+            const int64_t b = bc / C, c = bc % C;
+            plane.load(img1.data_ptr<T>(), img2.data_ptr<T>(), b, c);
+            const double g = double(vr[b]) / double(n * C);
+            for (int64_t i = 0; i < n; ++i) {
+                const SsimTerms t = plane.terms(i);
+                grads[i] = T(g * t.ds_dmx);
+                grads[n + i] = T(g * t.ds_dexx);
+                grads[2 * n + i] = T(g * t.ds_dexy);
             }
+            blur_planes(grads.data(), 3, H, W, plane.window.data(), plane.scratch.data());
+            for (int64_t i = 0; i < n; ++i)
+                out[(b * n + i) * C + c] = grads[i] + T(2) * plane.x[i] * grads[n + i] + plane.y[i] * grads[2 * n + i];
         }
     });
     return v_img1;
