@@ -514,3 +514,14 @@ def test_missing_image_folders_are_named(tmp_path):
         load_colmap_scene(tmp_path, data_factor=3)
     with pytest.raises(ValueError, match="data_factor must be a positive integer, got 0"):
         load_colmap_scene(tmp_path, data_factor=0)
+
+
+def test_cache_paths_stay_inside_the_cache_folder(tmp_path):
+    from gsplat_py.data.colmap_dataset import _ImageCache
+
+    cache = _ImageCache(tmp_path / "cache")
+    inside = (tmp_path / "cache").resolve()
+    for name in ("a.jpg", "sub/b.jpg", "../escape.jpg", "sub/../../escape.jpg", "/abs/path.jpg"):
+        path = cache.path(name).resolve()
+        assert inside in path.parents, (name, path)
+    assert cache.path("../x.jpg") != cache.path("../y.jpg")

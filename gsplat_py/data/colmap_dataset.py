@@ -349,7 +349,12 @@ class _ImageCache:
         self.folder = folder
 
     def path(self, name: str) -> Path:
-        return self.folder / f"{name}.png"
+        relative = Path(f"{name}.png")
+        if relative.is_absolute() or ".." in relative.parts:
+            # A name that would point outside the cache folder (COLMAP does not forbid it) gets a flat,
+            # hashed file name instead: the cache never writes anywhere but under its folder.
+            return self.folder / "_outside_names" / f"{hashlib.sha1(name.encode()).hexdigest()}.png"
+        return self.folder / relative
 
     def get(self, name: str, key: str) -> Optional[tuple[Tensor, Intrinsics]]:
         """The cached (image, intrinsics) of ``name`` if its key is ``key``, else None."""
