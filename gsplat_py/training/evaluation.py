@@ -71,15 +71,13 @@ def render_view(
 def load_lpips() -> Optional[Callable[[Tensor, Tensor], Tensor]]:
     """LPIPS (AlexNet) if the ``lpips`` package and its backbone weights are installed locally, else None."""
     try:
-        import lpips  # noqa: F401  (optional extra; its backbone comes from torchvision)
+        import lpips  # optional; its AlexNet backbone comes from torchvision's weights file
         import torchvision  # noqa: F401
     except ImportError:
         return None
     weights = Path(torch.hub.get_dir()) / "checkpoints" / "alexnet-owt-7be5be79.pth"
-    if not weights.exists():
+    if not weights.exists():  # lpips would download it
         return None
-    import lpips
-
     model = lpips.LPIPS(net="alex", verbose=False).eval()
 
     def score(render: Tensor, target: Tensor) -> Tensor:
