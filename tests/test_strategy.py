@@ -450,6 +450,25 @@ def source_of_copies(new_means, old_means, candidates):
     return candidates[matches.int().argmax(1)]
 
 
+def assert_copies_share_sources(params, optimizers, before, copy_rows, sources, picked, copies, binoms):
+    """Rows ``copy_rows`` are copies of ``sources``; each picked source and its k copies share one opacity
+    and scale that together composite to the source's old opacity (the 3DGS-MCMC correction).
+    Returns the new opacities."""
+    names_copied = ["means", "quats", "sh0", "shN", "features"]
+    assert_rows_equal(params, optimizers, before, copy_rows, sources, names=names_copied, entries=("param",))
+    assert_rows_equal(params, optimizers, before, picked, picked, names=names_copied, entries=("param",))
+    old_opacity = torch.sigmoid(before["opacities"]["param"].double())
+    new_opacity = torch.sigmoid(params["opacities"].detach().double())
+    torch.testing.assert_close(new_opacity[copy_rows], new_opacity[sources])
+    composite = 1 - (1 - new_opacity[picked]) ** (copies[picked] + 1)
+    torch.testing.assert_close(composite, old_opacity[picked], rtol=1e-5, atol=0)
+    _, expected_scales = compute_relocation(
+        old_opacity[picked].float(), torch.exp(before["scales"]["param"][picked]), copies[picked] + 1, binoms
+    )
+    torch.testing.assert_close(torch.exp(params["scales"][picked].detach()), expected_scales, rtol=1e-5, atol=0)
+    return new_opacity
+
+
 @pytest.mark.parametrize("variant", list(ADAM_VARIANTS))
 @pytest.mark.parametrize("sh_degree", [0, 1])
 def test_relocate(variant, sh_degree):
@@ -472,19 +491,7 @@ def test_relocate(variant, sh_degree):
     untouched = ~dead & ~picked
     assert_rows_equal(params, optimizers, before, untouched, untouched)
     assert_zero_moments(params, optimizers, dead | picked)
-    names_copied = ["means", "quats", "sh0", "shN", "features"]
-    assert_rows_equal(params, optimizers, before, dead_rows, sources, names=names_copied, entries=("param",))
-    assert_rows_equal(params, optimizers, before, picked, picked, names=names_copied, entries=("param",))
-    # a source picked k times and its k copies share its opacity: together they composite to it
-    old_opacity = torch.sigmoid(before["opacities"]["param"].double())
-    new_opacity = torch.sigmoid(params["opacities"].detach().double())
-    torch.testing.assert_close(new_opacity[dead_rows], new_opacity[sources])
-    composite = 1 - (1 - new_opacity[picked]) ** (copies[picked] + 1)
-    torch.testing.assert_close(composite, old_opacity[picked], rtol=1e-5, atol=0)
-    _, expected_scales = compute_relocation(
-        old_opacity[picked].float(), torch.exp(before["scales"]["param"][picked]), copies[picked] + 1, binoms
-    )
-    torch.testing.assert_close(torch.exp(params["scales"][picked].detach()), expected_scales, rtol=1e-5, atol=0)
+    new_opacity = assert_copies_share_sources(params, optimizers, before, dead_rows, sources, picked, copies, binoms)
     assert torch.equal(params["scales"][dead_rows], params["scales"][sources])
     assert torch.all(new_opacity >= 0.005 - 1e-6)
     # per-Gaussian state is reset where rows changed; other state entries are left alone
@@ -552,18 +559,7 @@ def test_sample_add(variant, sh_degree):
     assert int(copies.max()) > 1
     assert_rows_equal(params, optimizers, before, not_picked, not_picked)
     assert_zero_moments(params, optimizers, torch.cat([picked, new_rows]))
-    names_copied = ["means", "quats", "sh0", "shN", "features"]
-    assert_rows_equal(params, optimizers, before, new_rows, sources, names=names_copied, entries=("param",))
-    assert_rows_equal(params, optimizers, before, picked, picked, names=names_copied, entries=("param",))
-    old_opacity = torch.sigmoid(before["opacities"]["param"].double())
-    new_opacity = torch.sigmoid(params["opacities"].detach().double())
-    torch.testing.assert_close(new_opacity[new_rows], new_opacity[sources])
-    composite = 1 - (1 - new_opacity[picked]) ** (copies[picked] + 1)
-    torch.testing.assert_close(composite, old_opacity[picked], rtol=1e-5, atol=0)
-    _, expected_scales = compute_relocation(
-        old_opacity[picked].float(), torch.exp(before["scales"]["param"][picked]), copies[picked] + 1, binoms
-    )
-    torch.testing.assert_close(torch.exp(params["scales"][picked].detach()), expected_scales, rtol=1e-5, atol=0)
+    assert_copies_share_sources(params, optimizers, before, new_rows, sources, picked, copies, binoms)
     assert torch.equal(state["count"], torch.cat([count_before, torch.zeros(n_add)]))
     assert torch.equal(state["binoms"], binoms)
     assert_consistent(params, optimizers, N + n_add, before)
