@@ -2,6 +2,8 @@
 
 import warnings
 
+import torch
+
 _BUILD_HINT = (
     "gsplat_py's C++ extension is not built, so the slow pure-PyTorch reference is used instead. "
     "Build it from the repository root with: pip install --no-build-isolation -e ."
@@ -22,6 +24,13 @@ def extension_available() -> bool:
             _state["error"] = error
             warnings.warn(f"{_BUILD_HINT} ({error})", RuntimeWarning, stacklevel=2)
     return _state["available"]
+
+
+def cuda_backend_available() -> bool:
+    """True when the extension was built with its CUDA kernels and this torch can use a GPU."""
+    if not extension_available() or not torch.cuda.is_available():
+        return False
+    return torch._C._dispatch_has_kernel_for_dispatch_key("gsplat_py::rasterize_forward", "CUDA")
 
 
 def require_extension() -> None:

@@ -4,11 +4,18 @@
                     [--config FILE|PRESET] [--output DIR] [--eval-every N] [--resume DIR] [--seed N]
                     [--section.key VALUE ...]
     gsplat-py eval --model RUN [--data DIR]
+    gsplat-py render --model RUN|PLY [--data DIR] [--split test|train | --path KIND | --cameras FILE] [--frames N]
+                     [--width W] [--height H] [--focal-scale F] [--depth] [--alpha] [--video FILE] [--output DIR] ...
+    gsplat-py export --model RUN|PLY [--format ply|splat] [--frame colmap|normalized] [--output FILE]
 
 ``train`` without ``--data`` trains the bundled sample scene. Options are applied in this order: the
 defaults, the preset or file of ``--config`` (``--strategy mcmc`` alone selects the ``mcmc`` preset, with
 its initialisation and regularisation; with ``--resume``, the run's saved config), the named flags above,
 then ``--section.key VALUE`` overrides of any option (``configs/default.toml`` lists them all).
+
+``render`` and ``export`` take a training output folder, its checkpoint.pt or any Inria-layout PLY (see
+``gsplat_py.saved_models`` for which world frame each is in, ``gsplat_py.novel_views`` for what a render writes,
+``gsplat_py.camera_paths`` for the paths and the camera file format, ``gsplat_py.export`` for the formats).
 
 Exit status: 0 on success; 1 with a one-line message on stderr when the input or the run fails; 2 for a
 command line that cannot be parsed; 130 when interrupted (files already saved stay complete).
@@ -22,6 +29,12 @@ import sys
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence
+
+from .camera_paths import PATH_KINDS
+from .export import EXPORT_FORMATS
+from .frames import FRAME_NAMES
+from .io.video import VIDEO_INSTALL_HINT
+from .novel_views import DEFAULT_FRAMES, SPLITS
 
 __all__ = ["main"]
 
@@ -85,6 +98,70 @@ def _eval_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def _background(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(0.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected R,G,B with each value in [0, 1] (e.g. 1,1,1), got {text!r}")
+    return values
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="RUN|PLY",
+                        help="a training output folder, its checkpoint.pt, or an Inria-layout PLY file")
+    parser.add_argument("--model-frame", choices=FRAME_NAMES,
+                        help="the world frame of a PLY that does not record one (default: colmap, as the Inria code "
+                        "and most 3DGS implementations train in)")
+    parser.add_argument("--data", help="scene folder (default: the one the run was trained on)")
+    parser.add_argument("--data-factor", type=int, help="use images_N/ (default: the run's, else 4)")
+
+
+def _render_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "render", help="render a model: test views with metrics, camera paths, video, depth",
+        description="Render a trained model from a scene's views (scored against the photos: metrics.json), a "
+        "camera path fitted to the training cameras, or the cameras of a JSON file. Writes PNG frames, "
+        "cameras.json (replay with --cameras) and contact_sheet.png, optionally depth, alpha and an MP4.",
+    )
+    _model_arguments(parser)
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--split", choices=SPLITS, help="render the scene's test or training views (default: test)")
+    which.add_argument("--path", choices=SPLITS + PATH_KINDS,
+                       help="the views of a split, or a path fitted to the training cameras")
+    which.add_argument("--cameras", metavar="FILE", help="the cameras of a JSON file (format: docs/architecture.md)")
+    parser.add_argument("--frames", type=int, help=f"frames of a generated path (default: {DEFAULT_FRAMES})")
+    parser.add_argument("--width", type=int, help="image width (alone: keeps the aspect ratio)")
+    parser.add_argument("--height", type=int, help="image height (alone: keeps the aspect ratio)")
+    parser.add_argument("--focal-scale", type=float, default=1.0, help="multiply the focal lengths (zoom)")
+    parser.add_argument("--depth", action="store_true", help="also write depth (colour-mapped PNG and .npy)")
+    parser.add_argument("--alpha", action="store_true", help="also write the opacity as a PNG")
+    parser.add_argument("--video", metavar="FILE", help=f"also encode the frames as an MP4 (needs: {VIDEO_INSTALL_HINT})")
+    parser.add_argument("--fps", type=float, default=30.0, help="video frame rate (default: 30)")
+    parser.add_argument("--background", type=_background, default=(0.0, 0.0, 0.0), metavar="R,G,B",
+                        help="background colour, values in [0, 1] (default: 0,0,0 as in training)")
+    parser.add_argument("--batch-size", type=int, default=4, help="cameras rendered per call (default: 4)")
+    parser.add_argument("--output", help="output folder (default: RUN/renders/<path>, or <ply>_renders/<path>)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _export_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "export", help="export a model as an Inria PLY or a .splat file",
+        description="Write a trained model as an Inria-layout PLY or a .splat file (web viewers), optionally moved "
+        "into COLMAP's frame or the normalised one.",
+    )
+    _model_arguments(parser)
+    parser.add_argument("--format", choices=EXPORT_FORMATS, help="file format (default: from --output's extension)")
+    parser.add_argument("--frame", choices=FRAME_NAMES, help="world frame to export in (default: the model's)")
+    parser.add_argument("--output", help="output file (default: RUN/point_cloud_<frame>.<format>, or next to the PLY)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    return parser
+
+
 def _named_overrides(args: argparse.Namespace) -> dict[str, str]:
     named = {
         "data.path": args.data,
@@ -129,7 +206,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     from .data import load_colmap_scene
     from .io.atomic import write_text_atomically
     from .training.config import config_from_dict
-    from .training.evaluation import evaluate_views, load_lpips
+    from .training.evaluation import evaluate_views, evaluation_record, load_lpips
     from .training.trainer import BUNDLED_SCENE, load_checkpoint
 
     import torch
@@ -152,18 +229,60 @@ def _run_eval(args: argparse.Namespace) -> int:
     sh_degree = min(step // config.model.sh_degree_interval, config.model.sh_degree)
     render_dir = None if args.no_renders else run / "eval_renders"
     result = evaluate_views(params, views, sh_degree, render_dir, load_lpips())
-    elapsed = float(checkpoint["elapsed_s"])
-    record = {
-        "step": step,
-        "split": args.split,
-        **{k: v for k, v in result.items() if k != "views"},
-        "num_gaussians": int(params["means"].shape[0]),
-        "elapsed_s": round(elapsed, 3),
-        "steps_per_s": round(step / elapsed, 3) if elapsed > 0 else None,
-        "views": result["views"],
-    }
+    record = evaluation_record(result, args.split, int(params["means"].shape[0]), step, float(checkpoint["elapsed_s"]))
     write_text_atomically(run / "eval.json", json.dumps(record, indent=1) + "\n")
     print(json.dumps(record, indent=1))
+    return 0
+
+
+def _run_render(args: argparse.Namespace) -> int:
+    from .novel_views import RenderOptions, default_output, render_to_folder, select_cameras
+    from .saved_models import load_model
+
+    model = load_model(args.model, args.model_frame)
+    selection = select_cameras(
+        model,
+        path=args.path or args.split or "test",
+        cameras_file=Path(args.cameras) if args.cameras else None,
+        data=Path(args.data) if args.data else None,
+        data_factor=args.data_factor,
+        frames=args.frames,
+        width=args.width,
+        height=args.height,
+        focal_scale=args.focal_scale,
+    )
+    output = Path(args.output) if args.output else default_output(model, selection)
+    options = RenderOptions(
+        depth=args.depth, alpha=args.alpha, video=Path(args.video) if args.video else None, fps=args.fps,
+        batch_size=args.batch_size, background=args.background, overwrite=args.overwrite, progress=not args.quiet,
+    )
+    record = render_to_folder(model, selection, output, options)
+    summary = f"{len(selection.cameras)} frames"
+    if record is not None:
+        summary += f"; {record['split']} PSNR {record['psnr']:.2f} dB, SSIM {record['ssim']:.4f} in metrics.json"
+    if options.video is not None:
+        summary += f"; video {options.video}"
+    print(f"{PROG}: done: {output}  ({summary})")
+    return 0
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from .export import default_export_path, export_model, splats_in_frame
+    from .saved_models import load_model
+
+    file_format = args.format
+    if file_format is None:
+        suffix = Path(args.output).suffix.lower().lstrip(".") if args.output else ""
+        if suffix not in EXPORT_FORMATS:
+            raise ValueError(f"--format: give {' or '.join(EXPORT_FORMATS)} (or an --output ending in .ply or .splat)")
+        file_format = suffix
+    model = load_model(args.model, args.model_frame)
+    splats, frame = splats_in_frame(model, args.frame, Path(args.data) if args.data else None, args.data_factor)
+    output = Path(args.output) if args.output else default_export_path(model, file_format, frame)
+    if output.exists() and not args.overwrite:
+        raise ValueError(f"--output {output}: the file exists; choose another --output or pass --overwrite")
+    export_model(splats, frame, output, file_format)
+    print(f"{PROG}: done: {output}  ({splats.num_gaussians:,} Gaussians, SH degree {splats.sh_degree}, {frame.name} frame)")
     return 0
 
 
@@ -172,6 +291,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     subparsers = parser.add_subparsers(dest="command", required=True)
     train_parser = _train_parser(subparsers)
     _eval_parser(subparsers)
+    _render_parser(subparsers)
+    _export_parser(subparsers)
     args, unknown = parser.parse_known_args(argv)
     if args.command != "train" and unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
@@ -181,14 +302,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .data import DatasetError
     from .io.colmap import ColmapError
     from .io.ply import PlyFormatError
+    from .io.video import MissingPackageError
     from .training.config import ConfigError
     from .training.trainer import TrainingError
 
     try:
         if args.command == "train":
             return _run_train(args, overrides)
+        if args.command == "render":
+            return _run_render(args)
+        if args.command == "export":
+            return _run_export(args)
         return _run_eval(args)
-    except (ConfigError, DatasetError, ColmapError, PlyFormatError, TrainingError, ValueError, OSError) as error:
+    except (ConfigError, DatasetError, ColmapError, PlyFormatError, TrainingError, MissingPackageError, ValueError,
+            OSError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -15,6 +15,7 @@ from gsplat_py.io.ply import (
     PlyFormatError,
     ply_property_names,
     read_ply,
+    read_ply_comments,
     write_ply,
 )
 
@@ -540,3 +541,16 @@ def test_dataclass_helpers():
     with pytest.raises(ValueError):
         ply_property_names(4)
     assert math.isclose(s.opacities()[0].item(), 1 / (1 + math.exp(-s.logit_opacities[0].item())), rel_tol=1e-6)
+
+
+def test_comments_are_written_in_the_header_and_read_back(tmp_path):
+    splats = random_splats(4, 1)
+    write_ply(tmp_path / "a.ply", splats, ["gsplat_py frame colmap", "made by a test"])
+    assert read_ply_comments(tmp_path / "a.ply") == ["gsplat_py frame colmap", "made by a test"]
+    assert_splats_equal(read_ply(tmp_path / "a.ply"), splats)  # plyfile reads the file as before
+    with pytest.raises(ValueError, match="b.ply: PLY comment 'two.*lines' is not one line of ASCII"):
+        write_ply(tmp_path / "b.ply", splats, ["two\nlines"])
+    assert not (tmp_path / "b.ply").exists()
+    (tmp_path / "c.ply").write_bytes(b"not a ply")
+    with pytest.raises(PlyFormatError, match="c.ply: not a valid PLY file"):
+        read_ply_comments(tmp_path / "c.ply")

@@ -1,9 +1,7 @@
 """Trainer, config, model initialisation, pose optimisation, checkpoints/resume and the CLI's contract."""
 
-import dataclasses
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest

@@ -13,6 +13,8 @@ and only ``float`` (float32) properties, in this order::
 * ``opacity`` is the logit (pre-sigmoid), ``scale_i`` are log-scales, ``rot_0..rot_3`` is the quaternion
   w x y z, not necessarily normalised (it is written and read back exactly as given).
 * ``nx ny nz`` are written as zeros (the 3DGS training code writes them, viewers ignore them).
+* optional ``comment`` lines after the format line carry metadata (:func:`read_ply_comments` reads them
+  back; gsplat_py records the model's world frame there, see `gsplat_py.saved_models`).
 
 :func:`read_ply` is lenient about everything that does not change the meaning of the data:
 
@@ -35,11 +37,10 @@ whose message starts with the file's path, e.g. ``"scene.ply: missing property '
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Union
+from typing import Dict, List, Sequence, Union
 
 import numpy as np
 import torch
@@ -52,6 +53,7 @@ __all__ = [
     "PlyFormatError",
     "read_ply",
     "write_ply",
+    "read_ply_comments",
     "ply_property_names",
     "MAX_SH_DEGREE",
     "VALID_F_REST_COUNTS",
@@ -204,15 +206,18 @@ def _to_matrix(splats: GaussianSplats) -> np.ndarray:
     return np.ascontiguousarray(columns.numpy(), dtype="<f4")
 
 
-def _ply_header(n: int, names: List[str]) -> bytes:
-    lines = ["ply", "format binary_little_endian 1.0", f"element vertex {n}"]
+def _ply_header(n: int, names: List[str], comments: Sequence[str]) -> bytes:
+    lines = ["ply", "format binary_little_endian 1.0"] + [f"comment {text}" for text in comments]
+    lines.append(f"element vertex {n}")
     lines += [f"property float {name}" for name in names]
     lines.append("end_header")
     return ("\n".join(lines) + "\n").encode("ascii")
 
 
-def write_ply(path: PathLike, splats: GaussianSplats) -> None:
+def write_ply(path: PathLike, splats: GaussianSplats, comments: Sequence[str] = ()) -> None:
     """Write ``splats`` to ``path`` as an Inria-layout binary little-endian PLY, atomically.
+
+    ``comments`` become ``comment`` lines of the header (ASCII, one line each).
 
     The splats are validated first (ValueError/TypeError, nothing is written). The data go to a temp file
     in the same folder, which is flushed, fsync'ed and then renamed over ``path`` with ``os.replace``; on
@@ -224,8 +229,11 @@ def write_ply(path: PathLike, splats: GaussianSplats) -> None:
         splats.validate()
     except (ValueError, TypeError) as e:
         raise type(e)(f"{path}: cannot write splats: {e}") from None
+    for text in comments:
+        if not text.isascii() or "\n" in text or "\r" in text:
+            raise ValueError(f"{path}: PLY comment {text!r} is not one line of ASCII")
     data = _to_matrix(splats)
-    header = _ply_header(splats.num_gaussians, ply_property_names(splats.sh_degree))
+    header = _ply_header(splats.num_gaussians, ply_property_names(splats.sh_degree), comments)
 
     with atomic_open(path) as f:
         f.write(header)
@@ -235,6 +243,28 @@ def write_ply(path: PathLike, splats: GaussianSplats) -> None:
 # --------------------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------------------
+
+_MAX_HEADER_BYTES = 1 << 20  # a splat PLY header is a few KB; more means this is no PLY header
+
+
+def read_ply_comments(path: PathLike) -> List[str]:
+    """The ``comment`` lines of a PLY header, without the keyword, in file order (reads only the header).
+    Raises :class:`PlyFormatError` when the file cannot be read or has no PLY header."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as file:
+            header = file.read(_MAX_HEADER_BYTES)
+    except OSError as e:
+        raise PlyFormatError(f"{path}: cannot read file: {e.strerror or e}") from e
+    end = header.find(b"end_header")
+    if not header.startswith(b"ply") or end < 0:
+        raise PlyFormatError(f"{path}: not a valid PLY file (no 'ply' ... 'end_header' header)")
+    comments = []
+    for line in header[:end].decode("ascii", errors="replace").splitlines():
+        keyword, _, text = line.strip().partition(" ")
+        if keyword == "comment":
+            comments.append(text.strip())
+    return comments
 
 
 def _f_rest_count(path: str, names: List[str]) -> int:

@@ -107,6 +107,11 @@ class TrainConfig:
     save_renders: bool = True  # test renders beside the ground truth at each evaluation
     output: Optional[str] = None  # default: outputs/<scene>-<date>-<time>
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    device: str = "auto"  # "cpu", "cuda" (or "cuda:N"), or "auto": the GPU when gsplat_py's CUDA kernels are built
+
+
+def _valid_device(device: str) -> bool:
+    return device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
 
 
 @dataclass
@@ -137,6 +142,8 @@ class Config:
             (self.train.save_every >= 0, "train.save_every", "an int >= 0 (0: only at the end)",
              self.train.save_every),
             (self.train.threads >= 0, "train.threads", "an int >= 0", self.train.threads),
+            (_valid_device(self.train.device), "train.device", "'auto', 'cpu', 'cuda' or 'cuda:N'",
+             self.train.device),
             (0.0 <= self.optim.ssim_lambda <= 1.0, "optim.ssim_lambda", "a value in [0, 1]", self.optim.ssim_lambda),
         ]
         for name in ("means_lr", "means_lr_final", "scales_lr", "quats_lr", "opacities_lr", "sh0_lr", "shN_lr"):

@@ -1,12 +1,14 @@
 """Rendering a model from dataset views and scoring it against their photos (PSNR, SSIM, optional LPIPS).
 
-The record written to ``metrics.json`` (by training and by ``gsplat-py eval``) is::
+The record written to ``metrics.json`` (by training, ``gsplat-py eval`` and ``gsplat-py render``) is::
 
     {"step", "split", "psnr", "ssim", ["lpips",] "num_gaussians", "elapsed_s", "steps_per_s",
      "views": [{"name", "psnr", "ssim", ["lpips"]}, ...]}
 
-with ``psnr``/``ssim`` the means over the views. LPIPS is reported only when the ``lpips`` package and its
-AlexNet weights are already on this machine: nothing is ever downloaded.
+with ``psnr``/``ssim`` the means over the views (training's ``metrics.json`` is a list of them, one per
+evaluation; ``eval.json`` and a render's ``metrics.json`` hold one, the latter with ``model`` added). LPIPS
+is reported only when the ``lpips`` package and its AlexNet weights are already on this machine: nothing is
+ever downloaded.
 """
 
 from __future__ import annotations
@@ -26,7 +28,16 @@ from ..model import Params, render_colors
 from ..rendering import rasterization
 from .metrics import psnr, ssim
 
-__all__ = ["render_view", "evaluate_views", "load_lpips", "image_to_float", "float_to_uint8"]
+__all__ = [
+    "render_view",
+    "evaluate_views",
+    "score_render",
+    "summarize_scores",
+    "evaluation_record",
+    "load_lpips",
+    "image_to_float",
+    "float_to_uint8",
+]
 
 
 def image_to_float(image: Tensor) -> Tensor:
@@ -48,8 +59,10 @@ def render_view(
 ) -> tuple[Tensor, Tensor, dict]:
     """Render ``params`` from ``view`` (its own pose unless ``viewmat`` [4, 4] is given).
 
-    Returns ``rasterization``'s (colors [1, H, W, 3], alphas [1, H, W, 1], meta).
+    Returns ``rasterization``'s (colors [1, H, W, 3], alphas [1, H, W, 1], meta). Renders on the device of
+    ``params``; the view's camera is moved there.
     """
+    device = params["means"].device
     if viewmat is None:
         viewmat = view.world_to_camera
     return rasterization(
@@ -58,8 +71,8 @@ def render_view(
         torch.exp(params["scales"]),
         torch.sigmoid(params["opacities"]),
         render_colors(params),
-        viewmat[None],
-        view.K[None],
+        viewmat[None].to(device),
+        view.K[None].to(device),
         view.width,
         view.height,
         sh_degree=sh_degree,
@@ -111,24 +124,51 @@ def evaluate_views(
         for view in views:
             colors, _, _ = render_view(params, view, sh_degree)
             render = colors[0].clamp(0.0, 1.0)
-            target = image_to_float(view.image)
-            record = {
-                "name": view.name,
-                "psnr": float(psnr(render, target)),
-                "ssim": float(ssim(render, target)),
-            }
-            if lpips is not None:
-                record["lpips"] = float(lpips(render, target))
-            per_view.append(record)
+            per_view.append(score_render(render, view, lpips))
             if render_dir is not None:
                 side_by_side = np.concatenate([view.image.numpy(), float_to_uint8(render)], axis=1)
                 with atomic_open(render_dir / f"{Path(_safe_name(view.name)).stem}.png") as file:
                     PILImage.fromarray(side_by_side).save(file, format="PNG")
-    result = {key: _mean(per_view, key) for key in ("psnr", "ssim")}
+    return summarize_scores(per_view, lpips is not None)
+
+
+def score_render(render: Tensor, view: View, lpips: Optional[Callable[[Tensor, Tensor], Tensor]] = None) -> dict:
+    """The per-view record ``{"name", "psnr", "ssim"[, "lpips"]}`` of ``render`` [H, W, 3] (in [0, 1])
+    against the photo of ``view``."""
+    target = image_to_float(view.image.to(render.device))
+    record = {
+        "name": view.name,
+        "psnr": float(psnr(render, target)),
+        "ssim": float(ssim(render, target)),
+    }
     if lpips is not None:
+        record["lpips"] = float(lpips(render, target))
+    return record
+
+
+def summarize_scores(per_view: list[dict], with_lpips: bool) -> dict:
+    """The means over the per-view records, and the records under ``views`` (what evaluate_views returns)."""
+    result = {key: _mean(per_view, key) for key in ("psnr", "ssim")}
+    if with_lpips:
         result["lpips"] = _mean(per_view, "lpips")
     result["views"] = per_view
     return result
+
+
+def evaluation_record(
+    result: dict, split: str, num_gaussians: int, step: Optional[int], elapsed_s: Optional[float]
+) -> dict:
+    """The metrics record (module docstring) of an evaluate_views/summarize_scores ``result``; ``step`` and
+    ``elapsed_s`` (training time) are None for a model that was not trained here."""
+    return {
+        "step": step,
+        "split": split,
+        **{k: v for k, v in result.items() if k != "views"},
+        "num_gaussians": num_gaussians,
+        "elapsed_s": round(elapsed_s, 3) if elapsed_s is not None else None,
+        "steps_per_s": round(step / elapsed_s, 3) if step is not None and elapsed_s else None,
+        "views": result["views"],
+    }
 
 
 def _mean(records: list[dict], key: str) -> float:

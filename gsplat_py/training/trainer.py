@@ -28,11 +28,13 @@ from typing import Optional, Union
 import torch
 from tqdm.auto import tqdm
 
+from .._backend import cuda_backend_available
 from ..data import SceneData, load_colmap_scene
+from ..frames import WorldFrame, frame_comments
 from ..io.atomic import atomic_open, write_text_atomically
 from ..io.ply import write_ply
 from ..model import Params, init_params, params_to_splats, random_points
-from ..strategy import DefaultStrategy, MCMCStrategy
+from ..strategy import MCMCStrategy
 from .config import Config, config_from_dict, config_to_toml
 from .evaluation import evaluate_views, image_to_float, load_lpips, render_view
 from .metrics import l1_ssim_loss
@@ -114,6 +116,35 @@ def _keep_freed_memory_for_reuse() -> None:
         pass
 
 
+def training_device(name: str) -> torch.device:
+    """The device ``train.device`` names; "auto" is the GPU when gsplat_py's CUDA kernels are built."""
+    if name == "auto":
+        return torch.device("cuda" if cuda_backend_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not cuda_backend_available():
+        if torch.version.cuda is None:
+            reason = f"torch {torch.__version__} has no CUDA"
+        elif not torch.cuda.is_available():
+            reason = "no GPU is visible"
+        else:
+            reason = "gsplat_py was built without its CUDA kernels"
+        raise TrainingError(f"train.device={name!r} asks for a GPU, but {reason}; use train.device='cpu'")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise TrainingError(f"train.device={name!r}: only {torch.cuda.device_count()} GPU(s) are visible")
+    return device
+
+
+def _to_device(value, device: torch.device):
+    """``value`` (a tensor, or dicts / lists / tuples of them) with every tensor moved to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {key: _to_device(item, device) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(item, device) for item in value)
+    return value
+
+
 def _all_finite(params: Params) -> bool:
     # a finite sum proves every entry finite; only a non-finite sum (or an overflow) needs the full check
     return all(bool(torch.isfinite(p.detach().sum())) or bool(torch.isfinite(p.detach()).all()) for p in params.values())
@@ -142,6 +173,7 @@ class Trainer:
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
         _keep_freed_memory_for_reuse()
+        self.device = training_device(config.train.device)
         torch.manual_seed(config.train.seed)
 
         self.scene = scene if scene is not None else load_scene(config)
@@ -153,13 +185,14 @@ class Trainer:
             self.scene_scale = 1.0
         self.eval_views = self.scene.test_views or self.scene.train_views
         self.eval_split = "test" if self.scene.test_views else "train"
-        self.train_camtoworlds = torch.stack([v.camera_to_world() for v in self.scene.train_views])
+        self.train_camtoworlds = torch.stack([v.camera_to_world() for v in self.scene.train_views]).to(self.device)
 
         self.strategy = config.strategy.default if config.strategy.name == "default" else config.strategy.mcmc
         if checkpoint is not None:
-            self.params = {k: torch.nn.Parameter(v.clone()) for k, v in checkpoint["params"].items()}
+            initial = checkpoint["params"]
         else:
-            self.params = self._initial_params()
+            initial = self._initial_params()
+        self.params = {k: torch.nn.Parameter(v.detach().to(self.device, copy=True)) for k, v in initial.items()}
         self.optimizers = self._make_optimizers()
         self.strategy_state = self.strategy.initialize_state(scene_scale=self.scene_scale)
         self.strategy.check_sanity(self.params, self.optimizers)
@@ -167,7 +200,7 @@ class Trainer:
         self.pose_correction: Optional[PoseCorrection] = None
         self.pose_optimizer: Optional[torch.optim.Optimizer] = None
         if config.pose_opt.enabled:
-            self.pose_correction = PoseCorrection(len(self.scene.train_views))
+            self.pose_correction = PoseCorrection(len(self.scene.train_views)).to(self.device)
             self.pose_optimizer = torch.optim.Adam(
                 self.pose_correction.parameters(), lr=config.pose_opt.lr, weight_decay=config.pose_opt.reg
             )
@@ -246,16 +279,17 @@ class Trainer:
         viewmat = view.world_to_camera
         if self.pose_correction is not None:
             camtoworld = self.pose_correction(self.train_camtoworlds[view_index : view_index + 1],
-                                              torch.tensor([view_index]))[0]
+                                              torch.tensor([view_index], device=self.device))[0]
             viewmat = torch.linalg.inv(camtoworld)
-        backgrounds = torch.rand(1, 3) if optim.random_background else None
+        # drawn on the CPU: the same backgrounds on every device for one seed
+        backgrounds = torch.rand(1, 3).to(self.device) if optim.random_background else None
         colors, _, info = render_view(
             self.params, view, self.sh_degree(step), viewmat=viewmat, backgrounds=backgrounds,
             absgrad=getattr(self.strategy, "absgrad", False),
         )
         self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, step, info)
 
-        target = image_to_float(view.image)[None]
+        target = image_to_float(view.image.to(self.device))[None]
         loss = l1_ssim_loss(colors, target, ssim_weight=optim.ssim_lambda)
         if optim.opacity_reg > 0.0:
             loss = loss + optim.opacity_reg * torch.sigmoid(self.params["opacities"]).mean()
@@ -360,12 +394,13 @@ class Trainer:
         checkpoint = {
             "format": CHECKPOINT_FORMAT,
             "step": self.step,
-            "params": {name: p.detach() for name, p in self.params.items()},
+            "params": {name: p.detach().cpu() for name, p in self.params.items()},
             "optimizers": {name: o.state_dict() for name, o in self.optimizers.items()},
             "strategy_state": self.strategy_state,
             "pose_correction": self.pose_correction.state_dict() if self.pose_correction is not None else None,
             "pose_optimizer": self.pose_optimizer.state_dict() if self.pose_optimizer is not None else None,
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "view_generator": self.view_generator.get_state(),
             "view_order": list(self.view_order),
             "elapsed_s": self.elapsed_s,
@@ -376,18 +411,21 @@ class Trainer:
         }
         with atomic_open(self.output / CHECKPOINT_FILE) as file:
             torch.save(checkpoint, file)
-        write_ply(self.output / "point_cloud.ply", params_to_splats(self.params))
+        write_ply(self.output / "point_cloud.ply", params_to_splats(self.params),
+                  frame_comments(WorldFrame.normalized(self.scene.transform)))
 
     def _restore(self, checkpoint: dict) -> None:
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(checkpoint["optimizers"][name])
-        self.strategy_state = checkpoint["strategy_state"]
+        self.strategy_state = _to_device(checkpoint["strategy_state"], self.device)
         if self.pose_correction is not None:
             if checkpoint["pose_correction"] is None:
                 raise TrainingError("the checkpoint was trained without pose optimisation; cannot resume with it")
             self.pose_correction.load_state_dict(checkpoint["pose_correction"])
             self.pose_optimizer.load_state_dict(checkpoint["pose_optimizer"])
         torch.set_rng_state(checkpoint["torch_rng"])
+        if self.device.type == "cuda" and checkpoint.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(checkpoint["cuda_rng"], self.device)
         self.view_generator.set_state(checkpoint["view_generator"])
         self.view_order = list(checkpoint["view_order"])
         self.step = int(checkpoint["step"])

@@ -1,0 +1,233 @@
+"""World frames, and moving Gaussians and cameras between them.
+
+A COLMAP scene has two frames here: COLMAP's own (the one its poses and points are in, and the one 3DGS
+implementations that do not normalise train in) and the normalised frame of `gsplat_py.data.normalize`,
+in which `gsplat-py train` works. The two differ by a similarity x_normalised = T x_colmap (scale s times
+rotation R, plus a translation); a :class:`WorldFrame` names a frame and, when known, its T.
+
+Moving Gaussians by T (:func:`transform_splats`): means x -> T x; rotations q -> q_R q; log-scales + log s;
+opacities unchanged; SH coefficients rotated band by band (:func:`rotate_sh`), so that the colour seen
+along a direction d before is seen along R d after. Cameras move with the world (:func:`transform_cameras`):
+centres by T, orientations by R. Rendering the moved model from the moved cameras gives the same image
+(depths are s times larger).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .io.ply import GaussianSplats
+
+__all__ = [
+    "FRAME_NAMES",
+    "WorldFrame",
+    "split_similarity",
+    "invert_similarity",
+    "quaternion_from_rotation",
+    "rotate_sh",
+    "transform_splats",
+    "transform_cameras",
+    "frame_change",
+    "frame_comments",
+    "FRAME_COMMENT_KEY",
+    "FROM_COLMAP_COMMENT_KEY",
+]
+
+FRAME_NAMES = ("colmap", "normalized")
+# Similarities computed twice from the same data agree to ~1e-12; a larger difference means other data.
+SAME_TRANSFORM_ATOL = 1e-6
+_RIGID_TOLERANCE = 1e-6
+
+
+@dataclass
+class WorldFrame:
+    """A world frame: ``name`` is "colmap" or "normalized"; ``from_colmap`` (float64 [4, 4]) the similarity
+    from COLMAP's frame to it (the identity for "colmap"), None when it is not known (a normalised frame
+    whose scene has not been loaded)."""
+
+    name: str
+    from_colmap: Optional[Tensor]
+
+    @staticmethod
+    def colmap() -> "WorldFrame":
+        return WorldFrame("colmap", torch.eye(4, dtype=torch.float64))
+
+    @staticmethod
+    def normalized(from_colmap: Optional[Tensor]) -> "WorldFrame":
+        return WorldFrame("normalized", None if from_colmap is None else from_colmap.double())
+
+
+FRAME_COMMENT_KEY = "gsplat_py frame"
+FROM_COLMAP_COMMENT_KEY = "gsplat_py from_colmap"
+
+
+def frame_comments(frame: WorldFrame) -> list[str]:
+    """The PLY header comments that record ``frame`` (read back by ``saved_models.load_model``)."""
+    comments = [f"{FRAME_COMMENT_KEY} {frame.name}"]
+    if frame.name == "normalized" and frame.from_colmap is not None:
+        comments.append(f"{FROM_COLMAP_COMMENT_KEY} " + " ".join(repr(float(v)) for v in frame.from_colmap.reshape(-1)))
+    return comments
+
+
+def split_similarity(transform: Tensor) -> tuple[float, Tensor, Tensor]:
+    """(s, R, t) of a similarity [[s R, t], [0, 1]]; ValueError if ``transform`` is not one."""
+    transform = transform.double()
+    if transform.shape != (4, 4) or not torch.equal(transform[3], torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)):
+        raise ValueError(f"expected a 4x4 similarity with last row [0, 0, 0, 1], got {transform.tolist()}")
+    linear = transform[:3, :3]
+    determinant = float(torch.linalg.det(linear))
+    if not determinant > 0.0:
+        raise ValueError(f"the similarity has determinant {determinant}; expected a positive scale times a rotation")
+    scale = determinant ** (1.0 / 3.0)
+    rotation = linear / scale
+    error = float((rotation @ rotation.T - torch.eye(3, dtype=torch.float64)).abs().max())
+    if error > _RIGID_TOLERANCE:
+        raise ValueError(f"the 3x3 part is not a scaled rotation (|R Rᵀ - I| = {error:.2g})")
+    return scale, rotation, transform[:3, 3].clone()
+
+
+def invert_similarity(transform: Tensor) -> Tensor:
+    scale, rotation, translation = split_similarity(transform)
+    inverse = torch.eye(4, dtype=torch.float64)
+    inverse[:3, :3] = rotation.T / scale
+    inverse[:3, 3] = -(rotation.T @ translation) / scale
+    return inverse
+
+
+def quaternion_from_rotation(rotation: Tensor) -> Tensor:
+    """The unit quaternion (w, x, y, z) of a 3x3 rotation matrix (Shepperd's method: no cancellation)."""
+    m = rotation.double()
+    trace = float(m[0, 0] + m[1, 1] + m[2, 2])
+    if trace > 0.0:
+        s = 2.0 * math.sqrt(1.0 + trace)
+        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
+    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
+        s = 2.0 * math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
+        q = [(m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s]
+    elif m[1, 1] > m[2, 2]:
+        s = 2.0 * math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
+        q = [(m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s]
+    else:
+        s = 2.0 * math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
+        q = [(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s]
+    q = torch.tensor([float(v) for v in q], dtype=torch.float64)
+    return q / q.norm()
+
+
+def _multiply_quaternions(a: Tensor, b: Tensor) -> Tensor:
+    """Hamilton product a b of (w, x, y, z) quaternions (broadcasting): rotation(a b) = rotation(a) rotation(b)."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack(
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ],
+        dim=-1,
+    )
+
+
+@lru_cache(maxsize=1)
+def _sample_directions() -> Tensor:
+    """64 unit vectors spread over the sphere (Fibonacci lattice): more than the 16 SH bases of degree 3,
+    in general position, so a band's rotation is determined exactly by its values there."""
+    count = 64
+    index = torch.arange(count, dtype=torch.float64) + 0.5
+    z = 1.0 - 2.0 * index / count
+    azimuth = math.pi * (1.0 + math.sqrt(5.0)) * index
+    radius = torch.sqrt(1.0 - z * z)
+    return torch.stack([radius * torch.cos(azimuth), radius * torch.sin(azimuth), z], dim=-1)
+
+
+def _sh_basis(degree: int, dirs: Tensor) -> Tensor:
+    """[K, M] values of the renderer's K = (degree + 1)^2 SH basis functions at ``dirs`` [M, 3]: taken from
+    the reference implementation itself, so the rotation follows its exact conventions (signs, order)."""
+    from .reference import spherical_harmonics
+
+    k = (degree + 1) ** 2
+    one_hot = torch.eye(k, dtype=torch.float64)[:, None, :, None].expand(k, 1, k, 3)
+    return spherical_harmonics(degree, dirs[None].expand(k, -1, 3), one_hot)[..., 0]
+
+
+def rotate_sh(sh: Tensor, rotation: Tensor) -> Tensor:
+    """SH coefficients [N, K, 3] of the colour function rotated by ``rotation`` (3x3): the result, evaluated
+    along R d, equals ``sh`` evaluated along d. Each band l (coefficients l² .. (l+1)² - 1) mixes only
+    within itself; its matrix is solved from the basis at sample directions (least squares, exact here)."""
+    k = sh.shape[1]
+    degree = math.isqrt(k) - 1
+    if (degree + 1) ** 2 != k or not 0 <= degree <= 3:
+        raise ValueError(f"sh has {k} coefficients per channel; expected 1, 4, 9 or 16")
+    if degree == 0:
+        return sh.clone()
+    dirs = _sample_directions()
+    # c'·Y(e) = c·Y(Rᵀe) for all e; with Y_l(Rᵀe) = D Y_l(e) per band, c' = Dᵀ c.
+    basis = _sh_basis(degree, dirs)  # [K, M] at e
+    basis_rotated_back = _sh_basis(degree, dirs @ rotation.double())  # [K, M] at Rᵀ e (row-vector form)
+    result = sh.clone()
+    for band in range(1, degree + 1):
+        rows = slice(band * band, (band + 1) * (band + 1))
+        # basis_rotated_back[rows].T = basis[rows].T @ Dᵀ, so lstsq gives Dᵀ.
+        d_transposed = torch.linalg.lstsq(basis[rows].T, basis_rotated_back[rows].T).solution
+        result[:, rows] = torch.einsum("ij,njc->nic", d_transposed, sh[:, rows].double()).to(sh.dtype)
+    return result
+
+
+def transform_splats(splats: GaussianSplats, transform: Tensor) -> GaussianSplats:
+    """``splats`` moved by the similarity ``transform`` (4x4): see the module docstring. Computed in float64,
+    returned in the dtype of ``splats.means``."""
+    scale, rotation, translation = split_similarity(transform)
+    dtype = splats.means.dtype
+    means = splats.means.double() @ (scale * rotation).T + translation
+    quats = _multiply_quaternions(quaternion_from_rotation(rotation), splats.quats.double())
+    return GaussianSplats(
+        means=means.to(dtype),
+        quats=quats.to(dtype),
+        log_scales=(splats.log_scales.double() + math.log(scale)).to(dtype),
+        logit_opacities=splats.logit_opacities.to(dtype).clone(),
+        sh=rotate_sh(splats.sh.double(), rotation).to(dtype),
+    )
+
+
+def transform_cameras(world_to_camera: Tensor, transform: Tensor) -> Tensor:
+    """World-to-camera matrices [C, 4, 4] of the same (rigid, OpenCV) cameras in the world moved by the
+    similarity ``transform``: their centres move by it, their orientations rotate with it (float64)."""
+    scale, rotation, translation = split_similarity(transform)
+    world_to_camera = world_to_camera.double()
+    camera_rotation = world_to_camera[:, :3, :3]  # world -> camera
+    centres = -(camera_rotation.transpose(1, 2) @ world_to_camera[:, :3, 3:])[..., 0]  # [C, 3]
+    new_rotation = camera_rotation @ rotation.T
+    new_centres = scale * centres @ rotation.T + translation
+    result = torch.zeros_like(world_to_camera)
+    result[:, :3, :3] = new_rotation
+    result[:, :3, 3] = -(new_rotation @ new_centres[..., None])[..., 0]
+    result[:, 3, 3] = 1.0
+    return result
+
+
+def frame_change(source: WorldFrame, target: WorldFrame, what: str) -> Optional[Tensor]:
+    """The similarity taking ``source`` coordinates to ``target`` ones; None when they are the same frame.
+
+    Two normalised frames are the same when either transform is unknown (both then come from the same
+    scene's normalisation) or the two agree. ValueError, naming ``what`` is being converted, when a needed
+    transform is unknown.
+    """
+    if source.name == target.name:
+        if source.from_colmap is None or target.from_colmap is None:
+            return None
+        if torch.allclose(source.from_colmap, target.from_colmap, atol=SAME_TRANSFORM_ATOL, rtol=0.0):
+            return None
+    for frame in (source, target):
+        if frame.from_colmap is None:
+            raise ValueError(
+                f"{what}: cannot convert from the {source.name} frame to the {target.name} frame without the "
+                "scene's normalisation: give the scene with --data"
+            )
+    return target.from_colmap @ invert_similarity(source.from_colmap)

@@ -1,0 +1,312 @@
+"""Rendering a saved model from any cameras: a scene's views (scored against their photos), generated paths,
+camera files; PNG frames, depth, alpha, a contact sheet and an MP4 video.
+
+    model = load_model("outputs/run")                                    # gsplat_py.saved_models
+    selection = select_cameras(model, "ellipse", frames=120)             # cameras in the model's frame
+    record = render_to_folder(model, selection, Path("out"), RenderOptions(depth=True, video=Path("a.mp4")))
+
+Cameras and model must be in one world frame (`gsplat_py.frames`). A scene's views are loaded in the frame
+the model is in (COLMAP's, or the normalised one) and moved into the model's exact frame when its recorded
+normalisation differs from the scene's (a warning: is it the same data?). A camera file that declares its
+frame is moved into the model's; one that does not is taken to be in the model's frame.
+
+An output folder holds ``images/<name>.png`` (the renders), ``depth/<name>.png`` (Turbo colour map, near
+red; black where alpha < 0.5) and ``depth/<name>.npy`` (float32 [H, W] expected z-depth along the optical
+axis, in the model's world units; 0 where nothing was hit) with ``depth``, ``alpha/<name>.png`` (8-bit
+opacity) with ``alpha``, ``contact_sheet.png`` (up to 16 frames, evenly spaced), ``cameras.json`` (the
+cameras used, in `gsplat_py.camera_paths`'s format: ``--cameras`` replays them) and, when the cameras are a
+scene's views, ``metrics.json``: the evaluation record of training (`gsplat_py.training.evaluation`) with
+``model`` added. A view's ``<name>`` is its image name without extension (``/`` replaced by ``__``).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .camera_paths import (
+    PATH_KINDS,
+    Camera,
+    cameras_from_views,
+    generate_path,
+    read_cameras_json,
+    resize_cameras,
+    write_cameras_json,
+)
+from .data import View
+from .frames import frame_change, transform_cameras
+from .io.atomic import atomic_open, write_text_atomically
+from .io.images import colorize_depth, contact_sheet, write_png
+from .io.ply import GaussianSplats
+from .io.video import VideoWriter, require_video_encoder
+from .rendering import rasterization
+from .saved_models import SavedModel, scene_normalization, scene_views
+from .training.evaluation import evaluation_record, float_to_uint8, load_lpips, score_render, summarize_scores
+
+__all__ = [
+    "SPLITS",
+    "RenderedFrame",
+    "CameraSelection",
+    "RenderOptions",
+    "render_cameras",
+    "select_cameras",
+    "default_output",
+    "render_to_folder",
+    "output_stem",
+]
+
+SPLITS = ("test", "train")
+DEFAULT_FRAMES = 120
+CONTACT_SHEET_FRAMES = 16
+
+
+@dataclass
+class RenderedFrame:
+    """One camera's render: ``rgb`` float32 [H, W, 3] in [0, 1], ``alpha`` [H, W], ``depth`` [H, W] or None."""
+
+    camera: Camera
+    rgb: Tensor
+    alpha: Tensor
+    depth: Optional[Tensor]
+
+
+def _batches(cameras: Sequence[Camera], batch_size: int) -> Iterator[list[Camera]]:
+    """Runs of consecutive cameras of one image size (one rasterization call each), at most batch_size long."""
+    batch: list[Camera] = []
+    for camera in cameras:
+        if batch and (len(batch) == batch_size or (camera.width, camera.height) != (batch[0].width, batch[0].height)):
+            yield batch
+            batch = []
+        batch.append(camera)
+    if batch:
+        yield batch
+
+
+def render_cameras(
+    splats: GaussianSplats,
+    cameras: Sequence[Camera],
+    batch_size: int = 4,
+    background: Sequence[float] = (0.0, 0.0, 0.0),
+    depth: bool = False,
+) -> Iterator[RenderedFrame]:
+    """Render ``splats`` (at their SH degree) from each camera, in order; cameras of one size render
+    ``batch_size`` at a time in one ``rasterization`` call."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    means, quats = splats.means.float(), splats.quats.float()
+    scales, opacities, sh = splats.scales().float(), splats.opacities().float(), splats.sh.float()
+    for batch in _batches(cameras, batch_size):
+        viewmats = torch.stack([camera.world_to_camera for camera in batch]).float()
+        Ks = torch.stack([camera.K for camera in batch]).float()
+        backgrounds = torch.tensor([list(background)] * len(batch), dtype=torch.float32)
+        with torch.no_grad():
+            colors, alphas, _ = rasterization(
+                means, quats, scales, opacities, sh, viewmats, Ks, batch[0].width, batch[0].height,
+                sh_degree=splats.sh_degree, backgrounds=backgrounds, render_mode="RGB+ED" if depth else "RGB",
+            )
+        for index, camera in enumerate(batch):
+            yield RenderedFrame(
+                camera,
+                colors[index, ..., :3].clamp(0.0, 1.0),
+                alphas[index, ..., 0],
+                colors[index, ..., 3] if depth else None,
+            )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Which cameras
+
+
+@dataclass
+class CameraSelection:
+    """Cameras in the model's frame, named ``name`` (for the default output folder); ``views`` are the
+    scene views they are (same order) when the renders can be scored against their photos."""
+
+    name: str
+    cameras: list[Camera]
+    views: Optional[list[View]] = None
+    split: Optional[str] = None
+
+
+def select_cameras(
+    model: SavedModel,
+    path: str = "test",
+    cameras_file: Optional[Path] = None,
+    data: Optional[Path] = None,
+    data_factor: Optional[int] = None,
+    frames: Optional[int] = None,
+    width: Optional[int] = None,
+    height: Optional[int] = None,
+    focal_scale: float = 1.0,
+) -> CameraSelection:
+    """The cameras to render ``model`` from: a camera file, a split of the scene (``path`` "test" or
+    "train") or a generated path (``path`` in PATH_KINDS, fitted to the training views, ``frames`` long,
+    default DEFAULT_FRAMES). ``width``, ``height`` and ``focal_scale`` change any of them; a split keeps its
+    photos for scoring only while its cameras are unchanged."""
+    if focal_scale is None or not focal_scale > 0:
+        raise ValueError(f"--focal-scale must be positive, got {focal_scale}")
+    for name, value in (("--width", width), ("--height", height), ("--frames", frames)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value}")
+    if cameras_file is not None or path in SPLITS:
+        if frames is not None:
+            raise ValueError("--frames applies to generated paths (--path ellipse, spiral or interpolate)")
+    resized = width is not None or height is not None or focal_scale != 1.0
+
+    if cameras_file is not None:
+        camera_file = read_cameras_json(cameras_file)
+        cameras = camera_file.cameras
+        if camera_file.frame is not None:
+            unknown = [frame for frame in (camera_file.frame, model.frame) if frame.from_colmap is None]
+            if camera_file.frame.name != model.frame.name and unknown:
+                need = f"moving the cameras of {cameras_file} into its frame"
+                normalization = scene_normalization(model, data, data_factor, need)
+                for frame in unknown:  # the normalised one of the two: the scene's normalisation
+                    frame.from_colmap = normalization
+            change = frame_change(camera_file.frame, model.frame, str(cameras_file))
+            if change is not None:
+                moved = transform_cameras(torch.stack([camera.world_to_camera for camera in cameras]), change)
+                cameras = [replace(camera, world_to_camera=matrix) for camera, matrix in zip(cameras, moved)]
+        return CameraSelection(Path(cameras_file).stem, resize_cameras(cameras, width, height, focal_scale))
+
+    if path not in SPLITS + PATH_KINDS:
+        raise ValueError(f"--path must be one of {', '.join(SPLITS + PATH_KINDS)}, got {path!r}")
+    need = f"rendering the {path} views" if path in SPLITS else f"--path {path}"
+    scene = scene_views(model, data, data_factor, need=need)
+    if path in SPLITS:
+        views = scene.test_views if path == "test" else scene.train_views
+        if not views:
+            raise ValueError(f"{scene.root}: the scene has no {path} views")
+        cameras = resize_cameras(cameras_from_views(views), width, height, focal_scale)
+        if resized:
+            warnings.warn("--width/--height/--focal-scale change the views' cameras: no metrics (the photos do not match)")
+            return CameraSelection(path, cameras)
+        return CameraSelection(path, cameras, views, path)
+    if not scene.train_views:
+        raise ValueError(f"{scene.root}: no training views to fit the {path} path to")
+    training = cameras_from_views(scene.train_views)
+    return CameraSelection(path, generate_path(path, training, frames or DEFAULT_FRAMES, width, height, focal_scale))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Writing the renders
+
+
+@dataclass
+class RenderOptions:
+    depth: bool = False  # depth/<name>.png and .npy
+    alpha: bool = False  # alpha/<name>.png
+    video: Optional[Path] = None  # an MP4 of the frames, in order
+    fps: float = 30.0
+    batch_size: int = 4  # cameras per rasterization call
+    background: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    overwrite: bool = False  # replace files in an output folder / a video file that exist
+    progress: bool = True
+
+
+def default_output(model: SavedModel, selection: CameraSelection) -> Path:
+    """RUN/renders/<name> for a model from a training run, else <ply folder>/<ply stem>_renders/<name>."""
+    if model.run is not None:
+        return model.run / "renders" / selection.name
+    return model.source.parent / f"{model.source.stem}_renders" / selection.name
+
+
+def output_stem(name: str) -> str:
+    """The file name (without extension) of a camera's outputs: its name without extension, ``/`` -> ``__``."""
+    return Path(name.replace("/", "__").replace("\\", "__")).stem or "_"
+
+
+def _check_outputs(output: Path, cameras: Sequence[Camera], options: RenderOptions) -> list[str]:
+    if not cameras:
+        raise ValueError("no cameras to render")
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"--output {output}: exists and is not a folder")
+    if output.is_dir() and any(output.iterdir()) and not options.overwrite:
+        raise ValueError(f"--output {output}: the folder already holds files; choose another --output or pass --overwrite")
+    stems = [output_stem(camera.name) for camera in cameras]
+    seen: dict[str, str] = {}
+    for camera, stem in zip(cameras, stems):
+        if stem in seen:
+            raise ValueError(f"cameras {seen[stem]!r} and {camera.name!r} would write the same file {stem}.png")
+        seen[stem] = camera.name
+    if options.batch_size < 1:
+        raise ValueError(f"--batch-size must be a positive integer, got {options.batch_size}")
+    if len(options.background) != 3 or not all(0.0 <= v <= 1.0 for v in options.background):
+        raise ValueError(f"--background: expected three values in [0, 1], got {list(options.background)}")
+    if options.video is not None:
+        require_video_encoder()
+        if options.video.exists() and not options.overwrite:
+            raise ValueError(f"--video {options.video}: the file exists; choose another name or pass --overwrite")
+        sizes = {(camera.width, camera.height) for camera in cameras}
+        if len(sizes) > 1:
+            raise ValueError(f"--video: the frames have {len(sizes)} different sizes; a video needs one (set --width/--height)")
+        if not options.fps > 0:
+            raise ValueError(f"--fps must be positive, got {options.fps}")
+    return stems
+
+
+def render_to_folder(
+    model: SavedModel, selection: CameraSelection, output: Path, options: RenderOptions = RenderOptions()
+) -> Optional[dict]:
+    """Render ``selection`` into ``output`` (module docstring); returns the metrics record when the cameras
+    are scene views (also written to metrics.json), else None. Everything is checked before rendering."""
+    cameras = selection.cameras
+    stems = _check_outputs(output, cameras, options)
+    folders = {"images": output / "images"}
+    if options.depth:
+        folders["depth"] = output / "depth"
+    if options.alpha:
+        folders["alpha"] = output / "alpha"
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    write_cameras_json(output / "cameras.json", cameras, model.frame)
+
+    sheet_count = min(CONTACT_SHEET_FRAMES, len(cameras))
+    sheet_indices = set(np.linspace(0, len(cameras) - 1, sheet_count).round().astype(int).tolist())
+    thumbnails = []
+    lpips = load_lpips() if selection.views is not None else None
+    scores = []
+    frames = render_cameras(model.splats, cameras, options.batch_size, options.background, options.depth)
+    with ExitStack() as stack:
+        video = None
+        if options.video is not None:
+            options.video.parent.mkdir(parents=True, exist_ok=True)
+            video = stack.enter_context(VideoWriter(options.video, options.fps))
+        bar = stack.enter_context(tqdm(total=len(cameras), unit="frame", dynamic_ncols=True, disable=not options.progress))
+        for index, frame in enumerate(frames):
+            rgb = float_to_uint8(frame.rgb)
+            stem = stems[index]
+            write_png(folders["images"] / f"{stem}.png", rgb)
+            if options.depth:
+                depth = frame.depth.cpu().numpy().astype(np.float32)
+                with atomic_open(folders["depth"] / f"{stem}.npy") as file:
+                    np.save(file, depth)
+                write_png(folders["depth"] / f"{stem}.png", colorize_depth(depth, frame.alpha.cpu().numpy()))
+            if options.alpha:
+                write_png(folders["alpha"] / f"{stem}.png", float_to_uint8(frame.alpha))
+            if video is not None:
+                video.add(rgb)
+            if index in sheet_indices:
+                thumbnails.append(rgb)
+            if selection.views is not None:
+                scores.append(score_render(frame.rgb, selection.views[index], lpips))
+            bar.update(1)
+    write_png(output / "contact_sheet.png", contact_sheet(thumbnails))
+    if selection.views is None:
+        return None
+    result = summarize_scores(scores, lpips is not None)
+    record = {
+        "model": str(model.source),
+        **evaluation_record(result, selection.split, model.splats.num_gaussians, model.step, model.elapsed_s),
+    }
+    write_text_atomically(output / "metrics.json", json.dumps(record, indent=1) + "\n")
+    return record
