@@ -4,6 +4,9 @@ Build against the torch you already have, without build isolation, so pip never 
 
     pip install torch==2.13.0            # or any torch >= 2.1 you already use
     pip install --no-build-isolation -e .
+
+The CUDA backend (csrc/cuda) is built too when this torch has CUDA and a CUDA toolkit (nvcc) is found;
+GSPLAT_PY_CUDA=0 builds the CPU backend only. The build says which in one line.
 """
 
 import glob
@@ -16,7 +19,7 @@ from setuptools import find_packages, setup
 
 try:
     import torch
-    from torch.utils.cpp_extension import BuildExtension, CppExtension
+    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 except ImportError:
     sys.exit(
         "gsplat_py builds its C++ extension against the installed PyTorch, and none was found.\n"
@@ -64,29 +67,51 @@ class BuildWithSimdKernels(BuildExtension):
         return [obj for objects in compiled for obj in objects]
 
 
+NVCC_FLAGS = ["-O3", "-std=c++17", "-lineinfo"]
+
+
+def cuda_build_reason():
+    """Why the CUDA backend is not built, or None when it is."""
+    if os.environ.get("GSPLAT_PY_CUDA", "auto") == "0":
+        return "GSPLAT_PY_CUDA=0"
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} has no CUDA"
+    if CUDA_HOME is None or not os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc")):
+        return "no CUDA toolkit (nvcc) found; set CUDA_HOME"
+    return None
+
+
 def extension():
     all_sources = glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp"))
     sources = sorted(src for src in all_sources if src != SIMD_KERNEL_SOURCE)
-    return CppExtension(
+    common = dict(
         name="gsplat_py._C",
-        sources=sources,
         include_dirs=[os.path.join(HERE, "csrc"), os.path.join(HERE, "csrc", "include")],
-        extra_compile_args={"cxx": CXX_FLAGS},
         # libgomp.so.1 is the soname torch's wheel bundles too, so one OpenMP runtime is shared.
         extra_link_args=["-fopenmp"],
+    )
+    reason = cuda_build_reason()
+    if reason is not None:
+        print(f"gsplat_py: building the CPU backend only ({reason})")
+        return CppExtension(sources=sources, extra_compile_args={"cxx": CXX_FLAGS}, **common)
+    cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")) + glob.glob(os.path.join("csrc", "cuda", "*.cpp")))
+    print(f"gsplat_py: building the CPU and CUDA backends (torch CUDA {torch.version.cuda}, toolkit {CUDA_HOME})")
+    return CUDAExtension(
+        sources=sources + cuda_sources, extra_compile_args={"cxx": CXX_FLAGS, "nvcc": NVCC_FLAGS}, **common
     )
 
 
 setup(
     name="gsplat_py",
     version="0.1.0",
-    description="Differentiable 3D Gaussian splatting with a fast C++ CPU rasterizer",
+    description="Differentiable 3D Gaussian splatting with fast C++ CPU and CUDA rasterizers",
     packages=find_packages(include=["gsplat_py", "gsplat_py.*"]),
     python_requires=">=3.11",
     # The extension is tied to the torch it was compiled against: require exactly that one, so that
     # installing gsplat_py can never replace the user's torch.
     install_requires=[f"torch=={TORCH_VERSION}", "numpy", "pillow", "plyfile", "tqdm"],
-    extras_require={"test": ["pytest"]},
+    # video: MP4 output of `gsplat-py render --video` (PyAV bundles its own FFmpeg).
+    extras_require={"test": ["pytest"], "video": ["av>=12"]},
     entry_points={"console_scripts": ["gsplat-py=gsplat_py.cli:main"]},
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildWithSimdKernels.with_options(use_ninja=True)},

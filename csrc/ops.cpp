@@ -11,7 +11,7 @@ TORCH_LIBRARY(gsplat_py, m) {
           "float far_plane, float radius_clip, bool calc_compensations, int camera_model) -> Tensor[]");
     m.def("project_gaussians_backward(Tensor means, Tensor quats, Tensor scales, Tensor viewmats, "
           "Tensor Ks, int width, int height, float eps2d, int camera_model, Tensor radii, "
-          "Tensor v_means2d, Tensor v_depths, Tensor v_conics, Tensor? v_compensations) -> Tensor[]");
+          "Tensor v_means2d, Tensor v_depths, Tensor v_conics, Tensor? v_compensations, bool camera_grads) -> Tensor[]");
     m.def("spherical_harmonics_forward(int degree, Tensor dirs, Tensor coeffs, Tensor? masks) -> Tensor");
     m.def("spherical_harmonics_backward(int degree, Tensor dirs, Tensor coeffs, Tensor? masks, "
           "Tensor v_colors) -> Tensor[]");

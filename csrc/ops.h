@@ -15,13 +15,13 @@ std::vector<at::Tensor> project_gaussians_forward(
     int64_t width, int64_t height, double eps2d, double near_plane, double far_plane,
     double radius_clip, bool calc_compensations, int64_t camera_model);
 
-// -> v_means, v_quats, v_scales, v_viewmats, v_Ks
+// -> v_means, v_quats, v_scales, v_viewmats, v_Ks (v_viewmats and v_Ks stay zero unless camera_grads)
 std::vector<at::Tensor> project_gaussians_backward(
     const at::Tensor& means, const at::Tensor& quats, const at::Tensor& scales,
     const at::Tensor& viewmats, const at::Tensor& Ks, int64_t width, int64_t height, double eps2d,
     int64_t camera_model, const at::Tensor& radii, const at::Tensor& v_means2d,
     const at::Tensor& v_depths, const at::Tensor& v_conics,
-    const c10::optional<at::Tensor>& v_compensations);
+    const c10::optional<at::Tensor>& v_compensations, bool camera_grads);
 
 // dirs [M,3], coeffs [M,K,3] -> colors [M,3]
 at::Tensor spherical_harmonics_forward(int64_t degree, const at::Tensor& dirs, const at::Tensor& coeffs,

@@ -46,9 +46,13 @@ class _ProjectGaussians(torch.autograd.Function):
     def backward(ctx, _v_radii, v_means2d, v_depths, v_conics, v_compensations):
         means, quats, scales, viewmats, Ks, radii = ctx.saved_tensors
         width, height, eps2d, camera_model, calc_compensations = ctx.settings
+        # Camera gradients sum over every Gaussian: skipped unless a camera input needs them.
+        camera_grads = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
         v_means, v_quats, v_scales, v_viewmats, v_Ks = _ops().project_gaussians_backward(
             means, quats, scales, viewmats, Ks, width, height, eps2d, camera_model, radii,
-            v_means2d, v_depths, v_conics, v_compensations if calc_compensations else None)
+            v_means2d, v_depths, v_conics, v_compensations if calc_compensations else None, camera_grads)
+        if not camera_grads:
+            v_viewmats = v_Ks = None
         return (v_means, v_quats, v_scales, v_viewmats, v_Ks) + (None,) * 9
 
 

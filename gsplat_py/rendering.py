@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import math
 import operator
+import warnings
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -117,13 +118,16 @@ def _check_dtype_device(tensors: Dict[str, Optional[Tensor]]) -> None:
 
 
 def _check_finite(tensors: Dict[str, Optional[Tensor]]) -> None:
-    for name, x in tensors.items():
-        if x is None or x.numel() == 0:
-            continue
-        # One reduction instead of an element-wise mask on the hot path: a finite sum proves every
-        # entry finite; only a non-finite sum (a bad entry, or an overflow) pays for the full check.
-        if bool(torch.isfinite(x.detach().sum())):
-            continue
+    present = {name: x for name, x in tensors.items() if x is not None and x.numel() > 0}
+    if not present:
+        return
+    # One multi-tensor reduction (a single kernel on a GPU) instead of an element-wise mask on the hot
+    # path, and one read of the result: finite norms prove every entry finite; only a non-finite norm
+    # (a bad entry, or an overflow) pays for the full check.
+    norms = torch._foreach_norm([x.detach() for x in present.values()])
+    if bool(torch.isfinite(torch.stack(norms)).all()):
+        return
+    for name, x in present.items():
         finite = torch.isfinite(x.detach())
         if not bool(finite.all()):
             bad = int((~finite).sum())
@@ -189,23 +193,40 @@ def _extension_available() -> bool:
     return bool(backend_mod.extension_available())
 
 
+def _compiled_backend_for(device: torch.device) -> Optional[str]:
+    """Why the compiled ops cannot run on ``device``, or None when they can."""
+    if not _extension_available():
+        return _BUILD_HINT
+    if device.type == "cpu":
+        return None
+    if device.type == "cuda":
+        from ._backend import cuda_backend_available
+
+        if cuda_backend_available():
+            return None
+        return (
+            "gsplat_py._C was built without its CUDA kernels (the build needs a CUDA-enabled torch and nvcc; "
+            "rebuild with `pip install --no-build-isolation -e .` on such a machine), or pass backend='reference'"
+        )
+    return f"the compiled ops run on CPU and CUDA tensors, not on {device.type}; pass backend='reference'"
+
+
 def _select_backend(backend: str, device: torch.device):
     """Return ``(module providing the four ops, name of the backend used)``."""
     if backend == "reference":
         from . import reference
 
         return reference, "reference"
-    if backend == "cpp":
-        if not _extension_available():
-            raise RuntimeError("backend='cpp' was requested but " + _BUILD_HINT)
+    problem = _compiled_backend_for(device)
+    if backend == "cpp" and problem is not None:
+        raise RuntimeError(f"backend='cpp' cannot run on {device}: {problem}")
+    if problem is None:  # "cpp", or "auto" where the compiled ops can run
         from . import ops
 
         return ops, "cpp"
-    # "auto": the compiled ops implement the CPU backend; anything else goes to the reference.
-    if device.type == "cpu" and _extension_available():
-        from . import ops
-
-        return ops, "cpp"
+    if device.type == "cuda":
+        warnings.warn(f"gsplat_py: using the slow pure-PyTorch reference on {device}: {problem}",
+                      RuntimeWarning, stacklevel=3)
     from . import reference
 
     return reference, "reference"
@@ -278,8 +299,9 @@ def rasterization(
             gradients after backward (AbsGS).
         tile_size: tile size in pixels.
         camera_model: "pinhole" or "ortho" ("fisheye" and "ftheta" are not implemented yet).
-        backend: "auto" (compiled ops if built, else reference), "cpp" (compiled ops, error if not
-            built) or "reference" (plain PyTorch).
+        backend: "auto" (the compiled CPU or CUDA ops for the tensors' device if built, else the
+            reference), "cpp" (compiled ops, an error if they are not built for that device) or
+            "reference" (plain PyTorch).
 
     Returns:
         ``(render_colors [C, H, W, D'], render_alphas [C, H, W, 1], meta)`` where ``D'`` is the number
@@ -353,7 +375,7 @@ def rasterization(
 
     tile_width = math.ceil(width / tile_size)
     tile_height = math.ceil(height / tile_size)
-    device, dtype = means.device, means.dtype
+    device = means.device
     antialiased = rasterize_mode == "antialiased"
 
     # ---- 1. projection --------------------------------------------------------------------------

@@ -741,7 +741,7 @@ def test_opaque_front_gaussian_hides_the_one_behind():
 
 
 def test_background_shows_exactly_where_no_gaussian_is():
-    W, H, f = 45, 37, 40.0
+    W, H = 45, 37
     viewmats, Ks = make_cameras(2, W, H, F32)
     # One small Gaussian near the top-left corner of camera 0 (in a corner tile).
     K0, R0, t0 = Ks[0].double(), viewmats[0, :3, :3].double(), viewmats[0, :3, 3].double()

@@ -62,7 +62,7 @@ void project_backward_impl(const at::Tensor& means, const at::Tensor& quats, con
                            int64_t height, double eps2d, int64_t camera_model,
                            const at::Tensor& radii, const at::Tensor& v_means2d,
                            const at::Tensor& v_depths, const at::Tensor& v_conics,
-                           const c10::optional<at::Tensor>& v_compensations, at::Tensor& v_means,
+                           const c10::optional<at::Tensor>& v_compensations, bool camera_grads, at::Tensor& v_means,
                            at::Tensor& v_quats, at::Tensor& v_scales, at::Tensor& v_viewmats,
                            at::Tensor& v_Ks) {
     const int64_t N = means.size(0), C = viewmats.size(0);
@@ -82,9 +82,10 @@ void project_backward_impl(const at::Tensor& means, const at::Tensor& quats, con
 
     // Camera gradients: one partial sum per (camera, chunk of Gaussians), summed in chunk order.
     const int64_t n_chunks = (N + kCameraGradChunk - 1) / kCameraGradChunk;
-    std::vector<T> cam_partial(size_t(C * n_chunks * 20), T(0));  // 16 viewmat + 4 intrinsics
+    std::vector<T> cam_partial(camera_grads ? size_t(C * n_chunks * 20) : 0, T(0));  // 16 viewmat + 4 intrinsics
 
     at::parallel_for(0, n_chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
+        T discarded_camera_grads[20];
         for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
             const int64_t n_begin = chunk * kCameraGradChunk;
             const int64_t n_end = std::min(N, n_begin + kCameraGradChunk);
@@ -92,7 +93,7 @@ void project_backward_impl(const at::Tensor& means, const at::Tensor& quats, con
                 for (int64_t c = 0; c < C; ++c) {  // cameras in order: fixed sum order per Gaussian
                     const int64_t idx = c * N + n;
                     if (radii_p[2 * idx] <= 0 || radii_p[2 * idx + 1] <= 0) continue;
-                    T* cam = cam_partial.data() + (c * n_chunks + chunk) * 20;
+                    T* cam = camera_grads ? cam_partial.data() + (c * n_chunks + chunk) * 20 : discarded_camera_grads;
                     Sym2<T> v_conic = {vconic_p[3 * idx], vconic_p[3 * idx + 1], vconic_p[3 * idx + 2]};
                     project_gaussian_vjp<T>(
                         mean_p + 3 * n, quat_p + 4 * n, scale_p + 3 * n, view_p + 16 * c, K_p + 9 * c,
@@ -104,6 +105,7 @@ void project_backward_impl(const at::Tensor& means, const at::Tensor& quats, con
         }
     });
 
+    if (!camera_grads) return;
     T* vview_p = v_viewmats.data_ptr<T>();
     T* vK_p = v_Ks.data_ptr<T>();
     for (int64_t c = 0; c < C; ++c) {
@@ -151,7 +153,7 @@ std::vector<at::Tensor> project_gaussians_backward(
     const at::Tensor& viewmats, const at::Tensor& Ks, int64_t width, int64_t height, double eps2d,
     int64_t camera_model, const at::Tensor& radii, const at::Tensor& v_means2d,
     const at::Tensor& v_depths, const at::Tensor& v_conics,
-    const c10::optional<at::Tensor>& v_compensations) {
+    const c10::optional<at::Tensor>& v_compensations, bool camera_grads) {
     at::Tensor v_means = at::zeros_like(means);
     at::Tensor v_quats = at::zeros_like(quats);
     at::Tensor v_scales = at::zeros_like(scales);
@@ -164,7 +166,7 @@ std::vector<at::Tensor> project_gaussians_backward(
                                         v_compensations.has_value()
                                             ? c10::optional<at::Tensor>(v_compensations->contiguous())
                                             : c10::nullopt,
-                                        v_means, v_quats, v_scales, v_viewmats, v_Ks);
+                                        camera_grads, v_means, v_quats, v_scales, v_viewmats, v_Ks);
     });
     return {v_means, v_quats, v_scales, v_viewmats, v_Ks};
 }
