@@ -119,11 +119,7 @@ void bin_impl(const at::Tensor& means2d, const at::Tensor& radii, const at::Tens
 std::vector<at::Tensor> bin_gaussians_to_tiles(const at::Tensor& means2d, const at::Tensor& radii,
                                                const at::Tensor& depths, int64_t tile_size,
                                                int64_t tile_width, int64_t tile_height) {
-    check_input(means2d, "means2d");
-    check_input(radii, "radii");
-    check_input(depths, "depths");
-    TORCH_CHECK(means2d.dim() == 3 && means2d.size(2) == 2, "means2d must be [C, N, 2]");
-    TORCH_CHECK(radii.scalar_type() == at::kInt, "radii must be int32");
+    check_binning_inputs(means2d, radii, depths);
     const int64_t C = means2d.size(0), N = means2d.size(1);
     auto int_opts = means2d.options().dtype(at::kInt);
     at::Tensor tiles_per_gauss = at::zeros({C, N}, int_opts);

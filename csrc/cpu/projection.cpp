@@ -127,12 +127,7 @@ std::vector<at::Tensor> project_gaussians_forward(
     const c10::optional<at::Tensor>& opacities, const at::Tensor& viewmats, const at::Tensor& Ks,
     int64_t width, int64_t height, double eps2d, double near_plane, double far_plane,
     double radius_clip, bool calc_compensations, int64_t camera_model) {
-    check_input(means, "means");
-    check_input(quats, "quats");
-    check_input(scales, "scales");
-    check_input(viewmats, "viewmats");
-    check_input(Ks, "Ks");
-    if (opacities.has_value()) check_input(*opacities, "opacities");
+    check_projection_inputs(means, quats, scales, opacities, viewmats, Ks);
     const int64_t N = means.size(0), C = viewmats.size(0);
     auto opts = means.options();
     at::Tensor radii = at::zeros({C, N, 2}, opts.dtype(at::kInt));

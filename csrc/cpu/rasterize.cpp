@@ -87,22 +87,6 @@ RasterArgs<T> make_args(const at::Tensor& means2d, const at::Tensor& conics, con
     return a;
 }
 
-void check_raster_inputs(const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& colors,
-                         const at::Tensor& opacities, const c10::optional<at::Tensor>& backgrounds,
-                         int64_t tile_size, const at::Tensor& isect_offsets,
-                         const at::Tensor& flatten_ids) {
-    check_input(means2d, "means2d");
-    check_input(conics, "conics");
-    check_input(colors, "colors");
-    check_input(opacities, "opacities");
-    check_input(isect_offsets, "isect_offsets");
-    check_input(flatten_ids, "flatten_ids");
-    if (backgrounds.has_value()) check_input(*backgrounds, "backgrounds");
-    TORCH_CHECK(tile_size > 0 && tile_size <= 64, "tile_size must be in 1..64, got ", tile_size);
-    TORCH_CHECK(isect_offsets.dim() == 3, "isect_offsets must be [C, TH, TW]");
-    TORCH_CHECK(flatten_ids.numel() < (int64_t(1) << 31), "too many intersections for int32 ids");
-}
-
 }  // namespace
 
 std::string simd_level() { return isa_name(kIsa); }

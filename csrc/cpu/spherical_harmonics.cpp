@@ -89,23 +89,6 @@ void sh_backward_impl(int degree, const at::Tensor& dirs, const at::Tensor& coef
     });
 }
 
-void check_sh_inputs(int64_t degree, const at::Tensor& dirs, const at::Tensor& coeffs,
-                     const c10::optional<at::Tensor>& masks) {
-    check_input(dirs, "dirs");
-    check_input(coeffs, "coeffs");
-    TORCH_CHECK(degree >= 0 && degree <= 3, "sh degree must be in 0..3, got ", degree);
-    TORCH_CHECK(dirs.dim() == 2 && dirs.size(1) == 3, "dirs must be [M, 3]");
-    TORCH_CHECK(coeffs.dim() == 3 && coeffs.size(0) == dirs.size(0) && coeffs.size(2) == 3,
-                "coeffs must be [M, K, 3]");
-    TORCH_CHECK(coeffs.size(1) >= sh_num_bases(int(degree)), "coeffs has ", coeffs.size(1),
-                " bases, degree ", degree, " needs ", sh_num_bases(int(degree)));
-    if (masks.has_value()) {
-        check_input(*masks, "masks");
-        TORCH_CHECK(masks->scalar_type() == at::kBool && masks->numel() == dirs.size(0),
-                    "masks must be bool [M]");
-    }
-}
-
 }  // namespace
 
 at::Tensor spherical_harmonics_forward(int64_t degree, const at::Tensor& dirs, const at::Tensor& coeffs,

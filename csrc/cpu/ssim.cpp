@@ -88,8 +88,8 @@ inline SsimTerms ssim_terms(T mx, T my, T exx, T eyy, T exy) {
 }
 
 void check_ssim_inputs(const at::Tensor& img1, const at::Tensor& img2) {
-    check_input(img1, "img1");
-    check_input(img2, "img2");
+    check_input(img1, "img1", img1);
+    check_input(img2, "img2", img1);
     TORCH_CHECK(img1.dim() == 4 && img1.sizes() == img2.sizes(), "img1 and img2 must be [B, H, W, C] of one shape");
     TORCH_CHECK(img1.scalar_type() == img2.scalar_type(), "img1 and img2 must share a dtype");
 }

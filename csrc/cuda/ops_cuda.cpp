@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "op_checks.h"
 
 // The ops live in their own namespace: their names are the kernels' names (gsplat_py::cuda).
 namespace gsplat_py::cuda_ops {
@@ -23,13 +24,6 @@ using cuda::RasterArgs;
 using cuda::ShArgs;
 
 namespace {
-
-void check_input(const at::Tensor& t, const char* name, const at::Tensor& reference) {
-    TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
-    TORCH_CHECK(t.device() == reference.device(), name, " is on ", t.device(), " but the other inputs are on ",
-                reference.device());
-    TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
-}
 
 cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
@@ -75,12 +69,7 @@ std::vector<at::Tensor> project_gaussians_forward(
     const c10::optional<at::Tensor>& opacities, const at::Tensor& viewmats, const at::Tensor& Ks,
     int64_t width, int64_t height, double eps2d, double near_plane, double far_plane,
     double radius_clip, bool calc_compensations, int64_t camera_model) {
-    check_input(means, "means", means);
-    check_input(quats, "quats", means);
-    check_input(scales, "scales", means);
-    check_input(viewmats, "viewmats", means);
-    check_input(Ks, "Ks", means);
-    if (opacities.has_value()) check_input(*opacities, "opacities", means);
+    check_projection_inputs(means, quats, scales, opacities, viewmats, Ks);
     const c10::cuda::CUDAGuard guard(means.device());
     const int64_t N = means.size(0), C = viewmats.size(0);
     auto opts = means.options();
@@ -133,22 +122,6 @@ std::vector<at::Tensor> project_gaussians_backward(
     return {v_means, v_quats, v_scales, v_viewmats, v_Ks};
 }
 
-void check_sh_inputs(int64_t degree, const at::Tensor& dirs, const at::Tensor& coeffs,
-                     const c10::optional<at::Tensor>& masks) {
-    check_input(dirs, "dirs", dirs);
-    check_input(coeffs, "coeffs", dirs);
-    TORCH_CHECK(degree >= 0 && degree <= 3, "sh degree must be in 0..3, got ", degree);
-    TORCH_CHECK(dirs.dim() == 2 && dirs.size(1) == 3, "dirs must be [M, 3]");
-    TORCH_CHECK(coeffs.dim() == 3 && coeffs.size(0) == dirs.size(0) && coeffs.size(2) == 3,
-                "coeffs must be [M, K, 3]");
-    TORCH_CHECK(coeffs.size(1) >= (degree + 1) * (degree + 1), "coeffs has ", coeffs.size(1), " bases, degree ",
-                degree, " needs ", (degree + 1) * (degree + 1));
-    if (masks.has_value()) {
-        check_input(*masks, "masks", dirs);
-        TORCH_CHECK(masks->scalar_type() == at::kBool && masks->numel() == dirs.size(0), "masks must be bool [M]");
-    }
-}
-
 template <typename T>
 ShArgs<T> sh_args(int64_t degree, const at::Tensor& dirs, const at::Tensor& coeffs,
                   const c10::optional<at::Tensor>& masks) {
@@ -188,11 +161,7 @@ std::vector<at::Tensor> spherical_harmonics_backward(int64_t degree, const at::T
 std::vector<at::Tensor> bin_gaussians_to_tiles(const at::Tensor& means2d, const at::Tensor& radii,
                                                const at::Tensor& depths, int64_t tile_size,
                                                int64_t tile_width, int64_t tile_height) {
-    check_input(means2d, "means2d", means2d);
-    check_input(radii, "radii", means2d);
-    check_input(depths, "depths", means2d);
-    TORCH_CHECK(means2d.dim() == 3 && means2d.size(2) == 2, "means2d must be [C, N, 2]");
-    TORCH_CHECK(radii.scalar_type() == at::kInt, "radii must be int32");
+    check_binning_inputs(means2d, radii, depths);
     const c10::cuda::CUDAGuard guard(means2d.device());
     const int64_t C = means2d.size(0), N = means2d.size(1);
     auto int_opts = means2d.options().dtype(at::kInt);
@@ -207,20 +176,6 @@ std::vector<at::Tensor> bin_gaussians_to_tiles(const at::Tensor& means2d, const 
                                         isect_offsets.data_ptr<int32_t>(), memory, current_stream());
     });
     return {tiles_per_gauss, isect_offsets, memory.result()};
-}
-
-void check_raster_inputs(const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& colors,
-                         const at::Tensor& opacities, const c10::optional<at::Tensor>& backgrounds,
-                         int64_t tile_size, const at::Tensor& isect_offsets, const at::Tensor& flatten_ids) {
-    check_input(means2d, "means2d", means2d);
-    check_input(conics, "conics", means2d);
-    check_input(colors, "colors", means2d);
-    check_input(opacities, "opacities", means2d);
-    check_input(isect_offsets, "isect_offsets", means2d);
-    check_input(flatten_ids, "flatten_ids", means2d);
-    if (backgrounds.has_value()) check_input(*backgrounds, "backgrounds", means2d);
-    TORCH_CHECK(tile_size > 0 && tile_size <= 64, "tile_size must be in 1..64, got ", tile_size);
-    TORCH_CHECK(isect_offsets.dim() == 3, "isect_offsets must be [C, TH, TW]");
 }
 
 template <typename T>
