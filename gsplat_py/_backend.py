@@ -33,6 +33,32 @@ def cuda_backend_available() -> bool:
     return torch._C._dispatch_has_kernel_for_dispatch_key("gsplat_py::rasterize_forward", "CUDA")
 
 
+def resolve_device(name: str) -> torch.device:
+    """The device a run named: "cpu", "cuda", "cuda:N", or "auto" (the GPU when the CUDA kernels are
+    built and a GPU is visible, else the CPU). ValueError, saying why, for a GPU that cannot be used."""
+    if name == "auto":
+        return torch.device("cuda" if cuda_backend_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device {name!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r}: gsplat_py runs on 'cpu' or 'cuda'")
+    if device.type == "cuda":
+        if torch.version.cuda is None:
+            reason = f"torch {torch.__version__} has no CUDA"
+        elif not torch.cuda.is_available():
+            reason = "no GPU is visible"
+        elif not cuda_backend_available():
+            reason = "gsplat_py was built without its CUDA kernels (rebuild where torch has CUDA and nvcc is found)"
+        elif device.index is not None and device.index >= torch.cuda.device_count():
+            reason = f"only {torch.cuda.device_count()} GPU(s) are visible"
+        else:
+            return device
+        raise ValueError(f"device {name!r} asks for a GPU, but {reason}; use 'cpu'")
+    return device
+
+
 def require_extension() -> None:
     """Raises a RuntimeError that says how to build the extension when it is missing."""
     if not extension_available():

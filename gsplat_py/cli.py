@@ -2,10 +2,11 @@
 
     gsplat-py train [--data DIR] [--data-factor N] [--steps N] [--strategy default|mcmc] [--pose-opt]
                     [--config FILE|PRESET] [--output DIR] [--eval-every N] [--resume DIR] [--seed N]
-                    [--section.key VALUE ...]
+                    [--device auto|cpu|cuda] [--section.key VALUE ...]
     gsplat-py eval --model RUN [--data DIR]
     gsplat-py render --model RUN|PLY [--data DIR] [--split test|train | --path KIND | --cameras FILE] [--frames N]
-                     [--width W] [--height H] [--focal-scale F] [--depth] [--alpha] [--video FILE] [--output DIR] ...
+                     [--width W] [--height H] [--focal-scale F] [--depth] [--alpha] [--video FILE] [--output DIR]
+                     [--device auto|cpu|cuda] ...
     gsplat-py export --model RUN|PLY [--format ply|splat] [--frame colmap|normalized] [--output FILE]
 
 ``train`` without ``--data`` trains the bundled sample scene. Options are applied in this order: the
@@ -81,6 +82,8 @@ def _train_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--eval-every", type=int, help="evaluate every N steps (and at the end)")
     parser.add_argument("--resume", metavar="RUN", help="continue the run in this output folder")
     parser.add_argument("--seed", type=int, help="random seed")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N, or auto: the GPU when gsplat_py's CUDA kernels are "
+                        "built (the default, train.device)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -142,6 +145,8 @@ def _render_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--background", type=_background, default=(0.0, 0.0, 0.0), metavar="R,G,B",
                         help="background colour, values in [0, 1] (default: 0,0,0 as in training)")
     parser.add_argument("--batch-size", type=int, default=4, help="cameras rendered per call (default: 4)")
+    parser.add_argument("--device", default="auto",
+                        help="cpu, cuda, cuda:N, or auto: the GPU when gsplat_py's CUDA kernels are built (default)")
     parser.add_argument("--output", help="output folder (default: RUN/renders/<path>, or <ply>_renders/<path>)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -172,6 +177,7 @@ def _named_overrides(args: argparse.Namespace) -> dict[str, str]:
         "train.output": args.output,
         "train.eval_every": args.eval_every,
         "train.seed": args.seed,
+        "train.device": args.device,
     }
     return {key: str(value) for key, value in named.items() if value is not None}
 
@@ -255,6 +261,7 @@ def _run_render(args: argparse.Namespace) -> int:
     options = RenderOptions(
         depth=args.depth, alpha=args.alpha, video=Path(args.video) if args.video else None, fps=args.fps,
         batch_size=args.batch_size, background=args.background, overwrite=args.overwrite, progress=not args.quiet,
+        device=args.device,
     )
     record = render_to_folder(model, selection, output, options)
     summary = f"{len(selection.cameras)} frames"

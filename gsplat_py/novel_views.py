@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ._backend import resolve_device
 from .camera_paths import (
     PATH_KINDS,
     Camera,
@@ -97,17 +98,19 @@ def render_cameras(
     batch_size: int = 4,
     background: Sequence[float] = (0.0, 0.0, 0.0),
     depth: bool = False,
+    device: torch.device = torch.device("cpu"),
 ) -> Iterator[RenderedFrame]:
-    """Render ``splats`` (at their SH degree) from each camera, in order; cameras of one size render
-    ``batch_size`` at a time in one ``rasterization`` call."""
+    """Render ``splats`` (at their SH degree) from each camera, in order, on ``device``; cameras of one size
+    render ``batch_size`` at a time in one ``rasterization`` call."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
-    means, quats = splats.means.float(), splats.quats.float()
-    scales, opacities, sh = splats.scales().float(), splats.opacities().float(), splats.sh.float()
+    means, quats = splats.means.float().to(device), splats.quats.float().to(device)
+    scales, opacities = splats.scales().float().to(device), splats.opacities().float().to(device)
+    sh = splats.sh.float().to(device)
     for batch in _batches(cameras, batch_size):
-        viewmats = torch.stack([camera.world_to_camera for camera in batch]).float()
-        Ks = torch.stack([camera.K for camera in batch]).float()
-        backgrounds = torch.tensor([list(background)] * len(batch), dtype=torch.float32)
+        viewmats = torch.stack([camera.world_to_camera for camera in batch]).float().to(device)
+        Ks = torch.stack([camera.K for camera in batch]).float().to(device)
+        backgrounds = torch.tensor([list(background)] * len(batch), dtype=torch.float32, device=device)
         with torch.no_grad():
             colors, alphas, _ = rasterization(
                 means, quats, scales, opacities, sh, viewmats, Ks, batch[0].width, batch[0].height,
@@ -211,6 +214,7 @@ class RenderOptions:
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
     overwrite: bool = False  # replace files in an output folder / a video file that exist
     progress: bool = True
+    device: str = "auto"  # "cpu", "cuda", "cuda:N", or "auto": the GPU when gsplat_py's CUDA kernels are built
 
 
 def default_output(model: SavedModel, selection: CameraSelection) -> Path:
@@ -259,6 +263,7 @@ def render_to_folder(
 ) -> Optional[dict]:
     """Render ``selection`` into ``output`` (module docstring); returns the metrics record when the cameras
     are scene views (also written to metrics.json), else None. Everything is checked before rendering."""
+    device = resolve_device(options.device)
     cameras = selection.cameras
     stems = _check_outputs(output, cameras, options)
     folders = {"images": output / "images"}
@@ -275,7 +280,7 @@ def render_to_folder(
     thumbnails = []
     lpips = load_lpips() if selection.views is not None else None
     scores = []
-    frames = render_cameras(model.splats, cameras, options.batch_size, options.background, options.depth)
+    frames = render_cameras(model.splats, cameras, options.batch_size, options.background, options.depth, device)
     with ExitStack() as stack:
         video = None
         if options.video is not None:

@@ -520,3 +520,27 @@ def test_training_on_cuda_reaches_the_cpu_test_psnr(tmp_path):
     assert cpu_end["psnr"] > cpu_start["psnr"] + 6.0, (cpu_start["psnr"], cpu_end["psnr"])
     assert cuda_end["num_gaussians"] == cpu_end["num_gaussians"]
     assert abs(cuda_end["psnr"] - cpu_end["psnr"]) < PSNR_TOLERANCE_DB, (cpu_end["psnr"], cuda_end["psnr"])
+
+
+def test_render_cameras_on_cuda_match_the_cpu():
+    """`gsplat-py render --device cuda`'s renderer: batched cameras, depth, a background; the same frames
+    as on the CPU."""
+    from gsplat_py.camera_paths import Camera
+    from gsplat_py.novel_views import render_cameras
+    from render_helpers import look_at, random_splats
+
+    splats = random_splats(400, degree=3, seed=5)
+    K = torch.tensor([[60.0, 0.0, 40.0], [0.0, 60.0, 30.0], [0.0, 0.0, 1.0]], dtype=F64)
+    cameras = []
+    for index, angle in enumerate(torch.linspace(0.0, 2.0, 5).tolist()):
+        pose = torch.from_numpy(look_at(torch.tensor([4.0 * math.cos(angle), 4.0 * math.sin(angle), 1.0]).numpy(),
+                                        torch.zeros(3).numpy()))
+        cameras.append(Camera(f"c{index}", torch.linalg.inv(pose), K, 80, 60))
+    options = dict(batch_size=2, background=(0.1, 0.2, 0.3), depth=True)
+    on_cpu = list(render_cameras(splats, cameras, device=torch.device("cpu"), **options))
+    on_gpu = list(render_cameras(splats, cameras, device=torch.device("cuda"), **options))
+    assert len(on_gpu) == len(cameras) and on_gpu[0].rgb.is_cuda
+    assert sum(float(f.alpha.mean()) for f in on_cpu) > 0.5  # the model is in view
+    for cpu, gpu in zip(on_cpu, on_gpu):
+        for a, b in ((cpu.rgb, gpu.rgb), (cpu.alpha, gpu.alpha), (cpu.depth, gpu.depth)):
+            assert float((b.cpu() - a).norm() / a.norm()) < 1e-4

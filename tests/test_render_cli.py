@@ -255,3 +255,12 @@ def test_render_requests_that_cannot_be_served(run, tmp_path, capsys):
     assert render_cli("--model", run, "--split", "test", "--output", tmp_path / "out") == 1
     assert "the folder already holds files; choose another --output or pass --overwrite" in capsys.readouterr().err
     assert render_cli("--model", run, "--split", "test", "--output", tmp_path / "out", "--overwrite") == 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")
+def test_gpu_device_without_a_gpu_is_a_one_line_error_before_any_output(run, tmp_path, capsys):
+    assert render_cli("--model", run, "--path", "ellipse", "--frames", "2", "--device", "cuda",
+                      "--output", tmp_path / "o") == 1
+    error = capsys.readouterr().err
+    assert error.startswith("gsplat-py: error: device 'cuda' asks for a GPU, but ") and error.count("\n") == 1
+    assert not (tmp_path / "o").exists()

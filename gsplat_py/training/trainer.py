@@ -28,7 +28,7 @@ from typing import Optional, Union
 import torch
 from tqdm.auto import tqdm
 
-from .._backend import cuda_backend_available
+from .._backend import resolve_device
 from ..data import SceneData, load_colmap_scene
 from ..frames import WorldFrame, frame_comments
 from ..io.atomic import atomic_open, write_text_atomically
@@ -117,21 +117,11 @@ def _keep_freed_memory_for_reuse() -> None:
 
 
 def training_device(name: str) -> torch.device:
-    """The device ``train.device`` names; "auto" is the GPU when gsplat_py's CUDA kernels are built."""
-    if name == "auto":
-        return torch.device("cuda" if cuda_backend_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not cuda_backend_available():
-        if torch.version.cuda is None:
-            reason = f"torch {torch.__version__} has no CUDA"
-        elif not torch.cuda.is_available():
-            reason = "no GPU is visible"
-        else:
-            reason = "gsplat_py was built without its CUDA kernels"
-        raise TrainingError(f"train.device={name!r} asks for a GPU, but {reason}; use train.device='cpu'")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise TrainingError(f"train.device={name!r}: only {torch.cuda.device_count()} GPU(s) are visible")
-    return device
+    """The device ``train.device`` names (see ``gsplat_py._backend.resolve_device``)."""
+    try:
+        return resolve_device(name)
+    except ValueError as error:
+        raise TrainingError(f"train.device: {error}") from None
 
 
 def _to_device(value, device: torch.device):
