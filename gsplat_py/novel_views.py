@@ -22,6 +22,7 @@ scene's views, ``metrics.json``: the evaluation record of training (`gsplat_py.t
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -46,7 +47,7 @@ from .camera_paths import (
 from .data import View
 from .frames import frame_change, transform_cameras
 from .io.atomic import atomic_open, write_text_atomically
-from .io.images import colorize_depth, contact_sheet, write_png
+from .io.images import DEPTH_MIN_ALPHA, DEPTH_PERCENTILES, colorize_depth, contact_sheet, write_png
 from .io.ply import GaussianSplats
 from .io.video import VideoWriter, require_video_encoder
 from .rendering import rasterization
@@ -59,6 +60,7 @@ __all__ = [
     "CameraSelection",
     "RenderOptions",
     "render_cameras",
+    "depth_colour_range",
     "select_cameras",
     "default_output",
     "render_to_folder",
@@ -90,6 +92,30 @@ def _batches(cameras: Sequence[Camera], batch_size: int) -> Iterator[list[Camera
         batch.append(camera)
     if batch:
         yield batch
+
+
+def depth_colour_range(
+    splats: GaussianSplats, cameras: Sequence[Camera], max_points: int = 100_000
+) -> Optional[tuple[float, float]]:
+    """One (near, far) for the colour-mapped depth of all ``cameras``, so that a depth video does not
+    flicker: the 1st-99th percentiles of the camera-space depths of the opaque Gaussians' centres (a
+    sample of at most ``max_points``) that are in front of a camera and inside its image. None when no
+    such Gaussian exists (each frame then uses its own range)."""
+    means = splats.means[splats.opacities() >= DEPTH_MIN_ALPHA].double()
+    means = means[:: max(1, math.ceil(means.shape[0] / max_points))]
+    depths = []
+    for camera in cameras:
+        points = means @ camera.world_to_camera[:3, :3].T + camera.world_to_camera[:3, 3]
+        z = points[:, 2]
+        in_front = z > 1e-6
+        u = camera.K[0, 0] * points[:, 0] / z + camera.K[0, 2]
+        v = camera.K[1, 1] * points[:, 1] / z + camera.K[1, 2]
+        depths.append(z[in_front & (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)])
+    depths = torch.cat(depths) if depths else torch.zeros(0)
+    if depths.numel() == 0:
+        return None
+    near, far = np.percentile(depths.numpy(), DEPTH_PERCENTILES)
+    return float(near), float(far)
 
 
 def render_cameras(
@@ -280,6 +306,7 @@ def render_to_folder(
     thumbnails = []
     lpips = load_lpips() if selection.views is not None else None
     scores = []
+    depth_range = depth_colour_range(model.splats, cameras) if options.depth else None
     frames = render_cameras(model.splats, cameras, options.batch_size, options.background, options.depth, device)
     with ExitStack() as stack:
         video = None
@@ -295,7 +322,7 @@ def render_to_folder(
                 depth = frame.depth.cpu().numpy().astype(np.float32)
                 with atomic_open(folders["depth"] / f"{stem}.npy") as file:
                     np.save(file, depth)
-                write_png(folders["depth"] / f"{stem}.png", colorize_depth(depth, frame.alpha.cpu().numpy()))
+                write_png(folders["depth"] / f"{stem}.png", colorize_depth(depth, frame.alpha.cpu().numpy(), depth_range))
             if options.alpha:
                 write_png(folders["alpha"] / f"{stem}.png", float_to_uint8(frame.alpha))
             if video is not None:

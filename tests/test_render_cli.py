@@ -11,10 +11,13 @@ import torch
 from PIL import Image
 from plyfile import PlyData, PlyElement
 
+from gsplat_py.camera_paths import Camera
 from gsplat_py.cli import main as cli_main
 from gsplat_py.data import load_colmap_scene
 from gsplat_py.frames import transform_splats
+from gsplat_py.io.images import colorize_depth
 from gsplat_py.io.ply import GaussianSplats, ply_property_names, write_ply
+from gsplat_py.novel_views import depth_colour_range
 from gsplat_py.rendering import rasterization
 from gsplat_py.saved_models import load_model
 from gsplat_py.training.evaluation import float_to_uint8
@@ -264,3 +267,32 @@ def test_gpu_device_without_a_gpu_is_a_one_line_error_before_any_output(run, tmp
     error = capsys.readouterr().err
     assert error.startswith("gsplat-py: error: device 'cuda' asks for a GPU, but ") and error.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_depth_colours_near_red_far_blue_and_black_where_transparent():
+    depth = np.array([[1.0, 2.0, 3.0, 9.0]])
+    alpha = np.array([[1.0, 1.0, 1.0, 0.2]])
+    image = colorize_depth(depth, alpha, depth_range=(1.0, 3.0))
+    assert image[0, 0, 0] > 100 and image[0, 0, 2] < 50  # nearest: red
+    assert int(image[0, 2].sum()) < 100 and image[0, 2, 0] < 60  # farthest: Turbo's dark end
+    assert (image[0, 3] == 0).all()  # transparent: black
+    # with one range, a depth keeps its colour whatever else the frame shows (no flicker in a video)
+    other = colorize_depth(np.array([[2.0, 50.0]]), np.ones((1, 2)), depth_range=(1.0, 3.0))
+    assert (other[0, 0] == image[0, 1]).all()
+    assert not (colorize_depth(np.array([[2.0, 50.0]]), np.ones((1, 2)))[0, 0] == image[0, 1]).all()
+
+
+def test_depth_colour_range_takes_the_visible_gaussians_depths():
+    camera = Camera("c", torch.eye(4, dtype=torch.float64),
+                    torch.tensor([[50.0, 0.0, 50.0], [0.0, 50.0, 50.0], [0.0, 0.0, 1.0]], dtype=torch.float64), 100, 100)
+    z = torch.linspace(2.0, 6.0, 201)
+    visible = torch.stack([torch.zeros_like(z), torch.zeros_like(z), z], dim=1)
+    hidden = torch.tensor([[0.0, 0.0, -3.0], [500.0, 0.0, 4.0], [0.0, 0.0, 100.0]])  # behind, outside, transparent
+    means = torch.cat([visible, hidden])
+    logits = torch.full((means.shape[0],), 4.0)
+    logits[-1] = -4.0
+    splats = GaussianSplats(means, torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(means.shape[0], 1),
+                            torch.full((means.shape[0], 3), -3.0), logits, torch.zeros(means.shape[0], 1, 3))
+    near, far = depth_colour_range(splats, [camera])
+    assert near == pytest.approx(2.04, abs=1e-6) and far == pytest.approx(5.96, abs=1e-6)
+    assert depth_colour_range(splats, [camera], max_points=5) is not None  # subsampled, still in range

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image as PILImage
 
 from .atomic import atomic_open
 
-__all__ = ["write_png", "turbo", "colorize_depth", "contact_sheet", "DEPTH_MIN_ALPHA"]
+__all__ = ["write_png", "turbo", "colorize_depth", "contact_sheet", "DEPTH_MIN_ALPHA", "DEPTH_PERCENTILES"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 # Below this opacity a pixel shows mostly background: its expected depth is noise, so it is drawn black.
 DEPTH_MIN_ALPHA = 0.5
-_DEPTH_PERCENTILES = (1.0, 99.0)  # the colour range ignores a few outliers (floaters, far background)
+DEPTH_PERCENTILES = (1.0, 99.0)  # the colour range ignores a few outliers (floaters, far background)
 
 # Polynomial fit of Google's Turbo colour map (Mikhailov 2019, the published approximation), x in [0, 1].
 _TURBO = np.array(
@@ -41,14 +41,17 @@ def turbo(x: np.ndarray) -> np.ndarray:
     return np.clip(powers @ _TURBO.T, 0.0, 1.0)
 
 
-def colorize_depth(depth: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """uint8 [H, W, 3]: near red, far blue (Turbo over the 1st-99th percentiles of this image's depths),
-    black where ``alpha`` < DEPTH_MIN_ALPHA."""
+def colorize_depth(
+    depth: np.ndarray, alpha: np.ndarray, depth_range: Optional[tuple[float, float]] = None
+) -> np.ndarray:
+    """uint8 [H, W, 3]: near red, far blue (Turbo over ``depth_range``, by default the 1st-99th
+    percentiles of this image's depths), black where ``alpha`` < DEPTH_MIN_ALPHA. Frames of one video
+    share a range so that a depth keeps its colour from frame to frame."""
     valid = alpha >= DEPTH_MIN_ALPHA
     image = np.zeros(depth.shape + (3,), dtype=np.uint8)
     if not valid.any():
         return image
-    near, far = np.percentile(depth[valid], _DEPTH_PERCENTILES)
+    near, far = depth_range if depth_range is not None else np.percentile(depth[valid], DEPTH_PERCENTILES)
     closeness = (far - depth) / (far - near) if far > near else np.full(depth.shape, 0.5)
     image[valid] = np.round(turbo(closeness[valid]) * 255.0).astype(np.uint8)
     return image
