@@ -1,25 +1,29 @@
-"""The ``gsplat-py`` command line.
+"""The ``gsplat-py`` command line: the only place that speaks of flags.
 
     gsplat-py train [--data DIR] [--data-factor N] [--steps N] [--strategy default|mcmc] [--pose-opt]
                     [--config FILE|PRESET] [--output DIR] [--eval-every N] [--resume DIR] [--seed N]
                     [--device auto|cpu|cuda] [--section.key VALUE ...]
-    gsplat-py eval --model RUN [--data DIR]
+    gsplat-py eval --model RUN [--data DIR] [--split test|train] [--no-renders] [--json]
     gsplat-py render --model RUN|PLY [--data DIR] [--split test|train | --path KIND | --cameras FILE] [--frames N]
-                     [--width W] [--height H] [--focal-scale F] [--depth] [--alpha] [--video FILE] [--output DIR]
+                     [--width W] [--height H] [--focal-scale F] [--depth] [--alpha] [--video [FILE]] [--output DIR]
                      [--device auto|cpu|cuda] ...
     gsplat-py export --model RUN|PLY [--format ply|splat] [--frame colmap|normalized] [--output FILE]
+    gsplat-py info
 
 ``train`` without ``--data`` trains the bundled sample scene. Options are applied in this order: the
 defaults, the preset or file of ``--config`` (``--strategy mcmc`` alone selects the ``mcmc`` preset, with
 its initialisation and regularisation; with ``--resume``, the run's saved config), the named flags above,
-then ``--section.key VALUE`` overrides of any option (``configs/default.toml`` lists them all).
+then ``--section.key VALUE`` overrides of any option (``gsplat_py/configs/default.toml`` lists them all).
 
 ``render`` and ``export`` take a training output folder, its checkpoint.pt or any Inria-layout PLY (see
-``gsplat_py.saved_models`` for which world frame each is in, ``gsplat_py.novel_views`` for what a render writes,
-``gsplat_py.camera_paths`` for the paths and the camera file format, ``gsplat_py.export`` for the formats).
+``gsplat_py.tools.saved_models`` for which world frame each is in, ``gsplat_py.tools.novel_views`` for what a
+render writes, ``gsplat_py.tools.camera_paths`` for the paths and the camera file format,
+``gsplat_py.tools.export`` for the formats). ``eval`` scores a run's checkpoint on its scene's views exactly
+as ``render --split`` does.
 
 Exit status: 0 on success; 1 with a one-line message on stderr when the input or the run fails; 2 for a
-command line that cannot be parsed; 130 when interrupted (files already saved stay complete).
+command line that cannot be parsed (argparse's usage errors); 130 when interrupted (files already saved stay
+complete).
 """
 
 from __future__ import annotations
@@ -31,15 +35,29 @@ import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .camera_paths import PATH_KINDS
-from .export import EXPORT_FORMATS
-from .frames import FRAME_NAMES
-from .io.video import VIDEO_INSTALL_HINT
-from .novel_views import DEFAULT_FRAMES, SPLITS
+from .data.world_frame import FRAME_NAMES
+from .errors import ParameterError
+from .io.video import VIDEO_INSTALL_HINT, VIDEO_SUFFIX
+from .tools.camera_paths import PATH_KINDS
+from .tools.export import EXPORT_FORMATS
+from .tools.novel_views import DEFAULT_FRAMES, SPLITS
 
 __all__ = ["main"]
 
 PROG = "gsplat-py"
+
+# The flag of each library parameter that errors may name (ParameterError), where the two differ.
+FLAGS = {
+    "batch_size": "--batch-size",
+    "file_format": "--format",
+    "focal_scale": "--focal-scale",
+    "model_frame": "--model-frame",
+    "data_factor": "--data-factor",
+}
+
+
+def _flag(parameter: str) -> str:
+    return FLAGS.get(parameter, "--" + parameter.replace("_", "-"))
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
@@ -68,9 +86,10 @@ def _split_overrides(tokens: list[str], parser: argparse.ArgumentParser) -> dict
 
 def _train_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "train", help="train Gaussians on a COLMAP scene",
+        "train",
+        help="train Gaussians on a COLMAP scene",
         description="Train Gaussians on a COLMAP scene (images/ or images_N/ plus sparse/0/). Any option "
-        "of configs/default.toml can also be set as --section.key VALUE.",
+        "of gsplat_py/configs/default.toml can also be set as --section.key VALUE.",
     )
     parser.add_argument("--data", help="scene folder (default: the bundled sample scene)")
     parser.add_argument("--data-factor", type=int, help="use images_N/ (downscale by N)")
@@ -82,22 +101,55 @@ def _train_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--eval-every", type=int, help="evaluate every N steps (and at the end)")
     parser.add_argument("--resume", metavar="RUN", help="continue the run in this output folder")
     parser.add_argument("--seed", type=int, help="random seed")
-    parser.add_argument("--device", help="cpu, cuda, cuda:N, or auto: the GPU when gsplat_py's CUDA kernels are "
-                        "built (the default, train.device)")
+    parser.add_argument(
+        "--device",
+        help="cpu, cuda, cuda:N, or auto: the GPU when gsplat_py's CUDA kernels are built (the default, train.device)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="RUN|PLY",
+        help="a training output folder, its checkpoint.pt, or an Inria-layout PLY file",
+    )
+    parser.add_argument(
+        "--model-frame",
+        choices=FRAME_NAMES,
+        help="the world frame of a PLY that does not record one (default: colmap, as the Inria code "
+        "and most 3DGS implementations train in)",
+    )
+    parser.add_argument("--data", help="scene folder (default: the one the run was trained on)")
+    parser.add_argument("--data-factor", type=int, help="use images_N/ (default: the run's, else 4)")
+
+
+def _device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="cpu, cuda, cuda:N, or auto: the GPU when gsplat_py's CUDA kernels are built (default)",
+    )
+
+
 def _eval_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "eval", help="evaluate a trained run on its held-out views",
-        description="Render the held-out views of a run's scene from its checkpoint, print the metrics "
-        "record and write it to RUN/eval.json.",
+        "eval",
+        help="re-score a trained run on its held-out views",
+        description="Score a run's checkpoint on its scene's test (or training) views, as `render --split` "
+        "scores them: prints the mean PSNR/SSIM, writes the record to RUN/eval.json and the renders to "
+        "RUN/eval_renders/. To score a PLY, use `render --model PLY --data SCENE --split test`.",
     )
-    parser.add_argument("--model", required=True, metavar="RUN", help="a training output folder (or its checkpoint.pt)")
+    parser.add_argument(
+        "--model", required=True, metavar="RUN", help="a training output folder (or its checkpoint.pt)"
+    )
     parser.add_argument("--data", help="scene folder (default: the one the run was trained on)")
-    parser.add_argument("--split", choices=("test", "train"), default="test", help="which views to score")
+    parser.add_argument("--split", choices=SPLITS, default="test", help="which views to score")
     parser.add_argument("--no-renders", action="store_true", help="do not save the renders")
+    parser.add_argument("--json", action="store_true", help="print the whole record as JSON")
+    _device_argument(parser)
     return parser
 
 
@@ -108,22 +160,13 @@ def _background(text: str) -> tuple[float, float, float]:
         values = ()
     if len(values) != 3 or not all(0.0 <= v <= 1.0 for v in values):
         raise argparse.ArgumentTypeError(f"expected R,G,B with each value in [0, 1] (e.g. 1,1,1), got {text!r}")
-    return values
-
-
-def _model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="RUN|PLY",
-                        help="a training output folder, its checkpoint.pt, or an Inria-layout PLY file")
-    parser.add_argument("--model-frame", choices=FRAME_NAMES,
-                        help="the world frame of a PLY that does not record one (default: colmap, as the Inria code "
-                        "and most 3DGS implementations train in)")
-    parser.add_argument("--data", help="scene folder (default: the one the run was trained on)")
-    parser.add_argument("--data-factor", type=int, help="use images_N/ (default: the run's, else 4)")
+    return (values[0], values[1], values[2])
 
 
 def _render_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "render", help="render a model: test views with metrics, camera paths, video, depth",
+        "render",
+        help="render a model: test views with metrics, camera paths, video, depth",
         description="Render a trained model from a scene's views (scored against the photos: metrics.json), a "
         "camera path fitted to the training cameras, or the cameras of a JSON file. Writes PNG frames, "
         "cameras.json (replay with --cameras) and contact_sheet.png, optionally depth, alpha and an MP4.",
@@ -131,8 +174,9 @@ def _render_parser(subparsers) -> argparse.ArgumentParser:
     _model_arguments(parser)
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--split", choices=SPLITS, help="render the scene's test or training views (default: test)")
-    which.add_argument("--path", choices=SPLITS + PATH_KINDS,
-                       help="the views of a split, or a path fitted to the training cameras")
+    which.add_argument(
+        "--path", choices=SPLITS + PATH_KINDS, help="the views of a split, or a path fitted to the training cameras"
+    )
     which.add_argument("--cameras", metavar="FILE", help="the cameras of a JSON file (format: docs/architecture.md)")
     parser.add_argument("--frames", type=int, help=f"frames of a generated path (default: {DEFAULT_FRAMES})")
     parser.add_argument("--width", type=int, help="image width (alone: keeps the aspect ratio)")
@@ -140,14 +184,29 @@ def _render_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--focal-scale", type=float, default=1.0, help="multiply the focal lengths (zoom)")
     parser.add_argument("--depth", action="store_true", help="also write depth (colour-mapped PNG and .npy)")
     parser.add_argument("--alpha", action="store_true", help="also write the opacity as a PNG")
-    parser.add_argument("--video", metavar="FILE", help=f"also encode the frames as an MP4 (needs: {VIDEO_INSTALL_HINT})")
+    parser.add_argument(
+        "--video",
+        metavar="FILE",
+        nargs="?",
+        const="",
+        help=f"also encode the frames as an H.264 {VIDEO_SUFFIX} (default file: OUTPUT/<path>{VIDEO_SUFFIX}; "
+        f"needs: {VIDEO_INSTALL_HINT})",
+    )
     parser.add_argument("--fps", type=float, default=30.0, help="video frame rate (default: 30)")
-    parser.add_argument("--background", type=_background, default=(0.0, 0.0, 0.0), metavar="R,G,B",
-                        help="background colour, values in [0, 1] (default: 0,0,0 as in training)")
+    parser.add_argument(
+        "--background",
+        type=_background,
+        default=(0.0, 0.0, 0.0),
+        metavar="R,G,B",
+        help="background colour, values in [0, 1] (default: 0,0,0 as in training)",
+    )
     parser.add_argument("--batch-size", type=int, default=4, help="cameras rendered per call (default: 4)")
-    parser.add_argument("--device", default="auto",
-                        help="cpu, cuda, cuda:N, or auto: the GPU when gsplat_py's CUDA kernels are built (default)")
-    parser.add_argument("--output", help="output folder (default: RUN/renders/<path>, or <ply>_renders/<path>)")
+    _device_argument(parser)
+    parser.add_argument(
+        "--output",
+        help="output folder (default: RUN/renders/<path> for a run or a PLY in a run folder, else "
+        "<ply folder>/<ply stem>_renders/<path>)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -155,16 +214,27 @@ def _render_parser(subparsers) -> argparse.ArgumentParser:
 
 def _export_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "export", help="export a model as an Inria PLY or a .splat file",
+        "export",
+        help="export a model as an Inria PLY or a .splat file",
         description="Write a trained model as an Inria-layout PLY or a .splat file (web viewers), optionally moved "
         "into COLMAP's frame or the normalised one.",
     )
     _model_arguments(parser)
     parser.add_argument("--format", choices=EXPORT_FORMATS, help="file format (default: from --output's extension)")
     parser.add_argument("--frame", choices=FRAME_NAMES, help="world frame to export in (default: the model's)")
-    parser.add_argument("--output", help="output file (default: RUN/point_cloud_<frame>.<format>, or next to the PLY)")
+    parser.add_argument(
+        "--output", help="output file (default: RUN/point_cloud_<frame>.<format>, or next to the PLY)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     return parser
+
+
+def _info_parser(subparsers) -> argparse.ArgumentParser:
+    return subparsers.add_parser(
+        "info",
+        help="how gsplat_py was built: its backends and the kernels this CPU uses",
+        description="Print the version, the torch it was built against, and which compiled backends load here.",
+    )
 
 
 def _named_overrides(args: argparse.Namespace) -> dict[str, str]:
@@ -183,18 +253,25 @@ def _named_overrides(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _run_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
-    from .training.config import apply_overrides, config_from_dict, load_config
-    from .training.trainer import Trainer, load_checkpoint
+    from .training.checkpoint import load_checkpoint
+    from .training.config import ConfigError, apply_overrides, config_from_dict, load_config
+    from .training.trainer import Trainer
+
+    def preset(name: str):
+        try:
+            return load_config(name)
+        except ConfigError as error:
+            raise ConfigError(f"--config {error}") from None
 
     checkpoint = None
     if args.resume:
         if args.output and Path(args.output).resolve() != Path(args.resume).resolve():
             raise ValueError(f"--output {args.output} and --resume {args.resume} name different folders")
         checkpoint = load_checkpoint(args.resume)
-        base = load_config(args.config) if args.config else config_from_dict(checkpoint["config"])
+        base = preset(args.config) if args.config else config_from_dict(checkpoint["config"])
     else:
-        preset = args.config or ("mcmc" if args.strategy == "mcmc" else None)
-        base = load_config(preset)
+        name = args.config or ("mcmc" if args.strategy == "mcmc" else None)
+        base = preset(name) if name is not None else load_config()
     config = apply_overrides(base, {**_named_overrides(args), **overrides})
     if args.resume:
         config.train.output = args.resume
@@ -209,41 +286,40 @@ def _run_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from .data import load_colmap_scene
     from .io.atomic import write_text_atomically
-    from .training.config import config_from_dict
-    from .training.evaluation import evaluate_views, evaluation_record, load_lpips
-    from .training.trainer import BUNDLED_SCENE, load_checkpoint
+    from .tools.novel_views import RenderOptions, render_to_folder, score_views, select_cameras
+    from .tools.saved_models import load_model
+    from .training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 
-    import torch
-
-    checkpoint = load_checkpoint(args.model)
-    run = Path(args.model) if Path(args.model).is_dir() else Path(args.model).parent
-    config = config_from_dict(checkpoint["config"])
-    data = config.data
-    scene = load_colmap_scene(
-        args.data or data.path or BUNDLED_SCENE, data_factor=data.data_factor, test_every=data.test_every,
-        normalize=data.normalize, cache_dir=data.cache_dir,
-    )
-    if not torch.allclose(checkpoint["transform"].double(), scene.transform.double(), atol=1e-6):
-        warnings.warn("the scene's normalisation differs from the run's: is this the data it was trained on?")
-    views = scene.test_views if args.split == "test" else scene.train_views
-    if not views:
-        raise ValueError(f"{scene.root}: no {args.split} views (data.test_every={data.test_every})")
-    params = {name: value for name, value in checkpoint["params"].items()}
-    step = int(checkpoint["step"])
-    sh_degree = min(step // config.model.sh_degree_interval, config.model.sh_degree)
-    render_dir = None if args.no_renders else run / "eval_renders"
-    result = evaluate_views(params, views, sh_degree, render_dir, load_lpips())
-    record = evaluation_record(result, args.split, int(params["means"].shape[0]), step, float(checkpoint["elapsed_s"]))
+    checkpoint_path = Path(args.model)
+    if checkpoint_path.suffix.lower() == ".ply":
+        raise ValueError(
+            f"{checkpoint_path}: eval scores a training run's checkpoint (a run folder or its {CHECKPOINT_FILE}); "
+            f"to score a PLY use: {PROG} render --model {checkpoint_path} --data SCENE --split test"
+        )
+    load_checkpoint(checkpoint_path)  # a one-line error unless this is a run's checkpoint
+    run = checkpoint_path if checkpoint_path.is_dir() else checkpoint_path.parent
+    model = load_model(checkpoint_path)
+    selection = select_cameras(model, args.split, data=Path(args.data) if args.data else None)
+    options = RenderOptions(device=args.device, overwrite=True)
+    if args.no_renders:
+        record = score_views(model, selection, options)
+    else:
+        record = render_to_folder(model, selection, run / "eval_renders", options)
     write_text_atomically(run / "eval.json", json.dumps(record, indent=1) + "\n")
-    print(json.dumps(record, indent=1))
+    if args.json:
+        print(json.dumps(record, indent=1))
+    else:
+        print(
+            f"{PROG}: {run} at step {record['step']}: {args.split} PSNR {record['psnr']:.2f} dB, SSIM "
+            f"{record['ssim']:.4f} over {len(record['views'])} views (eval.json)"
+        )
     return 0
 
 
 def _run_render(args: argparse.Namespace) -> int:
-    from .novel_views import RenderOptions, default_output, render_to_folder, select_cameras
-    from .saved_models import load_model
+    from .tools.novel_views import RenderOptions, default_output, render_to_folder, select_cameras
+    from .tools.saved_models import load_model
 
     model = load_model(args.model, args.model_frame)
     selection = select_cameras(
@@ -258,30 +334,40 @@ def _run_render(args: argparse.Namespace) -> int:
         focal_scale=args.focal_scale,
     )
     output = Path(args.output) if args.output else default_output(model, selection)
+    video = None
+    if args.video is not None:
+        video = Path(args.video) if args.video else output / f"{selection.name}{VIDEO_SUFFIX}"
     options = RenderOptions(
-        depth=args.depth, alpha=args.alpha, video=Path(args.video) if args.video else None, fps=args.fps,
-        batch_size=args.batch_size, background=args.background, overwrite=args.overwrite, progress=not args.quiet,
+        depth=args.depth,
+        alpha=args.alpha,
+        video=video,
+        fps=args.fps,
+        batch_size=args.batch_size,
+        background=args.background,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
         device=args.device,
     )
     record = render_to_folder(model, selection, output, options)
     summary = f"{len(selection.cameras)} frames"
     if record is not None:
         summary += f"; {record['split']} PSNR {record['psnr']:.2f} dB, SSIM {record['ssim']:.4f} in metrics.json"
-    if options.video is not None:
-        summary += f"; video {options.video}"
+    if video is not None:
+        summary += f"; video {video}"
     print(f"{PROG}: done: {output}  ({summary})")
     return 0
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from .export import default_export_path, export_model, splats_in_frame
-    from .saved_models import load_model
+    from .tools.export import default_export_path, export_model, splats_in_frame
+    from .tools.saved_models import load_model
 
     file_format = args.format
     if file_format is None:
         suffix = Path(args.output).suffix.lower().lstrip(".") if args.output else ""
         if suffix not in EXPORT_FORMATS:
-            raise ValueError(f"--format: give {' or '.join(EXPORT_FORMATS)} (or an --output ending in .ply or .splat)")
+            formats = " or ".join(EXPORT_FORMATS)
+            raise ValueError(f"--format: give {formats} (or an --output ending in .ply or .splat)")
         file_format = suffix
     model = load_model(args.model, args.model_frame)
     splats, frame = splats_in_frame(model, args.frame, Path(args.data) if args.data else None, args.data_factor)
@@ -289,7 +375,19 @@ def _run_export(args: argparse.Namespace) -> int:
     if output.exists() and not args.overwrite:
         raise ValueError(f"--output {output}: the file exists; choose another --output or pass --overwrite")
     export_model(splats, frame, output, file_format)
-    print(f"{PROG}: done: {output}  ({splats.num_gaussians:,} Gaussians, SH degree {splats.sh_degree}, {frame.name} frame)")
+    print(
+        f"{PROG}: done: {output}  ({splats.num_gaussians:,} Gaussians, SH degree {splats.sh_degree}, "
+        f"{frame.name} frame)"
+    )
+    return 0
+
+
+def _run_info() -> int:
+    from . import __version__
+    from .rendering import _backend
+
+    for line in [f"gsplat_py {__version__}", *_backend.build_report()]:
+        print(line)
     return 0
 
 
@@ -300,6 +398,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _eval_parser(subparsers)
     _render_parser(subparsers)
     _export_parser(subparsers)
+    _info_parser(subparsers)
     args, unknown = parser.parse_known_args(argv)
     if args.command != "train" and unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
@@ -310,19 +409,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .io.colmap import ColmapError
     from .io.ply import PlyFormatError
     from .io.video import MissingPackageError
+    from .training.checkpoint import TrainingError
     from .training.config import ConfigError
-    from .training.trainer import TrainingError
 
+    commands = {
+        "train": lambda: _run_train(args, overrides),
+        "eval": lambda: _run_eval(args),
+        "render": lambda: _run_render(args),
+        "export": lambda: _run_export(args),
+        "info": _run_info,
+    }
     try:
-        if args.command == "train":
-            return _run_train(args, overrides)
-        if args.command == "render":
-            return _run_render(args)
-        if args.command == "export":
-            return _run_export(args)
-        return _run_eval(args)
-    except (ConfigError, DatasetError, ColmapError, PlyFormatError, TrainingError, MissingPackageError, ValueError,
-            OSError) as error:
+        return commands[args.command]()
+    except ParameterError as error:
+        print(f"{PROG}: error: {error.render(_flag)}", file=sys.stderr)
+        return 1
+    except (
+        ConfigError,
+        DatasetError,
+        ColmapError,
+        PlyFormatError,
+        TrainingError,
+        MissingPackageError,
+        ValueError,
+        OSError,
+    ) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

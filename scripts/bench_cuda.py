@@ -510,7 +510,7 @@ def main() -> None:
     args = parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
-        from gsplat_py._backend import cuda_backend_available
+        from gsplat_py.rendering._backend import cuda_backend_available
 
         if not cuda_backend_available():
             sys.exit("bench_cuda: no GPU, or gsplat_py._C was built without its CUDA kernels")

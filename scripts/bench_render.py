@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 import gsplat_py
-from gsplat_py import ops
+from gsplat_py.rendering import ops
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

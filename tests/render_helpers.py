@@ -7,10 +7,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gsplat_py.frames import quaternion_from_rotation
+from gsplat_py.tools.frames import quaternion_from_rotation
 from gsplat_py.io.colmap import Camera, ColmapModel, Points3D, write_model
 from gsplat_py.io.colmap import Image as ColmapImage
-from gsplat_py.io.ply import GaussianSplats
+from gsplat_py.model import GaussianSplats
 
 SCENE_WIDTH, SCENE_HEIGHT = 40, 30
 SCENE_FOCAL = 36.0

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from gsplat_py.camera_paths import (
+from gsplat_py.tools.camera_paths import (
     Camera,
     CameraFileError,
     ellipse_path,
@@ -21,7 +21,8 @@ from gsplat_py.camera_paths import (
     up_direction,
     write_cameras_json,
 )
-from gsplat_py.frames import WorldFrame, transform_cameras
+from gsplat_py.data.world_frame import WorldFrame
+from gsplat_py.tools.frames import transform_cameras
 
 from render_helpers import look_at
 

@@ -29,8 +29,9 @@ from conftest import (
     rotation_y,
     tile_grid,
 )
-from gsplat_py import _backend, rasterization
-from gsplat_py import reference as ref
+from gsplat_py import rasterization
+from gsplat_py.rendering import _backend
+from gsplat_py.rendering import reference as ref
 
 if not _backend.extension_available():
     pytest.skip(
@@ -39,7 +40,7 @@ if not _backend.extension_available():
         allow_module_level=True,
     )
 
-from gsplat_py import ops  # noqa: E402  (after the skip: the wrappers need the extension at call time)
+from gsplat_py.rendering import ops  # noqa: E402  (after the skip: the wrappers need the extension at call time)
 
 F64 = torch.float64
 F32 = torch.float32

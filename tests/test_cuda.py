@@ -42,7 +42,7 @@ from conftest import (
     tile_grid,
 )
 from gsplat_py import rasterization
-from gsplat_py._backend import cuda_backend_available
+from gsplat_py.rendering._backend import cuda_backend_available
 
 if not torch.cuda.is_available():
     pytest.skip("no CUDA GPU is visible: the CUDA backend tests need one", allow_module_level=True)
@@ -54,7 +54,7 @@ if not cuda_backend_available():
     )
 
 # After the skips: these need the extension (and test_cpp_ops skips itself at import time without it).
-from gsplat_py import ops  # noqa: E402
+from gsplat_py.rendering import ops  # noqa: E402
 from test_cpp_ops import (  # noqa: E402
     PIPELINE_CASES,
     PROJECTION_SETTINGS,
@@ -525,8 +525,8 @@ def test_training_on_cuda_reaches_the_cpu_test_psnr(tmp_path):
 def test_render_cameras_on_cuda_match_the_cpu():
     """`gsplat-py render --device cuda`'s renderer: batched cameras, depth, a background; the same frames
     as on the CPU."""
-    from gsplat_py.camera_paths import Camera
-    from gsplat_py.novel_views import render_cameras
+    from gsplat_py.tools.camera_paths import Camera
+    from gsplat_py.tools.novel_views import render_cameras
     from render_helpers import look_at, random_splats
 
     splats = random_splats(400, degree=3, seed=5)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from gsplat_py.cameras import Intrinsics, plan_undistortion
+from gsplat_py.data.undistort import Intrinsics, plan_undistortion
 from gsplat_py.data import DatasetError, SceneData, View, load_colmap_scene
 from gsplat_py.io.colmap import Camera, ColmapModel, Points3D, qvec_to_rotmat, read_model, write_model
 from gsplat_py.io.colmap import Image as ColmapImage

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gsplat_py import _backend
+from gsplat_py.rendering import _backend
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not _backend.extension_available(), reason="C++ extension not built")

@@ -7,21 +7,17 @@ import pytest
 import torch
 
 from gsplat_py.cli import main as cli_main
-from gsplat_py.frames import (
-    WorldFrame,
-    frame_change,
-    invert_similarity,
-    rotate_sh,
-    transform_cameras,
-    transform_splats,
-)
-from gsplat_py.io.ply import GaussianSplats, read_ply_comments, write_ply
+from gsplat_py.data.geometry import invert_similarity
+from gsplat_py.data.world_frame import WorldFrame
+from gsplat_py.tools.frames import frame_change, rotate_sh, transform_cameras, transform_splats
+from gsplat_py.io.ply import read_ply_comments, write_ply
+from gsplat_py.model import GaussianSplats
 from gsplat_py.io.splat import read_splat
 from gsplat_py.model import SH_C0
-from gsplat_py.reference import spherical_harmonics
+from gsplat_py.rendering.reference import spherical_harmonics
 from gsplat_py.rendering import rasterization
-from gsplat_py.frames import frame_comments
-from gsplat_py.saved_models import load_model
+from gsplat_py.data.world_frame import frame_comments
+from gsplat_py.tools.saved_models import load_model
 
 from render_helpers import look_at, random_splats
 

@@ -205,13 +205,13 @@ def test_l1_ssim_loss_gradients(dtype):
         assert l1_ssim_loss(render - 1e-2 * grad / grad.norm(), target).item() < loss.item()
 
 
-@pytest.mark.skipif(not __import__("gsplat_py._backend", fromlist=["x"]).extension_available(),
+@pytest.mark.skipif(not __import__("gsplat_py.rendering._backend", fromlist=["x"]).extension_available(),
                     reason="C++ extension not built")
 @pytest.mark.parametrize("shape", [(2, 40, 37, 3), (1, 5, 9, 1), (3, 12, 11, 4)])
 def test_fused_ssim_matches_the_composed_ops(shape, monkeypatch):
     """The compiled SSIM the training loss uses (same padding) against the plain-PyTorch one, forward
     and as a VJP with random cotangents, images smaller than the window included; plus gradcheck."""
-    from gsplat_py import ops
+    from gsplat_py.rendering import ops
     from gsplat_py.training import metrics
 
     g = torch.Generator().manual_seed(sum(shape))

@@ -9,9 +9,9 @@ import torch
 from plyfile import PlyData, PlyElement
 
 from gsplat_py.io import ply as ply_module
+from gsplat_py.model import GaussianSplats
 from gsplat_py.io.ply import (
     VALID_F_REST_COUNTS,
-    GaussianSplats,
     PlyFormatError,
     ply_property_names,
     read_ply,

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from gsplat_py import reference as ref
+from gsplat_py.rendering import reference as ref
 
 C0 = 0.28209479177387814
 C1 = 0.4886025119029199

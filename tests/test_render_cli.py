@@ -11,15 +11,16 @@ import torch
 from PIL import Image
 from plyfile import PlyData, PlyElement
 
-from gsplat_py.camera_paths import Camera
+from gsplat_py.tools.camera_paths import Camera
 from gsplat_py.cli import main as cli_main
 from gsplat_py.data import load_colmap_scene
-from gsplat_py.frames import transform_splats
+from gsplat_py.tools.frames import transform_splats
 from gsplat_py.io.images import colorize_depth
-from gsplat_py.io.ply import GaussianSplats, ply_property_names, write_ply
-from gsplat_py.novel_views import depth_colour_range
+from gsplat_py.io.ply import ply_property_names, write_ply
+from gsplat_py.model import GaussianSplats
+from gsplat_py.tools.novel_views import depth_colour_range
 from gsplat_py.rendering import rasterization
-from gsplat_py.saved_models import load_model
+from gsplat_py.tools.saved_models import load_model
 from gsplat_py.training.evaluation import float_to_uint8
 
 from render_helpers import SCENE_HEIGHT, SCENE_WIDTH, random_splats, write_ring_scene

@@ -14,16 +14,13 @@ import torch
 
 import gsplat_py
 from gsplat_py import rasterization
+from gsplat_py.rendering import _backend
 
 SH_C0 = 0.28209479177387814
 
 
 def _cpp_available() -> bool:
-    try:
-        backend_mod = importlib.import_module("gsplat_py._backend")
-        return bool(backend_mod.extension_available())
-    except Exception:  # not written yet, or broken: treat as unavailable
-        return False
+    return _backend.extension_available()
 
 
 @pytest.fixture(params=["reference", "cpp"])
@@ -203,32 +200,31 @@ def test_unsupported_camera_model(backend, camera_model):
 # ------------------------------------------------------------------------------------------------
 
 
-def _fake_backend_module(monkeypatch, available):
-    fake = types.ModuleType("gsplat_py._backend")
-    fake.extension_available = lambda: available
-    monkeypatch.setitem(sys.modules, "gsplat_py._backend", fake)
-    monkeypatch.setattr(gsplat_py, "_backend", fake, raising=False)
+def _extension_unavailable(monkeypatch):
+    monkeypatch.setattr(_backend, "extension_available", lambda: False)
 
 
 def test_cpp_backend_unavailable_raises_with_build_hint(monkeypatch):
-    _fake_backend_module(monkeypatch, available=False)
+    _extension_unavailable(monkeypatch)
     with pytest.raises(RuntimeError) as excinfo:
         render(random_scene(), backend="cpp")
-    assert "pip install --no-build-isolation -e ." in str(excinfo.value)
+    assert "pip install --no-build-isolation" in str(excinfo.value)
 
 
 def test_auto_falls_back_to_reference(monkeypatch):
-    _fake_backend_module(monkeypatch, available=False)
+    _extension_unavailable(monkeypatch)
     _, _, meta = render(random_scene(), backend="auto")
     assert meta["backend"] == "reference"
 
 
-def test_auto_falls_back_when_backend_module_missing(monkeypatch):
-    monkeypatch.setitem(sys.modules, "gsplat_py._backend", None)  # makes the import raise ImportError
-    monkeypatch.delattr(gsplat_py, "_backend", raising=False)
-    _, _, meta = render(random_scene(), backend="auto")
+def test_auto_falls_back_when_the_extension_does_not_import(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gsplat_py._C", None)  # makes the import raise ImportError
+    monkeypatch.delattr(gsplat_py, "_C", raising=False)
+    monkeypatch.setattr(_backend, "_state", {"checked": False, "available": False, "error": None})
+    with pytest.warns(RuntimeWarning, match="pure-PyTorch reference"):
+        _, _, meta = render(random_scene(), backend="auto")
     assert meta["backend"] == "reference"
-    with pytest.raises(RuntimeError, match="pip install --no-build-isolation -e ."):
+    with pytest.raises(RuntimeError, match="pip install --no-build-isolation"):
         render(random_scene(), backend="cpp")
 
 
@@ -529,7 +525,7 @@ def test_gradients_reach_every_input(backend, rasterize_mode):
 
 
 def test_sh_view_direction_uses_camera_position_and_passes_gradient(backend):
-    from gsplat_py import reference
+    from gsplat_py.rendering import reference
 
     scene = _gradient_scene()
     coeffs = 0.3 * torch.randn(12, 4, 3, generator=torch.Generator().manual_seed(8), dtype=torch.float64)

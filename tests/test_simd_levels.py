@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gsplat_py import _backend
+from gsplat_py.rendering import _backend
 
 pytestmark = pytest.mark.skipif(not _backend.extension_available(), reason="C++ extension not built")
 
@@ -22,7 +22,7 @@ CHILD = r"""
 import sys, torch
 sys.path.insert(0, sys.argv[1])
 import gsplat_py
-from gsplat_py import ops
+from gsplat_py.rendering import ops
 from conftest import make_scene, requires_grad_copy, random_like
 results = {"level": ops.simd_level()}
 for dtype in (torch.float32, torch.float64):
@@ -48,7 +48,7 @@ def run_level(level: str, tmp_path: Path) -> dict:
 
 def available_levels():
     import torch.ops  # noqa: F401  (the extension registers torch.ops.gsplat_py)
-    from gsplat_py import ops
+    from gsplat_py.rendering import ops
 
     best = ops.simd_level()
     order = ["baseline", "x86-64-v3", "x86-64-v4"]

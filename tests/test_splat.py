@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from gsplat_py.io.ply import GaussianSplats
+from gsplat_py.model import GaussianSplats
 from gsplat_py.io.splat import SPLAT_DTYPE, read_splat, write_splat
 from gsplat_py.model import SH_C0
 

@@ -373,6 +373,9 @@ def test_cli_train_resume_and_eval_on_the_bundled_scene(tmp_path, capsys):
     assert load_checkpoint(run)["step"] == 15
     capsys.readouterr()
     assert cli_main(["eval", "--model", str(run), "--no-renders"]) == 0
+    summary = capsys.readouterr().out
+    assert summary.count("\n") == 1 and "at step 15: test PSNR" in summary and "over 13 views" in summary
+    assert cli_main(["eval", "--model", str(run), "--no-renders", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     written = json.loads((run / "eval.json").read_text())
     assert printed == written and written["step"] == 15 and written["split"] == "test"

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gsplat_py.cameras import (
+from gsplat_py.data.undistort import (
     DISTORTION_PARAMS,
     Intrinsics,
     _distort,

@@ -1,5 +1,7 @@
-"""Datasets: COLMAP scene folders as training and test views (see `gsplat_py.data.colmap_dataset`)."""
+"""Scenes: COLMAP folders loaded as training and test views, their world frames, and the bundled sample
+scene (see `gsplat_py.data.colmap_dataset` and `gsplat_py.data.scenes`)."""
 
 from .colmap_dataset import DatasetError, SceneData, View, load_colmap_scene
+from .scenes import DataConfig, bundled_scene, load_scene
 
-__all__ = ["DatasetError", "SceneData", "View", "load_colmap_scene"]
+__all__ = ["DataConfig", "DatasetError", "SceneData", "View", "bundled_scene", "load_colmap_scene", "load_scene"]

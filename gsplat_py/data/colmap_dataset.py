@@ -52,14 +52,15 @@ from PIL import Image as PILImage
 from PIL.PngImagePlugin import PngInfo
 from torch import Tensor
 
-from ..cameras import SUPPORTED_MODELS, Intrinsics, Undistortion, plan_undistortion
+from .undistort import SUPPORTED_MODELS, Intrinsics, Undistortion, plan_undistortion
 from ..io.atomic import atomic_open
 from ..io.colmap import ColmapError, ColmapModel, read_model
+from .geometry import rigid_inverse
 from .normalize import normalize_scene, transform_camera_to_world, transform_points
+from ..io.paths import PathLike
 
-__all__ = ["DatasetError", "SceneData", "View", "load_colmap_scene"]
+__all__ = ["DatasetError", "SceneData", "View", "load_colmap_scene", "user_cache_folder"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 IMAGE_EXTENSIONS = frozenset((".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"))
 CACHE_FOLDER_NAME = ".gsplat_py_cache"
@@ -105,11 +106,7 @@ class View:
 
     def camera_to_world(self) -> Tensor:
         """The inverse of ``world_to_camera`` (float32 [4, 4])."""
-        rotation_t = self.world_to_camera[:3, :3].double().T
-        inverse = torch.eye(4, dtype=torch.float64)
-        inverse[:3, :3] = rotation_t
-        inverse[:3, 3] = -rotation_t @ self.world_to_camera[:3, 3].double()
-        return inverse.to(torch.float32)
+        return rigid_inverse(self.world_to_camera)
 
 
 @dataclass(eq=False)
@@ -173,12 +170,12 @@ def load_colmap_scene(
         executor.shutdown(cancel_futures=True)
 
     world_to_camera = np.stack([image.world_to_camera() for image in registered])
-    camera_to_world = _rigid_inverse(world_to_camera)
+    camera_to_world = rigid_inverse(torch.from_numpy(world_to_camera)).numpy()
     points = model.points.xyz
     transform = normalize_scene(camera_to_world, points) if normalize else np.eye(4)
     camera_to_world = transform_camera_to_world(transform, camera_to_world)
     points = transform_points(transform, points)
-    world_to_camera = _rigid_inverse(camera_to_world)
+    world_to_camera = rigid_inverse(torch.from_numpy(camera_to_world)).numpy()
     centres = camera_to_world[:, :3, 3]
     scene_scale = 1.1 * float(np.linalg.norm(centres - centres.mean(axis=0), axis=-1).max())
 
@@ -326,11 +323,16 @@ def _cache_folder(root: Path, cache_dir: Optional[PathLike]) -> Path:
     preferred = root / CACHE_FOLDER_NAME
     if _is_writable_folder(preferred):
         return preferred
-    root_hash = hashlib.sha256(str(root.resolve()).encode("utf-8")).hexdigest()[:16]
-    fallback = Path.home() / ".cache" / "gsplat_py" / root_hash
+    fallback = user_cache_folder(root)
     if not _is_writable_folder(fallback):
         raise DatasetError(f"{fallback}: cannot create or write the cache folder (nor {preferred})")
     return fallback
+
+
+def user_cache_folder(root: Path) -> Path:
+    """The cache folder of the scene ``root`` in the user's cache (used when ``root`` is not writable)."""
+    root_hash = hashlib.sha256(str(root.resolve()).encode("utf-8")).hexdigest()[:16]
+    return Path.home() / ".cache" / "gsplat_py" / root_hash
 
 
 def _is_writable_folder(folder: Path) -> bool:
@@ -479,18 +481,3 @@ def _decode(path: Path) -> PILImage.Image:
 
 def _to_tensor(image: PILImage.Image) -> Tensor:
     return torch.from_numpy(np.array(image, dtype=np.uint8))
-
-
-# --------------------------------------------------------------------------------------------------------
-# Poses
-
-
-def _rigid_inverse(transforms: np.ndarray) -> np.ndarray:
-    """Inverses of rigid transforms [..., 4, 4]: [R^T, -R^T t]."""
-    rotations_t = np.swapaxes(transforms[..., :3, :3], -1, -2)
-    inverse = np.zeros_like(transforms)
-    inverse[..., :3, :3] = rotations_t
-    inverse[..., :3, 3] = -(rotations_t @ transforms[..., :3, 3:4])[..., 0]
-    inverse[..., 3, 3] = 1.0
-    return inverse
-

@@ -13,9 +13,10 @@ import secrets
 from pathlib import Path
 from typing import BinaryIO, Iterator, Union
 
+from .paths import PathLike
+
 __all__ = ["atomic_open", "write_bytes_atomically", "write_text_atomically"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 def _create_temp_next_to(path: Path) -> tuple[int, Path]:

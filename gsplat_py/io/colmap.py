@@ -34,6 +34,7 @@ from typing import Callable, Iterator, Union
 import numpy as np
 
 from .atomic import write_bytes_atomically
+from .paths import PathLike
 
 __all__ = [
     "CAMERA_MODELS",
@@ -50,7 +51,6 @@ __all__ = [
     "write_model",
 ]
 
-PathLike = Union[str, os.PathLike]
 
 MODEL_FILES = ("cameras", "images", "points3D")
 EXTENSIONS = (".bin", ".txt")  # in order of preference when reading

@@ -10,10 +10,10 @@ import numpy as np
 from PIL import Image as PILImage
 
 from .atomic import atomic_open
+from .paths import PathLike
 
 __all__ = ["write_png", "turbo", "colorize_depth", "contact_sheet", "DEPTH_MIN_ALPHA", "DEPTH_PERCENTILES"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 # Below this opacity a pixel shows mostly background: its expected depth is noise, so it is drawn black.
 DEPTH_MIN_ALPHA = 0.5
 DEPTH_PERCENTILES = (1.0, 99.0)  # the colour range ignores a few outliers (floaters, far background)

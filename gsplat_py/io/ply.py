@@ -39,14 +39,16 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..model import GaussianSplats
+from ..rendering.limits import MAX_SH_DEGREE
 from .atomic import atomic_open
+from .paths import PathLike
 
 __all__ = [
     "GaussianSplats",
@@ -55,16 +57,11 @@ __all__ = [
     "write_ply",
     "read_ply_comments",
     "ply_property_names",
-    "MAX_SH_DEGREE",
     "VALID_F_REST_COUNTS",
 ]
 
-PathLike = Union[str, "os.PathLike[str]"]
-
-MAX_SH_DEGREE = 3
 # Number of f_rest_* properties for SH degree d: 3 * ((d + 1)^2 - 1).
 VALID_F_REST_COUNTS = {3 * ((d + 1) ** 2 - 1): d for d in range(MAX_SH_DEGREE + 1)}  # {0:0, 9:1, 24:2, 45:3}
-_VALID_K = {(d + 1) ** 2: d for d in range(MAX_SH_DEGREE + 1)}  # {1:0, 4:1, 9:2, 16:3}
 
 _F_REST_RE = re.compile(r"f_rest_(\d+)")
 _FLOAT_KINDS = ("f4", "f8")  # numpy "kind+itemsize" of the accepted property types (float, double)
@@ -72,95 +69,6 @@ _FLOAT_KINDS = ("f4", "f8")  # numpy "kind+itemsize" of the accepted property ty
 
 class PlyFormatError(ValueError):
     """A PLY file that is not a readable Inria-layout Gaussian splat file. The message names the file."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Data
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class GaussianSplats:
-    """N Gaussians in the parameterisation 3DGS trains and stores (float32 CPU tensors).
-
-    Attributes:
-        means: [N, 3] centres.
-        quats: [N, 4] rotations as quaternions w x y z (any non-zero norm).
-        log_scales: [N, 3] natural log of the per-axis standard deviations.
-        logit_opacities: [N] opacities before the sigmoid.
-        sh: [N, K, 3] SH coefficients, K = (sh_degree + 1)^2 in {1, 4, 9, 16}; ``sh[:, 0]`` is the DC term
-            in the SH basis (rendering adds 0.5 after evaluating the SH).
-
-    Construction does not validate (so fields can be replaced one at a time); :meth:`validate` does, and
-    :func:`write_ply` calls it before touching the file system.
-    """
-
-    means: Tensor
-    quats: Tensor
-    log_scales: Tensor
-    logit_opacities: Tensor
-    sh: Tensor
-
-    @property
-    def num_gaussians(self) -> int:
-        return int(self.means.shape[0])
-
-    def __len__(self) -> int:
-        return self.num_gaussians
-
-    @property
-    def sh_degree(self) -> int:
-        """The SH degree d with (d + 1)^2 == K; ValueError if K is not 1, 4, 9 or 16."""
-        k = int(self.sh.shape[1]) if self.sh.dim() == 3 else -1
-        if k not in _VALID_K:
-            raise ValueError(f"sh has shape {list(self.sh.shape)}; expected [N, K, 3] with K in {sorted(_VALID_K)}")
-        return _VALID_K[k]
-
-    def scales(self) -> Tensor:
-        """[N, 3] activated scales, exp(log_scales)."""
-        return torch.exp(self.log_scales)
-
-    def opacities(self) -> Tensor:
-        """[N] activated opacities, sigmoid(logit_opacities)."""
-        return torch.sigmoid(self.logit_opacities)
-
-    def validate(self) -> None:
-        """Raise ValueError (TypeError for non-tensors) unless shapes agree, dtypes are floating and all
-        values are finite. Does not check the dtype is float32 or the device is CPU; :func:`write_ply`
-        converts."""
-        shapes = {
-            "means": (3,),
-            "quats": (4,),
-            "log_scales": (3,),
-            "logit_opacities": (),
-        }
-        for name in list(shapes) + ["sh"]:
-            t = getattr(self, name)
-            if not isinstance(t, Tensor):
-                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-            if not t.is_floating_point():
-                raise ValueError(f"{name} must have a floating-point dtype, got {t.dtype}")
-        if self.means.dim() != 2 or self.means.shape[1] != 3:
-            raise ValueError(f"means has shape {list(self.means.shape)}; expected [N, 3]")
-        n = self.means.shape[0]
-        for name, tail in shapes.items():
-            t = getattr(self, name)
-            if tuple(t.shape) != (n,) + tail:
-                expected = "[" + ", ".join(["N"] + [str(s) for s in tail]) + "]"
-                raise ValueError(
-                    f"{name} has shape {list(t.shape)}; expected {expected} with N={n} (from means)"
-                )
-        if self.sh.dim() != 3 or self.sh.shape[0] != n or self.sh.shape[2] != 3 or self.sh.shape[1] not in _VALID_K:
-            raise ValueError(
-                f"sh has shape {list(self.sh.shape)}; expected [N, K, 3] with N={n} (from means) and "
-                f"K in {sorted(_VALID_K)} (SH degree 0..{MAX_SH_DEGREE})"
-            )
-        for name in list(shapes) + ["sh"]:
-            t = getattr(self, name).detach()
-            bad = ~torch.isfinite(t)
-            if bool(bad.any()):
-                row = int(bad.reshape(n, -1).any(dim=1).nonzero()[0, 0])
-                raise ValueError(f"{name} has a non-finite value (NaN or inf) at row {row}")
 
 
 def ply_property_names(sh_degree: int) -> List[str]:

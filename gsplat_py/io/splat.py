@@ -20,13 +20,12 @@ from typing import Union
 import numpy as np
 import torch
 
-from ..model import SH_C0
+from ..model import SH_C0, GaussianSplats
 from .atomic import atomic_open
-from .ply import GaussianSplats
+from .paths import PathLike
 
 __all__ = ["SPLAT_DTYPE", "splat_records", "write_splat", "read_splat"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 SPLAT_DTYPE = np.dtype([("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rotation", "u1", 4)])
 

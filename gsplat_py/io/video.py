@@ -19,11 +19,19 @@ from typing import Optional, Union
 import numpy as np
 
 from .atomic import atomic_open
+from .paths import PathLike
 
-__all__ = ["VideoWriter", "MissingPackageError", "require_video_encoder", "encoded_size", "VIDEO_INSTALL_HINT"]
+__all__ = [
+    "VideoWriter",
+    "MissingPackageError",
+    "require_video_encoder",
+    "encoded_size",
+    "VIDEO_INSTALL_HINT",
+    "VIDEO_SUFFIX",
+]
 
-PathLike = Union[str, "os.PathLike[str]"]
 VIDEO_INSTALL_HINT = "pip install av"
+VIDEO_SUFFIX = ".mp4"  # the container VideoWriter writes (H.264 in MP4)
 _CRF = "18"  # x264's constant-quality setting: visually lossless for renders, a few MB a minute
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from .ops import Optimizers, Params
 
@@ -75,6 +75,20 @@ class Strategy:
     ) -> None:
         """Called after rasterization, before ``loss.backward()``."""
 
-    def step_post_backward(self, *args: Any, **kwargs: Any) -> Dict[str, Any]:
-        """Called after ``loss.backward()`` (and the optimizer steps); returns what it did, for logging."""
+    def step_post_backward(
+        self,
+        params: Params,
+        optimizers: Optimizers,
+        state: Dict[str, Any],
+        step: int,
+        info: Dict[str, Any],
+        *,
+        packed: bool = False,
+        lr: Optional[float] = None,
+    ) -> Dict[str, Any]:
+        """Called after ``loss.backward()`` (and the optimizer steps); returns what it did, for logging.
+
+        ``packed`` says whether ``info`` comes from packed rasterization, ``lr`` is the current learning
+        rate of the means; each strategy reads what it needs (gsplat's ``DefaultStrategy`` takes ``packed``
+        as its sixth positional argument, its ``MCMCStrategy`` ``lr``, and so do these)."""
         return {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -123,8 +123,11 @@ class DefaultStrategy(Strategy):
         step: int,
         info: Dict[str, Any],
         packed: bool = False,
+        *,
+        lr: Optional[float] = None,
     ) -> Dict[str, Any]:
-        """Accumulate this step's gradient statistics, then refine and reset opacities when due."""
+        """Accumulate this step's gradient statistics, then refine and reset opacities when due (``lr`` is
+        not used)."""
         if packed:
             raise ValueError("packed=True: gsplat_py.rasterization never produces packed output")
         if step >= self.refine_stop_iter:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 
@@ -68,9 +68,14 @@ class MCMCStrategy(Strategy):
         state: Dict[str, Any],
         step: int,
         info: Dict[str, Any],
-        lr: float,
+        lr: Optional[float] = None,
+        *,
+        packed: bool = False,
     ) -> Dict[str, Any]:
-        """Relocate and grow when due, then add the position noise (``lr``: current means learning rate)."""
+        """Relocate and grow when due, then add the position noise (``lr``: current means learning rate,
+        required; ``packed`` is not used)."""
+        if lr is None:
+            raise ValueError("lr: MCMCStrategy.step_post_backward needs the current learning rate of the means")
         binoms = state["binoms"] = state["binoms"].to(params["means"].device)
         report: Dict[str, Any] = {}
         if self.refine_start_iter < step < self.refine_stop_iter and step % self.refine_every == 0:

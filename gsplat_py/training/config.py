@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from ..data import DataConfig
+from ..model import INIT_TYPES, ModelConfig
+from ..rendering.limits import MAX_SH_DEGREE
 from ..strategy import DefaultStrategy, MCMCStrategy
 
 __all__ = [
@@ -38,33 +41,12 @@ __all__ = [
     "preset_path",
 ]
 
-PRESETS_DIR = Path(__file__).resolve().parents[2] / "configs"
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs"
 STRATEGIES = ("default", "mcmc")
-INIT_TYPES = ("sfm", "random")
 
 
 class ConfigError(ValueError):
     """A config file or override that names an unknown option or has a value of the wrong type."""
-
-
-@dataclass
-class DataConfig:
-    path: Optional[str] = None  # COLMAP scene folder; None trains the bundled sample scene
-    data_factor: int = 4  # images_N/ (or images/ downscaled by N and cached)
-    test_every: int = 8  # every k-th image (sorted by name) is held out; 0 holds out none
-    normalize: bool = True  # gsplat's world normalisation (similarity from cameras + principal axes)
-    cache_dir: Optional[str] = None  # downscaled/undistorted images; default: DATA/.gsplat_py_cache
-
-
-@dataclass
-class ModelConfig:
-    init: str = "sfm"  # "sfm": the COLMAP points; "random": random_init_count points in a cube
-    sh_degree: int = 3  # maximum SH degree, reached one degree every sh_degree_interval steps
-    sh_degree_interval: int = 1000
-    init_opacity: float = 0.1
-    init_scale: float = 1.0  # times the mean distance to the 3 nearest neighbours
-    random_init_count: int = 100_000
-    random_init_extent: float = 3.0  # cube half-size, times the scene scale
 
 
 @dataclass
@@ -128,7 +110,8 @@ class Config:
         checks = [
             (self.data.data_factor >= 1, "data.data_factor", "an int >= 1", self.data.data_factor),
             (self.model.init in INIT_TYPES, "model.init", f"one of {INIT_TYPES}", self.model.init),
-            (0 <= self.model.sh_degree <= 3, "model.sh_degree", "0..3", self.model.sh_degree),
+            (0 <= self.model.sh_degree <= MAX_SH_DEGREE, "model.sh_degree", f"0..{MAX_SH_DEGREE}",
+             self.model.sh_degree),
             (self.model.sh_degree_interval >= 1, "model.sh_degree_interval", "an int >= 1",
              self.model.sh_degree_interval),
             (0.0 < self.model.init_opacity < 1.0, "model.init_opacity", "a value in (0, 1)", self.model.init_opacity),
@@ -257,7 +240,7 @@ def preset_path(name_or_path: str) -> Path:
         if candidate.exists():
             return candidate
         names = sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
-        raise ConfigError(f"--config {name_or_path}: no such file and no preset of that name (presets: {', '.join(names)})")
+        raise ConfigError(f"{name_or_path}: no such file and no preset of that name (presets: {', '.join(names)})")
     return path
 
 

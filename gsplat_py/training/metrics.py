@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import _backend, ops
+from ..rendering import _backend, ops
 
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03

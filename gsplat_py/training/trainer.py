@@ -28,62 +28,35 @@ from typing import Optional, Union
 import torch
 from tqdm.auto import tqdm
 
-from .._backend import resolve_device
-from ..data import SceneData, load_colmap_scene
-from ..frames import WorldFrame, frame_comments
+from ..data import SceneData, load_scene
+from ..data.scenes import scene_name
+from ..data.world_frame import WorldFrame, frame_comments
 from ..io.atomic import atomic_open, write_text_atomically
+from ..io.paths import PathLike
 from ..io.ply import write_ply
 from ..model import Params, init_params, params_to_splats, random_points
-from ..strategy import MCMCStrategy
+from ..rendering import resolve_device
+from .checkpoint import (
+    CHECKPOINT_FILE,
+    CHECKPOINT_FORMAT,
+    CONFIG_FILE,
+    METRICS_FILE,
+    PLY_FILE,
+    TrainingError,
+    load_checkpoint,
+)
 from .config import Config, config_from_dict, config_to_toml
-from .evaluation import evaluate_views, image_to_float, load_lpips, render_view
+from .evaluation import evaluate_views, evaluation_record, image_to_float, load_lpips, render_view
 from .metrics import l1_ssim_loss
 from .pose_opt import PoseCorrection
 
-__all__ = ["Trainer", "TrainingError", "BUNDLED_SCENE", "CHECKPOINT_FILE", "load_scene", "load_checkpoint"]
+__all__ = ["Trainer", "TrainingError", "load_checkpoint"]
 
-BUNDLED_SCENE = Path(__file__).resolve().parents[2] / "data" / "snowmiku"
-CHECKPOINT_FILE = "checkpoint.pt"
-CHECKPOINT_FORMAT = 1
-PathLike = Union[str, Path]
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt() parameters, from glibc's malloc.h
 
 
-class TrainingError(RuntimeError):
-    """A run that cannot start or cannot go on (unwritable output, no views, NaN loss...)."""
-
-
-def load_scene(config: Config) -> SceneData:
-    """The scene ``config.data`` names (the bundled sample scene when ``data.path`` is unset)."""
-    data = config.data
-    return load_colmap_scene(
-        data.path if data.path is not None else BUNDLED_SCENE,
-        data_factor=data.data_factor,
-        test_every=data.test_every,
-        normalize=data.normalize,
-        cache_dir=data.cache_dir,
-    )
-
-
-def load_checkpoint(path: PathLike) -> dict:
-    """A checkpoint written by :class:`Trainer`; ``path`` is the file or the run folder holding it."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_FILE
-    if not path.exists():
-        raise TrainingError(f"{path}: no checkpoint here (expected a run folder holding {CHECKPOINT_FILE})")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a damaged file
-        raise TrainingError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise TrainingError(f"{path}: not a gsplat_py checkpoint of format {CHECKPOINT_FORMAT}")
-    return checkpoint
-
-
 def _default_output(config: Config) -> Path:
-    scene_name = Path(config.data.path).resolve().name if config.data.path else BUNDLED_SCENE.name
-    return Path("outputs") / f"{scene_name}-{datetime.now():%Y%m%d-%H%M%S}"
+    return Path("outputs") / f"{scene_name(config.data)}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
 def _prepare_output(output: Path, resuming: bool) -> None:
@@ -96,8 +69,8 @@ def _prepare_output(output: Path, resuming: bool) -> None:
         raise TrainingError(f"output directory {output} is not writable: {error.strerror or error}") from None
     if not resuming and (output / CHECKPOINT_FILE).exists():
         raise TrainingError(
-            f"output directory {output} already holds a run ({CHECKPOINT_FILE}); continue it with "
-            f"--resume {output} or choose another --output"
+            f"output directory {output} already holds a run ({CHECKPOINT_FILE}); resume it or choose another "
+            "output folder"
         )
 
 
@@ -155,10 +128,12 @@ class Trainer:
         progress: bool = True,
     ):
         config.validate()
+        output = Path(config.train.output) if config.train.output else _default_output(config)
+        # The trainer's own copy, with the output folder it chose: the caller's config is left as it was.
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, output=str(output)))
         self.config = config
         self.progress = progress
-        self.output = Path(config.train.output) if config.train.output else _default_output(config)
-        config.train.output = str(self.output)
+        self.output = output
         _prepare_output(self.output, resuming=checkpoint is not None)
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
@@ -166,7 +141,7 @@ class Trainer:
         self.device = training_device(config.train.device)
         torch.manual_seed(config.train.seed)
 
-        self.scene = scene if scene is not None else load_scene(config)
+        self.scene = scene if scene is not None else load_scene(config.data)
         if not self.scene.train_views:
             raise TrainingError(f"{self.scene.root}: the scene has no training views")
         self.scene_scale = self.scene.scene_scale
@@ -209,7 +184,7 @@ class Trainer:
         """Continue the run in folder ``run`` with its saved config (or ``config``, e.g. more steps)."""
         checkpoint = load_checkpoint(run)
         config = config if config is not None else config_from_dict(checkpoint["config"])
-        config.train.output = str(Path(run))
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, output=str(Path(run))))
         return cls(config, checkpoint=checkpoint, progress=progress)
 
     # ---------------------------------------------------------------------------------- set-up
@@ -247,9 +222,6 @@ class Trainer:
         lr = start * (end / start) ** progress if start > 0 and end > 0 else start
         return lr * self.scene_scale
 
-    def sh_degree(self, step: int) -> int:
-        return min(step // self.config.model.sh_degree_interval, self.config.model.sh_degree)
-
     # ---------------------------------------------------------------------------------- training
 
     def _next_view(self) -> int:
@@ -274,7 +246,7 @@ class Trainer:
         # drawn on the CPU: the same backgrounds on every device for one seed
         backgrounds = torch.rand(1, 3).to(self.device) if optim.random_background else None
         colors, _, info = render_view(
-            self.params, view, self.sh_degree(step), viewmat=viewmat, backgrounds=backgrounds,
+            self.params, view, self.config.model.sh_degree_at(step), viewmat=viewmat, backgrounds=backgrounds,
             absgrad=getattr(self.strategy, "absgrad", False),
         )
         self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, step, info)
@@ -300,10 +272,9 @@ class Trainer:
             self.pose_optimizer.step()
             self.pose_optimizer.zero_grad(set_to_none=True)
 
-        if isinstance(self.strategy, MCMCStrategy):
-            self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, step, info, lr=means_lr)
-        else:
-            self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, step, info, packed=False)
+        self.strategy.step_post_backward(
+            self.params, self.optimizers, self.strategy_state, step, info, packed=False, lr=means_lr
+        )
         self.step = step + 1
         return loss_value, colors.detach(), target
 
@@ -315,7 +286,7 @@ class Trainer:
         ``config.train.steps``), evaluating and checkpointing on schedule; returns the records."""
         train = self.config.train
         last_step = train.steps if until is None else min(until, train.steps)
-        write_text_atomically(self.output / "config.toml", config_to_toml(self.config))
+        write_text_atomically(self.output / CONFIG_FILE, config_to_toml(self.config))
         bar = tqdm(total=train.steps, initial=self.step, unit="step", dynamic_ncols=True, smoothing=0.05,
                    mininterval=0.5, disable=not self.progress)
         clock = time.perf_counter()
@@ -355,18 +326,10 @@ class Trainer:
         """Score the current model on the held-out views (the training views if none are held out) and
         append the record to ``metrics.json``."""
         render_dir = self.output / "renders" / f"step_{self.step:06d}" if self.config.train.save_renders else None
-        result = evaluate_views(self.params, self.eval_views, self.sh_degree(self.step), render_dir, self.lpips)
-        record = {
-            "step": self.step,
-            "split": self.eval_split,
-            **{k: v for k, v in result.items() if k != "views"},
-            "num_gaussians": self.num_gaussians,
-            "elapsed_s": round(self.elapsed_s, 3),
-            "steps_per_s": round(self.step / self.elapsed_s, 3) if self.elapsed_s > 0 else None,
-            "views": result["views"],
-        }
+        result = evaluate_views(self.params, self.eval_views, self.config.model.sh_degree_at(self.step), render_dir, self.lpips)
+        record = evaluation_record(result, self.eval_split, self.num_gaussians, self.step, self.elapsed_s)
         self.metrics = [r for r in self.metrics if r["step"] != self.step] + [record]
-        write_text_atomically(self.output / "metrics.json", json.dumps(self.metrics, indent=1) + "\n")
+        write_text_atomically(self.output / METRICS_FILE, json.dumps(self.metrics, indent=1) + "\n")
         return record
 
     # ---------------------------------------------------------------------------------- checkpoints
@@ -401,7 +364,7 @@ class Trainer:
         }
         with atomic_open(self.output / CHECKPOINT_FILE) as file:
             torch.save(checkpoint, file)
-        write_ply(self.output / "point_cloud.ply", params_to_splats(self.params),
+        write_ply(self.output / PLY_FILE, params_to_splats(self.params),
                   frame_comments(WorldFrame.normalized(self.scene.transform)))
 
     def _restore(self, checkpoint: dict) -> None:

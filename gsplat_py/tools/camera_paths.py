@@ -51,9 +51,11 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from .data import View
-from .frames import FRAME_NAMES, WorldFrame, split_similarity
-from .io.atomic import write_text_atomically
+from ..data import View
+from ..data.geometry import rigid_inverse, split_similarity
+from ..data.world_frame import FRAME_NAMES, WorldFrame
+from ..io.atomic import write_text_atomically
+from ..io.paths import PathLike
 
 __all__ = [
     "Camera",
@@ -72,7 +74,6 @@ __all__ = [
     "write_cameras_json",
 ]
 
-PathLike = Union[str, "os.PathLike[str]"]
 PATH_KINDS = ("ellipse", "spiral", "interpolate")
 RIGID_TOLERANCE = 1e-4  # JSON files written by hand or rounded to a few digits still pass
 SPIRAL_TURNS = 2
@@ -94,15 +95,7 @@ class Camera:
     height: int
 
     def camera_to_world(self) -> Tensor:
-        return _rigid_inverse(self.world_to_camera)
-
-
-def _rigid_inverse(matrix: Tensor) -> Tensor:
-    inverse = torch.eye(4, dtype=torch.float64)
-    rotation_t = matrix[:3, :3].double().T
-    inverse[:3, :3] = rotation_t
-    inverse[:3, 3] = -rotation_t @ matrix[:3, 3].double()
-    return inverse
+        return rigid_inverse(self.world_to_camera.double())
 
 
 def cameras_from_views(views: Sequence[View]) -> list[Camera]:
@@ -161,7 +154,7 @@ def scene_centre(camera_to_world: Tensor) -> Tensor:
     if float(torch.linalg.cond(lhs)) > 1e8:
         raise ValueError(
             "the training cameras' optical axes are (nearly) parallel, so they look at no centre: "
-            "try --path interpolate or a camera file"
+            "try the interpolate path or a camera file"
         )
     return torch.linalg.solve(lhs, rhs)[:, 0]
 
@@ -177,7 +170,7 @@ def _look_at(position: Tensor, target: Tensor, up: Tensor) -> Tensor:
     camera_to_world = torch.eye(4, dtype=torch.float64)
     camera_to_world[:3, 0], camera_to_world[:3, 1], camera_to_world[:3, 2] = right, down, forward
     camera_to_world[:3, 3] = position
-    return _rigid_inverse(camera_to_world)
+    return rigid_inverse(camera_to_world)
 
 
 def _path_intrinsics(cameras: Sequence[Camera], width: Optional[int], height: Optional[int], focal_scale: float):
@@ -220,7 +213,7 @@ def ellipse_path(
     minor = torch.linalg.cross(up, major)
     radius_major, radius_minor = _percentile(horizontal @ major), _percentile(horizontal @ minor)
     if min(radius_major, radius_minor) < 1e-9:
-        raise ValueError("the training cameras do not spread around the scene centre; try --path spiral or interpolate")
+        raise ValueError("the training cameras do not spread around the scene centre; try the spiral or interpolate path")
     lift = float(heights.mean()) * up
     # Start at the first camera's azimuth (which also makes the path independent of the eigenvector's sign)
     # and turn counter-clockwise about up.
@@ -295,7 +288,7 @@ def interpolated_path(
         camera_to_world_i = torch.eye(4, dtype=torch.float64)
         camera_to_world_i[:3, 0], camera_to_world_i[:3, 1], camera_to_world_i[:3, 2] = right, down, forward
         camera_to_world_i[:3, 3] = value[:3]
-        poses.append(_rigid_inverse(camera_to_world_i))
+        poses.append(rigid_inverse(camera_to_world_i.double()))
     return _make_cameras(poses, K, out_width, out_height)
 
 
@@ -405,7 +398,7 @@ def _camera(path: str, index: int, entry) -> Camera:
     if len(poses) != 1:
         raise CameraFileError(f"{where}: expected exactly one of 'world_to_camera' and 'camera_to_world'")
     matrix = _rigid(f"{where}.{poses[0]}", entry[poses[0]])
-    world_to_camera = matrix if poses[0] == "world_to_camera" else _rigid_inverse(matrix)
+    world_to_camera = matrix if poses[0] == "world_to_camera" else rigid_inverse(matrix.double())
     name = entry.get("name", f"frame_{index:05d}")
     if not isinstance(name, str) or not name.strip():
         raise CameraFileError(f"{where}.name: expected a non-empty string, got {name!r}")

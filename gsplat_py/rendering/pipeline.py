@@ -7,7 +7,6 @@ signatures: ``gsplat_py.ops`` (compiled C++ with hand-written backward) and ``gs
 
 from __future__ import annotations
 
-import importlib
 import math
 import operator
 import warnings
@@ -15,6 +14,9 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
+
+from . import _backend
+from .limits import MAX_SH_DEGREE, MAX_TILE_SIZE
 
 __all__ = ["rasterization"]
 
@@ -24,14 +26,6 @@ CAMERA_MODELS = ("pinhole", "ortho")
 UNIMPLEMENTED_CAMERA_MODELS = ("fisheye", "ftheta")  # exist in gsplat, not (yet) here
 BACKENDS = ("auto", "cpp", "reference")
 FLOAT_DTYPES = (torch.float32, torch.float64)
-MAX_SH_DEGREE = 3
-MAX_TILE_SIZE = 64  # the CPU kernels keep a tile's 4x4 pixel blocks in fixed-size arrays
-
-_BUILD_HINT = (
-    "The compiled extension gsplat_py._C is not available. Build it from the repository root with "
-    "`pip install --no-build-isolation -e .`, or pass backend='reference' (or 'auto') to use the "
-    "plain-PyTorch implementation."
-)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -185,28 +179,18 @@ def _check_camera_model(camera_model: object) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def _extension_available() -> bool:
-    try:
-        backend_mod = importlib.import_module(f"{__package__}._backend")
-    except ImportError:
-        return False
-    return bool(backend_mod.extension_available())
-
-
 def _compiled_backend_for(device: torch.device) -> Optional[str]:
     """Why the compiled ops cannot run on ``device``, or None when they can."""
-    if not _extension_available():
-        return _BUILD_HINT
+    if not _backend.extension_available():
+        return f"{_backend.BUILD_HINT}; or pass backend='reference'"
     if device.type == "cpu":
         return None
     if device.type == "cuda":
-        from ._backend import cuda_backend_available
-
-        if cuda_backend_available():
+        if _backend.cuda_backend_available():
             return None
         return (
             "gsplat_py._C was built without its CUDA kernels (the build needs a CUDA-enabled torch and nvcc; "
-            "rebuild with `pip install --no-build-isolation -e .` on such a machine), or pass backend='reference'"
+            "rebuild on such a machine), or pass backend='reference'"
         )
     return f"the compiled ops run on CPU and CUDA tensors, not on {device.type}; pass backend='reference'"
 

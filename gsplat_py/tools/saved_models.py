@@ -3,7 +3,7 @@
     model = load_model("outputs/snowmiku-20261122-150000")   # or RUN/checkpoint.pt, or any .ply
     model.splats, model.sh_degree, model.frame
 
-Which world frame (`gsplat_py.frames`) a model is in:
+Which world frame (`gsplat_py.data.world_frame`) a model is in:
 
 - a training output folder, or its ``checkpoint.pt``: the run's frame, normalised (``data.normalize``, the
   default) with the similarity the checkpoint records, or COLMAP's;
@@ -24,45 +24,28 @@ then), so a model renders and exports at the degree it was trained to.
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 from torch import Tensor
 
-from .data import SceneData, View, load_colmap_scene
-from .frames import (
-    FRAME_COMMENT_KEY,
-    FRAME_NAMES,
-    FROM_COLMAP_COMMENT_KEY,
-    WorldFrame,
-    frame_change,
-    split_similarity,
-    transform_cameras,
-)
-from .io.ply import GaussianSplats, PlyFormatError, read_ply, read_ply_comments
-from .model import params_to_splats
-from .training.config import Config, DataConfig, config_from_dict, load_config
-from .training.trainer import BUNDLED_SCENE, CHECKPOINT_FILE, load_checkpoint
+from ..data import DataConfig, SceneData, View, load_scene
+from ..errors import ParameterError
+from ..data.world_frame import FRAME_NAMES, WorldFrame, frame_from_comments
+from ..io.paths import PathLike
+from ..io.ply import read_ply, read_ply_comments
+from ..model import GaussianSplats, params_to_splats
+from ..training.checkpoint import CHECKPOINT_FILE, CONFIG_FILE, PLY_FILE, load_checkpoint
+from ..training.config import Config, config_from_dict, load_config
+from .frames import frame_change, transform_cameras
 
-__all__ = [
-    "SavedModel",
-    "load_model",
-    "scene_views",
-    "scene_normalization",
-    "RUN_CONFIG_FILE",
-    "RUN_PLY_FILE",
-]
-
-PathLike = Union[str, "os.PathLike[str]"]
-RUN_CONFIG_FILE = "config.toml"
-RUN_PLY_FILE = "point_cloud.ply"
+__all__ = ["SavedModel", "load_model", "scene_views", "scene_normalization"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class SavedModel:
     """A model loaded from ``source``. ``run`` is the training output folder it belongs to (with that run's
     ``config``, and ``step`` and ``elapsed_s`` when its checkpoint was there), None for a stand-alone PLY."""
@@ -80,35 +63,6 @@ class SavedModel:
         return self.splats.sh_degree
 
 
-def _frame_from_comments(path: Path, comments: list[str]) -> Optional[WorldFrame]:
-    values = {}
-    for comment in comments:
-        for key in (FRAME_COMMENT_KEY, FROM_COLMAP_COMMENT_KEY):
-            if comment.startswith(key + " "):
-                values[key] = comment[len(key) + 1 :].split()
-    if FRAME_COMMENT_KEY not in values:
-        return None
-    name = " ".join(values[FRAME_COMMENT_KEY])
-    if name not in FRAME_NAMES:
-        raise PlyFormatError(f"{path}: header comment '{FRAME_COMMENT_KEY} {name}': expected one of {', '.join(FRAME_NAMES)}")
-    if name == "colmap":
-        return WorldFrame.colmap()
-    numbers = values.get(FROM_COLMAP_COMMENT_KEY)
-    if numbers is None:
-        return WorldFrame.normalized(None)
-    try:
-        matrix = torch.tensor([float(v) for v in numbers], dtype=torch.float64)
-    except ValueError:
-        matrix = torch.empty(0)
-    if matrix.numel() != 16 or not bool(torch.isfinite(matrix).all()):
-        raise PlyFormatError(f"{path}: header comment '{FROM_COLMAP_COMMENT_KEY}': expected 16 finite numbers (a 4x4 matrix)")
-    try:
-        split_similarity(matrix.reshape(4, 4))
-    except ValueError as error:
-        raise PlyFormatError(f"{path}: header comment '{FROM_COLMAP_COMMENT_KEY}': {error}") from None
-    return WorldFrame.normalized(matrix.reshape(4, 4))
-
-
 def _run_frame(config: Config, checkpoint: Optional[dict]) -> WorldFrame:
     if not config.data.normalize:
         return WorldFrame.colmap()
@@ -124,9 +78,8 @@ def _load_run(run: Path, checkpoint_path: Path, model_frame: Optional[str]) -> S
     checkpoint = load_checkpoint(checkpoint_path)
     config = config_from_dict(checkpoint["config"])
     step = int(checkpoint["step"])
-    sh_degree = min(step // config.model.sh_degree_interval, config.model.sh_degree)
     splats = params_to_splats(checkpoint["params"])
-    splats.sh = splats.sh[:, : (sh_degree + 1) ** 2].contiguous()
+    splats = replace(splats, sh=splats.sh[:, : (config.model.sh_degree_at(step) + 1) ** 2].contiguous())
     frame = _run_frame(config, checkpoint)
     _check_declared_frame(checkpoint_path, frame, model_frame, "the frame of its training run")
     return SavedModel(splats, frame, checkpoint_path, run, config, step, float(checkpoint["elapsed_s"]))
@@ -134,8 +87,8 @@ def _load_run(run: Path, checkpoint_path: Path, model_frame: Optional[str]) -> S
 
 def _load_ply(path: Path, model_frame: Optional[str]) -> SavedModel:
     splats = read_ply(path)
-    recorded = _frame_from_comments(path, read_ply_comments(path))
-    run = path.parent if (path.parent / RUN_CONFIG_FILE).is_file() else None
+    recorded = frame_from_comments(path, read_ply_comments(path))
+    run = path.parent if (path.parent / CONFIG_FILE).is_file() else None
     if run is None:
         if recorded is not None:
             _check_declared_frame(path, recorded, model_frame, "as its header records")
@@ -144,7 +97,7 @@ def _load_ply(path: Path, model_frame: Optional[str]) -> SavedModel:
         return SavedModel(splats, frame, path)
     # In a training output folder: the run's scene and step, and its frame unless the header records one.
     checkpoint = load_checkpoint(run) if (run / CHECKPOINT_FILE).is_file() else None
-    config = config_from_dict(checkpoint["config"]) if checkpoint is not None else load_config(str(run / RUN_CONFIG_FILE))
+    config = config_from_dict(checkpoint["config"]) if checkpoint is not None else load_config(str(run / CONFIG_FILE))
     if recorded is not None:
         frame, reason = recorded, "as its header records"
     else:
@@ -162,14 +115,14 @@ def load_model(path: PathLike, model_frame: Optional[str] = None) -> SavedModel:
     model it must agree with the frame the model is known to be in. Errors name the file and the problem.
     """
     if model_frame is not None and model_frame not in FRAME_NAMES:
-        raise ValueError(f"model_frame must be one of {', '.join(FRAME_NAMES)}, got {model_frame!r}")
+        raise ParameterError("model_frame", f"expected one of {', '.join(FRAME_NAMES)}, got {model_frame!r}")
     path = Path(path)
     if path.is_dir():
         if (path / CHECKPOINT_FILE).is_file():
             return _load_run(path, path / CHECKPOINT_FILE, model_frame)
-        if (path / RUN_PLY_FILE).is_file():
-            return _load_ply(path / RUN_PLY_FILE, model_frame)
-        raise ValueError(f"{path}: not a training output folder (expected {CHECKPOINT_FILE} or {RUN_PLY_FILE} in it)")
+        if (path / PLY_FILE).is_file():
+            return _load_ply(path / PLY_FILE, model_frame)
+        raise ValueError(f"{path}: not a training output folder (expected {CHECKPOINT_FILE} or {PLY_FILE} in it)")
     if not path.exists():
         raise ValueError(f"{path}: no such file or folder (expected a training output folder, a checkpoint or a .ply)")
     if path.suffix.lower() == ".ply":
@@ -183,43 +136,54 @@ def load_model(path: PathLike, model_frame: Optional[str] = None) -> SavedModel:
 # The model's scene
 
 
-def _load_scene(model: SavedModel, data: Optional[Path], data_factor: Optional[int], normalize: bool, need: str) -> SceneData:
-    """``data`` (else the run's scene), with the run's data factor, split and cache folder."""
-    data_config = model.config.data if model.config is not None else DataConfig()
-    if data is None:
-        if model.config is None:
-            raise ValueError(f"{model.source}: {need} needs the scene the model was trained on: give it with --data")
-        data = Path(data_config.path) if data_config.path is not None else BUNDLED_SCENE
-    return load_colmap_scene(
-        data,
-        data_factor=data_factor if data_factor is not None else data_config.data_factor,
-        test_every=data_config.test_every,
-        normalize=normalize,
-        cache_dir=data_config.cache_dir,
+def _load_scene(
+    model: SavedModel, data: Optional[Path], data_factor: Optional[int], normalize: bool, need: str
+) -> SceneData:
+    """``data`` (else the run's scene), with the run's data factor (unless ``data_factor`` is given), split and
+    cache folder."""
+    run_data = model.config.data if model.config is not None else DataConfig()
+    if data is None and model.config is None:
+        raise ParameterError(
+            "data", f"{model.source}: {need} needs the scene the model was trained on: give it with {{data}}"
+        )
+    return load_scene(
+        replace(
+            run_data,
+            path=str(data) if data is not None else run_data.path,
+            data_factor=data_factor if data_factor is not None else run_data.data_factor,
+            normalize=normalize,
+        )
     )
 
 
-def scene_views(model: SavedModel, data: Optional[Path] = None, data_factor: Optional[int] = None, need: str = "rendering its views") -> SceneData:
-    """The model's scene (``data``, else its run's) with every view's camera in the model's frame.
+def scene_views(
+    model: SavedModel,
+    data: Optional[Path] = None,
+    data_factor: Optional[int] = None,
+    need: str = "rendering its views",
+) -> tuple[SavedModel, SceneData]:
+    """The model's scene (``data``, else its run's) with every view's camera in the model's frame, and the
+    model with its frame known.
 
     ``data_factor`` overrides the run's. A model in a normalised frame whose similarity is not known gets
-    the scene's (``model.frame`` is filled in); one whose similarity differs from the scene's (other data?)
+    the scene's (the returned model records it); one whose similarity differs from the scene's (other data?)
     gets the views moved into its frame, with a warning. ``need`` completes the error without a scene.
     """
     normalized = model.frame.name == "normalized"
     scene = _load_scene(model, data, data_factor, normalized, need)
     scene_frame = WorldFrame.normalized(scene.transform) if normalized else WorldFrame.colmap()
     if model.frame.from_colmap is None:
-        model.frame = scene_frame
+        model = replace(model, frame=scene_frame)
     change = frame_change(scene_frame, model.frame, str(scene.root))
     if change is not None:
         warnings.warn(
             f"{scene.root}: the scene's normalisation differs from the one of {model.source}: is this the data it "
             "was trained on? Its cameras are moved into the model's frame"
         )
-        scene.train_views = _views_moved(scene.train_views, change)
-        scene.test_views = _views_moved(scene.test_views, change)
-    return scene
+        scene = replace(
+            scene, train_views=_views_moved(scene.train_views, change), test_views=_views_moved(scene.test_views, change)
+        )
+    return model, scene
 
 
 def _views_moved(views: list[View], change: Tensor) -> list[View]:
@@ -229,7 +193,9 @@ def _views_moved(views: list[View], change: Tensor) -> list[View]:
     return [replace(view, world_to_camera=matrix) for view, matrix in zip(views, moved)]
 
 
-def scene_normalization(model: SavedModel, data: Optional[Path] = None, data_factor: Optional[int] = None, need: str = "the normalised frame") -> Tensor:
+def scene_normalization(
+    model: SavedModel, data: Optional[Path] = None, data_factor: Optional[int] = None, need: str = "the normalised frame"
+) -> Tensor:
     """The similarity from COLMAP's frame to the normalised frame of the model's scene: the model's own when
     it records one, else computed from the scene (``data``, else its run's)."""
     if model.frame.name == "normalized" and model.frame.from_colmap is not None:

@@ -34,7 +34,15 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ._backend import resolve_device
+from ..data import View
+from ..data.world_frame import WorldFrame
+from ..errors import ParameterError
+from ..io.atomic import atomic_open, write_text_atomically
+from ..io.images import DEPTH_MIN_ALPHA, DEPTH_PERCENTILES, colorize_depth, contact_sheet, write_png
+from ..io.video import VIDEO_SUFFIX, VideoWriter, require_video_encoder
+from ..model import GaussianSplats
+from ..rendering import rasterization, resolve_device
+from ..training.evaluation import evaluation_record, float_to_uint8, load_lpips, score_render, summarize_scores
 from .camera_paths import (
     PATH_KINDS,
     Camera,
@@ -44,15 +52,9 @@ from .camera_paths import (
     resize_cameras,
     write_cameras_json,
 )
-from .data import View
+from ..training.checkpoint import METRICS_FILE
 from .frames import frame_change, transform_cameras
-from .io.atomic import atomic_open, write_text_atomically
-from .io.images import DEPTH_MIN_ALPHA, DEPTH_PERCENTILES, colorize_depth, contact_sheet, write_png
-from .io.ply import GaussianSplats
-from .io.video import VideoWriter, require_video_encoder
-from .rendering import rasterization
 from .saved_models import SavedModel, scene_normalization, scene_views
-from .training.evaluation import evaluation_record, float_to_uint8, load_lpips, score_render, summarize_scores
 
 __all__ = [
     "SPLITS",
@@ -64,6 +66,7 @@ __all__ = [
     "select_cameras",
     "default_output",
     "render_to_folder",
+    "score_views",
     "output_stem",
 ]
 
@@ -155,15 +158,26 @@ def render_cameras(
 # Which cameras
 
 
-@dataclass
+@dataclass(frozen=True)
 class CameraSelection:
-    """Cameras in the model's frame, named ``name`` (for the default output folder); ``views`` are the
-    scene views they are (same order) when the renders can be scored against their photos."""
+    """Cameras in the model's world ``frame``, named ``name`` (for the default output folder); ``views`` are
+    the scene views they are (same order) when the renders can be scored against their photos."""
 
     name: str
     cameras: list[Camera]
+    frame: WorldFrame
     views: Optional[list[View]] = None
     split: Optional[str] = None
+
+
+def _with_normalization(frame: WorldFrame, normalization: Tensor) -> WorldFrame:
+    """``frame``, with ``normalization`` as its similarity when it does not know its own."""
+    return WorldFrame.normalized(normalization) if frame.from_colmap is None else frame
+
+
+def _check_positive(parameter: str, value: Optional[float]) -> None:
+    if value is not None and not value > 0:
+        raise ParameterError(parameter, f"{{{parameter}}} must be positive, got {value}")
 
 
 def select_cameras(
@@ -180,61 +194,64 @@ def select_cameras(
     """The cameras to render ``model`` from: a camera file, a split of the scene (``path`` "test" or
     "train") or a generated path (``path`` in PATH_KINDS, fitted to the training views, ``frames`` long,
     default DEFAULT_FRAMES). ``width``, ``height`` and ``focal_scale`` change any of them; a split keeps its
-    photos for scoring only while its cameras are unchanged."""
-    if focal_scale is None or not focal_scale > 0:
-        raise ValueError(f"--focal-scale must be positive, got {focal_scale}")
-    for name, value in (("--width", width), ("--height", height), ("--frames", frames)):
-        if value is not None and value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value}")
-    if cameras_file is not None or path in SPLITS:
-        if frames is not None:
-            raise ValueError("--frames applies to generated paths (--path ellipse, spiral or interpolate)")
+    photos for scoring only while its cameras are unchanged. ParameterError for a bad argument."""
+    for parameter, value in (("focal_scale", focal_scale), ("width", width), ("height", height), ("frames", frames)):
+        _check_positive(parameter, value)
+    if (cameras_file is not None or path in SPLITS) and frames is not None:
+        raise ParameterError("frames", "{frames} applies to generated paths ({path} ellipse, spiral or interpolate)")
     resized = width is not None or height is not None or focal_scale != 1.0
 
     if cameras_file is not None:
         camera_file = read_cameras_json(cameras_file)
         cameras = camera_file.cameras
+        model_frame = model.frame
         if camera_file.frame is not None:
-            unknown = [frame for frame in (camera_file.frame, model.frame) if frame.from_colmap is None]
-            if camera_file.frame.name != model.frame.name and unknown:
+            file_frame = camera_file.frame
+            unknown = file_frame.from_colmap is None or model_frame.from_colmap is None
+            if file_frame.name != model_frame.name and unknown:
+                # the normalised one of the two frames is the scene's normalisation
                 need = f"moving the cameras of {cameras_file} into its frame"
                 normalization = scene_normalization(model, data, data_factor, need)
-                for frame in unknown:  # the normalised one of the two: the scene's normalisation
-                    frame.from_colmap = normalization
-            change = frame_change(camera_file.frame, model.frame, str(cameras_file))
+                file_frame = _with_normalization(file_frame, normalization)
+                model_frame = _with_normalization(model_frame, normalization)
+            change = frame_change(file_frame, model_frame, str(cameras_file))
             if change is not None:
                 moved = transform_cameras(torch.stack([camera.world_to_camera for camera in cameras]), change)
                 cameras = [replace(camera, world_to_camera=matrix) for camera, matrix in zip(cameras, moved)]
-        return CameraSelection(Path(cameras_file).stem, resize_cameras(cameras, width, height, focal_scale))
+        resized_cameras = resize_cameras(cameras, width, height, focal_scale)
+        return CameraSelection(Path(cameras_file).stem, resized_cameras, model_frame)
 
     if path not in SPLITS + PATH_KINDS:
-        raise ValueError(f"--path must be one of {', '.join(SPLITS + PATH_KINDS)}, got {path!r}")
-    need = f"rendering the {path} views" if path in SPLITS else f"--path {path}"
-    scene = scene_views(model, data, data_factor, need=need)
+        raise ParameterError("path", f"expected one of {', '.join(SPLITS + PATH_KINDS)}, got {path!r}")
+    need = f"rendering the {path} views" if path in SPLITS else f"{{path}} {path}"
+    model, scene = scene_views(model, data, data_factor, need=need)
     if path in SPLITS:
         views = scene.test_views if path == "test" else scene.train_views
         if not views:
             raise ValueError(f"{scene.root}: the scene has no {path} views")
         cameras = resize_cameras(cameras_from_views(views), width, height, focal_scale)
         if resized:
-            warnings.warn("--width/--height/--focal-scale change the views' cameras: no metrics (the photos do not match)")
-            return CameraSelection(path, cameras)
-        return CameraSelection(path, cameras, views, path)
+            warnings.warn(
+                "a new width, height or focal scale changes the views' cameras: no metrics (the photos do not match)"
+            )
+            return CameraSelection(path, cameras, model.frame)
+        return CameraSelection(path, cameras, model.frame, views, path)
     if not scene.train_views:
         raise ValueError(f"{scene.root}: no training views to fit the {path} path to")
     training = cameras_from_views(scene.train_views)
-    return CameraSelection(path, generate_path(path, training, frames or DEFAULT_FRAMES, width, height, focal_scale))
+    path_cameras = generate_path(path, training, frames or DEFAULT_FRAMES, width, height, focal_scale)
+    return CameraSelection(path, path_cameras, model.frame)
 
 
 # --------------------------------------------------------------------------------------------------------
 # Writing the renders
 
 
-@dataclass
+@dataclass(frozen=True)
 class RenderOptions:
     depth: bool = False  # depth/<name>.png and .npy
     alpha: bool = False  # alpha/<name>.png
-    video: Optional[Path] = None  # an MP4 of the frames, in order
+    video: Optional[Path] = None  # an H.264 .mp4 of the frames, in order
     fps: float = 30.0
     batch_size: int = 4  # cameras per rasterization call
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -259,9 +276,12 @@ def _check_outputs(output: Path, cameras: Sequence[Camera], options: RenderOptio
     if not cameras:
         raise ValueError("no cameras to render")
     if output.exists() and not output.is_dir():
-        raise ValueError(f"--output {output}: exists and is not a folder")
+        raise ParameterError("output", f"{{output}} {output}: exists and is not a folder")
     if output.is_dir() and any(output.iterdir()) and not options.overwrite:
-        raise ValueError(f"--output {output}: the folder already holds files; choose another --output or pass --overwrite")
+        raise ParameterError(
+            "output",
+            f"{{output}} {output}: the folder already holds files; choose another {{output}} or pass {{overwrite}}",
+        )
     stems = [output_stem(camera.name) for camera in cameras]
     seen: dict[str, str] = {}
     for camera, stem in zip(cameras, stems):
@@ -269,26 +289,35 @@ def _check_outputs(output: Path, cameras: Sequence[Camera], options: RenderOptio
             raise ValueError(f"cameras {seen[stem]!r} and {camera.name!r} would write the same file {stem}.png")
         seen[stem] = camera.name
     if options.batch_size < 1:
-        raise ValueError(f"--batch-size must be a positive integer, got {options.batch_size}")
+        raise ParameterError("batch_size", f"{{batch_size}} must be a positive integer, got {options.batch_size}")
     if len(options.background) != 3 or not all(0.0 <= v <= 1.0 for v in options.background):
-        raise ValueError(f"--background: expected three values in [0, 1], got {list(options.background)}")
+        raise ParameterError("background", f"expected three values in [0, 1], got {list(options.background)}")
     if options.video is not None:
+        if options.video.suffix.lower() != VIDEO_SUFFIX:
+            raise ParameterError(
+                "video", f"{{video}} {options.video}: expected a {VIDEO_SUFFIX} file name (the video is H.264 in MP4)"
+            )
         require_video_encoder()
         if options.video.exists() and not options.overwrite:
-            raise ValueError(f"--video {options.video}: the file exists; choose another name or pass --overwrite")
+            raise ParameterError(
+                "video", f"{{video}} {options.video}: the file exists; choose another name or pass {{overwrite}}"
+            )
         sizes = {(camera.width, camera.height) for camera in cameras}
         if len(sizes) > 1:
-            raise ValueError(f"--video: the frames have {len(sizes)} different sizes; a video needs one (set --width/--height)")
-        if not options.fps > 0:
-            raise ValueError(f"--fps must be positive, got {options.fps}")
+            raise ParameterError(
+                "video",
+                f"the frames have {len(sizes)} different sizes; a video needs one (set {{width}} or {{height}})",
+            )
+        _check_positive("fps", options.fps)
     return stems
 
 
 def render_to_folder(
-    model: SavedModel, selection: CameraSelection, output: Path, options: RenderOptions = RenderOptions()
+    model: SavedModel, selection: CameraSelection, output: Path, options: Optional[RenderOptions] = None
 ) -> Optional[dict]:
     """Render ``selection`` into ``output`` (module docstring); returns the metrics record when the cameras
     are scene views (also written to metrics.json), else None. Everything is checked before rendering."""
+    options = options if options is not None else RenderOptions()
     device = resolve_device(options.device)
     cameras = selection.cameras
     stems = _check_outputs(output, cameras, options)
@@ -299,7 +328,7 @@ def render_to_folder(
         folders["alpha"] = output / "alpha"
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
-    write_cameras_json(output / "cameras.json", cameras, model.frame)
+    write_cameras_json(output / "cameras.json", cameras, selection.frame)
 
     sheet_count = min(CONTACT_SHEET_FRAMES, len(cameras))
     sheet_indices = set(np.linspace(0, len(cameras) - 1, sheet_count).round().astype(int).tolist())
@@ -335,10 +364,31 @@ def render_to_folder(
     write_png(output / "contact_sheet.png", contact_sheet(thumbnails))
     if selection.views is None:
         return None
-    result = summarize_scores(scores, lpips is not None)
-    record = {
+    record = _metrics_record(model, selection, scores, lpips is not None)
+    write_text_atomically(output / METRICS_FILE, json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def score_views(model: SavedModel, selection: CameraSelection, options: Optional[RenderOptions] = None) -> dict:
+    """The metrics record of ``model`` rendered from ``selection``'s scene views (the record
+    :func:`render_to_folder` writes, value for value), writing no file."""
+    options = options if options is not None else RenderOptions()
+    if selection.views is None:
+        raise ValueError(f"the {selection.name} cameras are not scene views: there are no photos to score against")
+    lpips = load_lpips()
+    device = resolve_device(options.device)
+    frames = render_cameras(model.splats, selection.cameras, options.batch_size, options.background, False, device)
+    with tqdm(total=len(selection.cameras), unit="view", dynamic_ncols=True, disable=not options.progress) as bar:
+        scores = []
+        for frame, view in zip(frames, selection.views):
+            scores.append(score_render(frame.rgb, view, lpips))
+            bar.update(1)
+    return _metrics_record(model, selection, scores, lpips is not None)
+
+
+def _metrics_record(model: SavedModel, selection: CameraSelection, scores: list[dict], with_lpips: bool) -> dict:
+    result = summarize_scores(scores, with_lpips)
+    return {
         "model": str(model.source),
         **evaluation_record(result, selection.split, model.splats.num_gaussians, model.step, model.elapsed_s),
     }
-    write_text_atomically(output / "metrics.json", json.dumps(record, indent=1) + "\n")
-    return record

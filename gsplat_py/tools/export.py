@@ -19,10 +19,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from .frames import FRAME_NAMES, WorldFrame, frame_change, transform_splats
-from .io.ply import GaussianSplats, write_ply
-from .io.splat import write_splat
-from .frames import frame_comments
+from ..data.world_frame import FRAME_NAMES, WorldFrame, frame_comments
+from ..errors import ParameterError
+from ..io.ply import write_ply
+from ..io.splat import write_splat
+from ..model import GaussianSplats
+from ..training.checkpoint import PLY_FILE
+from .frames import frame_change, transform_splats
 from .saved_models import SavedModel, scene_normalization
 
 __all__ = ["EXPORT_FORMATS", "splats_in_frame", "default_export_path", "export_model"]
@@ -38,17 +41,16 @@ def splats_in_frame(
     if frame is None or frame == model.frame.name:
         return model.splats, model.frame
     if frame not in FRAME_NAMES:
-        raise ValueError(f"--frame must be one of {', '.join(FRAME_NAMES)}, got {frame!r}")
+        raise ParameterError("frame", f"expected one of {', '.join(FRAME_NAMES)}, got {frame!r}")
     normalization = scene_normalization(model, data, data_factor, need=f"exporting in the {frame} frame")
-    if model.frame.from_colmap is None:
-        model.frame = WorldFrame.normalized(normalization)
+    source = model.frame if model.frame.from_colmap is not None else WorldFrame.normalized(normalization)
     target = WorldFrame.colmap() if frame == "colmap" else WorldFrame.normalized(normalization)
-    return transform_splats(model.splats, frame_change(model.frame, target, str(model.source))), target
+    return transform_splats(model.splats, frame_change(source, target, str(model.source))), target
 
 
 def default_export_path(model: SavedModel, file_format: str, frame: WorldFrame) -> Path:
     """RUN/point_cloud_<frame>.<format> for a training run, else <ply folder>/<ply stem>_<frame>.<format>."""
-    stem = "point_cloud" if model.run is not None else model.source.stem
+    stem = Path(PLY_FILE).stem if model.run is not None else model.source.stem
     folder = model.run if model.run is not None else model.source.parent
     return folder / f"{stem}_{frame.name}.{file_format}"
 
@@ -60,4 +62,4 @@ def export_model(splats: GaussianSplats, frame: WorldFrame, output: Path, file_f
     elif file_format == "splat":
         write_splat(output, splats)
     else:
-        raise ValueError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {file_format!r}")
+        raise ParameterError("file_format", f"expected one of {', '.join(EXPORT_FORMATS)}, got {file_format!r}")

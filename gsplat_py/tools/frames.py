@@ -1,103 +1,38 @@
-"""World frames, and moving Gaussians and cameras between them.
+"""Moving Gaussians and cameras between world frames (`gsplat_py.data.world_frame`).
 
-A COLMAP scene has two frames here: COLMAP's own (the one its poses and points are in, and the one 3DGS
-implementations that do not normalise train in) and the normalised frame of `gsplat_py.data.normalize`,
-in which `gsplat-py train` works. The two differ by a similarity x_normalised = T x_colmap (scale s times
-rotation R, plus a translation); a :class:`WorldFrame` names a frame and, when known, its T.
-
-Moving Gaussians by T (:func:`transform_splats`): means x -> T x; rotations q -> q_R q; log-scales + log s;
-opacities unchanged; SH coefficients rotated band by band (:func:`rotate_sh`), so that the colour seen
-along a direction d before is seen along R d after. Cameras move with the world (:func:`transform_cameras`):
-centres by T, orientations by R. Rendering the moved model from the moved cameras gives the same image
-(depths are s times larger).
+Moving Gaussians by a similarity T (:func:`transform_splats`): means x -> T x; rotations q -> q_R q;
+log-scales + log s; opacities unchanged; SH coefficients rotated band by band (:func:`rotate_sh`), so that
+the colour seen along a direction d before is seen along R d after. Cameras move with the world
+(:func:`transform_cameras`): centres by T, orientations by R. Rendering the moved model from the moved
+cameras gives the same image (depths are s times larger).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-from .io.ply import GaussianSplats
+from ..data.geometry import invert_similarity, split_similarity
+from ..data.world_frame import WorldFrame
+from ..errors import ParameterError
+from ..model import GaussianSplats
+from ..rendering.reference import spherical_harmonics
 
 __all__ = [
-    "FRAME_NAMES",
-    "WorldFrame",
-    "split_similarity",
-    "invert_similarity",
+    "SAME_TRANSFORM_ATOL",
     "quaternion_from_rotation",
     "rotate_sh",
     "transform_splats",
     "transform_cameras",
     "frame_change",
-    "frame_comments",
-    "FRAME_COMMENT_KEY",
-    "FROM_COLMAP_COMMENT_KEY",
 ]
 
-FRAME_NAMES = ("colmap", "normalized")
 # Similarities computed twice from the same data agree to ~1e-12; a larger difference means other data.
 SAME_TRANSFORM_ATOL = 1e-6
-_RIGID_TOLERANCE = 1e-6
-
-
-@dataclass
-class WorldFrame:
-    """A world frame: ``name`` is "colmap" or "normalized"; ``from_colmap`` (float64 [4, 4]) the similarity
-    from COLMAP's frame to it (the identity for "colmap"), None when it is not known (a normalised frame
-    whose scene has not been loaded)."""
-
-    name: str
-    from_colmap: Optional[Tensor]
-
-    @staticmethod
-    def colmap() -> "WorldFrame":
-        return WorldFrame("colmap", torch.eye(4, dtype=torch.float64))
-
-    @staticmethod
-    def normalized(from_colmap: Optional[Tensor]) -> "WorldFrame":
-        return WorldFrame("normalized", None if from_colmap is None else from_colmap.double())
-
-
-FRAME_COMMENT_KEY = "gsplat_py frame"
-FROM_COLMAP_COMMENT_KEY = "gsplat_py from_colmap"
-
-
-def frame_comments(frame: WorldFrame) -> list[str]:
-    """The PLY header comments that record ``frame`` (read back by ``saved_models.load_model``)."""
-    comments = [f"{FRAME_COMMENT_KEY} {frame.name}"]
-    if frame.name == "normalized" and frame.from_colmap is not None:
-        comments.append(f"{FROM_COLMAP_COMMENT_KEY} " + " ".join(repr(float(v)) for v in frame.from_colmap.reshape(-1)))
-    return comments
-
-
-def split_similarity(transform: Tensor) -> tuple[float, Tensor, Tensor]:
-    """(s, R, t) of a similarity [[s R, t], [0, 1]]; ValueError if ``transform`` is not one."""
-    transform = transform.double()
-    if transform.shape != (4, 4) or not torch.equal(transform[3], torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)):
-        raise ValueError(f"expected a 4x4 similarity with last row [0, 0, 0, 1], got {transform.tolist()}")
-    linear = transform[:3, :3]
-    determinant = float(torch.linalg.det(linear))
-    if not determinant > 0.0:
-        raise ValueError(f"the similarity has determinant {determinant}; expected a positive scale times a rotation")
-    scale = determinant ** (1.0 / 3.0)
-    rotation = linear / scale
-    error = float((rotation @ rotation.T - torch.eye(3, dtype=torch.float64)).abs().max())
-    if error > _RIGID_TOLERANCE:
-        raise ValueError(f"the 3x3 part is not a scaled rotation (|R Rᵀ - I| = {error:.2g})")
-    return scale, rotation, transform[:3, 3].clone()
-
-
-def invert_similarity(transform: Tensor) -> Tensor:
-    scale, rotation, translation = split_similarity(transform)
-    inverse = torch.eye(4, dtype=torch.float64)
-    inverse[:3, :3] = rotation.T / scale
-    inverse[:3, 3] = -(rotation.T @ translation) / scale
-    return inverse
 
 
 def quaternion_from_rotation(rotation: Tensor) -> Tensor:
@@ -150,8 +85,6 @@ def _sample_directions() -> Tensor:
 def _sh_basis(degree: int, dirs: Tensor) -> Tensor:
     """[K, M] values of the renderer's K = (degree + 1)^2 SH basis functions at ``dirs`` [M, 3]: taken from
     the reference implementation itself, so the rotation follows its exact conventions (signs, order)."""
-    from .reference import spherical_harmonics
-
     k = (degree + 1) ** 2
     one_hot = torch.eye(k, dtype=torch.float64)[:, None, :, None].expand(k, 1, k, 3)
     return spherical_harmonics(degree, dirs[None].expand(k, -1, 3), one_hot)[..., 0]
@@ -216,8 +149,8 @@ def frame_change(source: WorldFrame, target: WorldFrame, what: str) -> Optional[
     """The similarity taking ``source`` coordinates to ``target`` ones; None when they are the same frame.
 
     Two normalised frames are the same when either transform is unknown (both then come from the same
-    scene's normalisation) or the two agree. ValueError, naming ``what`` is being converted, when a needed
-    transform is unknown.
+    scene's normalisation) or the two agree. ParameterError (``data``), naming ``what`` is being converted, when a
+    needed transform is unknown.
     """
     if source.name == target.name:
         if source.from_colmap is None or target.from_colmap is None:
@@ -226,8 +159,9 @@ def frame_change(source: WorldFrame, target: WorldFrame, what: str) -> Optional[
             return None
     for frame in (source, target):
         if frame.from_colmap is None:
-            raise ValueError(
+            raise ParameterError(
+                "data",
                 f"{what}: cannot convert from the {source.name} frame to the {target.name} frame without the "
-                "scene's normalisation: give the scene with --data"
+                "scene's normalisation: give the scene with {data}",
             )
     return target.from_colmap @ invert_similarity(source.from_colmap)

@@ -4,9 +4,9 @@ import warnings
 
 import torch
 
-_BUILD_HINT = (
-    "gsplat_py's C++ extension is not built, so the slow pure-PyTorch reference is used instead. "
-    "Build it from the repository root with: pip install --no-build-isolation -e ."
+BUILD_HINT = (
+    "gsplat_py's C++ extension (gsplat_py._C) is not built or does not load; build it from a source checkout "
+    "with `pip install --no-build-isolation .` (see README)"
 )
 
 _state = {"checked": False, "available": False, "error": None}
@@ -17,12 +17,12 @@ def extension_available() -> bool:
     if not _state["checked"]:
         _state["checked"] = True
         try:
-            from . import _C  # noqa: F401  (importing registers the ops)
+            from .. import _C  # noqa: F401  (importing registers the ops)
 
             _state["available"] = True
         except ImportError as error:
             _state["error"] = error
-            warnings.warn(f"{_BUILD_HINT} ({error})", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"{BUILD_HINT}; using the slow pure-PyTorch reference instead ({error})", RuntimeWarning, stacklevel=2)
     return _state["available"]
 
 
@@ -62,4 +62,20 @@ def resolve_device(name: str) -> torch.device:
 def require_extension() -> None:
     """Raises a RuntimeError that says how to build the extension when it is missing."""
     if not extension_available():
-        raise RuntimeError(f"{_BUILD_HINT} Import error: {_state['error']}")
+        raise RuntimeError(f"{BUILD_HINT}. Import error: {_state['error']}")
+
+
+def build_report() -> list[str]:
+    """Lines saying which compiled backends this installation has and which kernels this machine uses."""
+    lines = [f"torch {torch.__version__} (CUDA {torch.version.cuda or 'none'})"]
+    if not extension_available():
+        lines.append(f"compiled backends: none ({_state['error']}); the pure-PyTorch reference is used")
+        return lines
+    simd = torch.ops.gsplat_py.simd_level()
+    lines.append(f"CPU backend: built; rasterizer kernels for {simd} on this CPU (GSPLAT_PY_SIMD selects a lower one)")
+    if torch._C._dispatch_has_kernel_for_dispatch_key("gsplat_py::rasterize_forward", "CUDA"):
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        lines.append(f"CUDA backend: built; {gpus} GPU(s) visible")
+    else:
+        lines.append("CUDA backend: not built (it needs a torch with CUDA and nvcc when gsplat_py is built)")
+    return lines

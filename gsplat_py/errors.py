@@ -1,0 +1,33 @@
+"""The error a library function raises for a bad argument, worded once for both audiences.
+
+A :class:`ParameterError` names the parameter at fault, and its message may name parameters as ``{name}``.
+Library callers read them as parameter names (``focal_scale must be positive``); the command line renders
+the same error with its flags (``--focal-scale must be positive``). A message that does not mention its own
+parameter gets it as a prefix (``frames: applies to generated paths``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+__all__ = ["ParameterError"]
+
+_MENTION = re.compile(r"\{([a-z_]+)\}")
+
+
+class ParameterError(ValueError):
+    """A bad value of ``parameter``; ``message`` says what was expected and may mention ``{other}``
+    parameters."""
+
+    def __init__(self, parameter: str, message: str):
+        self.parameter = parameter
+        self.message = message
+        super().__init__(self.render(lambda name: name))
+
+    def render(self, name_of: Callable[[str], str]) -> str:
+        """The message with every parameter shown as ``name_of(parameter)``."""
+        body = _MENTION.sub(lambda match: name_of(match.group(1)), self.message)
+        if "{" + self.parameter + "}" in self.message:
+            return body
+        return f"{name_of(self.parameter)}: {body}"
