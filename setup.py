@@ -94,8 +94,13 @@ def extension():
     if reason is not None:
         print(f"gsplat_py: building the CPU backend only ({reason})")
         return CppExtension(sources=sources, extra_compile_args={"cxx": CXX_FLAGS}, **common)
-    cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")) + glob.glob(os.path.join("csrc", "cuda", "*.cpp")))
-    print(f"gsplat_py: building the CPU and CUDA backends (torch CUDA {torch.version.cuda}, toolkit {CUDA_HOME})")
+    cuda_sources = sorted(
+        glob.glob(os.path.join("csrc", "cuda", "*.cu")) + glob.glob(os.path.join("csrc", "cuda", "*.cpp"))
+    )
+    print(
+        f"gsplat_py: building the CPU and CUDA backends (torch CUDA {torch.version.cuda}, toolkit "
+        f"{CUDA_HOME})"
+    )
     return CUDAExtension(
         sources=sources + cuda_sources, extra_compile_args={"cxx": CXX_FLAGS, "nvcc": NVCC_FLAGS}, **common
     )

@@ -4,8 +4,10 @@
                     [--config FILE|PRESET] [--output DIR] [--eval-every N] [--resume DIR] [--seed N]
                     [--device auto|cpu|cuda] [--section.key VALUE ...]
     gsplat-py eval --model RUN [--data DIR] [--split test|train] [--no-renders] [--json]
-    gsplat-py render --model RUN|PLY [--data DIR] [--split test|train | --path KIND | --cameras FILE] [--frames N]
-                     [--width W] [--height H] [--focal-scale F] [--depth] [--alpha] [--video [FILE]] [--output DIR]
+    gsplat-py render --model RUN|PLY [--data DIR] [--split test|train | --path KIND | --cameras FILE]
+    [--frames N]
+                     [--width W] [--height H] [--focal-scale F] [--depth] [--alpha] [--video [FILE]]
+                     [--output DIR]
                      [--device auto|cpu|cuda] ...
     gsplat-py export --model RUN|PLY [--format ply|splat] [--frame colmap|normalized] [--output FILE]
     gsplat-py info
@@ -32,8 +34,8 @@ import argparse
 import json
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from .data.world_frame import FRAME_NAMES
 from .errors import ParameterError
@@ -103,7 +105,8 @@ def _train_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="random seed")
     parser.add_argument(
         "--device",
-        help="cpu, cuda, cuda:N, or auto: the GPU when gsplat_py's CUDA kernels are built (the default, train.device)",
+        help="cpu, cuda, cuda:N, or auto: the GPU when gsplat_py's CUDA kernels are built "
+        "(the default, train.device)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -159,7 +162,9 @@ def _background(text: str) -> tuple[float, float, float]:
     except ValueError:
         values = ()
     if len(values) != 3 or not all(0.0 <= v <= 1.0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected R,G,B with each value in [0, 1] (e.g. 1,1,1), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected R,G,B with each value in [0, 1] (e.g. 1,1,1), got {text!r}"
+        )
     return (values[0], values[1], values[2])
 
 
@@ -167,17 +172,24 @@ def _render_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "render",
         help="render a model: test views with metrics, camera paths, video, depth",
-        description="Render a trained model from a scene's views (scored against the photos: metrics.json), a "
-        "camera path fitted to the training cameras, or the cameras of a JSON file. Writes PNG frames, "
-        "cameras.json (replay with --cameras) and contact_sheet.png, optionally depth, alpha and an MP4.",
+        description="Render a trained model from a scene's views (scored against the photos: "
+        "metrics.json), a camera path fitted to the training cameras, or the cameras of a JSON file. Writes "
+        "PNG frames, cameras.json (replay with --cameras) and contact_sheet.png, optionally depth, alpha and "
+        "an MP4.",
     )
     _model_arguments(parser)
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--split", choices=SPLITS, help="render the scene's test or training views (default: test)")
     which.add_argument(
-        "--path", choices=SPLITS + PATH_KINDS, help="the views of a split, or a path fitted to the training cameras"
+        "--split", choices=SPLITS, help="render the scene's test or training views (default: test)"
     )
-    which.add_argument("--cameras", metavar="FILE", help="the cameras of a JSON file (format: docs/architecture.md)")
+    which.add_argument(
+        "--path",
+        choices=SPLITS + PATH_KINDS,
+        help="the views of a split, or a path fitted to the training cameras",
+    )
+    which.add_argument(
+        "--cameras", metavar="FILE", help="the cameras of a JSON file (format: docs/architecture.md)"
+    )
     parser.add_argument("--frames", type=int, help=f"frames of a generated path (default: {DEFAULT_FRAMES})")
     parser.add_argument("--width", type=int, help="image width (alone: keeps the aspect ratio)")
     parser.add_argument("--height", type=int, help="image height (alone: keeps the aspect ratio)")
@@ -216,12 +228,16 @@ def _export_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "export",
         help="export a model as an Inria PLY or a .splat file",
-        description="Write a trained model as an Inria-layout PLY or a .splat file (web viewers), optionally moved "
-        "into COLMAP's frame or the normalised one.",
+        description="Write a trained model as an Inria-layout PLY or a .splat file (web viewers), "
+        "optionally moved into COLMAP's frame or the normalised one.",
     )
     _model_arguments(parser)
-    parser.add_argument("--format", choices=EXPORT_FORMATS, help="file format (default: from --output's extension)")
-    parser.add_argument("--frame", choices=FRAME_NAMES, help="world frame to export in (default: the model's)")
+    parser.add_argument(
+        "--format", choices=EXPORT_FORMATS, help="file format (default: from --output's extension)"
+    )
+    parser.add_argument(
+        "--frame", choices=FRAME_NAMES, help="world frame to export in (default: the model's)"
+    )
     parser.add_argument(
         "--output", help="output file (default: RUN/point_cloud_<frame>.<format>, or next to the PLY)"
     )
@@ -233,7 +249,8 @@ def _info_parser(subparsers) -> argparse.ArgumentParser:
     return subparsers.add_parser(
         "info",
         help="how gsplat_py was built: its backends and the kernels this CPU uses",
-        description="Print the version, the torch it was built against, and which compiled backends load here.",
+        description="Print the version, the torch it was built against, and which compiled backends "
+        "load here.",
     )
 
 
@@ -279,7 +296,9 @@ def _run_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     try:
         trainer.train()
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted at step {trainer.step}; {trainer.last_checkpoint_note()}", file=sys.stderr)
+        print(
+            f"{PROG}: interrupted at step {trainer.step}; {trainer.last_checkpoint_note()}", file=sys.stderr
+        )
         return 130
     print(f"{PROG}: done: {trainer.output}  (metrics.json, point_cloud.ply, checkpoint.pt)")
     return 0
@@ -294,7 +313,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     checkpoint_path = Path(args.model)
     if checkpoint_path.suffix.lower() == ".ply":
         raise ValueError(
-            f"{checkpoint_path}: eval scores a training run's checkpoint (a run folder or its {CHECKPOINT_FILE}); "
+            f"{checkpoint_path}: eval scores a training run's checkpoint (a run folder or its "
+            f"{CHECKPOINT_FILE}); "
             f"to score a PLY use: {PROG} render --model {checkpoint_path} --data SCENE --split test"
         )
     load_checkpoint(checkpoint_path)  # a one-line error unless this is a run's checkpoint
@@ -351,7 +371,9 @@ def _run_render(args: argparse.Namespace) -> int:
     record = render_to_folder(model, selection, output, options)
     summary = f"{len(selection.cameras)} frames"
     if record is not None:
-        summary += f"; {record['split']} PSNR {record['psnr']:.2f} dB, SSIM {record['ssim']:.4f} in metrics.json"
+        summary += (
+            f"; {record['split']} PSNR {record['psnr']:.2f} dB, SSIM {record['ssim']:.4f} in metrics.json"
+        )
     if video is not None:
         summary += f"; video {video}"
     print(f"{PROG}: done: {output}  ({summary})")
@@ -370,7 +392,9 @@ def _run_export(args: argparse.Namespace) -> int:
             raise ValueError(f"--format: give {formats} (or an --output ending in .ply or .splat)")
         file_format = suffix
     model = load_model(args.model, args.model_frame)
-    splats, frame = splats_in_frame(model, args.frame, Path(args.data) if args.data else None, args.data_factor)
+    splats, frame = splats_in_frame(
+        model, args.frame, Path(args.data) if args.data else None, args.data_factor
+    )
     output = Path(args.output) if args.output else default_export_path(model, file_format, frame)
     if output.exists() and not args.overwrite:
         raise ValueError(f"--output {output}: the file exists; choose another --output or pass --overwrite")
@@ -391,7 +415,7 @@ def _run_info() -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description="Differentiable 3D Gaussian splatting.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     train_parser = _train_parser(subparsers)

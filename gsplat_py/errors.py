@@ -9,7 +9,7 @@ parameter gets it as a prefix (``frames: applies to generated paths``).
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["ParameterError"]
 

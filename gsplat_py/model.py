@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, Optional
 
 import torch
 from torch import Tensor
@@ -44,7 +43,7 @@ PARAM_NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
 INIT_TYPES = ("sfm", "random")
 SH_C0 = 0.28209479177387814  # the degree-0 SH basis value, 1 / (2 sqrt(pi))
 
-Params = Dict[str, torch.nn.Parameter]
+Params = dict[str, torch.nn.Parameter]
 
 
 @dataclass
@@ -61,6 +60,7 @@ class ModelConfig:
         """The SH degree a model has after ``step`` steps: one degree more every ``sh_degree_interval``
         steps, up to ``sh_degree`` (3DGS's schedule)."""
         return min(step // self.sh_degree_interval, self.sh_degree)
+
 
 _VALID_K = {(d + 1) ** 2: d for d in range(MAX_SH_DEGREE + 1)}  # SH coefficients per channel -> degree
 
@@ -99,7 +99,9 @@ class GaussianSplats:
         """The SH degree d with (d + 1)^2 == K; ValueError if K is not 1, 4, 9 or 16."""
         k = int(self.sh.shape[1]) if self.sh.dim() == 3 else -1
         if k not in _VALID_K:
-            raise ValueError(f"sh has shape {list(self.sh.shape)}; expected [N, K, 3] with K in {sorted(_VALID_K)}")
+            raise ValueError(
+                f"sh has shape {list(self.sh.shape)}; expected [N, K, 3] with K in {sorted(_VALID_K)}"
+            )
         return _VALID_K[k]
 
     def scales(self) -> Tensor:
@@ -136,7 +138,12 @@ class GaussianSplats:
                 raise ValueError(
                     f"{name} has shape {list(t.shape)}; expected {expected} with N={n} (from means)"
                 )
-        if self.sh.dim() != 3 or self.sh.shape[0] != n or self.sh.shape[2] != 3 or self.sh.shape[1] not in _VALID_K:
+        if (
+            self.sh.dim() != 3
+            or self.sh.shape[0] != n
+            or self.sh.shape[2] != 3
+            or self.sh.shape[1] not in _VALID_K
+        ):
             raise ValueError(
                 f"sh has shape {list(self.sh.shape)}; expected [N, K, 3] with N={n} (from means) and "
                 f"K in {sorted(_VALID_K)} (SH degree 0..{MAX_SH_DEGREE})"
@@ -178,7 +185,9 @@ def knn_mean_distance(points: Tensor, k: int = 3, chunk: int = 4096) -> Tensor:
     return out
 
 
-def random_points(count: int, extent: float, generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor]:
+def random_points(
+    count: int, extent: float, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """``count`` points uniform in the cube [-extent, extent]^3 with uniform random colours (gsplat's
     ``init_type="random"``)."""
     points = (torch.rand(count, 3, generator=generator) * 2.0 - 1.0) * extent
@@ -248,4 +257,7 @@ def splats_to_params(splats: GaussianSplats) -> Params:
         "sh0": splats.sh[:, :1],
         "shN": splats.sh[:, 1:],
     }
-    return {name: torch.nn.Parameter(value.detach().float().clone().contiguous()) for name, value in values.items()}
+    return {
+        name: torch.nn.Parameter(value.detach().float().clone().contiguous())
+        for name, value in values.items()
+    }

@@ -32,10 +32,10 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -100,7 +100,9 @@ def make_cameras(n_cameras: int, width: int, height: int, device: torch.device) 
         viewmats[c, :3, :3] = rotation
         viewmats[c, :3, 3] = centre - rotation @ centre  # the centre stays where camera 0 sees it
         viewmats[c, 3, 3] = 1.0
-    K = torch.tensor([[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    K = torch.tensor(
+        [[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]], dtype=torch.float64
+    )
     return viewmats.float().to(device), K.expand(n_cameras, 3, 3).float().to(device)
 
 
@@ -138,8 +140,20 @@ Render = Callable[..., tuple[Tensor, dict]]  # (means, quats, scales, opacities,
 
 def render_gsplat_py(means, quats, scales, opacities, sh, scene: Scene):
     colors, _, meta = gsplat_py.rasterization(
-        means, quats, scales, opacities, sh, scene.viewmats, scene.Ks, scene.width, scene.height,
-        eps2d=EPS2D, sh_degree=SH_DEGREE, tile_size=TILE_SIZE, render_mode="RGB", backend="cpp",
+        means,
+        quats,
+        scales,
+        opacities,
+        sh,
+        scene.viewmats,
+        scene.Ks,
+        scene.width,
+        scene.height,
+        eps2d=EPS2D,
+        sh_degree=SH_DEGREE,
+        tile_size=TILE_SIZE,
+        render_mode="RGB",
+        backend="cpp",
     )
     return colors, meta
 
@@ -147,16 +161,28 @@ def render_gsplat_py(means, quats, scales, opacities, sh, scene: Scene):
 def gsplat_renderer(gsplat_rasterization) -> Render:
     def render_gsplat(means, quats, scales, opacities, sh, scene: Scene):
         colors, _, meta = gsplat_rasterization(
-            means=means, quats=quats, scales=scales, opacities=opacities, colors=sh, viewmats=scene.viewmats,
-            Ks=scene.Ks, width=scene.width, height=scene.height, eps2d=EPS2D, sh_degree=SH_DEGREE, packed=False,
-            tile_size=TILE_SIZE, render_mode="RGB", rasterize_mode="classic",
+            means=means,
+            quats=quats,
+            scales=scales,
+            opacities=opacities,
+            colors=sh,
+            viewmats=scene.viewmats,
+            Ks=scene.Ks,
+            width=scene.width,
+            height=scene.height,
+            eps2d=EPS2D,
+            sh_degree=SH_DEGREE,
+            packed=False,
+            tile_size=TILE_SIZE,
+            render_mode="RGB",
+            rasterize_mode="classic",
         )
         return colors, meta
 
     return render_gsplat
 
 
-def load_gsplat(wanted: bool) -> tuple[Optional[Render], Optional[str], str]:
+def load_gsplat(wanted: bool) -> tuple[Render | None, str | None, str]:
     """(gsplat's renderer or None, its version or None, a note for the report)."""
     if not wanted:
         return None, None, "gsplat not run (--no-gsplat)"
@@ -171,7 +197,10 @@ def load_gsplat(wanted: bool) -> tuple[Optional[Render], Optional[str], str]:
         version = importlib.metadata.version("gsplat")
     except importlib.metadata.PackageNotFoundError:  # imported from a source tree
         version = getattr(gsplat, "__version__", "unknown")
-    progress(f"gsplat {version}: its first call may compile its CUDA code (minutes) if it was installed from source")
+    progress(
+        f"gsplat {version}: its first call may compile its CUDA code (minutes) if it was installed from "
+        "source"
+    )
     return gsplat_renderer(gsplat_rasterization), version, f"gsplat {version}"
 
 
@@ -201,7 +230,7 @@ class Clock:
         fn()
         return (time.perf_counter() - begin) * 1e3
 
-    def peak_mib(self, fn: Callable[[], object]) -> Optional[float]:
+    def peak_mib(self, fn: Callable[[], object]) -> float | None:
         """Most memory allocated while fn() runs, above what was allocated before (None on the CPU)."""
         if not self.cuda:
             fn()
@@ -302,9 +331,11 @@ def free_memory(device: torch.device) -> None:
 
 
 def is_out_of_memory(error: Exception) -> bool:
-    # Allocations through PyTorch raise OutOfMemoryError; a failed cudaMalloc inside an extension a RuntimeError.
+    # Allocations through PyTorch raise OutOfMemoryError; a failed cudaMalloc inside an extension a
+    # RuntimeError.
     return isinstance(error, torch.cuda.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "out of memory" in str(error))
+        isinstance(error, RuntimeError) and "out of memory" in str(error)
+    )
 
 
 def run_guarded(label: str, measure: Callable[[], dict]) -> dict:
@@ -329,8 +360,9 @@ def relative_difference(ours: Tensor, theirs: Tensor) -> float:
     return float((ours.double() - theirs.double()).norm() / theirs.double().norm().clamp_min(1e-30))
 
 
-def measure_config(args, n: int, n_cameras: int, renderers: dict[str, Render], device: torch.device,
-                   clock: Clock) -> dict:
+def measure_config(
+    args, n: int, n_cameras: int, renderers: dict[str, Render], device: torch.device, clock: Clock
+) -> dict:
     """One table row: every renderer on one scene of n Gaussians and n_cameras cameras. Drops gsplat from
     `renderers` when it fails for a reason other than memory (the other sizes would fail the same way)."""
     row = {"n": n, "cameras": n_cameras, "results": {}}
@@ -364,8 +396,14 @@ def measure_config(args, n: int, n_cameras: int, renderers: dict[str, Render], d
 def measure_training(args, renderers: dict[str, Render], device: torch.device, clock: Clock) -> dict:
     entry = {"n": args.train_n, "cameras": 1, "results": {}}
     scene = make_scene(args.train_n, 1, args.width, args.height, args.seed, device)
-    target = torch.rand(1, args.height, args.width, 3, generator=torch.Generator(device=device).manual_seed(
-        args.seed + 2), device=device)
+    target = torch.rand(
+        1,
+        args.height,
+        args.width,
+        3,
+        generator=torch.Generator(device=device).manual_seed(args.seed + 2),
+        device=device,
+    )
     for name, render in renderers.items():
         entry["results"][name] = run_guarded(
             f"training step, N={args.train_n:,}: {name}",
@@ -378,11 +416,11 @@ def measure_training(args, renderers: dict[str, Render], device: torch.device, c
 # ---- report --------------------------------------------------------------------------------------------
 
 
-def fmt(value: Optional[float], digits: int = 1) -> str:
+def fmt(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
 
 
-def cell(result: Optional[dict], key: str, digits: int = 1) -> str:
+def cell(result: dict | None, key: str, digits: int = 1) -> str:
     if result is None:
         return "—"
     if "error" in result:
@@ -411,8 +449,10 @@ def render_report(report: dict) -> str:
         f"- device: {machine['device']}; torch {machine['torch']} (CUDA {machine['cuda']}); "
         f"git {machine['git_commit']}{' (uncommitted changes)' if machine['git_dirty'] else ''}; "
         f"{report['gsplat_note']}",
-        f"- scene: {settings['width']}×{settings['height']}, SH degree {SH_DEGREE}, tile {TILE_SIZE}, eps2d {EPS2D}, "
-        f"seed {settings['seed']}; medians of {settings['repeats']} repeats after {WARMUP} warm-ups (CUDA events)",
+        f"- scene: {settings['width']}×{settings['height']}, SH degree {SH_DEGREE}, tile {TILE_SIZE}, eps2d "
+        f"{EPS2D}, "
+        f"seed {settings['seed']}; medians of {settings['repeats']} repeats after {WARMUP} warm-ups (CUDA "
+        "events)",
         "- ratio = gsplat / gsplat_py (above 1: gsplat_py is faster, or needs less memory); "
         "rel. diff = ‖ours − gsplat‖ / ‖gsplat‖ of the rendered images",
         "",
@@ -421,27 +461,76 @@ def render_report(report: dict) -> str:
     for row in report["configs"]:
         r = row["results"]
         ours = r.get("gsplat_py")
-        rows.append([
-            f"{row['n']:,}", str(row["cameras"]), cell(ours, "n_isects", 0), cell(ours, "mean_radius_px"),
-            cell(ours, "forward_ms", 2), cell(r.get("gsplat"), "forward_ms", 2), ratio(r, "forward_ms"),
-            cell(ours, "backward_ms", 2), cell(r.get("gsplat"), "backward_ms", 2), ratio(r, "backward_ms"),
-            cell(ours, "peak_mib", 0), cell(r.get("gsplat"), "peak_mib", 0), ratio(r, "peak_mib"),
-            f"{row['relative_difference']:.1e}" if "relative_difference" in row else "—",
-        ])
-    out.append(table(["N", "cameras", "intersections", "mean radius (px)", "fwd ours (ms)", "fwd gsplat (ms)",
-                      "fwd ratio", "bwd ours (ms)", "bwd gsplat (ms)", "bwd ratio", "peak ours (MiB)",
-                      "peak gsplat (MiB)", "memory ratio", "rel. diff"], rows))
+        rows.append(
+            [
+                f"{row['n']:,}",
+                str(row["cameras"]),
+                cell(ours, "n_isects", 0),
+                cell(ours, "mean_radius_px"),
+                cell(ours, "forward_ms", 2),
+                cell(r.get("gsplat"), "forward_ms", 2),
+                ratio(r, "forward_ms"),
+                cell(ours, "backward_ms", 2),
+                cell(r.get("gsplat"), "backward_ms", 2),
+                ratio(r, "backward_ms"),
+                cell(ours, "peak_mib", 0),
+                cell(r.get("gsplat"), "peak_mib", 0),
+                ratio(r, "peak_mib"),
+                f"{row['relative_difference']:.1e}" if "relative_difference" in row else "—",
+            ]
+        )
+    out.append(
+        table(
+            [
+                "N",
+                "cameras",
+                "intersections",
+                "mean radius (px)",
+                "fwd ours (ms)",
+                "fwd gsplat (ms)",
+                "fwd ratio",
+                "bwd ours (ms)",
+                "bwd gsplat (ms)",
+                "bwd ratio",
+                "peak ours (MiB)",
+                "peak gsplat (MiB)",
+                "memory ratio",
+                "rel. diff",
+            ],
+            rows,
+        )
+    )
     training = report["training"]
     r = training["results"]
     out += ["", f"### Training step (N={training['n']:,}, 1 camera: forward, L1, backward, Adam)", ""]
-    out.append(table(
-        ["step ours (ms)", "step gsplat (ms)", "ratio", "peak ours (MiB)", "peak gsplat (MiB)", "memory ratio"],
-        [[cell(r.get("gsplat_py"), "step_ms", 2), cell(r.get("gsplat"), "step_ms", 2), ratio(r, "step_ms"),
-          cell(r.get("gsplat_py"), "peak_mib", 0), cell(r.get("gsplat"), "peak_mib", 0), ratio(r, "peak_mib")]],
-    ))
-    errors = [(f"N={row['n']:,}, C={row['cameras']}", name, res["error"])
-              for row in report["configs"] + [training] for name, res in row["results"].items()
-              if "error" in res and res["error"] != "OOM"]
+    out.append(
+        table(
+            [
+                "step ours (ms)",
+                "step gsplat (ms)",
+                "ratio",
+                "peak ours (MiB)",
+                "peak gsplat (MiB)",
+                "memory ratio",
+            ],
+            [
+                [
+                    cell(r.get("gsplat_py"), "step_ms", 2),
+                    cell(r.get("gsplat"), "step_ms", 2),
+                    ratio(r, "step_ms"),
+                    cell(r.get("gsplat_py"), "peak_mib", 0),
+                    cell(r.get("gsplat"), "peak_mib", 0),
+                    ratio(r, "peak_mib"),
+                ]
+            ],
+        )
+    )
+    errors = [
+        (f"N={row['n']:,}, C={row['cameras']}", name, res["error"])
+        for row in report["configs"] + [training]
+        for name, res in row["results"].items()
+        if "error" in res and res["error"] != "OOM"
+    ]
     if errors:
         out += ["", "Errors:"] + [f"- {where}, {name}: {error}" for where, name, error in errors]
     return "\n".join(out)
@@ -453,10 +542,16 @@ def render_report(report: dict) -> str:
 def git_state() -> tuple[str, bool]:
     """(commit, whether tracked files have uncommitted changes); ("unknown", False) outside a checkout."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                                capture_output=True, text=True, check=True).stdout
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         return commit, bool(status.strip())
     except (OSError, subprocess.CalledProcessError):
         return "unknown", False
@@ -476,7 +571,9 @@ def machine_info(device: torch.device) -> dict:
 def int_list(text: str) -> list[int]:
     values = [int(v) for v in text.split(",") if v.strip()]
     if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of positive integers, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of positive integers, got {text!r}"
+        )
     return values
 
 
@@ -488,21 +585,41 @@ def positive_int(text: str) -> int:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int_list, default=[100_000, 1_000_000, 3_000_000],
-                        help="comma-separated numbers of Gaussians (default: 100000,1000000,3000000)")
-    parser.add_argument("--cameras", type=int_list, default=[1, 4],
-                        help="comma-separated numbers of cameras per call (default: 1,4)")
-    parser.add_argument("--repeats", type=positive_int, default=10, help="timed repeats per measurement (default: 10)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--sizes",
+        type=int_list,
+        default=[100_000, 1_000_000, 3_000_000],
+        help="comma-separated numbers of Gaussians (default: 100000,1000000,3000000)",
+    )
+    parser.add_argument(
+        "--cameras",
+        type=int_list,
+        default=[1, 4],
+        help="comma-separated numbers of cameras per call (default: 1,4)",
+    )
+    parser.add_argument(
+        "--repeats", type=positive_int, default=10, help="timed repeats per measurement (default: 10)"
+    )
     parser.add_argument("--width", type=positive_int, default=1920)
     parser.add_argument("--height", type=positive_int, default=1080)
-    parser.add_argument("--train-n", type=positive_int, default=1_000_000,
-                        help="number of Gaussians of the training-step benchmark (default: 1000000)")
+    parser.add_argument(
+        "--train-n",
+        type=positive_int,
+        default=1_000_000,
+        help="number of Gaussians of the training-step benchmark (default: 1000000)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-gsplat", action="store_true", help="run gsplat_py alone")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
-    parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"),
-                        help="cpu: check the script itself on a machine without a GPU (slow; use tiny sizes)")
+    parser.add_argument(
+        "--device",
+        default="cuda",
+        choices=("cuda", "cpu"),
+        help="cpu: check the script itself on a machine without a GPU (slow; use tiny sizes)",
+    )
     return parser.parse_args()
 
 
@@ -526,10 +643,21 @@ def main() -> None:
         "gsplat_version": gsplat_version,
         "gsplat_note": gsplat_note,
         "settings": {
-            "sizes": args.sizes, "cameras": args.cameras, "repeats": args.repeats, "warmup": WARMUP,
-            "width": args.width, "height": args.height, "train_n": args.train_n, "seed": args.seed,
-            "sh_degree": SH_DEGREE, "tile_size": TILE_SIZE, "eps2d": EPS2D, "horizontal_fov_deg": HORIZONTAL_FOV_DEG,
-            "depth_range": [NEAR_DEPTH, FAR_DEPTH], "median_scale": MEDIAN_SCALE, "scale_log_std": SCALE_LOG_STD,
+            "sizes": args.sizes,
+            "cameras": args.cameras,
+            "repeats": args.repeats,
+            "warmup": WARMUP,
+            "width": args.width,
+            "height": args.height,
+            "train_n": args.train_n,
+            "seed": args.seed,
+            "sh_degree": SH_DEGREE,
+            "tile_size": TILE_SIZE,
+            "eps2d": EPS2D,
+            "horizontal_fov_deg": HORIZONTAL_FOV_DEG,
+            "depth_range": [NEAR_DEPTH, FAR_DEPTH],
+            "median_scale": MEDIAN_SCALE,
+            "scale_log_std": SCALE_LOG_STD,
             "opacity_logit_std": OPACITY_LOGIT_STD,
         },
     }

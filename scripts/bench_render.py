@@ -25,9 +25,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -79,7 +79,7 @@ class Scene:
     colors: Tensor  # [N,3], or SH coefficients [N,K,3]
     viewmats: Tensor  # [1,4,4]
     Ks: Tensor  # [1,3,3]
-    sh_degree: Optional[int]
+    sh_degree: int | None
 
     @property
     def n(self) -> int:
@@ -90,8 +90,18 @@ class Scene:
 
     def render(self, backend: str):
         return gsplat_py.rasterization(
-            self.means, self.quats, self.scales, self.opacities, self.colors, self.viewmats, self.Ks,
-            WIDTH, HEIGHT, sh_degree=self.sh_degree, tile_size=TILE_SIZE, backend=backend,
+            self.means,
+            self.quats,
+            self.scales,
+            self.opacities,
+            self.colors,
+            self.viewmats,
+            self.Ks,
+            WIDTH,
+            HEIGHT,
+            sh_degree=self.sh_degree,
+            tile_size=TILE_SIZE,
+            backend=backend,
         )
 
 
@@ -99,7 +109,7 @@ def median_scale(n: int) -> float:
     return SCALE_AT_100K * (n / 100_000) ** (-1.0 / 3.0)
 
 
-def make_scene(n: int, sh_degree: Optional[int], seed: int) -> Scene:
+def make_scene(n: int, sh_degree: int | None, seed: int) -> Scene:
     """n random Gaussians filling the camera's frustum between NEAR_DEPTH and FAR_DEPTH."""
     g = torch.Generator().manual_seed(seed)
     # Uniform in the frustum's volume: depth density grows as z², pixel position uniform over the image.
@@ -131,7 +141,8 @@ def make_cotangents(seed: int) -> tuple[Tensor, Tensor]:
 
 
 def time_median(fn: Callable, repeats: int):
-    """Call fn once as warm-up, then `repeats` timed times. Returns (median s, samples s, warm-up's result)."""
+    """Call fn once as warm-up, then `repeats` timed times. Returns (median s, samples s, warm-up's
+    result)."""
     result = fn()
     samples = []
     for _ in range(repeats):
@@ -146,7 +157,9 @@ def time_forward(scene: Scene, backend: str, repeats: int) -> dict:
     return {"forward_s": median, "forward_samples_s": samples, "n_isects": meta["n_isects"]}
 
 
-def time_forward_backward(scene: Scene, backend: str, repeats: int, cotangents: tuple[Tensor, Tensor]) -> dict:
+def time_forward_backward(
+    scene: Scene, backend: str, repeats: int, cotangents: tuple[Tensor, Tensor]
+) -> dict:
     def step():
         for t in scene.trainable():
             t.grad = None
@@ -159,7 +172,10 @@ def time_forward_backward(scene: Scene, backend: str, repeats: int, cotangents: 
 
 
 def time_render(scene: Scene, backend: str, repeats: int, cotangents: tuple[Tensor, Tensor]) -> dict:
-    result = {**time_forward(scene, backend, repeats), **time_forward_backward(scene, backend, repeats, cotangents)}
+    result = {
+        **time_forward(scene, backend, repeats),
+        **time_forward_backward(scene, backend, repeats, cotangents),
+    }
     result["backward_s"] = result["fwd_bwd_s"] - result["forward_s"]
     result["backward_over_forward"] = result["backward_s"] / result["forward_s"]
     return result
@@ -184,7 +200,13 @@ def time_forward_steps(scene: Scene, repeats: int) -> dict:
 
     def project():
         return ops.project_gaussians(
-            scene.means, scene.quats, scene.scales, scene.viewmats, scene.Ks, WIDTH, HEIGHT,
+            scene.means,
+            scene.quats,
+            scene.scales,
+            scene.viewmats,
+            scene.Ks,
+            WIDTH,
+            HEIGHT,
             opacities=scene.opacities,
         )
 
@@ -202,7 +224,9 @@ def time_forward_steps(scene: Scene, repeats: int) -> dict:
             dirs = scene.means[None] - campos[:, None]
             coeffs = scene.colors[None, :, :n_bases]
             masks = (radii > 0).all(dim=-1)
-            return torch.clamp_min(ops.spherical_harmonics(scene.sh_degree, dirs, coeffs, masks=masks) + 0.5, 0.0)
+            return torch.clamp_min(
+                ops.spherical_harmonics(scene.sh_degree, dirs, coeffs, masks=masks) + 0.5, 0.0
+            )
 
         steps["sh_s"], steps["sh_samples_s"], colors = time_median(shade, repeats)
     opacities = scene.opacities[None].expand(1, n).contiguous()
@@ -220,7 +244,9 @@ def time_forward_steps(scene: Scene, repeats: int) -> dict:
 
     steps["rasterize_s"], steps["rasterize_samples_s"], _ = time_median(rasterize, repeats)
 
-    steps["steps_total_s"] = sum(steps[k] or 0.0 for k in ("projection_s", "sh_s", "binning_s", "rasterize_s"))
+    steps["steps_total_s"] = sum(
+        steps[k] or 0.0 for k in ("projection_s", "sh_s", "binning_s", "rasterize_s")
+    )
     steps["n_isects"] = flatten_ids.numel()
     steps["pixel_gaussian_pairs"] = pixel_gaussian_pairs(isect_offsets, flatten_ids.numel())
     steps["threads"] = torch.get_num_threads()
@@ -237,7 +263,7 @@ def progress(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def reference_skip_reason(args: argparse.Namespace, n: int) -> Optional[str]:
+def reference_skip_reason(args: argparse.Namespace, n: int) -> str | None:
     if args.quick:
         return "skipped (--quick)"
     if n > args.reference_max_n:
@@ -257,7 +283,9 @@ def measure_sizes(args: argparse.Namespace, cotangents: tuple[Tensor, Tensor]) -
         skip = reference_skip_reason(args, n)
         if skip is None:
             progress(f"N={n}: reference render")
-            entry["backends"]["reference"] = time_render(scene, "reference", args.reference_repeats, cotangents)
+            entry["backends"]["reference"] = time_render(
+                scene, "reference", args.reference_repeats, cotangents
+            )
             entry["cpp_speedup_fwd_bwd"] = (
                 entry["backends"]["reference"]["fwd_bwd_s"] / entry["backends"]["cpp"]["fwd_bwd_s"]
             )
@@ -267,18 +295,22 @@ def measure_sizes(args: argparse.Namespace, cotangents: tuple[Tensor, Tensor]) -
     return results
 
 
-def measure_thread_scaling(args: argparse.Namespace, cotangents: tuple[Tensor, Tensor], default_threads: int) -> dict:
+def measure_thread_scaling(
+    args: argparse.Namespace, cotangents: tuple[Tensor, Tensor], default_threads: int
+) -> dict:
     scene = make_scene(args.scaling_n, args.sh_degree, args.seed)
     rows = []
     for threads in sorted({1, default_threads}):
         progress(f"thread scaling: N={args.scaling_n}, {threads} thread(s)")
         torch.set_num_threads(threads)
         try:
-            rows.append({
-                "threads": threads,
-                **time_render(scene, "cpp", args.repeats, cotangents),
-                "forward_steps": time_forward_steps(scene, args.repeats),
-            })
+            rows.append(
+                {
+                    "threads": threads,
+                    **time_render(scene, "cpp", args.repeats, cotangents),
+                    "forward_steps": time_forward_steps(scene, args.repeats),
+                }
+            )
         finally:
             torch.set_num_threads(default_threads)
     one, most = rows[0], rows[-1]
@@ -303,8 +335,15 @@ def compare_wait_policy(args: argparse.Namespace) -> list[dict]:
     """C++ fwd+bwd at --scaling-n in fresh processes (OMP_WAIT_POLICY is read when OpenMP starts),
     with OMP_WAIT_POLICY=PASSIVE and unset, each on the idle machine and next to a busy-loop process."""
     command = [
-        sys.executable, str(Path(__file__).resolve()), "--wait-policy-child",
-        "--scaling-n", str(args.scaling_n), "--repeats", str(args.repeats), "--seed", str(args.seed),
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--wait-policy-child",
+        "--scaling-n",
+        str(args.scaling_n),
+        "--repeats",
+        str(args.repeats),
+        "--seed",
+        str(args.seed),
     ]
     if args.sh_degree is not None:
         command += ["--sh-degree", str(args.sh_degree)]
@@ -314,7 +353,9 @@ def compare_wait_policy(args: argparse.Namespace) -> list[dict]:
         if policy is not None:
             env["OMP_WAIT_POLICY"] = policy
         for busy in (False, True):
-            progress(f"wait policy: OMP_WAIT_POLICY={policy or 'unset'}, {'busy competitor' if busy else 'idle'}")
+            progress(
+                f"wait policy: OMP_WAIT_POLICY={policy or 'unset'}, {'busy competitor' if busy else 'idle'}"
+            )
             competitor = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
             try:
                 child = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -323,7 +364,9 @@ def compare_wait_policy(args: argparse.Namespace) -> list[dict]:
                     competitor.kill()
                     competitor.wait()
             if child.returncode != 0:
-                raise RuntimeError(f"wait-policy measurement failed (exit {child.returncode}):\n{child.stderr}")
+                raise RuntimeError(
+                    f"wait-policy measurement failed (exit {child.returncode}):\n{child.stderr}"
+                )
             measured = json.loads(child.stdout.strip().splitlines()[-1])
             results.append({"omp_wait_policy": policy or "unset", "busy_competitor": busy, **measured})
     return results
@@ -335,29 +378,50 @@ def evaluate_targets(sizes: list[dict], scaling: dict, default_threads: int) -> 
     most = scaling["rows"][-1]
     targets = []
 
-    def add(name: str, measured: Optional[float], text: str, passed: Optional[bool], why_not: str = "") -> None:
-        targets.append({
-            "target": name, "n": n, "measured": measured,
-            "measured_text": text if measured is not None else "—",
-            "result": ("PASS" if passed else "FAIL") if measured is not None else f"n/a ({why_not})",
-        })
+    def add(name: str, measured: float | None, text: str, passed: bool | None, why_not: str = "") -> None:
+        targets.append(
+            {
+                "target": name,
+                "n": n,
+                "measured": measured,
+                "measured_text": text if measured is not None else "—",
+                "result": ("PASS" if passed else "FAIL") if measured is not None else f"n/a ({why_not})",
+            }
+        )
 
     at_n = next((s for s in sizes if s["n"] == n), None)
     speedup = at_n.get("cpp_speedup_fwd_bwd") if at_n is not None else None
-    add(f"C++ ≥ {TARGET_SPEEDUP_VS_REFERENCE:g}× faster than the reference (fwd+bwd)", speedup,
-        f"{speedup:.1f}×" if speedup else "", speedup is not None and speedup >= TARGET_SPEEDUP_VS_REFERENCE,
-        f"reference not measured at N={n}")
+    add(
+        f"C++ ≥ {TARGET_SPEEDUP_VS_REFERENCE:g}× faster than the reference (fwd+bwd)",
+        speedup,
+        f"{speedup:.1f}×" if speedup else "",
+        speedup is not None and speedup >= TARGET_SPEEDUP_VS_REFERENCE,
+        f"reference not measured at N={n}",
+    )
     rate = most["forward_steps"]["evals_per_s_per_core"]
-    add(f"forward ≥ {TARGET_EVALS_PER_S_PER_CORE / 1e9:g} G pixel–Gaussian evaluations/s/core", rate,
-        f"{rate / 1e9:.2f} G/s/core ({most['threads']} threads)", rate >= TARGET_EVALS_PER_S_PER_CORE)
+    add(
+        f"forward ≥ {TARGET_EVALS_PER_S_PER_CORE / 1e9:g} G pixel–Gaussian evaluations/s/core",
+        rate,
+        f"{rate / 1e9:.2f} G/s/core ({most['threads']} threads)",
+        rate >= TARGET_EVALS_PER_S_PER_CORE,
+    )
     # Forward and fwd+bwd are separate medians: a non-positive difference means the timings are noise.
     ratio = most["backward_over_forward"] if most["backward_s"] > 0 else None
-    add(f"backward ≤ {TARGET_BACKWARD_OVER_FORWARD:g}× forward time", ratio, f"{ratio:.2f}×" if ratio else "",
-        ratio is not None and ratio <= TARGET_BACKWARD_OVER_FORWARD, "fwd+bwd ≤ forward: noisy timings")
+    add(
+        f"backward ≤ {TARGET_BACKWARD_OVER_FORWARD:g}× forward time",
+        ratio,
+        f"{ratio:.2f}×" if ratio else "",
+        ratio is not None and ratio <= TARGET_BACKWARD_OVER_FORWARD,
+        "fwd+bwd ≤ forward: noisy timings",
+    )
     thread_speedup = scaling["speedup_fwd_bwd"] if default_threads >= 2 else None
-    add(f"{default_threads} threads ≥ {TARGET_THREAD_SPEEDUP:g}× faster than 1 (fwd+bwd)", thread_speedup,
+    add(
+        f"{default_threads} threads ≥ {TARGET_THREAD_SPEEDUP:g}× faster than 1 (fwd+bwd)",
+        thread_speedup,
         f"{thread_speedup:.2f}×" if thread_speedup else "",
-        thread_speedup is not None and thread_speedup >= TARGET_THREAD_SPEEDUP, "only 1 thread available")
+        thread_speedup is not None and thread_speedup >= TARGET_THREAD_SPEEDUP,
+        "only 1 thread available",
+    )
     return targets
 
 
@@ -366,7 +430,7 @@ def evaluate_targets(sizes: list[dict], scaling: dict, default_threads: int) -> 
 # --------------------------------------------------------------------------------------------------------
 
 
-def fmt_ms(seconds: Optional[float]) -> str:
+def fmt_ms(seconds: float | None) -> str:
     if seconds is None:
         return "—"
     ms = seconds * 1e3
@@ -385,10 +449,12 @@ def render_report(report: dict) -> str:
         "## gsplat_py render benchmark",
         "",
         f"- machine: {machine['cpu_model']}, {machine['logical_cpus']} logical CPUs, {machine['platform']}",
-        f"- torch {machine['torch_version']} ({machine['cpu_capability']}), {machine['torch_threads']} threads; "
-        f"git commit {machine['git_commit'] or 'unknown'}; extension built {machine['extension_built'] or 'unknown'}",
+        f"- torch {machine['torch_version']} ({machine['cpu_capability']}), {machine['torch_threads']} "
+        f"threads; git commit {machine['git_commit'] or 'unknown'}; "
+        f"extension built {machine['extension_built'] or 'unknown'}",
         f"- OMP_WAIT_POLICY: {report['omp_wait_policy'] or 'unset'}; load average at start "
-        f"{' / '.join(f'{x:.2f}' for x in machine['load_average_at_start'])} (1/5/15 min: other work skews timings)",
+        f"{' / '.join(f'{x:.2f}' for x in machine['load_average_at_start'])} (1/5/15 min: other work skews "
+        "timings)",
         f"- scene: {WIDTH}×{HEIGHT} pinhole, f={FOCAL:g}, depth {NEAR_DEPTH:g}..{FAR_DEPTH:g}, "
         f"median scale {SCALE_AT_100K:g}·(N/100k)^(-1/3), "
         f"{'RGB colours' if settings['sh_degree'] is None else 'SH degree ' + str(settings['sh_degree'])}, "
@@ -405,55 +471,121 @@ def render_report(report: dict) -> str:
                 rows.append([f"{size['n']:,}", backend, "—", r["skipped"], "—", "—", "—", "—"])
                 continue
             speedup = size.get("cpp_speedup_fwd_bwd") if backend == "cpp" else None
-            rows.append([
-                f"{size['n']:,}", backend, f"{r['n_isects']:,}", fmt_ms(r["forward_s"]), fmt_ms(r["fwd_bwd_s"]),
-                fmt_ms(r["backward_s"]), f"{r['backward_over_forward']:.2f}",
-                f"{speedup:.1f}×" if speedup is not None else "—",
-            ])
-    out.append(table(["N", "backend", "intersections", "forward (ms)", "fwd+bwd (ms)", "backward ≈ (ms)¹",
-                      "bwd/fwd", "C++ speed-up (fwd+bwd)"], rows))
+            rows.append(
+                [
+                    f"{size['n']:,}",
+                    backend,
+                    f"{r['n_isects']:,}",
+                    fmt_ms(r["forward_s"]),
+                    fmt_ms(r["fwd_bwd_s"]),
+                    fmt_ms(r["backward_s"]),
+                    f"{r['backward_over_forward']:.2f}",
+                    f"{speedup:.1f}×" if speedup is not None else "—",
+                ]
+            )
+    out.append(
+        table(
+            [
+                "N",
+                "backend",
+                "intersections",
+                "forward (ms)",
+                "fwd+bwd (ms)",
+                "backward ≈ (ms)¹",
+                "bwd/fwd",
+                "C++ speed-up (fwd+bwd)",
+            ],
+            rows,
+        )
+    )
 
     out += ["", "### Where the C++ forward time goes (ops timed one by one)", ""]
     rows = []
     for size in report["sizes"]:
         s = size["cpp_forward_steps"]
-        rows.append([
-            f"{size['n']:,}", fmt_ms(s["projection_s"]), fmt_ms(s["sh_s"]), fmt_ms(s["binning_s"]),
-            fmt_ms(s["rasterize_s"]), fmt_ms(s["steps_total_s"]), fmt_ms(size["backends"]["cpp"]["forward_s"]),
-            f"{s['pixel_gaussian_pairs'] / 1e6:.1f} M", f"{s['evals_per_s_per_core'] / 1e9:.2f}",
-        ])
-    out.append(table(["N", "projection (ms)", "SH (ms)", "binning (ms)", "rasterize (ms)", "sum of ops (ms)",
-                      "rasterization() (ms)", "pixel–Gaussian pairs²", "G evals/s/core²"], rows))
+        rows.append(
+            [
+                f"{size['n']:,}",
+                fmt_ms(s["projection_s"]),
+                fmt_ms(s["sh_s"]),
+                fmt_ms(s["binning_s"]),
+                fmt_ms(s["rasterize_s"]),
+                fmt_ms(s["steps_total_s"]),
+                fmt_ms(size["backends"]["cpp"]["forward_s"]),
+                f"{s['pixel_gaussian_pairs'] / 1e6:.1f} M",
+                f"{s['evals_per_s_per_core'] / 1e9:.2f}",
+            ]
+        )
+    out.append(
+        table(
+            [
+                "N",
+                "projection (ms)",
+                "SH (ms)",
+                "binning (ms)",
+                "rasterize (ms)",
+                "sum of ops (ms)",
+                "rasterization() (ms)",
+                "pixel–Gaussian pairs²",
+                "G evals/s/core²",
+            ],
+            rows,
+        )
+    )
 
     scaling = report["thread_scaling"]
     out += ["", f"### Thread scaling, C++, N={scaling['n']:,}", ""]
-    rows = [[
-        str(r["threads"]), fmt_ms(r["forward_s"]), fmt_ms(r["fwd_bwd_s"]), fmt_ms(r["forward_steps"]["rasterize_s"]),
-        f"{r['forward_steps']['evals_per_s_per_core'] / 1e9:.2f}",
-    ] for r in scaling["rows"]]
-    rows.append([
-        f"speed-up {scaling['rows'][-1]['threads']}T/1T", f"{scaling['speedup_forward']:.2f}×",
-        f"{scaling['speedup_fwd_bwd']:.2f}×", f"{scaling['speedup_rasterize']:.2f}×", "",
-    ])
+    rows = [
+        [
+            str(r["threads"]),
+            fmt_ms(r["forward_s"]),
+            fmt_ms(r["fwd_bwd_s"]),
+            fmt_ms(r["forward_steps"]["rasterize_s"]),
+            f"{r['forward_steps']['evals_per_s_per_core'] / 1e9:.2f}",
+        ]
+        for r in scaling["rows"]
+    ]
+    rows.append(
+        [
+            f"speed-up {scaling['rows'][-1]['threads']}T/1T",
+            f"{scaling['speedup_forward']:.2f}×",
+            f"{scaling['speedup_fwd_bwd']:.2f}×",
+            f"{scaling['speedup_rasterize']:.2f}×",
+            "",
+        ]
+    )
     out.append(table(["threads", "forward (ms)", "fwd+bwd (ms)", "rasterize (ms)", "G evals/s/core²"], rows))
 
     if report["wait_policy"] is not None:
         out += ["", f"### OMP_WAIT_POLICY, C++ fwd+bwd (ms), N={scaling['n']:,}, fresh process each", ""]
         rows = []
         for policy in ("PASSIVE", "unset"):
-            cells = {r["busy_competitor"]: fmt_ms(r["fwd_bwd_s"]) for r in report["wait_policy"]
-                     if r["omp_wait_policy"] == policy}
+            cells = {
+                r["busy_competitor"]: fmt_ms(r["fwd_bwd_s"])
+                for r in report["wait_policy"]
+                if r["omp_wait_policy"] == policy
+            }
             rows.append([policy, cells[False], cells[True]])
         out.append(table(["OMP_WAIT_POLICY", "idle machine", "with a busy-loop process"], rows))
 
     n_targets = report["targets"][0]["n"]
     out += ["", f"### Targets (at N={n_targets:,})", ""]
-    out += ["The speed-up comes from the first table, the other numbers from the thread-scaling runs "
-            "(default threads).", ""]
+    out += [
+        "The speed-up comes from the first table, the other numbers from the thread-scaling runs "
+        "(default threads).",
+        "",
+    ]
     if n_targets != TARGET_N:
-        out += [f"Note: the targets are stated for N={TARGET_N:,}; these numbers are for N={n_targets:,}.", ""]
-    out.append(table(["target", "measured", "result"],
-                     [[t["target"], t["measured_text"], t["result"]] for t in report["targets"]]))
+        out += [
+            f"Note: the targets are stated for N={TARGET_N:,}; these numbers are for N={n_targets:,}.",
+            "",
+        ]
+    out.append(
+        table(
+            ["target", "measured", "result"],
+            [[t["target"], t["measured_text"], t["result"]] for t in report["targets"]],
+        )
+    )
     out += [""] + [f"{i}. {note}" for i, note in enumerate(FOOTNOTES, start=1)]
     return "\n".join(out)
 
@@ -481,7 +613,8 @@ def machine_info() -> dict:
     spec = importlib.util.find_spec("gsplat_py._C")
     extension_built = (
         datetime.datetime.fromtimestamp(os.path.getmtime(spec.origin)).isoformat(timespec="seconds")
-        if spec is not None and spec.origin else None
+        if spec is not None and spec.origin
+        else None
     )
     return {
         "platform": platform.platform(),
@@ -501,25 +634,50 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000],
-                        help="numbers of Gaussians N")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000], help="numbers of Gaussians N"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per C++ measurement (median)")
-    parser.add_argument("--reference-repeats", type=int, default=3,
-                        help="timed repeats per reference measurement (median)")
-    parser.add_argument("--reference-max-n", type=int, default=100_000,
-                        help="largest N run on the reference backend (it needs a lot of memory)")
-    parser.add_argument("--scaling-n", type=int, default=TARGET_N,
-                        help="N for the thread scaling, the wait-policy comparison and the targets")
-    parser.add_argument("--sh-degree", type=int, choices=range(4), default=None,
-                        help="use SH coefficients of this degree instead of RGB colours")
+    parser.add_argument(
+        "--reference-repeats", type=int, default=3, help="timed repeats per reference measurement (median)"
+    )
+    parser.add_argument(
+        "--reference-max-n",
+        type=int,
+        default=100_000,
+        help="largest N run on the reference backend (it needs a lot of memory)",
+    )
+    parser.add_argument(
+        "--scaling-n",
+        type=int,
+        default=TARGET_N,
+        help="N for the thread scaling, the wait-policy comparison and the targets",
+    )
+    parser.add_argument(
+        "--sh-degree",
+        type=int,
+        choices=range(4),
+        default=None,
+        help="use SH coefficients of this degree instead of RGB colours",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic scene")
-    parser.add_argument("--compare-wait-policy", action="store_true",
-                        help="also time C++ fwd+bwd at --scaling-n with OMP_WAIT_POLICY=PASSIVE and unset, "
-                             "each idle and next to a busy-loop process (4 subprocesses)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: N=10000 only (also for thread scaling), 2 repeats, no reference")
-    parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench_results" / "bench_render.json",
-                        help="JSON file to write")
+    parser.add_argument(
+        "--compare-wait-policy",
+        action="store_true",
+        help="also time C++ fwd+bwd at --scaling-n with OMP_WAIT_POLICY=PASSIVE and unset, "
+        "each idle and next to a busy-loop process (4 subprocesses)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: N=10000 only (also for thread scaling), 2 repeats, no reference",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=REPO_ROOT / "bench_results" / "bench_render.json",
+        help="JSON file to write",
+    )
     parser.add_argument("--wait-policy-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
@@ -543,9 +701,18 @@ def main() -> None:
         "machine": machine_info(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "settings": {
-            **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "wait_policy_child"},
-            "width": WIDTH, "height": HEIGHT, "focal": FOCAL, "depth_range": [NEAR_DEPTH, FAR_DEPTH],
-            "scale_at_100k": SCALE_AT_100K, "scale_log_std": SCALE_LOG_STD, "tile_size": TILE_SIZE,
+            **{
+                k: (str(v) if isinstance(v, Path) else v)
+                for k, v in vars(args).items()
+                if k != "wait_policy_child"
+            },
+            "width": WIDTH,
+            "height": HEIGHT,
+            "focal": FOCAL,
+            "depth_range": [NEAR_DEPTH, FAR_DEPTH],
+            "scale_at_100k": SCALE_AT_100K,
+            "scale_log_std": SCALE_LOG_STD,
+            "tile_size": TILE_SIZE,
         },
     }
     progress(f"OMP_WAIT_POLICY={report['omp_wait_policy'] or 'unset'}, {default_threads} threads")

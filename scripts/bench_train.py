@@ -41,25 +41,37 @@ TARGETS = {  # from the training issue, for the default strategy on snowmiku ima
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(DEFAULT_DATA if DEFAULT_DATA.exists() else ROOT / "data" / "snowmiku"))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", default=str(DEFAULT_DATA if DEFAULT_DATA.exists() else ROOT / "data" / "snowmiku")
+    )
     parser.add_argument("--data-factor", type=int, default=4)
     parser.add_argument("--steps", type=int, default=7000)
     parser.add_argument("--eval-steps", default="1000,2000,3000,7000")
     parser.add_argument("--strategy", choices=("default", "mcmc"))
     parser.add_argument("--config", help="preset or TOML file (default: the default preset)")
-    parser.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
-                        help="extra option, e.g. --set optim.means_lr 2e-4")
+    parser.add_argument(
+        "--set",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("KEY", "VALUE"),
+        help="extra option, e.g. --set optim.means_lr 2e-4",
+    )
     parser.add_argument("--output", default=str(ROOT / "bench_results"))
     return parser.parse_args()
 
 
 def git_commit() -> str:
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -69,7 +81,9 @@ def main() -> None:
     args = parse_args()
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = Path(args.output)
-    eval_steps = sorted({int(s) for s in args.eval_steps.split(",") if s.strip() and int(s) <= args.steps} | {args.steps})
+    eval_steps = sorted(
+        {int(s) for s in args.eval_steps.split(",") if s.strip() and int(s) <= args.steps} | {args.steps}
+    )
     preset = args.config or ("mcmc" if args.strategy == "mcmc" else None)
     overrides = {
         "data.path": args.data,
@@ -89,19 +103,33 @@ def main() -> None:
     setup_s = time.perf_counter() - started
     records = trainer.train()
 
-    rows = [{k: r[k] for k in ("step", "psnr", "ssim", "num_gaussians", "elapsed_s", "steps_per_s")} for r in records]
-    print(f"\nsnowmiku-style training benchmark: {config.data.path} (factor {config.data.data_factor}), "
-          f"strategy {config.strategy.name}, {torch.get_num_threads()} threads, setup {setup_s:.1f} s")
+    rows = [
+        {k: r[k] for k in ("step", "psnr", "ssim", "num_gaussians", "elapsed_s", "steps_per_s")}
+        for r in records
+    ]
+    print(
+        f"\nsnowmiku-style training benchmark: {config.data.path} (factor {config.data.data_factor}), "
+        f"strategy {config.strategy.name}, {torch.get_num_threads()} threads, setup {setup_s:.1f} s"
+    )
     print("| step | test PSNR (dB) | test SSIM | Gaussians | train time (s) | steps/s (avg from 0) |")
     print("|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['step']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['num_gaussians']:,} | {r['elapsed_s']:.1f} | "
-              f"{r['steps_per_s']:.1f} |")
+        print(
+            f"| {r['step']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['num_gaussians']:,} | "
+            f"{r['elapsed_s']:.1f} | "
+            f"{r['steps_per_s']:.1f} |"
+        )
     by_step = {r["step"]: r for r in rows}
     checks = []
     if config.strategy.name == "default":
         if 7000 in by_step:
-            checks.append(("steps/s over the first 7k steps", by_step[7000]["steps_per_s"], TARGETS["steps_per_s_over_7k"]))
+            checks.append(
+                (
+                    "steps/s over the first 7k steps",
+                    by_step[7000]["steps_per_s"],
+                    TARGETS["steps_per_s_over_7k"],
+                )
+            )
             checks.append(("test PSNR at 7k (dB)", by_step[7000]["psnr"], TARGETS["psnr_at_7k"]))
         if 2000 in by_step:
             checks.append(("test PSNR at 2k (dB)", by_step[2000]["psnr"], TARGETS["psnr_at_2k"]))
@@ -113,8 +141,12 @@ def main() -> None:
     report = {
         "commit": git_commit(),
         "date": stamp,
-        "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "platform": platform.platform(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        },
         "setup_s": setup_s,
         "config": json.loads(json.dumps(trainer.config, default=lambda o: o.__dict__)),
         "records": rows,

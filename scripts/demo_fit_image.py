@@ -39,8 +39,9 @@ def psnr(render: torch.Tensor, target: torch.Tensor) -> float:
     return float(-10.0 * torch.log10(torch.mean((render - target) ** 2)))
 
 
-def fit_image(target: torch.Tensor, n_gaussians: int, steps: int, lr: float = 0.01, seed: int = 0,
-              log_every: int = 0):
+def fit_image(
+    target: torch.Tensor, n_gaussians: int, steps: int, lr: float = 0.01, seed: int = 0, log_every: int = 0
+):
     """Fits n_gaussians to target [H, W, 3]; returns (final render, list of (step, psnr))."""
     height, width, _ = target.shape
     gen = torch.Generator().manual_seed(seed)
@@ -68,8 +69,16 @@ def fit_image(target: torch.Tensor, n_gaussians: int, steps: int, lr: float = 0.
     history = []
     for step in range(1, steps + 1):
         render, _, _ = gsplat_py.rasterization(
-            params["means"], params["quats"], torch.exp(params["log_scales"]),
-            torch.sigmoid(params["logit_opacities"]), params["colors"], viewmats, Ks, width, height)
+            params["means"],
+            params["quats"],
+            torch.exp(params["log_scales"]),
+            torch.sigmoid(params["logit_opacities"]),
+            params["colors"],
+            viewmats,
+            Ks,
+            width,
+            height,
+        )
         loss = torch.nn.functional.l1_loss(render[0], target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -82,7 +91,9 @@ def fit_image(target: torch.Tensor, n_gaussians: int, steps: int, lr: float = 0.
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
     parser.add_argument("--gaussians", type=int, default=10000)
     parser.add_argument("--steps", type=int, default=300)
@@ -94,8 +105,10 @@ def main() -> None:
     start = time.perf_counter()
     render, history = fit_image(target, args.gaussians, args.steps, args.lr, log_every=50)
     elapsed = time.perf_counter() - start
-    print(f"{args.steps} steps in {elapsed:.1f} s ({args.steps / elapsed:.1f} steps/s); "
-          f"PSNR {history[0][1]:.2f} -> {history[-1][1]:.2f} dB")
+    print(
+        f"{args.steps} steps in {elapsed:.1f} s ({args.steps / elapsed:.1f} steps/s); "
+        f"PSNR {history[0][1]:.2f} -> {history[-1][1]:.2f} dB"
+    )
     side_by_side = torch.cat([render.clamp(0, 1), target], dim=1)
     tmp = args.output.with_name(args.output.name + ".tmp.png")
     Image.fromarray((side_by_side.numpy() * 255 + 0.5).astype(np.uint8)).save(tmp)

@@ -5,7 +5,6 @@ module can reuse it; nothing is a fixture with side effects.
 """
 
 import math
-from typing import Dict, Optional
 
 import torch
 from torch import Tensor
@@ -47,9 +46,7 @@ def make_cameras(n_cameras: int, width: int, height: int, dtype=torch.float64, c
         if camera_model == "ortho":
             fx, fy = fx / 4.0, fy / 4.0
         Ks[c] = torch.tensor(
-            [[fx, 0.0, width / 2 + 1.3 * c - 0.4],
-             [0.0, fy, height / 2 - 0.9 * c + 0.2],
-             [0.0, 0.0, 1.0]],
+            [[fx, 0.0, width / 2 + 1.3 * c - 0.4], [0.0, fy, height / 2 - 0.9 * c + 0.2], [0.0, 0.0, 1.0]],
             dtype=torch.float64,
         )
     return viewmats.to(dtype), Ks.to(dtype)
@@ -63,12 +60,12 @@ def make_scene(
     dtype=torch.float64,
     seed: int = 0,
     channels: int = 3,
-    sh_degree: Optional[int] = None,
+    sh_degree: int | None = None,
     backgrounds: bool = False,
     camera_model: str = "pinhole",
     tile_size: int = 16,
     max_opacity: float = 1.0,
-) -> Dict:
+) -> dict:
     """A random scene that exercises the awkward cases, as keyword arguments of ``rasterization``.
 
     Mixes regular anisotropic Gaussians (random unnormalised quaternions, log-uniform per-axis scales) with
@@ -172,7 +169,7 @@ def make_scene(
 DIFFERENTIABLE_KEYS = ("means", "quats", "scales", "opacities", "colors", "viewmats", "Ks", "backgrounds")
 
 
-def requires_grad_copy(scene: Dict) -> Dict:
+def requires_grad_copy(scene: dict) -> dict:
     """A copy of the scene whose differentiable tensors are fresh leaves with requires_grad=True."""
     out = dict(scene)
     for key in DIFFERENTIABLE_KEYS:
@@ -183,7 +180,9 @@ def requires_grad_copy(scene: Dict) -> Dict:
 
 def random_like(t: Tensor, seed: int) -> Tensor:
     """A reproducible random cotangent with the shape and dtype of t."""
-    return torch.randn(t.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(t.dtype)
+    return torch.randn(t.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(
+        t.dtype
+    )
 
 
 def relative_error(actual: Tensor, expected: Tensor) -> float:

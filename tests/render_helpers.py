@@ -7,21 +7,23 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gsplat_py.tools.frames import quaternion_from_rotation
 from gsplat_py.io.colmap import Camera, ColmapModel, Points3D, write_model
 from gsplat_py.io.colmap import Image as ColmapImage
 from gsplat_py.model import GaussianSplats
+from gsplat_py.tools.frames import quaternion_from_rotation
 
 SCENE_WIDTH, SCENE_HEIGHT = 40, 30
 SCENE_FOCAL = 36.0
 # COLMAP's world is an arbitrary similarity of the canonical one (scale 2.5, a rotation, a shift), so that
 # COLMAP's frame and the normalised frame differ in every respect.
-CANONICAL_TO_COLMAP = np.array([
-    [0.0, -2.5, 0.0, 3.0],
-    [1.5, 0.0, 2.0, -1.0],
-    [-2.0, 0.0, 1.5, 0.5],
-    [0.0, 0.0, 0.0, 1.0],
-])
+CANONICAL_TO_COLMAP = np.array(
+    [
+        [0.0, -2.5, 0.0, 3.0],
+        [1.5, 0.0, 2.0, -1.0],
+        [-2.0, 0.0, 1.5, 0.5],
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+)
 
 
 def look_at(centre: np.ndarray, target: np.ndarray, up=(0.0, 0.0, 1.0)) -> np.ndarray:
@@ -37,10 +39,12 @@ def look_at(centre: np.ndarray, target: np.ndarray, up=(0.0, 0.0, 1.0)) -> np.nd
 
 def ring_poses(count: int, radius: float = 4.0, height: float = 1.0) -> np.ndarray:
     """Canonical camera-to-world matrices on a circle at ``height``, all looking at the origin."""
-    return np.stack([
-        look_at(np.array([radius * math.cos(a), radius * math.sin(a), height]), np.zeros(3))
-        for a in (2.0 * math.pi * i / count for i in range(count))
-    ])
+    return np.stack(
+        [
+            look_at(np.array([radius * math.cos(a), radius * math.sin(a), height]), np.zeros(3))
+            for a in (2.0 * math.pi * i / count for i in range(count))
+        ]
+    )
 
 
 def write_ring_scene(root: Path, count: int = 9, seed: int = 0) -> None:
@@ -53,13 +57,27 @@ def write_ring_scene(root: Path, count: int = 9, seed: int = 0) -> None:
         pose = CANONICAL_TO_COLMAP @ pose
         rotation, centre = pose[:3, :3] / scale, pose[:3, 3]
         qvec = quaternion_from_rotation(torch.from_numpy(rotation.T)).numpy()
-        images[i + 1] = ColmapImage(i + 1, qvec, -rotation.T @ centre, 1, f"view_{i:02d}.png", np.zeros((0, 2)),
-                                    np.zeros(0, dtype=np.int64))
+        images[i + 1] = ColmapImage(
+            i + 1,
+            qvec,
+            -rotation.T @ centre,
+            1,
+            f"view_{i:02d}.png",
+            np.zeros((0, 2)),
+            np.zeros(0, dtype=np.int64),
+        )
     rng = np.random.default_rng(seed)
     points = rng.uniform(-0.8, 0.8, (60, 3)) @ CANONICAL_TO_COLMAP[:3, :3].T + CANONICAL_TO_COLMAP[:3, 3]
     model = ColmapModel(
-        cameras={1: Camera(1, "PINHOLE", SCENE_WIDTH, SCENE_HEIGHT,
-                           np.array([SCENE_FOCAL, SCENE_FOCAL, SCENE_WIDTH / 2, SCENE_HEIGHT / 2]))},
+        cameras={
+            1: Camera(
+                1,
+                "PINHOLE",
+                SCENE_WIDTH,
+                SCENE_HEIGHT,
+                np.array([SCENE_FOCAL, SCENE_FOCAL, SCENE_WIDTH / 2, SCENE_HEIGHT / 2]),
+            )
+        },
         images=images,
         points=Points3D(
             xyz=points,

@@ -7,7 +7,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from render_helpers import look_at
 
+from gsplat_py.data.world_frame import WorldFrame
 from gsplat_py.tools.camera_paths import (
     Camera,
     CameraFileError,
@@ -21,10 +23,7 @@ from gsplat_py.tools.camera_paths import (
     up_direction,
     write_cameras_json,
 )
-from gsplat_py.data.world_frame import WorldFrame
 from gsplat_py.tools.frames import transform_cameras
-
-from render_helpers import look_at
 
 WIDTH, HEIGHT = 64, 48
 K = torch.tensor([[50.0, 0.0, 31.0], [0.0, 52.0, 25.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
@@ -42,9 +41,13 @@ def training_cameras(count: int = 12) -> list[Camera]:
     cameras = []
     for i in range(count):
         angle = math.pi * i / (count - 1)
-        centre = TARGET + 3.0 * math.cos(angle) * side + 2.0 * math.sin(angle) * other + (0.8 + 0.1 * (i % 3)) * UP
+        centre = (
+            TARGET + 3.0 * math.cos(angle) * side + 2.0 * math.sin(angle) * other + (0.8 + 0.1 * (i % 3)) * UP
+        )
         camera_to_world = torch.from_numpy(look_at(centre, TARGET, UP))
-        cameras.append(Camera(f"img_{i:02d}.jpg", torch.linalg.inv(camera_to_world), K.clone(), WIDTH, HEIGHT))
+        cameras.append(
+            Camera(f"img_{i:02d}.jpg", torch.linalg.inv(camera_to_world), K.clone(), WIDTH, HEIGHT)
+        )
     return cameras
 
 
@@ -77,14 +80,23 @@ def test_ellipse_path_keeps_the_scene_centre_at_the_image_centre():
     for camera in path:
         assert (camera.width, camera.height) == (80, 60)  # the training aspect ratio
         assert np.allclose(project(camera, TARGET), [40.0, 30.0], atol=1e-9)
-        assert camera.K[0, 0] == pytest.approx(50.0 * 80 / 64) and camera.K[1, 1] == pytest.approx(52.0 * 60 / 48)
+        assert camera.K[0, 0] == pytest.approx(50.0 * 80 / 64) and camera.K[1, 1] == pytest.approx(
+            52.0 * 60 / 48
+        )
         assert_rigid(camera)
         heights.append(float((camera.camera_to_world()[:3, 3].numpy() - TARGET) @ up))
         assert float(-camera.camera_to_world()[:3, 1].numpy() @ up) > 0  # upright
     assert np.ptp(heights) < 1e-9  # a level ellipse
-    horizontal = [offset - (offset @ up) * up for offset in (path[0].camera_to_world()[:3, 3].numpy() - TARGET,
-                  training_cameras()[0].camera_to_world()[:3, 3].numpy() - TARGET)]
-    assert np.allclose(np.cross(*horizontal), 0.0, atol=1e-9) and horizontal[0] @ horizontal[1] > 0  # starts there
+    horizontal = [
+        offset - (offset @ up) * up
+        for offset in (
+            path[0].camera_to_world()[:3, 3].numpy() - TARGET,
+            training_cameras()[0].camera_to_world()[:3, 3].numpy() - TARGET,
+        )
+    ]
+    assert (
+        np.allclose(np.cross(*horizontal), 0.0, atol=1e-9) and horizontal[0] @ horizontal[1] > 0
+    )  # starts there
     centres = np.stack([camera.camera_to_world()[:3, 3].numpy() for camera in path])
     assert len(np.unique(centres.round(6), axis=0)) == 10  # no two frames at one place
 
@@ -114,12 +126,20 @@ def test_interpolated_path_passes_through_the_cameras_smoothly():
 @pytest.mark.parametrize("kind", ["ellipse", "spiral", "interpolate"])
 def test_paths_do_not_depend_on_the_world_frame(kind):
     # Fitting in a moved world gives the moved path: nothing assumes an axis is up (COLMAP's frames vary).
-    transform = torch.tensor([[0.0, -2.0, 0.0, 1.0], [1.2, 0.0, 1.6, -3.0], [-1.6, 0.0, 1.2, 0.5], [0, 0, 0, 1]],
-                             dtype=torch.float64)
+    transform = torch.tensor(
+        [[0.0, -2.0, 0.0, 1.0], [1.2, 0.0, 1.6, -3.0], [-1.6, 0.0, 1.2, 0.5], [0, 0, 0, 1]],
+        dtype=torch.float64,
+    )
     cameras = training_cameras()
-    moved = [replace(camera, world_to_camera=matrix)
-             for camera, matrix in zip(cameras, transform_cameras(torch.stack([c.world_to_camera for c in cameras]), transform))]
-    expected = transform_cameras(torch.stack([c.world_to_camera for c in generate_path(kind, cameras, 9)]), transform)
+    moved = [
+        replace(camera, world_to_camera=matrix)
+        for camera, matrix in zip(
+            cameras, transform_cameras(torch.stack([c.world_to_camera for c in cameras]), transform)
+        )
+    ]
+    expected = transform_cameras(
+        torch.stack([c.world_to_camera for c in generate_path(kind, cameras, 9)]), transform
+    )
     actual = torch.stack([c.world_to_camera for c in generate_path(kind, moved, 9)])
     assert torch.allclose(actual, expected, atol=1e-9)
 
@@ -137,7 +157,9 @@ def test_resize_cameras_keeps_the_field_of_view():
     camera = training_cameras(2)[0]
     (resized,) = resize_cameras([camera], height=96, focal_scale=1.5)
     assert (resized.width, resized.height) == (128, 96)
-    assert torch.allclose(resized.K, torch.tensor([[150.0, 0, 62.0], [0, 156.0, 50.0], [0, 0, 1]], dtype=torch.float64))
+    assert torch.allclose(
+        resized.K, torch.tensor([[150.0, 0, 62.0], [0, 156.0, 50.0], [0, 0, 1]], dtype=torch.float64)
+    )
     assert resized.world_to_camera is camera.world_to_camera
 
 
@@ -158,9 +180,11 @@ def test_camera_json_round_trip_is_exact(tmp_path):
 
 def test_camera_json_camera_to_world_and_defaults(tmp_path):
     pose = look_at(np.array([1.0, 2.0, 3.0]), np.zeros(3))
-    (tmp_path / "c.json").write_text(json.dumps(
-        {"cameras": [{"width": 20, "height": 10, "fx": 30, "fy": 31, "camera_to_world": pose.tolist()}]}
-    ))
+    (tmp_path / "c.json").write_text(
+        json.dumps(
+            {"cameras": [{"width": 20, "height": 10, "fx": 30, "fy": 31, "camera_to_world": pose.tolist()}]}
+        )
+    )
     loaded = read_cameras_json(tmp_path / "c.json")
     (camera,) = loaded.cameras
     assert loaded.frame is None and camera.name == "frame_00000"
@@ -175,22 +199,25 @@ MIRRORED = np.diag([1.0, 1.0, -1.0, 1.0]).tolist()
 BAD_LAST_ROW = [[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0], [0, 0, 1.0, 1.0]]
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"world_to_camera": SCALED}, r"\.world_to_camera: not a rigid transform"),
-    ({"world_to_camera": SHEARED}, r"\.world_to_camera: not a rigid transform"),
-    ({"world_to_camera": MIRRORED}, r"\.world_to_camera: not a rigid transform.*det R = -1"),
-    ({"world_to_camera": BAD_LAST_ROW}, r"\.world_to_camera: the last row must be \[0, 0, 0, 1\]"),
-    ({"world_to_camera": [[1, 0, 0, 0]]}, r"\.world_to_camera: expected a 4x4 matrix"),
-    ({"fx": 0}, r"\.fx: expected a positive number of pixels, got 0"),
-    ({"fy": -3.0}, r"\.fy: expected a positive number of pixels"),
-    ({"cx": float("nan")}, r"\.cx: expected a finite number"),
-    ({"width": 0}, r"\.width: expected a positive integer"),
-    ({"height": 2.5}, r"\.height: expected a positive integer"),
-    ({"fx": None}, r"\.fx: expected a finite number"),
-    ({"camera_to_world": IDENTITY}, r": expected exactly one of 'world_to_camera' and 'camera_to_world'"),
-    ({"focal": 3}, r": unknown field 'focal'"),
-    ({"name": ""}, r"\.name: expected a non-empty string"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"world_to_camera": SCALED}, r"\.world_to_camera: not a rigid transform"),
+        ({"world_to_camera": SHEARED}, r"\.world_to_camera: not a rigid transform"),
+        ({"world_to_camera": MIRRORED}, r"\.world_to_camera: not a rigid transform.*det R = -1"),
+        ({"world_to_camera": BAD_LAST_ROW}, r"\.world_to_camera: the last row must be \[0, 0, 0, 1\]"),
+        ({"world_to_camera": [[1, 0, 0, 0]]}, r"\.world_to_camera: expected a 4x4 matrix"),
+        ({"fx": 0}, r"\.fx: expected a positive number of pixels, got 0"),
+        ({"fy": -3.0}, r"\.fy: expected a positive number of pixels"),
+        ({"cx": float("nan")}, r"\.cx: expected a finite number"),
+        ({"width": 0}, r"\.width: expected a positive integer"),
+        ({"height": 2.5}, r"\.height: expected a positive integer"),
+        ({"fx": None}, r"\.fx: expected a finite number"),
+        ({"camera_to_world": IDENTITY}, r": expected exactly one of 'world_to_camera' and 'camera_to_world'"),
+        ({"focal": 3}, r": unknown field 'focal'"),
+        ({"name": ""}, r"\.name: expected a non-empty string"),
+    ],
+)
 def test_camera_json_errors_name_the_field(tmp_path, change, message):
     entry = {"width": 20, "height": 10, "fx": 30.0, "fy": 30.0, "world_to_camera": IDENTITY, **change}
     path = tmp_path / "cams.json"
@@ -199,15 +226,23 @@ def test_camera_json_errors_name_the_field(tmp_path, change, message):
         read_cameras_json(path)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("{not json", "not a JSON file"),
-    ('{"cameras": []}', "'cameras' is empty"),
-    ('[1, 2]', "expected an object with a list 'cameras'"),
-    ('{"frame": "world", "cameras": [{}]}', "missing field 'width'"),
-    ('{"frame": "normalized", "from_colmap": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, -1, 0], [0, 0, 0, 1]], "cameras": '
-     '[{"width": 2, "height": 2, "fx": 1, "fy": 1, "world_to_camera": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], '
-     '[0, 0, 0, 1]]}]}', "from_colmap: the similarity has determinant -1.0"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", "not a JSON file"),
+        ('{"cameras": []}', "'cameras' is empty"),
+        ("[1, 2]", "expected an object with a list 'cameras'"),
+        ('{"frame": "world", "cameras": [{}]}', "missing field 'width'"),
+        (
+            '{"frame": "normalized", "from_colmap": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, -1, 0], [0, 0, 0, '
+            '1]], "cameras": '
+            '[{"width": 2, "height": 2, "fx": 1, "fy": 1, "world_to_camera": [[1, 0, 0, 0], [0, 1, 0, 0], '
+            "[0, 0, 1, 0], "
+            "[0, 0, 0, 1]]}]}",
+            "from_colmap: the similarity has determinant -1.0",
+        ),
+    ],
+)
 def test_camera_json_file_errors(tmp_path, text, message):
     path = tmp_path / "cams.json"
     path.write_text(text)

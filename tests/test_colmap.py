@@ -1,4 +1,5 @@
-"""Tests of gsplat_py.io.colmap: reading the bundled COLMAP model, round trips through both formats, errors."""
+"""Tests of gsplat_py.io.colmap: reading the bundled COLMAP model, round trips through both formats,
+errors."""
 
 import os
 import struct
@@ -268,7 +269,9 @@ def test_camera_accessors(model):
     assert camera.fx == 1.0
     assert camera.fy == (1.0 if shared_focal else 2.0)
     assert (camera.cx, camera.cy) == ((2.0, 3.0) if shared_focal else (3.0, 4.0))
-    np.testing.assert_array_equal(camera.K(), [[camera.fx, 0, camera.cx], [0, camera.fy, camera.cy], [0, 0, 1]])
+    np.testing.assert_array_equal(
+        camera.K(), [[camera.fx, 0, camera.cx], [0, camera.fy, camera.cy], [0, 0, 1]]
+    )
     num_pinhole = 3 if shared_focal else 4
     assert camera.distortion == dict(zip(model.param_names[num_pinhole:], params[num_pinhole:]))
     for name, value in zip(model.param_names, params):
@@ -443,7 +446,9 @@ def test_text_image_errors(tmp_path):
     assert lines[6].startswith("99 ") and len(lines[7].split()) == 9  # the second image, three 2D points
 
     replace_line(images_txt, lines, 7, lines[7] + " 1.5")
-    with raises(r"^images.txt line 8: cannot parse the 2D points of image 99 \(10 values, not \(X, Y, POINT3D_"):
+    with raises(
+        r"^images.txt line 8: cannot parse the 2D points of image 99 \(10 values, not \(X, Y, POINT3D_"
+    ):
         read_model(tmp_path)
     replace_line(images_txt, lines, 7, lines[7].replace(lines[7].split()[2], "0.5"))
     with raises("^images.txt line 8: cannot parse the 2D points of image 99 "):
@@ -466,10 +471,14 @@ def test_text_point_errors(tmp_path):
     with raises("^points3D.txt line 5: cannot parse the point "):
         read_model(tmp_path)
     replace_line(points_txt, lines, 4, " ".join(fields[:4] + ["256"] + fields[5:]))
-    with raises(r"^points3D.txt line 5: cannot parse the point \(the color .* is not three values in 0\.\.255\)$"):
+    with raises(
+        r"^points3D.txt line 5: cannot parse the point \(the color .* is not three values in 0\.\.255\)$"
+    ):
         read_model(tmp_path)
     replace_line(points_txt, lines, 4, lines[4] + " 7")
-    with raises(r"^points3D.txt line 5: cannot parse the point \(the track is not \(IMAGE_ID, POINT2D_IDX\) pairs"):
+    with raises(
+        r"^points3D.txt line 5: cannot parse the point \(the track is not \(IMAGE_ID, POINT2D_IDX\) pairs"
+    ):
         read_model(tmp_path)
     points_txt.write_bytes(b"# \xff\n")
     with raises("^points3D.txt: not UTF-8 text "):
@@ -482,7 +491,9 @@ def test_image_with_unknown_camera(tmp_path):
     data = bytearray((SPARSE / "cameras.bin").read_bytes())
     data[8:12] = struct.pack("<i", 2)  # the only camera is now camera 2
     (folder / "cameras.bin").write_bytes(bytes(data))
-    with raises(rf"^images.bin: image {first.id} \({first.name}\) refers to camera 1, which is not in cameras.bin$"):
+    with raises(
+        rf"^images.bin: image {first.id} \({first.name}\) refers to camera 1, which is not in cameras.bin$"
+    ):
         read_model(folder)
 
     cameras = write_text_model(tmp_path / "txt")["cameras"]

@@ -17,7 +17,6 @@ import math
 
 import pytest
 import torch
-
 from conftest import (
     DIFFERENTIABLE_KEYS,
     make_cameras,
@@ -29,6 +28,7 @@ from conftest import (
     rotation_y,
     tile_grid,
 )
+
 from gsplat_py import rasterization
 from gsplat_py.rendering import _backend
 from gsplat_py.rendering import reference as ref
@@ -93,8 +93,15 @@ def vjp(outputs, inputs, seed):
 
 def project_scene(impl, scene, **kwargs):
     return impl.project_gaussians(
-        scene["means"], scene["quats"], scene["scales"], scene["viewmats"], scene["Ks"],
-        scene["width"], scene["height"], camera_model=scene["camera_model"], **kwargs,
+        scene["means"],
+        scene["quats"],
+        scene["scales"],
+        scene["viewmats"],
+        scene["Ks"],
+        scene["width"],
+        scene["height"],
+        camera_model=scene["camera_model"],
+        **kwargs,
     )
 
 
@@ -106,7 +113,8 @@ def strided(t):
 
 
 def transposed_back(t):
-    """Same values as t, in column-major order of its first two dimensions (non-contiguous); differentiable."""
+    """Same values as t, in column-major order of its first two dimensions (non-contiguous);
+    differentiable."""
     out = t.transpose(0, 1).contiguous().transpose(0, 1)
     assert not out.is_contiguous() and torch.equal(out, t)
     return out
@@ -119,7 +127,7 @@ def raster_inputs(scene, channels, seed, backgrounds):
     C, N = depths.shape
     g = torch.Generator().manual_seed(seed)
     colors = torch.rand(C, N, channels, generator=g, dtype=F64)
-    opacities = (scene["opacities"].double()[None] * (0.7 + 0.3 * torch.rand(C, N, generator=g, dtype=F64)))
+    opacities = scene["opacities"].double()[None] * (0.7 + 0.3 * torch.rand(C, N, generator=g, dtype=F64))
     bg = torch.rand(C, channels, generator=g, dtype=F64) if backgrounds else None
     return radii, means2d, depths, conics, colors, opacities, bg
 
@@ -170,11 +178,13 @@ def test_project_gaussians_matches_reference(dtype, camera_model, calc_compensat
         assert torch.equal(value.detach()[culled], torch.zeros_like(value.detach()[culled])), name
         both = visible & ~culled
         if dtype == F64:
-            torch.testing.assert_close(value.detach()[both], ref_value.detach()[both], rtol=1e-6, atol=1e-12,
-                                       msg=name)
+            torch.testing.assert_close(
+                value.detach()[both], ref_value.detach()[both], rtol=1e-6, atol=1e-12, msg=name
+            )
         else:
-            torch.testing.assert_close(value.detach()[both], ref_value.detach()[both], rtol=1e-4, atol=1e-4,
-                                       msg=name)
+            torch.testing.assert_close(
+                value.detach()[both], ref_value.detach()[both], rtol=1e-4, atol=1e-4, msg=name
+            )
 
     if dtype == F64:
         grads = vjp(values, inputs, seed=10)
@@ -212,7 +222,9 @@ def test_spherical_harmonics_matches_reference(degree, with_masks):
     ],
 )
 def test_binning_matches_reference_exactly(dtype, tile_size, width, height, camera_model):
-    scene = make_scene(300, 3, width, height, dtype=dtype, seed=2, camera_model=camera_model, tile_size=tile_size)
+    scene = make_scene(
+        300, 3, width, height, dtype=dtype, seed=2, camera_model=camera_model, tile_size=tile_size
+    )
     radii, means2d, depths, _, _ = project_scene(ops, scene, opacities=scene["opacities"])
     # A few exact ties in depth (between Gaussians sharing tiles): broken by the flat index.
     depths = depths.clone()
@@ -252,7 +264,16 @@ def test_rasterize_to_pixels_matches_reference(dtype, channels, backgrounds, til
     for impl in (ops, ref):
         leaves = [t.clone().requires_grad_(True) if t is not None else None for t in cast]
         img, alpha = impl.rasterize_to_pixels(
-            leaves[0], leaves[1], leaves[2], leaves[3], width, height, tile_size, offsets, ids, backgrounds=leaves[4]
+            leaves[0],
+            leaves[1],
+            leaves[2],
+            leaves[3],
+            width,
+            height,
+            tile_size,
+            offsets,
+            ids,
+            backgrounds=leaves[4],
         )
         grads = vjp([img, alpha], [t for t in leaves if t is not None], seed=20) if dtype == F64 else None
         results[impl] = (img.detach(), alpha.detach(), grads)
@@ -271,7 +292,8 @@ def test_rasterize_to_pixels_matches_reference(dtype, channels, backgrounds, til
 # ---------------------------------------------------------------------------------------------------------
 
 PIPELINE_CASES = [
-    # render_mode, rasterize_mode, camera_model, tile_size, sh_degree, channels, backgrounds, W, H, C, per_camera
+    # render_mode, rasterize_mode, camera_model, tile_size, sh_degree, channels, backgrounds, W, H, C,
+    # per_camera
     ("RGB", "classic", "pinhole", 16, None, 3, True, 45, 37, 3, False),
     ("RGB", "antialiased", "ortho", 8, 3, 3, False, 61, 29, 2, False),
     ("D", "classic", "pinhole", 8, None, 3, True, 45, 37, 3, False),
@@ -288,9 +310,31 @@ PIPELINE_CASES = [
 
 
 def _pipeline_scene(case, dtype, seed):
-    render_mode, rasterize_mode, camera_model, tile_size, sh_degree, channels, backgrounds, W, H, C, per_camera = case
-    scene = make_scene(300, C, W, H, dtype=dtype, seed=seed, channels=channels, sh_degree=sh_degree,
-                       camera_model=camera_model, tile_size=tile_size)
+    (
+        render_mode,
+        rasterize_mode,
+        camera_model,
+        tile_size,
+        sh_degree,
+        channels,
+        backgrounds,
+        W,
+        H,
+        C,
+        per_camera,
+    ) = case
+    scene = make_scene(
+        300,
+        C,
+        W,
+        H,
+        dtype=dtype,
+        seed=seed,
+        channels=channels,
+        sh_degree=sh_degree,
+        camera_model=camera_model,
+        tile_size=tile_size,
+    )
     if per_camera:
         g = torch.Generator().manual_seed(seed + 100)
         scene["colors"] = torch.rand((C,) + scene["colors"].shape, generator=g, dtype=F64).to(dtype)
@@ -303,10 +347,33 @@ def _pipeline_scene(case, dtype, seed):
 
 
 def _case_id(case):
-    render_mode, rasterize_mode, camera_model, tile_size, sh_degree, channels, backgrounds, W, H, C, per_camera = case
+    (
+        render_mode,
+        rasterize_mode,
+        camera_model,
+        tile_size,
+        sh_degree,
+        channels,
+        backgrounds,
+        W,
+        H,
+        C,
+        per_camera,
+    ) = case
     colors = f"sh{sh_degree}" if sh_degree is not None else f"D{channels}"
-    return "-".join([render_mode, rasterize_mode, camera_model, f"t{tile_size}", colors,
-                     "bg" if backgrounds else "nobg", f"{W}x{H}", f"C{C}"] + (["percam"] if per_camera else []))
+    return "-".join(
+        [
+            render_mode,
+            rasterize_mode,
+            camera_model,
+            f"t{tile_size}",
+            colors,
+            "bg" if backgrounds else "nobg",
+            f"{W}x{H}",
+            f"C{C}",
+        ]
+        + (["percam"] if per_camera else [])
+    )
 
 
 @pytest.mark.parametrize("case", PIPELINE_CASES, ids=_case_id)
@@ -348,8 +415,11 @@ def test_rasterization_matches_reference_float32(case):
         # pixel is well covered.
         scale = ref_img[..., -1:].abs().amax().clamp(min=1.0)
         covered = (ref_alpha > 0.5) & (alpha > 0.5)
-        assert_forward_close(torch.where(covered, img[..., -1:], 0) / scale,
-                             torch.where(covered, ref_img[..., -1:], 0) / scale, "depth channel")
+        assert_forward_close(
+            torch.where(covered, img[..., -1:], 0) / scale,
+            torch.where(covered, ref_img[..., -1:], 0) / scale,
+            "depth channel",
+        )
         img, ref_img = img[..., :-1], ref_img[..., :-1]
     assert_forward_close(img, ref_img, "render_colors")
     assert_forward_close(alpha, ref_alpha, "render_alphas")
@@ -363,7 +433,8 @@ def test_rasterization_matches_reference_float32(case):
 @pytest.fixture
 def one_thread():
     """gradcheck makes thousands of calls on tiny inputs: run them on one thread, where a busy machine cannot
-    stall them at a thread barrier. The results do not depend on the thread count (see the determinism test)."""
+    stall them at a thread barrier. The results do not depend on the thread count (see the determinism
+    test)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -374,12 +445,22 @@ def _tiny_projection_inputs(camera_model):
     g = torch.Generator().manual_seed(11)
     n = 5
     if camera_model == "pinhole":
-        means = torch.cat([(torch.rand(n, 2, generator=g, dtype=F64) - 0.5) * 1.2,
-                           3.5 + torch.rand(n, 1, generator=g, dtype=F64)], -1)
+        means = torch.cat(
+            [
+                (torch.rand(n, 2, generator=g, dtype=F64) - 0.5) * 1.2,
+                3.5 + torch.rand(n, 1, generator=g, dtype=F64),
+            ],
+            -1,
+        )
         means[-1] = torch.tensor([4.8, 0.3, 4.0], dtype=F64)  # x/z = 1.2: beyond the frustum clamp
     else:
-        means = torch.cat([(torch.rand(n, 2, generator=g, dtype=F64) - 0.5) * 3.0,
-                           3.5 + torch.rand(n, 1, generator=g, dtype=F64)], -1)
+        means = torch.cat(
+            [
+                (torch.rand(n, 2, generator=g, dtype=F64) - 0.5) * 3.0,
+                3.5 + torch.rand(n, 1, generator=g, dtype=F64),
+            ],
+            -1,
+        )
     quats = torch.randn(n, 4, generator=g, dtype=F64)
     scales = 0.08 + 0.2 * torch.rand(n, 3, generator=g, dtype=F64)
     if camera_model == "pinhole":
@@ -388,8 +469,9 @@ def _tiny_projection_inputs(camera_model):
     viewmats[1, :3, :3] = rotation_y(0.1) @ rotation_x(-0.05)
     viewmats[1, :3, 3] = torch.tensor([0.1, -0.05, 0.2], dtype=F64)
     f = 50.0 if camera_model == "pinhole" else 12.0
-    Ks = torch.tensor([[[f, 0, 11.0], [0, 1.1 * f, 7.5], [0, 0, 1]],
-                       [[0.9 * f, 0, 9.5], [0, f, 8.5], [0, 0, 1]]], dtype=F64)
+    Ks = torch.tensor(
+        [[[f, 0, 11.0], [0, 1.1 * f, 7.5], [0, 0, 1]], [[0.9 * f, 0, 9.5], [0, f, 8.5], [0, 0, 1]]], dtype=F64
+    )
     return means, quats, scales, viewmats, Ks
 
 
@@ -418,13 +500,16 @@ def test_gradcheck_spherical_harmonics(degree, one_thread):
     coeffs = torch.randn(2, 3, 16, 3, generator=g, dtype=F64).requires_grad_(True)
     masks = torch.tensor([[True, False, True], [True, True, False]])
     assert torch.autograd.gradcheck(lambda d, c: ops.spherical_harmonics(degree, d, c), (dirs, coeffs))
-    assert torch.autograd.gradcheck(lambda d, c: ops.spherical_harmonics(degree, d, c, masks=masks), (dirs, coeffs))
+    assert torch.autograd.gradcheck(
+        lambda d, c: ops.spherical_harmonics(degree, d, c, masks=masks), (dirs, coeffs)
+    )
 
 
 def _alpha_field(means2d, conics, opacities, width, height):
     """Unclamped opacity * exp(-sigma) of every Gaussian at every pixel centre: [C, N, H, W]."""
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=F64) + 0.5, torch.arange(width, dtype=F64) + 0.5,
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(height, dtype=F64) + 0.5, torch.arange(width, dtype=F64) + 0.5, indexing="ij"
+    )
     dx = means2d[..., 0, None, None].double() - xs
     dy = means2d[..., 1, None, None].double() - ys
     a, b, c = (conics[..., k, None, None].double() for k in range(3))
@@ -472,8 +557,9 @@ def test_gradcheck_rasterize_to_pixels(with_backgrounds, channels, one_thread):
         inputs.append(backgrounds.clone().requires_grad_(True))
 
     def fn(means2d, conics, colors, opacities, backgrounds=None):
-        return ops.rasterize_to_pixels(means2d, conics, colors, opacities, W, H, tile_size, offsets, ids,
-                                       backgrounds=backgrounds)
+        return ops.rasterize_to_pixels(
+            means2d, conics, colors, opacities, W, H, tile_size, offsets, ids, backgrounds=backgrounds
+        )
 
     assert torch.autograd.gradcheck(fn, inputs)
 
@@ -485,7 +571,12 @@ def _tiny_pipeline_scene(camera_model, sh_degree, channels):
     if camera_model == "pinhole":
         Ks[:, :2, :2] *= 0.75
     z = torch.tensor([3.2, 3.9, 4.6, 5.3], dtype=F64)
-    xy = (torch.rand(n, 2, generator=g, dtype=F64) - 0.5) * torch.tensor([1.0, 0.8], dtype=F64) * z[:, None] / 4
+    xy = (
+        (torch.rand(n, 2, generator=g, dtype=F64) - 0.5)
+        * torch.tensor([1.0, 0.8], dtype=F64)
+        * z[:, None]
+        / 4
+    )
     if camera_model == "ortho":
         xy = xy * 4.0 / z[:, None]
     scene = dict(
@@ -493,8 +584,11 @@ def _tiny_pipeline_scene(camera_model, sh_degree, channels):
         quats=torch.randn(n, 4, generator=g, dtype=F64),
         scales=0.15 + 0.2 * torch.rand(n, 3, generator=g, dtype=F64),
         opacities=0.35 + 0.4 * torch.rand(n, generator=g, dtype=F64),
-        colors=(torch.randn(n, 16, 3, generator=g, dtype=F64) * 0.3 if sh_degree is not None
-                else torch.rand(n, channels, generator=g, dtype=F64)),
+        colors=(
+            torch.randn(n, 16, 3, generator=g, dtype=F64) * 0.3
+            if sh_degree is not None
+            else torch.rand(n, channels, generator=g, dtype=F64)
+        ),
         viewmats=viewmats,
         Ks=Ks,
         backgrounds=torch.rand(2, channels, generator=g, dtype=F64),
@@ -510,7 +604,10 @@ def _assert_pipeline_is_smooth(scene, camera_model, antialiased, sh_degree, tile
     perturbation of any input."""
     W, H = scene["width"], scene["height"]
     radii, means2d, depths, conics, comp = project_scene(
-        ref, {**scene, "camera_model": camera_model}, opacities=scene["opacities"], calc_compensations=antialiased
+        ref,
+        {**scene, "camera_model": camera_model},
+        opacities=scene["opacities"],
+        calc_compensations=antialiased,
     )
     assert (radii > 0).all()
     op = scene["opacities"][None] * comp if antialiased else scene["opacities"][None].expand_as(depths)
@@ -551,8 +648,9 @@ def _assert_pipeline_is_smooth(scene, camera_model, antialiased, sh_degree, tile
         ("ortho", "antialiased", None, 2, "RGB+ED"),
     ],
 )
-def test_gradcheck_rasterization_pipeline(camera_model, rasterize_mode, sh_degree, channels, render_mode,
-                                         one_thread):
+def test_gradcheck_rasterization_pipeline(
+    camera_model, rasterize_mode, sh_degree, channels, render_mode, one_thread
+):
     tile_size = 8
     scene = _tiny_pipeline_scene(camera_model, sh_degree, channels)
     _assert_pipeline_is_smooth(scene, camera_model, rasterize_mode == "antialiased", sh_degree, tile_size)
@@ -561,9 +659,15 @@ def test_gradcheck_rasterization_pipeline(camera_model, rasterize_mode, sh_degre
 
     def fn(*tensors):
         img, alpha, meta = rasterization(
-            **dict(zip(keys, tensors)), width=scene["width"], height=scene["height"], sh_degree=sh_degree,
-            render_mode=render_mode, rasterize_mode=rasterize_mode, camera_model=camera_model,
-            tile_size=tile_size, backend="cpp",
+            **dict(zip(keys, tensors)),
+            width=scene["width"],
+            height=scene["height"],
+            sh_degree=sh_degree,
+            render_mode=render_mode,
+            rasterize_mode=rasterize_mode,
+            camera_model=camera_model,
+            tile_size=tile_size,
+            backend="cpp",
         )
         assert meta["backend"] == "cpp"
         return img, alpha
@@ -585,8 +689,9 @@ def test_absgrad_matches_reference_op():
     results = {}
     for impl in (ops, ref):
         m2d = means2d.clone().requires_grad_(True)
-        img, alpha = impl.rasterize_to_pixels(m2d, conics, colors, opacities, W, H, tile_size, offsets, ids,
-                                              backgrounds=bg, absgrad=True)
+        img, alpha = impl.rasterize_to_pixels(
+            m2d, conics, colors, opacities, W, H, tile_size, offsets, ids, backgrounds=bg, absgrad=True
+        )
         ((img * random_like(img, 40)).sum() + (alpha * random_like(alpha, 41)).sum()).backward()
         results[impl] = (m2d.grad, m2d.absgrad)
     grad, absgrad = results[ops]
@@ -607,7 +712,9 @@ def test_absgrad_matches_reference_pipeline(rasterize_mode):
     results = {}
     for backend in ("cpp", "reference"):
         leaves = requires_grad_copy(scene)
-        img, alpha, meta = rasterization(**leaves, rasterize_mode=rasterize_mode, absgrad=True, backend=backend)
+        img, alpha, meta = rasterization(
+            **leaves, rasterize_mode=rasterize_mode, absgrad=True, backend=backend
+        )
         ((img * random_like(img, 42)).sum() + (alpha * random_like(alpha, 43)).sum()).backward()
         results[backend] = (meta["means2d"].grad, meta["means2d"].absgrad)
     grad, absgrad = results["cpp"]
@@ -627,8 +734,12 @@ def _forward_backward(scene):
     leaves = requires_grad_copy(scene)
     img, alpha, meta = rasterization(**leaves, render_mode="RGB+D", absgrad=True, backend="cpp")
     ((img * random_like(img, 50)).sum() + (alpha * random_like(alpha, 51)).sum()).backward()
-    tensors = {"render_colors": img.detach(), "render_alphas": alpha.detach(),
-               "means2d.grad": meta["means2d"].grad, "means2d.absgrad": meta["means2d"].absgrad}
+    tensors = {
+        "render_colors": img.detach(),
+        "render_alphas": alpha.detach(),
+        "means2d.grad": meta["means2d"].grad,
+        "means2d.absgrad": meta["means2d"].absgrad,
+    }
     tensors.update({f"{k}.grad": leaves[k].grad for k in DIFFERENTIABLE_KEYS if leaves.get(k) is not None})
     return tensors
 
@@ -674,35 +785,66 @@ def test_isotropic_gaussian_peak_and_falloff():
     W, H, f, z, s = 35, 29, 40.0, 4.0, 0.2
     sigma_px = f * s / z  # 2 px
     viewmat, K, mean = _camera_looking_at(z, 0.3, -0.2, (0.4, -0.1, 0.7), f, f, W / 2, H / 2)
-    opacity, color, bg = 0.8, torch.tensor([0.3, 0.6, 0.9], dtype=F64), torch.tensor([0.1, 0.2, 0.3], dtype=F64)
+    opacity, color, bg = (
+        0.8,
+        torch.tensor([0.3, 0.6, 0.9], dtype=F64),
+        torch.tensor([0.1, 0.2, 0.3], dtype=F64),
+    )
     img, alpha, meta = rasterization(
-        means=mean[None], quats=torch.tensor([[0.3, -0.5, 0.7, 0.2]], dtype=F64),  # isotropic: any rotation
-        scales=torch.full((1, 3), s, dtype=F64), opacities=torch.tensor([opacity], dtype=F64),
-        colors=color[None], viewmats=viewmat[None], Ks=K[None], width=W, height=H, eps2d=0.0,
-        backgrounds=bg[None], render_mode="RGB+ED", tile_size=8, backend="cpp",
+        means=mean[None],
+        quats=torch.tensor([[0.3, -0.5, 0.7, 0.2]], dtype=F64),  # isotropic: any rotation
+        scales=torch.full((1, 3), s, dtype=F64),
+        opacities=torch.tensor([opacity], dtype=F64),
+        colors=color[None],
+        viewmats=viewmat[None],
+        Ks=K[None],
+        width=W,
+        height=H,
+        eps2d=0.0,
+        backgrounds=bg[None],
+        render_mode="RGB+ED",
+        tile_size=8,
+        backend="cpp",
     )
     extend = math.sqrt(2 * math.log(opacity * 255))  # opacity-aware extent (< 3.33)
     assert meta["radii"].tolist() == [[[math.ceil(extend * sigma_px)] * 2]]
-    torch.testing.assert_close(meta["means2d"].detach(), torch.tensor([[[W / 2, H / 2]]], dtype=F64),
-                               rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        meta["means2d"].detach(), torch.tensor([[[W / 2, H / 2]]], dtype=F64), rtol=0, atol=1e-12
+    )
     torch.testing.assert_close(meta["depths"], torch.tensor([[z]], dtype=F64), rtol=1e-14, atol=0)
     # The principal point (17.5, 14.5) is the centre of pixel (row 14, col 17).
     row0, col0 = 14, 17
     checked = 0
-    for dr, dc in [(0, 0), (0, 1), (1, 1), (-1, 2), (2, -1), (-3, 2), (4, 0), (0, -5), (3, 3), (6, 6), (-10, 12)]:
+    for dr, dc in [
+        (0, 0),
+        (0, 1),
+        (1, 1),
+        (-1, 2),
+        (2, -1),
+        (-3, 2),
+        (4, 0),
+        (0, -5),
+        (3, 3),
+        (6, 6),
+        (-10, 12),
+    ]:
         a = opacity * math.exp(-0.5 * (dr * dr + dc * dc) / sigma_px**2)
         a = a if a >= ALPHA_THRESHOLD else 0.0
         pixel = img[0, row0 + dr, col0 + dc].detach()
         expected = a * color + (1 - a) * bg
-        torch.testing.assert_close(pixel[:3], expected, rtol=1e-12, atol=1e-14, msg=f"pixel offset {(dr, dc)}")
-        torch.testing.assert_close(alpha[0, row0 + dr, col0 + dc, 0].detach(), torch.tensor(a, dtype=F64),
-                                   rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(
+            pixel[:3], expected, rtol=1e-12, atol=1e-14, msg=f"pixel offset {(dr, dc)}"
+        )
+        torch.testing.assert_close(
+            alpha[0, row0 + dr, col0 + dc, 0].detach(), torch.tensor(a, dtype=F64), rtol=1e-12, atol=1e-14
+        )
         if a > 0:  # expected depth: the Gaussian's depth wherever it is seen
             torch.testing.assert_close(pixel[3], torch.tensor(z, dtype=F64), rtol=1e-12, atol=0)
             checked += 1
     assert checked >= 6
-    torch.testing.assert_close(img[0, row0, col0, :3].detach(), opacity * color + (1 - opacity) * bg,
-                               rtol=1e-12, atol=0)
+    torch.testing.assert_close(
+        img[0, row0, col0, :3].detach(), opacity * color + (1 - opacity) * bg, rtol=1e-12, atol=0
+    )
 
 
 def test_opaque_front_gaussian_hides_the_one_behind():
@@ -719,8 +861,15 @@ def test_opaque_front_gaussian_hides_the_one_behind():
         means=torch.stack([on_axis(z_back), on_axis(z_front)]),
         quats=torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]], dtype=F64),
         scales=torch.tensor([[s_back] * 3, [s_front] * 3], dtype=F64),
-        opacities=opacities.flip(0), colors=colors.flip(0), viewmats=viewmat[None], Ks=K[None],
-        width=W, height=H, eps2d=0.0, backgrounds=bg[None], backend="cpp",
+        opacities=opacities.flip(0),
+        colors=colors.flip(0),
+        viewmats=viewmat[None],
+        Ks=K[None],
+        width=W,
+        height=H,
+        eps2d=0.0,
+        backgrounds=bg[None],
+        backend="cpp",
     )
     assert (meta["radii"] > 0).all()
     sig_f, sig_b = f * s_front / z_front, f * s_back / z_back
@@ -732,8 +881,9 @@ def test_opaque_front_gaussian_hides_the_one_behind():
         a_f = a_f if a_f >= ALPHA_THRESHOLD else 0.0
         a_b = a_b if a_b >= ALPHA_THRESHOLD else 0.0
         expected = a_f * colors[0] + (1 - a_f) * a_b * colors[1] + (1 - a_f) * (1 - a_b) * bg
-        torch.testing.assert_close(img[0, row0 + dr, col0 + dc], expected, rtol=1e-6, atol=1e-9,
-                                   msg=f"pixel offset {(dr, dc)}")
+        torch.testing.assert_close(
+            img[0, row0 + dr, col0 + dc], expected, rtol=1e-6, atol=1e-9, msg=f"pixel offset {(dr, dc)}"
+        )
         expected_alpha = torch.tensor(1 - (1 - a_f) * (1 - a_b), dtype=F64)
         torch.testing.assert_close(alpha[0, row0 + dr, col0 + dc, 0], expected_alpha, rtol=1e-6, atol=1e-9)
     # At the centre the front one is capped at 0.99 and the back one shows through only by 1 %.
@@ -751,9 +901,17 @@ def test_background_shows_exactly_where_no_gaussian_is():
     mean = (R0.T @ (target - t0)).float()
     bg = torch.tensor([[0.25, 0.5, 0.75], [0.9, 0.1, 0.4]])
     img, alpha, meta = rasterization(
-        means=mean[None], quats=torch.tensor([[0.9, 0.1, -0.3, 0.2]]), scales=torch.tensor([[0.05, 0.08, 0.06]]),
-        opacities=torch.tensor([0.9]), colors=torch.tensor([[1.0, 1.0, 1.0]]), viewmats=viewmats, Ks=Ks,
-        width=W, height=H, backgrounds=bg, backend="cpp",
+        means=mean[None],
+        quats=torch.tensor([[0.9, 0.1, -0.3, 0.2]]),
+        scales=torch.tensor([[0.05, 0.08, 0.06]]),
+        opacities=torch.tensor([0.9]),
+        colors=torch.tensor([[1.0, 1.0, 1.0]]),
+        viewmats=viewmats,
+        Ks=Ks,
+        width=W,
+        height=H,
+        backgrounds=bg,
+        backend="cpp",
     )
     a = _alpha_field(meta["means2d"].detach(), meta["conics"], meta["opacities"], W, H)[:, 0]  # [C, H, W]
     empty = a < 0.5 * ALPHA_THRESHOLD
@@ -788,8 +946,9 @@ def test_nothing_visible_gives_background_and_zero_gradients(reason):
     elif reason == "radius_clip":
         kwargs["radius_clip"] = 50.0
     leaves = requires_grad_copy(scene)
-    img, alpha, meta = rasterization(**leaves, render_mode="RGB+D", rasterize_mode="antialiased", absgrad=True,
-                                     backend="cpp", **kwargs)
+    img, alpha, meta = rasterization(
+        **leaves, render_mode="RGB+D", rasterize_mode="antialiased", absgrad=True, backend="cpp", **kwargs
+    )
     assert meta["n_isects"] == 0 and (meta["radii"] == 0).all()
     bg = scene["backgrounds"]
     expected = torch.cat([bg, torch.zeros(C, 1, dtype=F64)], -1)[:, None, None, :].expand(C, H, W, 4)
@@ -821,8 +980,9 @@ def _single_pixel_render(impl, opacities):
     return img[0, 0, 0], alpha[0, 0, 0, 0]
 
 
-@pytest.mark.parametrize("constant", ["alpha_cap", "alpha_threshold", "transmittance_stop", "clip_margin",
-                                      "max_extent"])
+@pytest.mark.parametrize(
+    "constant", ["alpha_cap", "alpha_threshold", "transmittance_stop", "clip_margin", "max_extent"]
+)
 def test_float64_kernels_use_the_exact_contract_constants(constant):
     if constant == "alpha_cap":
         # alpha = min(0.99, 1.0) = 0.99 exactly.
@@ -836,7 +996,8 @@ def test_float64_kernels_use_the_exact_contract_constants(constant):
         assert expected.tolist() == [1 / 255 + 1e-11, 0.0]
         assert img.tolist() == pytest.approx(expected.tolist(), rel=1e-12, abs=0)
     elif constant == "transmittance_stop":
-        # Three Gaussians of alpha 0.9 leave T = 1e-3; the fourth would bring T to 0.99999999e-4 <= 1e-4, so it
+        # Three Gaussians of alpha 0.9 leave T = 1e-3; the fourth would bring T to 0.99999999e-4 <= 1e-4, so
+        # it
         # is not blended (and neither is anything behind it).
         T = 1.0
         for a in (0.9, 0.9, 0.9):
@@ -855,8 +1016,15 @@ def test_float64_kernels_use_the_exact_contract_constants(constant):
         W, H, f, z, s = 64, 48, 64.0, 4.0, 2.0  # large enough to stay visible from outside the image
         viewmats = torch.eye(4, dtype=F64)[None]
         Ks = torch.tensor([[[f, 0.0, 32.0], [0.0, f, 24.0], [0.0, 0.0, 1.0]]], dtype=F64)
-        args = (torch.tensor([[1.2 * z, 0.0, z]], dtype=F64), torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=F64),
-                torch.full((1, 3), s, dtype=F64), viewmats, Ks, W, H)
+        args = (
+            torch.tensor([[1.2 * z, 0.0, z]], dtype=F64),
+            torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=F64),
+            torch.full((1, 3), s, dtype=F64),
+            viewmats,
+            Ks,
+            W,
+            H,
+        )
         radii, _, _, conics, _ = ops.project_gaussians(*args, eps2d=0.0)
         _, _, _, expected, _ = ref.project_gaussians(*args, eps2d=0.0)
         assert (radii > 0).all()
@@ -867,18 +1035,31 @@ def test_float64_kernels_use_the_exact_contract_constants(constant):
         torch.testing.assert_close(expected[0, 0], hand, rtol=1e-13, atol=0)
         torch.testing.assert_close(conics[0, 0], hand, rtol=1e-13, atol=0)
     else:  # max_extent
-        # Without opacities the extent is 3.33: radius = ceil(3.33 * sigma_px) with 3.33 * sigma_px just above 7.
+        # Without opacities the extent is 3.33: radius = ceil(3.33 * sigma_px) with 3.33 * sigma_px just
+        # above 7.
         f, z = 40.0, 4.0
         sigma_px = 7.0 * (1 + 5e-9) / 3.33
         assert math.ceil(3.33 * sigma_px) == 8
         radii, *_ = ops.project_gaussians(
-            torch.tensor([[0.0, 0.0, z]], dtype=F64), torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=F64),
-            torch.full((1, 3), sigma_px * z / f, dtype=F64), torch.eye(4, dtype=F64)[None],
-            torch.tensor([[[f, 0.0, 20.0], [0.0, f, 20.0], [0.0, 0.0, 1.0]]], dtype=F64), 40, 40, eps2d=0.0)
+            torch.tensor([[0.0, 0.0, z]], dtype=F64),
+            torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=F64),
+            torch.full((1, 3), sigma_px * z / f, dtype=F64),
+            torch.eye(4, dtype=F64)[None],
+            torch.tensor([[[f, 0.0, 20.0], [0.0, f, 20.0], [0.0, 0.0, 1.0]]], dtype=F64),
+            40,
+            40,
+            eps2d=0.0,
+        )
         expected, *_ = ref.project_gaussians(
-            torch.tensor([[0.0, 0.0, z]], dtype=F64), torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=F64),
-            torch.full((1, 3), sigma_px * z / f, dtype=F64), torch.eye(4, dtype=F64)[None],
-            torch.tensor([[[f, 0.0, 20.0], [0.0, f, 20.0], [0.0, 0.0, 1.0]]], dtype=F64), 40, 40, eps2d=0.0)
+            torch.tensor([[0.0, 0.0, z]], dtype=F64),
+            torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=F64),
+            torch.full((1, 3), sigma_px * z / f, dtype=F64),
+            torch.eye(4, dtype=F64)[None],
+            torch.tensor([[[f, 0.0, 20.0], [0.0, f, 20.0], [0.0, 0.0, 1.0]]], dtype=F64),
+            40,
+            40,
+            eps2d=0.0,
+        )
         assert expected.tolist() == [[[8, 8]]]
         assert radii.tolist() == expected.tolist()
 
@@ -895,16 +1076,22 @@ def _grads_equal(a, b, names):
             assert torch.equal(x, y), f"gradient of {name} differs for non-contiguous inputs"
 
 
-@pytest.mark.parametrize("op", ["project_gaussians", "spherical_harmonics", "bin_gaussians_to_tiles",
-                                "rasterize_to_pixels"])
+@pytest.mark.parametrize(
+    "op", ["project_gaussians", "spherical_harmonics", "bin_gaussians_to_tiles", "rasterize_to_pixels"]
+)
 def test_non_contiguous_inputs_give_identical_results(op):
     W, H = 45, 37
     scene = make_scene(200, 2, W, H, dtype=F64, seed=15)
     if op == "project_gaussians":
         names = ("means", "quats", "scales", "viewmats", "Ks")
         leaves = [scene[k].clone().requires_grad_(True) for k in names]
-        layouts = (strided, transposed_back, strided, lambda t: t.transpose(1, 2).contiguous().transpose(1, 2),
-                   lambda t: t.transpose(1, 2).contiguous().transpose(1, 2))
+        layouts = (
+            strided,
+            transposed_back,
+            strided,
+            lambda t: t.transpose(1, 2).contiguous().transpose(1, 2),
+            lambda t: t.transpose(1, 2).contiguous().transpose(1, 2),
+        )
         opac = scene["opacities"]
 
         def run(tensors, opacities):
@@ -918,8 +1105,10 @@ def test_non_contiguous_inputs_give_identical_results(op):
     elif op == "spherical_harmonics":
         g = torch.Generator().manual_seed(16)
         names = ("dirs", "coeffs")
-        leaves = [torch.randn(2, 50, 3, generator=g, dtype=F64).requires_grad_(True),
-                  torch.randn(2, 50, 16, 3, generator=g, dtype=F64).requires_grad_(True)]
+        leaves = [
+            torch.randn(2, 50, 3, generator=g, dtype=F64).requires_grad_(True),
+            torch.randn(2, 50, 16, 3, generator=g, dtype=F64).requires_grad_(True),
+        ]
         masks = torch.rand(2, 50, generator=g) > 0.2
         outputs = [ops.spherical_harmonics(3, leaves[0], leaves[1], masks=masks)]
         dirs_nc = transposed_back(leaves[0])
@@ -929,11 +1118,20 @@ def test_non_contiguous_inputs_give_identical_results(op):
         outputs_nc = [ops.spherical_harmonics(3, dirs_nc, coeffs_nc, masks=transposed_back(masks))]
     elif op == "bin_gaussians_to_tiles":
         radii, means2d, depths, _, _ = ops.project_gaussians(
-            scene["means"], scene["quats"], scene["scales"], scene["viewmats"], scene["Ks"], W, H,
-            opacities=scene["opacities"])
+            scene["means"],
+            scene["quats"],
+            scene["scales"],
+            scene["viewmats"],
+            scene["Ks"],
+            W,
+            H,
+            opacities=scene["opacities"],
+        )
         tw, th = tile_grid(W, H, 8)
         got = ops.bin_gaussians_to_tiles(means2d, radii, depths, 8, tw, th)
-        got_nc = ops.bin_gaussians_to_tiles(strided(means2d), strided(radii), transposed_back(depths), 8, tw, th)
+        got_nc = ops.bin_gaussians_to_tiles(
+            strided(means2d), strided(radii), transposed_back(depths), 8, tw, th
+        )
         for a, b in zip(got, got_nc):
             assert torch.equal(a, b)
         return
@@ -951,8 +1149,15 @@ def test_non_contiguous_inputs_give_identical_results(op):
         offsets_nc = offsets.transpose(1, 2).contiguous().transpose(1, 2)
         ids_nc = torch.stack([ids, ids], -1)[:, 0]
         assert not offsets_nc.is_contiguous() and not ids_nc.is_contiguous()
-        outputs_nc = run(strided(leaves[0]), transposed_back(leaves[1]), strided(leaves[2]),
-                         transposed_back(leaves[3]), transposed_back(leaves[4]), offsets_nc, ids_nc)
+        outputs_nc = run(
+            strided(leaves[0]),
+            transposed_back(leaves[1]),
+            strided(leaves[2]),
+            transposed_back(leaves[3]),
+            transposed_back(leaves[4]),
+            offsets_nc,
+            ids_nc,
+        )
     for a, b in zip(outputs, outputs_nc):
         if a is not None:
             assert torch.equal(a, b)
@@ -969,8 +1174,9 @@ def test_non_contiguous_inputs_give_identical_results(op):
 @pytest.mark.parametrize("tile_size", [1, 6, 13, 64])
 def test_tile_sizes_that_are_not_a_multiple_of_the_pixel_block(tile_size):
     """The kernels process 4x4 pixel blocks: tiles of other sizes are padded, and must still match."""
-    scene = requires_grad_copy(make_scene(n=120, n_cameras=2, width=45, height=37, dtype=torch.float64,
-                                          seed=1, tile_size=tile_size))
+    scene = requires_grad_copy(
+        make_scene(n=120, n_cameras=2, width=45, height=37, dtype=torch.float64, seed=1, tile_size=tile_size)
+    )
     reference = requires_grad_copy(scene)
     colors, alphas, _ = rasterization(**scene, backend="cpp")
     ref_colors, ref_alphas, _ = rasterization(**reference, backend="reference")

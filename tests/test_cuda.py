@@ -32,7 +32,6 @@ import warnings
 
 import pytest
 import torch
-
 from conftest import (
     DIFFERENTIABLE_KEYS,
     make_scene,
@@ -41,6 +40,7 @@ from conftest import (
     requires_grad_copy,
     tile_grid,
 )
+
 from gsplat_py import rasterization
 from gsplat_py.rendering._backend import cuda_backend_available
 
@@ -48,13 +48,13 @@ if not torch.cuda.is_available():
     pytest.skip("no CUDA GPU is visible: the CUDA backend tests need one", allow_module_level=True)
 if not cuda_backend_available():
     pytest.skip(
-        "gsplat_py._C has no CUDA kernels (rebuild with `pip install --no-build-isolation -e .` where torch has "
+        "gsplat_py._C has no CUDA kernels (rebuild with `pip install --no-build-isolation -e .` where torch "
+        "has "
         "CUDA and nvcc is found)",
         allow_module_level=True,
     )
 
 # After the skips: these need the extension (and test_cpp_ops skips itself at import time without it).
-from gsplat_py.rendering import ops  # noqa: E402
 from test_cpp_ops import (  # noqa: E402
     PIPELINE_CASES,
     PROJECTION_SETTINGS,
@@ -66,6 +66,8 @@ from test_cpp_ops import (  # noqa: E402
     raster_inputs,
 )
 
+from gsplat_py.rendering import ops  # noqa: E402
+
 F32 = torch.float32
 F64 = torch.float64
 CPU = torch.device("cpu")
@@ -76,7 +78,9 @@ F32_FORWARD_RTOL = 1e-4
 F32_SMOOTH_GRAD_RTOL = 1e-4
 F32_RASTER_GRAD_RTOL = 1e-3
 F64_RTOL = 1e-9
-RADII_MISMATCH_FRACTION = 1e-3  # float32 radii that ceil() to the other integer (or Gaussians culled on one side)
+RADII_MISMATCH_FRACTION = (
+    1e-3  # float32 radii that ceil() to the other integer (or Gaussians culled on one side)
+)
 LAST_IDS_MATCH_FRACTION = 0.999
 MUTATION_MARGIN = 10.0  # a misplaced gradient must miss the tolerance by this factor
 
@@ -102,7 +106,8 @@ def fresh_leaves(tensors, device):
 
 
 def random_loss(outputs, seed):
-    """sum_i <outputs_i, r_i> with random r_i drawn on the CPU from `seed`: the same cotangents on every device."""
+    """sum_i <outputs_i, r_i> with random r_i drawn on the CPU from `seed`: the same cotangents on every
+    device."""
     outputs = [o for o in outputs if o is not None and o.requires_grad]
     return sum((o * random_like(o, seed + i).to(o.device)).sum() for i, o in enumerate(outputs))
 
@@ -125,7 +130,8 @@ def assert_relative_close(actual, expected, rtol, name):
 
 def misplaced_gradient(grad, gaussian_dims):
     """`grad` with the rows (one per Gaussian: its first `gaussian_dims` dims index the Gaussians) of the
-    Gaussians with the largest and the smallest gradient swapped: what a kernel writing to a wrong index gives."""
+    Gaussians with the largest and the smallest gradient swapped: what a kernel writing to a wrong index
+    gives."""
     rows = grad.detach().reshape(math.prod(grad.shape[:gaussian_dims]), -1)
     norms = rows.norm(dim=1)
     largest, smallest = int(norms.argmax()), int(norms.argmin())
@@ -140,7 +146,9 @@ def assert_grad_close(actual, expected, rtol, name, gaussian_dims=0):
     assert_relative_close(actual, expected, rtol, name)
     if gaussian_dims:
         err = relative_error(misplaced_gradient(expected, gaussian_dims), expected.detach())
-        assert err > MUTATION_MARGIN * rtol, f"{name}: tolerance {rtol:g} would miss a misplaced gradient ({err:.3g})"
+        assert err > MUTATION_MARGIN * rtol, (
+            f"{name}: tolerance {rtol:g} would miss a misplaced gradient ({err:.3g})"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -170,7 +178,9 @@ def test_project_gaussians_matches_cpu(seed, camera_model, calc_compensations, s
     assert radii.dtype == torch.int32 and radii.shape == (N_CAMERAS, N_GAUSSIANS, 2)
     radii = radii.cpu()
     visible, cpu_visible = (radii > 0).all(-1), (cpu_radii > 0).all(-1)
-    assert 0.05 < cpu_visible.double().mean() < 0.95, "the scene should have both visible and culled Gaussians"
+    assert 0.05 < cpu_visible.double().mean() < 0.95, (
+        "the scene should have both visible and culled Gaussians"
+    )
     # float32: ceil() of values computed in another order (FMA on the GPU) can land on the next integer.
     both = visible & cpu_visible
     assert (visible != cpu_visible).double().mean() <= RADII_MISMATCH_FRACTION
@@ -188,7 +198,9 @@ def test_project_gaussians_matches_cpu(seed, camera_model, calc_compensations, s
 
     # Cotangents only on the Gaussians visible on both devices: one culled on one side has no gradient there.
     def masked(outputs):
-        return [o * (both if o.dim() == 2 else both[..., None]).to(o.device) for o in outputs if o is not None]
+        return [
+            o * (both if o.dim() == 2 else both[..., None]).to(o.device) for o in outputs if o is not None
+        ]
 
     cpu_grads = vjp(masked(cpu_values), [cpu_leaves[k] for k in PROJECTION_INPUTS], seed=10 + seed)
     grads = vjp(masked(values), [leaves[k] for k in PROJECTION_INPUTS], seed=10 + seed)
@@ -236,9 +248,11 @@ def test_spherical_harmonics_matches_cpu(degree, with_masks):
     ],
 )
 def test_binning_matches_cpu_exactly(dtype, tile_size, camera_model, n, width, height):
-    scene = make_scene(n, N_CAMERAS, width, height, dtype=dtype, seed=2, camera_model=camera_model,
-                       tile_size=tile_size)
-    # Projected on the CPU and copied: both devices bin the very same inputs, so the results must be identical.
+    scene = make_scene(
+        n, N_CAMERAS, width, height, dtype=dtype, seed=2, camera_model=camera_model, tile_size=tile_size
+    )
+    # Projected on the CPU and copied: both devices bin the very same inputs, so the results must be
+    # identical.
     radii, means2d, depths, _, _ = project_scene(ops, scene, opacities=scene["opacities"])
     depths = depths.clone()
     depths[:, 10:30] = depths[:, 10:11]  # exact ties in depth: broken by the index on both devices
@@ -273,16 +287,24 @@ RASTER_CASES = [
 
 def _raster_case_id(case):
     channels, tile_size, backgrounds, absgrad, seed = case
-    return f"D{channels}-t{tile_size}-{'bg' if backgrounds else 'nobg'}-{'absgrad' if absgrad else 'grad'}-s{seed}"
+    background = "bg" if backgrounds else "nobg"
+    gradient = "absgrad" if absgrad else "grad"
+    return f"D{channels}-t{tile_size}-{background}-{gradient}-s{seed}"
 
 
 def binned_raster_inputs(seed, channels, tile_size, with_backgrounds):
     """Float32 rasterizer inputs of a random scene ({name: tensor}, CPU) and their binning (offsets, ids)."""
     scene = make_scene(N_RASTER_GAUSSIANS, N_CAMERAS, W, H, dtype=F64, seed=seed, tile_size=tile_size)
-    radii, means2d, depths, conics, colors, opacities, backgrounds = raster_inputs(scene, channels, seed + 300,
-                                                                                   with_backgrounds)
-    inputs = {"means2d": means2d, "conics": conics, "colors": colors, "opacities": opacities,
-              "backgrounds": backgrounds}
+    radii, means2d, depths, conics, colors, opacities, backgrounds = raster_inputs(
+        scene, channels, seed + 300, with_backgrounds
+    )
+    inputs = {
+        "means2d": means2d,
+        "conics": conics,
+        "colors": colors,
+        "opacities": opacities,
+        "backgrounds": backgrounds,
+    }
     inputs = {k: v.float() for k, v in inputs.items() if v is not None}
     tw, th = tile_grid(W, H, tile_size)
     _, offsets, ids = ops.bin_gaussians_to_tiles(inputs["means2d"], radii, depths.float(), tile_size, tw, th)
@@ -299,12 +321,31 @@ def test_rasterize_to_pixels_matches_cpu(case):
         x = to_device(inputs, device)
         # The raw op also returns the transmittance and the index of the last Gaussian blended per pixel.
         raw = torch.ops.gsplat_py.rasterize_forward(
-            x["means2d"], x["conics"], x["colors"], x["opacities"], x.get("backgrounds"), W, H, tile_size,
-            offsets.to(device), ids.to(device))
+            x["means2d"],
+            x["conics"],
+            x["colors"],
+            x["opacities"],
+            x.get("backgrounds"),
+            W,
+            H,
+            tile_size,
+            offsets.to(device),
+            ids.to(device),
+        )
         leaves = dict(zip(x, fresh_leaves(x.values(), device)))
         img, alpha = ops.rasterize_to_pixels(
-            leaves["means2d"], leaves["conics"], leaves["colors"], leaves["opacities"], W, H, tile_size,
-            offsets.to(device), ids.to(device), backgrounds=leaves.get("backgrounds"), absgrad=absgrad)
+            leaves["means2d"],
+            leaves["conics"],
+            leaves["colors"],
+            leaves["opacities"],
+            W,
+            H,
+            tile_size,
+            offsets.to(device),
+            ids.to(device),
+            backgrounds=leaves.get("backgrounds"),
+            absgrad=absgrad,
+        )
         assert torch.equal(img.detach(), raw[0]), "the autograd wrapper renders something else than the op"
         grads = dict(zip(leaves, vjp([img, alpha], list(leaves.values()), seed=seed + 400)))
         if absgrad:
@@ -324,13 +365,15 @@ def test_rasterize_to_pixels_matches_cpu(case):
 
     assert set(grads) == set(cpu_grads)
     for name, cpu_grad in cpu_grads.items():
-        assert_grad_close(grads[name], cpu_grad, F32_RASTER_GRAD_RTOL, name,
-                          gaussian_dims=0 if name == "backgrounds" else 2)
+        assert_grad_close(
+            grads[name], cpu_grad, F32_RASTER_GRAD_RTOL, name, gaussian_dims=0 if name == "backgrounds" else 2
+        )
 
 
 def test_tolerances_reject_a_misplaced_gradient():
-    """Mutation check of the comparisons above: the CUDA gradients pass; the same gradients with one Gaussian's
-    gradient moved to another Gaussian, or with every Gaussian's gradient moved to the next index, fail."""
+    """Mutation check of the comparisons above: the CUDA gradients pass; the same gradients with one
+    Gaussian's gradient moved to another Gaussian, or with every Gaussian's gradient moved to the next
+    index, fail."""
     inputs, offsets, ids = binned_raster_inputs(seed=21, channels=3, tile_size=16, with_backgrounds=False)
     names = ("means2d", "conics", "colors", "opacities")
     runs = []
@@ -372,9 +415,15 @@ def test_gradcheck_rasterization_on_cuda(camera_model, rasterize_mode, sh_degree
 
     def fn(*tensors):
         img, alpha, meta = rasterization(
-            **dict(zip(keys, tensors)), width=scene["width"], height=scene["height"], sh_degree=sh_degree,
-            render_mode=render_mode, rasterize_mode=rasterize_mode, camera_model=camera_model,
-            tile_size=tile_size, backend="cpp",
+            **dict(zip(keys, tensors)),
+            width=scene["width"],
+            height=scene["height"],
+            sh_degree=sh_degree,
+            render_mode=render_mode,
+            rasterize_mode=rasterize_mode,
+            camera_model=camera_model,
+            tile_size=tile_size,
+            backend="cpp",
         )
         assert meta["backend"] == "cpp" and img.device.type == CUDA.type
         return img, alpha
@@ -403,7 +452,9 @@ def test_rasterization_float64_matches_cpu(case):
         grads["means2d.absgrad"] = meta["means2d"].absgrad
         runs.append((img.detach(), alpha.detach(), meta, grads))
     (cpu_img, cpu_alpha, cpu_meta, cpu_grads), (img, alpha, meta, grads) = runs
-    assert meta["backend"] == "cpp" and img.device.type == CUDA.type and meta["radii"].device.type == CUDA.type
+    assert (
+        meta["backend"] == "cpp" and img.device.type == CUDA.type and meta["radii"].device.type == CUDA.type
+    )
     for key in ("radii", "tiles_per_gauss", "isect_offsets", "flatten_ids"):
         assert torch.equal(meta[key].cpu(), cpu_meta[key]), key
     assert 0.2 < cpu_alpha.mean() < 0.97
@@ -446,12 +497,15 @@ def test_nothing_visible_on_cuda_gives_background_and_zero_gradients(reason):
     elif reason == "off_screen":
         scene["means"][:, 0] = 20.0
     leaves = requires_grad_copy(to_device(scene, CUDA))
-    img, alpha, meta = rasterization(**leaves, render_mode="RGB+D", rasterize_mode="antialiased", absgrad=True,
-                                     backend="cpp")
+    img, alpha, meta = rasterization(
+        **leaves, render_mode="RGB+D", rasterize_mode="antialiased", absgrad=True, backend="cpp"
+    )
     assert meta["backend"] == "cpp" and img.device.type == alpha.device.type == CUDA.type
     assert meta["n_isects"] == 0 and not meta["radii"].any()
     bg = leaves["backgrounds"].detach()
-    expected = torch.cat([bg, torch.zeros(C, 1, device=CUDA)], -1)[:, None, None, :].expand(C, height, width, 4)
+    expected = torch.cat([bg, torch.zeros(C, 1, device=CUDA)], -1)[:, None, None, :].expand(
+        C, height, width, 4
+    )
     assert torch.equal(img.detach(), expected)
     assert torch.equal(alpha.detach(), torch.zeros(C, height, width, 1, device=CUDA))
     cotangent = random_like(img, 60).to(CUDA)
@@ -471,7 +525,11 @@ def test_auto_backend_runs_the_cuda_kernels_on_cuda_tensors():
     fallbacks = [str(w.message) for w in caught if "reference" in str(w.message)]
     assert not fallbacks, fallbacks
     assert meta["backend"] == "cpp"
-    for tensor in (img, alpha, *(meta[k] for k in ("radii", "means2d", "conics", "isect_offsets", "flatten_ids"))):
+    for tensor in (
+        img,
+        alpha,
+        *(meta[k] for k in ("radii", "means2d", "conics", "isect_offsets", "flatten_ids")),
+    ):
         assert tensor.device.type == CUDA.type
     cpu_img, cpu_alpha, cpu_meta = rasterization(**scene, backend="auto")
     assert cpu_meta["backend"] == "cpp"
@@ -514,7 +572,9 @@ def _train_bundled_scene(device, output):
 
 def test_training_on_cuda_reaches_the_cpu_test_psnr(tmp_path):
     (cpu_start, cpu_end), (cuda_start, cuda_end) = (
-        _train_bundled_scene(device, tmp_path / f"run-{index}-{device.type}") for index, device in enumerate(DEVICES))
+        _train_bundled_scene(device, tmp_path / f"run-{index}-{device.type}")
+        for index, device in enumerate(DEVICES)
+    )
     # The same initial Gaussians (initialised on the CPU, then moved) render the same on both devices.
     assert abs(cuda_start["psnr"] - cpu_start["psnr"]) < 0.01, (cpu_start["psnr"], cuda_start["psnr"])
     assert cpu_end["psnr"] > cpu_start["psnr"] + 6.0, (cpu_start["psnr"], cpu_end["psnr"])
@@ -525,16 +585,21 @@ def test_training_on_cuda_reaches_the_cpu_test_psnr(tmp_path):
 def test_render_cameras_on_cuda_match_the_cpu():
     """`gsplat-py render --device cuda`'s renderer: batched cameras, depth, a background; the same frames
     as on the CPU."""
+    from render_helpers import look_at, random_splats
+
     from gsplat_py.tools.camera_paths import Camera
     from gsplat_py.tools.novel_views import render_cameras
-    from render_helpers import look_at, random_splats
 
     splats = random_splats(400, degree=3, seed=5)
     K = torch.tensor([[60.0, 0.0, 40.0], [0.0, 60.0, 30.0], [0.0, 0.0, 1.0]], dtype=F64)
     cameras = []
     for index, angle in enumerate(torch.linspace(0.0, 2.0, 5).tolist()):
-        pose = torch.from_numpy(look_at(torch.tensor([4.0 * math.cos(angle), 4.0 * math.sin(angle), 1.0]).numpy(),
-                                        torch.zeros(3).numpy()))
+        pose = torch.from_numpy(
+            look_at(
+                torch.tensor([4.0 * math.cos(angle), 4.0 * math.sin(angle), 1.0]).numpy(),
+                torch.zeros(3).numpy(),
+            )
+        )
         cameras.append(Camera(f"c{index}", torch.linalg.inv(pose), K, 80, 60))
     options = dict(batch_size=2, background=(0.1, 0.2, 0.3), depth=True)
     on_cpu = list(render_cameras(splats, cameras, device=torch.device("cpu"), **options))

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from gsplat_py.data.undistort import Intrinsics, plan_undistortion
 from gsplat_py.data import DatasetError, SceneData, View, load_colmap_scene
+from gsplat_py.data.undistort import Intrinsics, plan_undistortion
 from gsplat_py.io.colmap import Camera, ColmapModel, Points3D, qvec_to_rotmat, read_model, write_model
 from gsplat_py.io.colmap import Image as ColmapImage
 
@@ -24,8 +24,9 @@ SNOWMIKU_IMAGES = 97
 
 def assert_near(actual, expected, atol: float) -> None:
     """|actual - expected| <= atol element-wise (numpy's check: torch.testing's imports sympy, about 1 s)."""
-    np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64),
-                               rtol=0, atol=atol)
+    np.testing.assert_allclose(
+        np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64), rtol=0, atol=atol
+    )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -106,7 +107,9 @@ def test_views_agree_with_colmaps_keypoints(snowmiku, snowmiku_model, snowmiku_r
         undistorted = normalized @ view.K[:2, :2].double().T + view.K[:2, 2].double()
         errors.append((projected - undistorted).norm(dim=-1))
 
-        original = torch.from_numpy(np.array(Image.open(snowmiku_root / "images_4" / view.name).convert("RGB")))
+        original = torch.from_numpy(
+            np.array(Image.open(snowmiku_root / "images_4" / view.name).convert("RGB"))
+        )
         inside = ((undistorted > 2) & (undistorted < torch.tensor([view.width - 2, view.height - 2]))).all(-1)
         reference = sample(original, keypoints[inside] / 4)
         color_differences.append((sample(view.image, undistorted[inside]) - reference).abs().mean())
@@ -138,17 +141,21 @@ def test_normalisation_is_a_similarity_applied_to_poses_and_points(snowmiku, sno
         colmap_world_to_camera = torch.from_numpy(images[view.name].world_to_camera())
         colmap_centre = -colmap_world_to_camera[:3, :3].T @ colmap_world_to_camera[:3, 3]
         camera_to_world = view.camera_to_world().double()
-        assert_near(view.world_to_camera.double() @ camera_to_world, torch.eye(4, dtype=torch.float64),
-                                   atol=1e-6)
-        assert_near(camera_to_world[:3, 3], transform[:3, :3] @ colmap_centre + transform[:3, 3],
-                                   atol=1e-5)
+        assert_near(
+            view.world_to_camera.double() @ camera_to_world, torch.eye(4, dtype=torch.float64), atol=1e-6
+        )
+        assert_near(camera_to_world[:3, 3], transform[:3, :3] @ colmap_centre + transform[:3, 3], atol=1e-5)
         # A point projects to the same pixel in both worlds.
         K = view.K.double()
         original = (K @ (xyz[:50] @ colmap_world_to_camera[:3, :3].T + colmap_world_to_camera[:3, 3]).T).T
-        normalised = (K @ (expected_points[:50] @ view.world_to_camera[:3, :3].double().T
-                           + view.world_to_camera[:3, 3].double()).T).T
-        assert_near(normalised[:, :2] / normalised[:, 2:], original[:, :2] / original[:, 2:],
-                                   atol=1e-3)
+        normalised = (
+            K
+            @ (
+                expected_points[:50] @ view.world_to_camera[:3, :3].double().T
+                + view.world_to_camera[:3, 3].double()
+            ).T
+        ).T
+        assert_near(normalised[:, :2] / normalised[:, 2:], original[:, :2] / original[:, 2:], atol=1e-3)
 
 
 def test_normalised_frame_is_centred_scaled_and_aligned(snowmiku):
@@ -193,12 +200,17 @@ def test_full_resolution_needs_the_images_folder(snowmiku_root):
 def qvec_from_rotmat(rotation: np.ndarray) -> np.ndarray:
     """The unit quaternion (w, x, y, z) of a rotation matrix, w >= 0 (Bar-Itzhack's method)."""
     (xx, yx, zx), (xy, yy, zy), (xz, yz, zz) = rotation
-    k = np.array([
-        [xx - yy - zz, 0, 0, 0],
-        [yx + xy, yy - xx - zz, 0, 0],
-        [zx + xz, zy + yz, zz - xx - yy, 0],
-        [yz - zy, zx - xz, xy - yx, xx + yy + zz],
-    ]) / 3.0
+    k = (
+        np.array(
+            [
+                [xx - yy - zz, 0, 0, 0],
+                [yx + xy, yy - xx - zz, 0, 0],
+                [zx + xz, zy + yz, zz - xx - yy, 0],
+                [yz - zy, zx - xz, xy - yx, xx + yy + zz],
+            ]
+        )
+        / 3.0
+    )
     eigenvalues, eigenvectors = np.linalg.eigh(k)
     qvec = eigenvectors[[3, 0, 1, 2], np.argmax(eigenvalues)]
     return qvec if qvec[0] >= 0 else -qvec
@@ -221,7 +233,8 @@ def ring_camera_to_world(count: int, radius: float) -> np.ndarray:
 
 # A symmetric grid (per-coordinate median 0) with variances x > y > z.
 GRID_POINTS = np.stack(
-    np.meshgrid(np.linspace(-3, 3, 7), np.linspace(-1.2, 1.2, 5), np.linspace(-0.3, 0.3, 3), indexing="ij"), -1
+    np.meshgrid(np.linspace(-3, 3, 7), np.linspace(-1.2, 1.2, 5), np.linspace(-0.3, 0.3, 3), indexing="ij"),
+    -1,
 ).reshape(-1, 3)
 
 
@@ -233,7 +246,7 @@ def write_scene(
     image_size=None,
     mode: str = "RGB",
     camera_to_world=None,
-    world_from_canonical=np.eye(4),
+    world_from_canonical=None,
     points=GRID_POINTS,
     sparse: str = "sparse/0",
     ext: str = ".bin",
@@ -244,6 +257,7 @@ def write_scene(
     model_name, width, height, params = camera
     image_width, image_height = image_size or (width, height)
     poses = ring_camera_to_world(len(names), 4.0) if camera_to_world is None else camera_to_world
+    world_from_canonical = np.eye(4) if world_from_canonical is None else world_from_canonical
     scale = np.cbrt(np.linalg.det(world_from_canonical[:3, :3]))
     images = {}
     for i, (name, pose) in enumerate(zip(names, poses)):
@@ -251,8 +265,9 @@ def write_scene(
         rotation, centre = pose[:3, :3] / scale, pose[:3, 3]
         qvec = qvec_from_rotmat(rotation.T)
         assert np.allclose(qvec_to_rotmat(qvec), rotation.T, atol=1e-12)
-        images[i + 1] = ColmapImage(i + 1, qvec, -rotation.T @ centre, 1, name, np.zeros((0, 2)),
-                                    np.zeros(0, dtype=np.int64))
+        images[i + 1] = ColmapImage(
+            i + 1, qvec, -rotation.T @ centre, 1, name, np.zeros((0, 2)), np.zeros(0, dtype=np.int64)
+        )
     world_points = points @ world_from_canonical[:3, :3].T + world_from_canonical[:3, 3]
     count = len(world_points)
     model = ColmapModel(
@@ -427,8 +442,13 @@ def test_cache_falls_back_to_the_home_folder(tmp_path, monkeypatch):
 
 def test_images_n_is_used_with_its_own_size(tmp_path):
     # images_3 of a 100x60 camera at 33x20 (not exactly 100/3): K scales by 33/100 and 20/60.
-    pixels = write_scene(tmp_path, camera=("PINHOLE", 100, 60, (90.0, 91.0, 50.0, 30.0)), folder="images_3",
-                         image_size=(33, 20), names=("a.png",))
+    pixels = write_scene(
+        tmp_path,
+        camera=("PINHOLE", 100, 60, (90.0, 91.0, 50.0, 30.0)),
+        folder="images_3",
+        image_size=(33, 20),
+        names=("a.png",),
+    )
     view = load_colmap_scene(tmp_path, data_factor=3, test_every=0).train_views[0]
     assert torch.equal(view.image, torch.from_numpy(pixels["a.png"]))
     expected_K = torch.tensor([[90 * 0.33, 0, 50 * 0.33], [0, 91 / 3, 10], [0, 0, 1]])
@@ -478,8 +498,10 @@ def test_unregistered_images_give_one_warning(tmp_path):
         scene = load_colmap_scene(tmp_path, test_every=0)
     messages = [str(warning.message) for warning in caught]
     assert len(messages) == 1, messages
-    assert "skipping 4 image files that the COLMAP model does not register: extra_0.jpg, extra_1.jpg, " \
-           "extra_2.jpg, ..." in messages[0]
+    assert (
+        "skipping 4 image files that the COLMAP model does not register: extra_0.jpg, extra_1.jpg, "
+        "extra_2.jpg, ..." in messages[0]
+    )
     assert caught[0].filename == __file__  # attributed to the caller
     assert [view.name for view in scene.train_views] == ["a.png"]
 
@@ -487,7 +509,8 @@ def test_unregistered_images_give_one_warning(tmp_path):
 def test_unsupported_camera_model_is_named(tmp_path):
     write_scene(tmp_path, camera=("FOV", 64, 48, (60.0, 62.0, 31.5, 24.25, 0.9)))
     expected = (
-        r"sparse/0/cameras\.bin: camera 1 has the unsupported model FOV \(supported: SIMPLE_PINHOLE, PINHOLE, "
+        r"sparse/0/cameras\.bin: camera 1 has the unsupported model FOV \(supported: SIMPLE_PINHOLE, "
+        r"PINHOLE, "
         r"SIMPLE_RADIAL, RADIAL, OPENCV, FULL_OPENCV, OPENCV_FISHEYE\)$"
     )
     with pytest.raises(DatasetError, match=expected):

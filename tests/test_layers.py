@@ -27,7 +27,9 @@ def layer_of(module: str) -> int:
             return index
     if module == "gsplat_py":
         return 0  # the package facade re-exports the renderer
-    raise AssertionError(f"{module}: in no layer; add it to LAYERS (and to the diagram in docs/architecture.md)")
+    raise AssertionError(
+        f"{module}: in no layer; add it to LAYERS (and to the diagram in docs/architecture.md)"
+    )
 
 
 def module_name(path: Path) -> str:
@@ -91,6 +93,7 @@ def test_the_renderer_imports_alone():
         "loaded = sorted(m for m in sys.modules if m.startswith('gsplat_py.') and "
         "not m.startswith(('gsplat_py.rendering', 'gsplat_py._C'))); print(loaded)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=PACKAGE.parent).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent
+    ).stdout
     assert out.strip() == "[]"

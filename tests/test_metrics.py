@@ -140,8 +140,13 @@ def test_ssim_matches_skimage():
     metrics = pytest.importorskip("skimage.metrics")
     x, y = random_image(20, 17, 3, seed=9), random_image(20, 17, 3, seed=10)
     expected = metrics.structural_similarity(
-        x.numpy(), y.numpy(), channel_axis=-1, gaussian_weights=True, sigma=1.5,
-        use_sample_covariance=False, data_range=1.0,
+        x.numpy(),
+        y.numpy(),
+        channel_axis=-1,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=1.0,
     )
     assert ssim(x, y).item() == pytest.approx(expected, abs=1e-6)
 
@@ -205,8 +210,10 @@ def test_l1_ssim_loss_gradients(dtype):
         assert l1_ssim_loss(render - 1e-2 * grad / grad.norm(), target).item() < loss.item()
 
 
-@pytest.mark.skipif(not __import__("gsplat_py.rendering._backend", fromlist=["x"]).extension_available(),
-                    reason="C++ extension not built")
+@pytest.mark.skipif(
+    not __import__("gsplat_py.rendering._backend", fromlist=["x"]).extension_available(),
+    reason="C++ extension not built",
+)
 @pytest.mark.parametrize("shape", [(2, 40, 37, 3), (1, 5, 9, 1), (3, 12, 11, 4)])
 def test_fused_ssim_matches_the_composed_ops(shape, monkeypatch):
     """The compiled SSIM the training loss uses (same padding) against the plain-PyTorch one, forward

@@ -9,7 +9,6 @@ import torch
 from plyfile import PlyData, PlyElement
 
 from gsplat_py.io import ply as ply_module
-from gsplat_py.model import GaussianSplats
 from gsplat_py.io.ply import (
     VALID_F_REST_COUNTS,
     PlyFormatError,
@@ -18,6 +17,7 @@ from gsplat_py.io.ply import (
     read_ply_comments,
     write_ply,
 )
+from gsplat_py.model import GaussianSplats
 
 
 def random_splats(n: int, degree: int, seed: int = 0) -> GaussianSplats:
@@ -177,9 +177,9 @@ def test_read_foreign_file_shuffled_float64_with_extras(tmp_path):
     for name, values in cols.items():
         arr[name] = values
     faces = np.array([([0, 1, 2],)], dtype=[("vertex_indices", "i4", (3,))])
-    PlyData(
-        [PlyElement.describe(arr, "vertex"), PlyElement.describe(faces, "face")], byte_order=">"
-    ).write(str(path))
+    PlyData([PlyElement.describe(arr, "vertex"), PlyElement.describe(faces, "face")], byte_order=">").write(
+        str(path)
+    )
 
     s = read_ply(path)
     assert s.sh_degree == 1
@@ -197,7 +197,9 @@ def test_read_foreign_file_shuffled_float64_with_extras(tmp_path):
     assert s.sh[3, 1, 2].item() == 3000 + 200 + 1  # blue, k=1 -> f_rest_6
     assert torch.equal(s.means, torch.stack([t_row + 0.1, t_row + 0.2, t_row + 0.3], -1).to(f32))
     assert torch.equal(s.quats, torch.stack([t_row + 0.1, t_row + 0.2, t_row + 0.3, t_row + 0.4], -1).to(f32))
-    assert torch.equal(s.log_scales, torch.stack([t_row * 0.01 - 4, t_row * 0.01 - 3, t_row * 0.01 - 2], -1).to(f32))
+    assert torch.equal(
+        s.log_scales, torch.stack([t_row * 0.01 - 4, t_row * 0.01 - 3, t_row * 0.01 - 2], -1).to(f32)
+    )
     assert torch.equal(s.logit_opacities, (-t_row - 0.5).to(f32))
     for name in ("means", "quats", "log_scales", "logit_opacities", "sh"):
         assert getattr(s, name).dtype == torch.float32
@@ -303,8 +305,14 @@ def test_error_f_rest_count(tmp_path, count):
     for i in range(count):
         cols[f"f_rest_{i}"] = np.zeros(2)
     write_with_plyfile(path, cols, 2)
-    message = expect_error(path, f"{count} f_rest_* properties match no SH degree", "0 (degree 0)",
-                           "9 (degree 1)", "24 (degree 2)", "45 (degree 3)")
+    message = expect_error(
+        path,
+        f"{count} f_rest_* properties match no SH degree",
+        "0 (degree 0)",
+        "9 (degree 1)",
+        "24 (degree 2)",
+        "45 (degree 3)",
+    )
     assert sorted(VALID_F_REST_COUNTS) == [0, 9, 24, 45]
     assert "valid counts" in message
 
@@ -429,7 +437,9 @@ def test_atomic_write_leaves_no_temp_file(tmp_path):
 
 def test_write_accepts_str_path_and_other_dtypes(tmp_path):
     s64 = random_splats(6, 2)
-    s64 = GaussianSplats(**{k: getattr(s64, k).double() for k in ("means", "quats", "log_scales", "logit_opacities", "sh")})
+    s64 = GaussianSplats(
+        **{k: getattr(s64, k).double() for k in ("means", "quats", "log_scales", "logit_opacities", "sh")}
+    )
     path = str(tmp_path / "f64.ply")
     write_ply(path, s64)
     assert_splats_equal(read_ply(path), random_splats(6, 2))  # float32 -> float64 -> float32 is exact
@@ -535,12 +545,23 @@ def test_dataclass_helpers():
     assert torch.all((s.opacities() > 0) & (s.opacities() < 1))
     s.sh = torch.zeros(5, 7, 3)
     with pytest.raises(ValueError, match="K in"):
-        s.sh_degree
-    assert ply_property_names(0)[-8:] == ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+        _ = s.sh_degree
+    assert ply_property_names(0)[-8:] == [
+        "opacity",
+        "scale_0",
+        "scale_1",
+        "scale_2",
+        "rot_0",
+        "rot_1",
+        "rot_2",
+        "rot_3",
+    ]
     assert len(ply_property_names(3)) == 17 + 45
     with pytest.raises(ValueError):
         ply_property_names(4)
-    assert math.isclose(s.opacities()[0].item(), 1 / (1 + math.exp(-s.logit_opacities[0].item())), rel_tol=1e-6)
+    assert math.isclose(
+        s.opacities()[0].item(), 1 / (1 + math.exp(-s.logit_opacities[0].item())), rel_tol=1e-6
+    )
 
 
 def test_comments_are_written_in_the_header_and_read_back(tmp_path):

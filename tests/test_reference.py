@@ -68,7 +68,9 @@ def random_scene(C=2, N=40, width=45, height=37, dtype=torch.float64, seed=0):
     viewmats = torch.eye(4, dtype=dtype).repeat(C, 1, 1)
     viewmats[:, 0, 3] = torch.linspace(-0.2, 0.2, C, dtype=dtype)
     Ks = torch.tensor([[30.0, 0, width / 2], [0, 30.0, height / 2], [0, 0, 1]], dtype=dtype).repeat(C, 1, 1)
-    radii, means2d, depths, conics, _ = ref.project_gaussians(means, quats, scales, viewmats, Ks, width, height)
+    radii, means2d, depths, conics, _ = ref.project_gaussians(
+        means, quats, scales, viewmats, Ks, width, height
+    )
     colors = torch.rand(C, N, 3, generator=g, dtype=dtype)
     opacities = torch.rand(C, N, generator=g, dtype=dtype) * 0.9 + 0.1
     backgrounds = torch.rand(C, 3, generator=g, dtype=dtype)
@@ -97,8 +99,9 @@ def test_isotropic_gaussian_facing_camera(dtype):
     assert radii.tolist() == [[[math.ceil(3.33 * sigma_px)] * 2]]
 
     opacity, color = 0.7, torch.tensor([0.2, 0.5, 0.9], dtype=dtype)
-    img, alpha = render(means2d, conics, color.expand(1, 1, 3), torch.full((1, 1), opacity, dtype=dtype),
-                        radii, depths, W, H)
+    img, alpha = render(
+        means2d, conics, color.expand(1, 1, 3), torch.full((1, 1), opacity, dtype=dtype), radii, depths, W, H
+    )
     # Centre pixel (16, 16) has its centre (16.5, 16.5) exactly on the mean: sigma = 0.
     torch.testing.assert_close(img[0, 16, 16], opacity * color)
     ys, xs = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
@@ -113,13 +116,16 @@ def test_projection_culling_gives_zeros_and_finite_gradients():
     dtype = torch.float64
     viewmats, Ks = camera(30.0, 20.0, 15.0, dtype)
     means = torch.tensor(
-        [[0.0, 0.0, 3.0],  # visible
-         [0.0, 0.0, -3.0],  # behind the camera
-         [0.0, 0.0, 0.0],  # in the camera centre (z = 0)
-         [50.0, 0.0, 3.0],  # far outside the image
-         [0.1, 0.1, 3.0],  # too transparent
-         [0.0, 0.0, 2e10]],  # beyond the far plane
-        dtype=dtype, requires_grad=True,
+        [
+            [0.0, 0.0, 3.0],  # visible
+            [0.0, 0.0, -3.0],  # behind the camera
+            [0.0, 0.0, 0.0],  # in the camera centre (z = 0)
+            [50.0, 0.0, 3.0],  # far outside the image
+            [0.1, 0.1, 3.0],  # too transparent
+            [0.0, 0.0, 2e10],
+        ],  # beyond the far plane
+        dtype=dtype,
+        requires_grad=True,
     )
     N = means.shape[0]
     quats = torch.tensor([[1.0, 0.2, -0.1, 0.3]] * N, dtype=dtype, requires_grad=True)
@@ -143,14 +149,17 @@ def test_projection_culling_gives_zeros_and_finite_gradients():
 def test_projection_gradcheck():
     dtype = torch.float64
     g = torch.Generator().manual_seed(1)
-    means = (torch.rand(4, 3, generator=g, dtype=dtype) - 0.5) * 0.6 + torch.tensor([0.0, 0.0, 4.0], dtype=dtype)
+    means = (torch.rand(4, 3, generator=g, dtype=dtype) - 0.5) * 0.6 + torch.tensor(
+        [0.0, 0.0, 4.0], dtype=dtype
+    )
     quats = torch.randn(4, 4, generator=g, dtype=dtype)
     scales = torch.rand(4, 3, generator=g, dtype=dtype) * 0.2 + 0.05
     opacities = torch.rand(4, generator=g, dtype=dtype) * 0.5 + 0.5
     angle = 0.1  # a rotated and translated camera, so that R and t both matter
     viewmat = torch.eye(4, dtype=dtype)
     viewmat[:3, :3] = torch.tensor(
-        [[math.cos(angle), 0, math.sin(angle)], [0, 1, 0], [-math.sin(angle), 0, math.cos(angle)]], dtype=dtype
+        [[math.cos(angle), 0, math.sin(angle)], [0, 1, 0], [-math.sin(angle), 0, math.cos(angle)]],
+        dtype=dtype,
     )
     viewmat[:3, 3] = torch.tensor([0.1, -0.05, 0.2], dtype=dtype)
     Ks = torch.tensor([[[50.0, 0, 33.0], [0, 48.0, 23.0], [0, 0, 1]]], dtype=dtype)
@@ -294,8 +303,9 @@ def test_negative_sigma_is_skipped_with_finite_gradients():
     radii = torch.full((1, 2, 2), 8, dtype=torch.int32)
     depths = torch.tensor([[1.0, 2.0]], dtype=dtype)
     img, _ = render(means2d, conics, colors, opacities, radii, depths, 16, 16)
-    ref_img, _ = render(means2d[:, 1:], conics[:, 1:], colors[:, 1:], opacities[:, 1:], radii[:, 1:],
-                        depths[:, 1:], 16, 16)
+    ref_img, _ = render(
+        means2d[:, 1:], conics[:, 1:], colors[:, 1:], opacities[:, 1:], radii[:, 1:], depths[:, 1:], 16, 16
+    )
     torch.testing.assert_close(img, ref_img)
     img.sum().backward()
     for t in (means2d, conics, colors, opacities):
@@ -310,7 +320,9 @@ def test_rasterization_matches_sequential_loop(dtype, chunk_elements, monkeypatc
     W, H = 45, 37  # partial tiles on the right and bottom
     radii, means2d, depths, conics, colors, opacities, bg = random_scene(width=W, height=H, dtype=dtype)
     inputs = [t.clone().requires_grad_(True) for t in (means2d, conics, colors, opacities, bg)]
-    img, alpha = render(inputs[0], inputs[1], inputs[2], inputs[3], radii, depths, W, H, backgrounds=inputs[4])
+    img, alpha = render(
+        inputs[0], inputs[1], inputs[2], inputs[3], radii, depths, W, H, backgrounds=inputs[4]
+    )
     loop_inputs = [t.clone().requires_grad_(True) for t in (means2d, conics, colors, opacities, bg)]
     loop_img, loop_alpha = sequential_render(
         loop_inputs[0], loop_inputs[1], loop_inputs[2], loop_inputs[3], radii, depths, W, H, loop_inputs[4]
@@ -380,13 +392,14 @@ def test_binning_order_and_straddling_gaussian():
     # Camera 0: Gaussian 0 straddles all four tiles of a 32x32 image; 1..4 sit in tile (0, 0) with depths
     # 3, 1, 2, 1 (a tie between 2 and 4); 5 is culled. Camera 1: only Gaussian 2, in tile (1, 1).
     means2d = torch.tensor(
-        [[[16.0, 16.0], [5.0, 5.0], [6.0, 5.0], [5.0, 6.0], [4.0, 4.0], [20.0, 20.0]],
-         [[0.0, 0.0], [0.0, 0.0], [25.0, 25.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]],
+        [
+            [[16.0, 16.0], [5.0, 5.0], [6.0, 5.0], [5.0, 6.0], [4.0, 4.0], [20.0, 20.0]],
+            [[0.0, 0.0], [0.0, 0.0], [25.0, 25.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]],
+        ],
         dtype=dtype,
     )
     radii = torch.tensor(
-        [[[4, 4], [2, 2], [2, 2], [2, 2], [2, 2], [0, 0]],
-         [[0, 0], [0, 0], [3, 3], [0, 0], [0, 0], [0, 0]]],
+        [[[4, 4], [2, 2], [2, 2], [2, 2], [2, 2], [0, 0]], [[0, 0], [0, 0], [3, 3], [0, 0], [0, 0], [0, 0]]],
         dtype=torch.int32,
     )
     depths = torch.tensor([[5.0, 3.0, 1.0, 2.0, 1.0, 0.5], [0.0, 0.0, 4.0, 0.0, 0.0, 0.0]], dtype=dtype)
@@ -467,4 +480,6 @@ def test_sh_gradcheck():
     dirs = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True)
     coeffs = torch.randn(4, 16, 3, generator=g, dtype=torch.float64, requires_grad=True)
     for degree in range(4):
-        assert torch.autograd.gradcheck(lambda d, c: ref.spherical_harmonics(degree, d, c), (dirs, coeffs))
+        assert torch.autograd.gradcheck(
+            lambda d, c, k=degree: ref.spherical_harmonics(k, d, c), (dirs, coeffs)
+        )

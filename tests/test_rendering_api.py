@@ -4,10 +4,8 @@ Every test takes the ``backend`` fixture, so the same checks run on the plain-Py
 the extension is built, on the compiled ops.
 """
 
-import importlib
 import math
 import sys
-import types
 
 import pytest
 import torch
@@ -107,42 +105,108 @@ BAD_INPUTS = [
     # (id, scene transform, argument named in the message, extra substrings expected in the message)
     ("means_shape", _replace("means", lambda t: t[:, :2]), "means", ["[N, 3]", f"[{N0}, 2]"]),
     ("means_not_tensor", _replace("means", lambda t: t.tolist()), "means", ["torch.Tensor"]),
-    ("quats_shape", _replace("quats", lambda t: t[:, :3]), "quats", ["[N, 4]", f"N={N0} (from means)", f"[{N0}, 3]"]),
+    (
+        "quats_shape",
+        _replace("quats", lambda t: t[:, :3]),
+        "quats",
+        ["[N, 4]", f"N={N0} (from means)", f"[{N0}, 3]"],
+    ),
     ("scales_N", _replace("scales", lambda t: t[:-1]), "scales", ["[N, 3]", f"N={N0}", f"[{N0 - 1}, 3]"]),
     ("opacities_2d", _replace("opacities", lambda t: t[:, None]), "opacities", ["[N]", f"[{N0}, 1]"]),
     ("colors_N", _replace("colors", lambda t: t[:-2]), "colors", ["[N, D]", f"N={N0}", f"[{N0 - 2}, 3]"]),
-    ("colors_C", _replace("colors", lambda t: t.expand(2, N0, 3)), "colors", ["[C, N, D]", "C=1 (from viewmats)"]),
+    (
+        "colors_C",
+        _replace("colors", lambda t: t.expand(2, N0, 3)),
+        "colors",
+        ["[C, N, D]", "C=1 (from viewmats)"],
+    ),
     ("colors_1d", _replace("colors", lambda t: t[:, 0]), "colors", ["[N, D]", f"[{N0}]"]),
     ("viewmats_shape", _replace("viewmats", lambda t: t[:, :3]), "viewmats", ["[C, 4, 4]", "[1, 3, 4]"]),
     ("viewmats_2d", _replace("viewmats", lambda t: t[0]), "viewmats", ["[C, 4, 4]", "[4, 4]"]),
     ("Ks_shape", _replace("Ks", lambda t: torch.eye(4).expand(1, 4, 4)), "Ks", ["[C, 3, 3]", "[1, 4, 4]"]),
     ("Ks_C", _replace("Ks", lambda t: t.expand(2, 3, 3)), "Ks", ["C=1 (from viewmats)", "[2, 3, 3]"]),
-    ("no_cameras", lambda s: {**s, "viewmats": s["viewmats"][:0], "Ks": s["Ks"][:0]}, "viewmats", ["[0, 4, 4]"]),
-    ("backgrounds_D", lambda s: {**s, "backgrounds": torch.zeros(1, 4)}, "backgrounds", ["[C, D]", "D=3", "[1, 4]"]),
+    (
+        "no_cameras",
+        lambda s: {**s, "viewmats": s["viewmats"][:0], "Ks": s["Ks"][:0]},
+        "viewmats",
+        ["[0, 4, 4]"],
+    ),
+    (
+        "backgrounds_D",
+        lambda s: {**s, "backgrounds": torch.zeros(1, 4)},
+        "backgrounds",
+        ["[C, D]", "D=3", "[1, 4]"],
+    ),
     ("backgrounds_C", lambda s: {**s, "backgrounds": torch.zeros(2, 3)}, "backgrounds", ["C=1", "[2, 3]"]),
-    ("backgrounds_D_mode", lambda s: {**s, "backgrounds": torch.zeros(1, 3), "render_mode": "D"},
-     "backgrounds", ["[C, 1]", "[1, 3]"]),
+    (
+        "backgrounds_D_mode",
+        lambda s: {**s, "backgrounds": torch.zeros(1, 3), "render_mode": "D"},
+        "backgrounds",
+        ["[C, 1]", "[1, 3]"],
+    ),
     ("quats_int", _replace("quats", lambda t: t.round().long()), "quats", ["floating", "torch.int64"]),
     ("means_half", _replace("means", lambda t: t.half()), "means", ["floating", "torch.float16"]),
-    ("scales_float64", _replace("scales", lambda t: t.double()), "scales", ["torch.float32", "torch.float64"]),
+    (
+        "scales_float64",
+        _replace("scales", lambda t: t.double()),
+        "scales",
+        ["torch.float32", "torch.float64"],
+    ),
     ("Ks_meta_device", _replace("Ks", lambda t: t.to("meta")), "Ks", ["device", "cpu", "meta"]),
-    ("backgrounds_meta_device", lambda s: {**s, "backgrounds": torch.zeros(1, 3, device="meta")},
-     "backgrounds", ["device"]),
-    ("means_nan", _replace("means", lambda t: t.index_put((torch.tensor([3]),), torch.tensor(float("nan")))),
-     "means", ["finite", "3 non-finite"]),
-    ("quats_inf", _replace("quats", lambda t: t.index_put((torch.tensor([0]),), torch.tensor(float("inf")))),
-     "quats", ["finite"]),
-    ("scales_inf", _replace("scales", lambda t: t.index_put((torch.tensor([1]),), torch.tensor(-float("inf")))),
-     "scales", ["finite"]),
-    ("opacities_nan", _replace("opacities", lambda t: t.index_put((torch.tensor([5]),), torch.tensor(float("nan")))),
-     "opacities", ["finite"]),
-    ("colors_nan", _replace("colors", lambda t: t.index_put((torch.tensor([2]),), torch.tensor(float("nan")))),
-     "colors", ["finite"]),
-    ("viewmats_nan", _replace("viewmats", lambda t: t.index_put((torch.tensor([0]),), torch.tensor(float("nan")))),
-     "viewmats", ["finite"]),
-    ("Ks_inf", _replace("Ks", lambda t: t.index_put((torch.tensor([0]),), torch.tensor(float("inf")))),
-     "Ks", ["finite"]),
-    ("backgrounds_nan", lambda s: {**s, "backgrounds": torch.full((1, 3), float("nan"))}, "backgrounds", ["finite"]),
+    (
+        "backgrounds_meta_device",
+        lambda s: {**s, "backgrounds": torch.zeros(1, 3, device="meta")},
+        "backgrounds",
+        ["device"],
+    ),
+    (
+        "means_nan",
+        _replace("means", lambda t: t.index_put((torch.tensor([3]),), torch.tensor(float("nan")))),
+        "means",
+        ["finite", "3 non-finite"],
+    ),
+    (
+        "quats_inf",
+        _replace("quats", lambda t: t.index_put((torch.tensor([0]),), torch.tensor(float("inf")))),
+        "quats",
+        ["finite"],
+    ),
+    (
+        "scales_inf",
+        _replace("scales", lambda t: t.index_put((torch.tensor([1]),), torch.tensor(-float("inf")))),
+        "scales",
+        ["finite"],
+    ),
+    (
+        "opacities_nan",
+        _replace("opacities", lambda t: t.index_put((torch.tensor([5]),), torch.tensor(float("nan")))),
+        "opacities",
+        ["finite"],
+    ),
+    (
+        "colors_nan",
+        _replace("colors", lambda t: t.index_put((torch.tensor([2]),), torch.tensor(float("nan")))),
+        "colors",
+        ["finite"],
+    ),
+    (
+        "viewmats_nan",
+        _replace("viewmats", lambda t: t.index_put((torch.tensor([0]),), torch.tensor(float("nan")))),
+        "viewmats",
+        ["finite"],
+    ),
+    (
+        "Ks_inf",
+        _replace("Ks", lambda t: t.index_put((torch.tensor([0]),), torch.tensor(float("inf")))),
+        "Ks",
+        ["finite"],
+    ),
+    (
+        "backgrounds_nan",
+        lambda s: {**s, "backgrounds": torch.full((1, 3), float("nan"))},
+        "backgrounds",
+        ["finite"],
+    ),
     ("width_zero", lambda s: {**s, "width": 0}, "width", ["got 0"]),
     ("height_negative", lambda s: {**s, "height": -4}, "height", ["got -4"]),
     ("width_float", lambda s: {**s, "width": 31.0}, "width", ["int", "31.0"]),
@@ -152,13 +216,36 @@ BAD_INPUTS = [
     ("tile_size_negative", lambda s: {**s, "tile_size": -16}, "tile_size", ["got -16"]),
     ("tile_size_too_large", lambda s: {**s, "tile_size": 128}, "tile_size", ["1..64", "got 128"]),
     ("tile_size_float", lambda s: {**s, "tile_size": 16.0}, "tile_size", ["int"]),
-    ("sh_degree_4", lambda s: {**s, "sh_degree": 4, "colors": torch.zeros(N0, 25, 3)}, "sh_degree", ["0..3", "4"]),
-    ("sh_degree_negative", lambda s: {**s, "sh_degree": -1, "colors": torch.zeros(N0, 1, 3)}, "sh_degree", ["0..3"]),
-    ("sh_K_too_small", lambda s: {**s, "sh_degree": 2, "colors": torch.zeros(N0, 4, 3)},
-     "colors", ["[N, K, 3]", "K >= 9", "sh_degree=2", f"[{N0}, 4, 3]"]),
-    ("sh_last_dim", lambda s: {**s, "sh_degree": 1, "colors": torch.zeros(N0, 4, 4)}, "colors", ["[N, K, 3]"]),
-    ("sh_per_camera_C", lambda s: {**s, "sh_degree": 0, "colors": torch.zeros(2, N0, 1, 3)},
-     "colors", ["[C, N, K, 3]", "C=1"]),
+    (
+        "sh_degree_4",
+        lambda s: {**s, "sh_degree": 4, "colors": torch.zeros(N0, 25, 3)},
+        "sh_degree",
+        ["0..3", "4"],
+    ),
+    (
+        "sh_degree_negative",
+        lambda s: {**s, "sh_degree": -1, "colors": torch.zeros(N0, 1, 3)},
+        "sh_degree",
+        ["0..3"],
+    ),
+    (
+        "sh_K_too_small",
+        lambda s: {**s, "sh_degree": 2, "colors": torch.zeros(N0, 4, 3)},
+        "colors",
+        ["[N, K, 3]", "K >= 9", "sh_degree=2", f"[{N0}, 4, 3]"],
+    ),
+    (
+        "sh_last_dim",
+        lambda s: {**s, "sh_degree": 1, "colors": torch.zeros(N0, 4, 4)},
+        "colors",
+        ["[N, K, 3]"],
+    ),
+    (
+        "sh_per_camera_C",
+        lambda s: {**s, "sh_degree": 0, "colors": torch.zeros(2, N0, 1, 3)},
+        "colors",
+        ["[C, N, K, 3]", "C=1"],
+    ),
     ("render_mode", lambda s: {**s, "render_mode": "RGBD"}, "render_mode", ["'RGB+D'"]),
     ("rasterize_mode", lambda s: {**s, "rasterize_mode": "mip"}, "rasterize_mode", ["'antialiased'"]),
     ("backend_name", lambda s: {**s, "backend": "cuda"}, "backend", ["'reference'"]),
@@ -166,7 +253,9 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("transform,arg,fragments", [c[1:] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+@pytest.mark.parametrize(
+    "transform,arg,fragments", [c[1:] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS]
+)
 def test_bad_inputs_raise_value_error(backend, transform, arg, fragments):
     scene = transform(random_scene(N=N0))
     with pytest.raises(ValueError) as excinfo:
@@ -252,7 +341,9 @@ def test_zero_gaussians_render_background(backend, with_background, render_mode)
     scene = random_scene(N=0, C=C, dtype=torch.float64)
     bg_channels = 1 if render_mode == "D" else 3
     if with_background:
-        scene["backgrounds"] = torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]], dtype=torch.float64)[:, :bg_channels]
+        scene["backgrounds"] = torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]], dtype=torch.float64)[
+            :, :bg_channels
+        ]
     scene = _requires_grad(scene)
     colors, alphas, meta = render(scene, render_mode=render_mode, backend=backend, absgrad=True)
 
@@ -272,7 +363,9 @@ def test_zero_gaussians_render_background(backend, with_background, render_mode)
         assert torch.equal(grad, torch.zeros_like(grad)), key
     if with_background:
         # every pixel shows the background with weight T = 1
-        assert torch.allclose(scene["backgrounds"].grad, torch.full((C, bg_channels), float(H * W), dtype=torch.float64))
+        assert torch.allclose(
+            scene["backgrounds"].grad, torch.full((C, bg_channels), float(H * W), dtype=torch.float64)
+        )
     assert meta["means2d"].absgrad.shape == (C, 0, 2)
 
 
@@ -345,7 +438,9 @@ def test_rgb_single_gaussian_centre_pixel(backend):
     i, j = CENTRE
     # sigma = 0 at the centre, so alpha = opacity and the colour is opacity * colour
     assert alphas[0, i, j, 0].item() == pytest.approx(0.9, abs=1e-12)
-    assert torch.allclose(colors[0, i, j], 0.9 * torch.tensor([0.2, 0.5, 0.8], dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(
+        colors[0, i, j], 0.9 * torch.tensor([0.2, 0.5, 0.8], dtype=torch.float64), atol=1e-12
+    )
     assert meta["depths"][0, 0].item() == pytest.approx(5.0)
     assert meta["means2d"][0, 0].tolist() == pytest.approx([15.5, 15.5])
     assert meta["width"] == W and meta["height"] == H and meta["n_cameras"] == 1
@@ -378,7 +473,9 @@ def test_rgb_plus_expected_depth(backend):
     assert colors[0, i, j, 3].item() == pytest.approx(depth, rel=1e-12)
     covered = alphas[0, ..., 0] > 0
     assert covered.sum() > 1
-    assert torch.allclose(colors[0, ..., 3][covered], torch.full_like(colors[0, ..., 3][covered], depth), rtol=1e-12)
+    assert torch.allclose(
+        colors[0, ..., 3][covered], torch.full_like(colors[0, ..., 3][covered], depth), rtol=1e-12
+    )
     assert torch.equal(colors[0, ..., 3][~covered], torch.zeros_like(colors[0, ..., 3][~covered]))
     # the colour channels are untouched by the depth normalisation
     rgb, _, _ = render(scene, render_mode="RGB", backend=backend)
@@ -461,8 +558,12 @@ def test_batch_of_two_cameras_equals_two_single_calls(backend):
     batch_colors, batch_alphas, meta = render(scene, render_mode="RGB+ED", backend=backend)
     assert meta["n_cameras"] == 2
     for c in range(2):
-        single = {**scene, "viewmats": scene["viewmats"][c : c + 1], "Ks": scene["Ks"][c : c + 1],
-                  "backgrounds": scene["backgrounds"][c : c + 1]}
+        single = {
+            **scene,
+            "viewmats": scene["viewmats"][c : c + 1],
+            "Ks": scene["Ks"][c : c + 1],
+            "backgrounds": scene["backgrounds"][c : c + 1],
+        }
         colors, alphas, meta_c = render(single, render_mode="RGB+ED", backend=backend)
         assert torch.allclose(batch_colors[c : c + 1], colors, atol=1e-12)
         assert torch.allclose(batch_alphas[c : c + 1], alphas, atol=1e-12)
@@ -475,8 +576,12 @@ def test_per_camera_colors(backend):
     per_cam = torch.stack([scene["colors"], 1.0 - scene["colors"]])
     colors, _, _ = render({**scene, "colors": per_cam}, backend=backend)
     for c in range(2):
-        single = {**scene, "viewmats": scene["viewmats"][c : c + 1], "Ks": scene["Ks"][c : c + 1],
-                  "colors": per_cam[c]}
+        single = {
+            **scene,
+            "viewmats": scene["viewmats"][c : c + 1],
+            "Ks": scene["Ks"][c : c + 1],
+            "colors": per_cam[c],
+        }
         expected, _, _ = render(single, backend=backend)
         assert torch.allclose(colors[c : c + 1], expected, atol=1e-12)
 
@@ -542,7 +647,9 @@ def test_sh_view_direction_uses_camera_position_and_passes_gradient(backend):
         campos = torch.inverse(scene["viewmats"])[:, :3, 3]
         dirs = scene["means"][None] - campos[:, None]
         masks = (meta["radii"] > 0).all(-1)
-        rgb = torch.clamp_min(reference.spherical_harmonics(1, dirs, coeffs.expand(2, 12, 4, 3), masks) + 0.5, 0)
+        rgb = torch.clamp_min(
+            reference.spherical_harmonics(1, dirs, coeffs.expand(2, 12, 4, 3), masks) + 0.5, 0
+        )
     viewmats = scene["viewmats"].detach().clone().requires_grad_(True)
     base = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in scene.items()}
     colors_rgb, _, _ = render({**base, "viewmats": viewmats, "colors": rgb}, backend=backend)

@@ -48,6 +48,7 @@ def run_level(level: str, tmp_path: Path) -> dict:
 
 def available_levels():
     import torch.ops  # noqa: F401  (the extension registers torch.ops.gsplat_py)
+
     from gsplat_py.rendering import ops
 
     best = ops.simd_level()

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from gsplat_py.model import GaussianSplats
 from gsplat_py.io.splat import SPLAT_DTYPE, read_splat, write_splat
-from gsplat_py.model import SH_C0
+from gsplat_py.model import SH_C0, GaussianSplats
 
 
 def random_splats(n: int = 200, seed: int = 0) -> GaussianSplats:
@@ -51,9 +50,13 @@ def test_splat_rejects_bad_input(tmp_path):
 
 
 def test_splat_byte_layout(tmp_path):
-    one = GaussianSplats(means=torch.tensor([[1.0, 2.0, 3.0]]), quats=torch.tensor([[2.0, 0.0, 0.0, 0.0]]),
-                         log_scales=torch.log(torch.tensor([[0.5, 0.25, 2.0]])), logit_opacities=torch.tensor([0.0]),
-                         sh=torch.zeros(1, 1, 3))
+    one = GaussianSplats(
+        means=torch.tensor([[1.0, 2.0, 3.0]]),
+        quats=torch.tensor([[2.0, 0.0, 0.0, 0.0]]),
+        log_scales=torch.log(torch.tensor([[0.5, 0.25, 2.0]])),
+        logit_opacities=torch.tensor([0.0]),
+        sh=torch.zeros(1, 1, 3),
+    )
     write_splat(tmp_path / "one.splat", one)
     raw = (tmp_path / "one.splat").read_bytes()
     assert np.frombuffer(raw[:24], "<f4").tolist() == [1.0, 2.0, 3.0, 0.5, 0.25, 2.0]

@@ -8,10 +8,10 @@ import math
 
 import pytest
 import torch
+from conftest import make_scene
 from torch import nn
 
 import gsplat_py
-from conftest import make_scene
 from gsplat_py.strategy import (
     DefaultStrategy,
     MCMCStrategy,
@@ -68,7 +68,9 @@ def optimizer_step(params, optimizers, seed):
 
 def make_optimizers(params, variant="fused"):
     """One Adam per key, after one real step so that every moment is non-zero."""
-    optimizers = {name: torch.optim.Adam([p], lr=1e-3, **ADAM_VARIANTS[variant]) for name, p in params.items()}
+    optimizers = {
+        name: torch.optim.Adam([p], lr=1e-3, **ADAM_VARIANTS[variant]) for name, p in params.items()
+    }
     optimizer_step(params, optimizers, seed=100)
     return optimizers
 
@@ -104,7 +106,9 @@ def assert_consistent(params, optimizers, n, before):
             assert not torch.equal(p.detach(), old[name]), f"optimizer step did not update {name}"
 
 
-def assert_rows_equal(params, optimizers, before, new_rows, old_rows, names=None, entries=("param",) + MOMENTS):
+def assert_rows_equal(
+    params, optimizers, before, new_rows, old_rows, names=None, entries=("param",) + MOMENTS
+):
     """Rows ``new_rows`` now hold exactly what rows ``old_rows`` held (parameters and moments)."""
     for name in names or params:
         p = params[name]
@@ -186,7 +190,9 @@ def test_update_param_with_optimizer_only_named_keys_and_frozen_params():
     params["orphan"] = nn.Parameter(torch.randn(N))
     means = params["means"]
     with pytest.raises(ValueError, match="orphan"):  # checked before anything is replaced
-        update_param_with_optimizer(lambda n, p: p, lambda k, v: v, params, optimizers, names=["means", "orphan"])
+        update_param_with_optimizer(
+            lambda n, p: p, lambda k, v: v, params, optimizers, names=["means", "orphan"]
+        )
     assert params["means"] is means
 
 
@@ -465,7 +471,9 @@ def assert_copies_share_sources(params, optimizers, before, copy_rows, sources, 
     _, expected_scales = compute_relocation(
         old_opacity[picked].float(), torch.exp(before["scales"]["param"][picked]), copies[picked] + 1, binoms
     )
-    torch.testing.assert_close(torch.exp(params["scales"][picked].detach()), expected_scales, rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        torch.exp(params["scales"][picked].detach()), expected_scales, rtol=1e-5, atol=0
+    )
     return new_opacity
 
 
@@ -491,7 +499,9 @@ def test_relocate(variant, sh_degree):
     untouched = ~dead & ~picked
     assert_rows_equal(params, optimizers, before, untouched, untouched)
     assert_zero_moments(params, optimizers, dead | picked)
-    new_opacity = assert_copies_share_sources(params, optimizers, before, dead_rows, sources, picked, copies, binoms)
+    new_opacity = assert_copies_share_sources(
+        params, optimizers, before, dead_rows, sources, picked, copies, binoms
+    )
     assert torch.equal(params["scales"][dead_rows], params["scales"][sources])
     assert torch.all(new_opacity >= 0.005 - 1e-6)
     # per-Gaussian state is reset where rows changed; other state entries are left alone
@@ -604,12 +614,27 @@ def test_inject_noise_to_position_is_covariance_shaped_and_opacity_gated():
 def test_default_strategy_defaults_are_gsplat_15():
     s = DefaultStrategy()
     assert (s.prune_opa, s.grow_grad2d, s.grow_scale3d, s.grow_scale2d, s.prune_scale3d, s.prune_scale2d) == (
-        0.005, 0.0002, 0.01, 0.05, 0.1, 0.15,
+        0.005,
+        0.0002,
+        0.01,
+        0.05,
+        0.1,
+        0.15,
     )
-    schedule = (s.refine_scale2d_stop_iter, s.refine_start_iter, s.refine_stop_iter, s.reset_every, s.refine_every)
+    schedule = (
+        s.refine_scale2d_stop_iter,
+        s.refine_start_iter,
+        s.refine_stop_iter,
+        s.reset_every,
+        s.refine_every,
+    )
     assert schedule == (0, 500, 15_000, 3000, 100)
     assert (s.pause_refine_after_reset, s.absgrad, s.revised_opacity, s.verbose, s.key_for_gradient) == (
-        0, False, False, False, "means2d",
+        0,
+        False,
+        False,
+        False,
+        "means2d",
     )
     assert s.initialize_state(3.0) == {"grad2d": None, "count": None, "scene_scale": 3.0}
 
@@ -686,7 +711,9 @@ def test_default_refine_clones_splits_prunes_and_resets():
     # originals in order (3 pruned for its opacity; 5 too large but size pruning starts after the
     # first reset), then the clone of 0, then the two children of 1
     assert torch.equal(ids(params), torch.tensor([0, 2, 4, 5, 0, 1, 1]))
-    torch.testing.assert_close(torch.exp(params["scales"][5:]).detach(), (split_parent_scale / 1.6).expand(2, 3))
+    torch.testing.assert_close(
+        torch.exp(params["scales"][5:]).detach(), (split_parent_scale / 1.6).expand(2, 3)
+    )
     assert torch.equal(state["grad2d"], torch.zeros(7)) and torch.equal(state["count"], torch.zeros(7))
     Strategy().check_sanity(params, optimizers)
 
@@ -710,13 +737,19 @@ def test_default_refine_schedule():
     params, info = refine_scene(2.0)
     optimizers = make_optimizers(params)
     strategy = DefaultStrategy(
-        refine_start_iter=10, refine_every=10, reset_every=30, pause_refine_after_reset=5, refine_stop_iter=100
+        refine_start_iter=10,
+        refine_every=10,
+        reset_every=30,
+        pause_refine_after_reset=5,
+        refine_stop_iter=100,
     )
     state = strategy.initialize_state(2.0)
     assert strategy.step_post_backward(params, optimizers, state, 10, info) == {}  # not after start yet
     assert strategy.step_post_backward(params, optimizers, state, 15, info) == {}  # not a refine step
     assert torch.equal(state["count"], torch.full((6,), 2.0))
-    assert strategy.step_post_backward(params, optimizers, state, 30, info) == {"opacity_reset": True}  # paused
+    assert strategy.step_post_backward(params, optimizers, state, 30, info) == {
+        "opacity_reset": True
+    }  # paused
     assert len(params["means"]) == 6
     state_before = {k: v.clone() for k, v in state.items() if torch.is_tensor(v)}
     assert strategy.step_post_backward(params, optimizers, state, 100, info) == {}  # stopped: nothing at all
@@ -731,7 +764,9 @@ def test_default_screen_size_rules():
         params["scales"][:] = math.log(0.005)  # small in 3D: only the screen-size rules act
         params["opacities"][:] = 0.0
     optimizers = make_optimizers(params)
-    strategy = DefaultStrategy(refine_scale2d_stop_iter=1000, refine_start_iter=0, refine_every=10, reset_every=20)
+    strategy = DefaultStrategy(
+        refine_scale2d_stop_iter=1000, refine_start_iter=0, refine_every=10, reset_every=20
+    )
     state = strategy.initialize_state()
     assert state["radii"] is None
     zero_grads = torch.zeros(2, 3, 2)
@@ -848,8 +883,17 @@ def scene_params(n=300, sh_degree=1):
 def render(params, scene, sh_degree):
     colors = torch.cat([params["sh0"], params["shN"]], dim=1)
     return gsplat_py.rasterization(
-        params["means"], params["quats"], torch.exp(params["scales"]), torch.sigmoid(params["opacities"]), colors,
-        scene["viewmats"], scene["Ks"], scene["width"], scene["height"], sh_degree=sh_degree, absgrad=True,
+        params["means"],
+        params["quats"],
+        torch.exp(params["scales"]),
+        torch.sigmoid(params["opacities"]),
+        colors,
+        scene["viewmats"],
+        scene["Ks"],
+        scene["width"],
+        scene["height"],
+        sh_degree=sh_degree,
+        absgrad=True,
     )
 
 

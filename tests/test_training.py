@@ -10,7 +10,14 @@ import torch
 from gsplat_py.cli import main as cli_main
 from gsplat_py.data import SceneData, View
 from gsplat_py.io.ply import read_ply
-from gsplat_py.model import init_params, knn_mean_distance, params_to_splats, rgb_to_sh, splats_to_params, SH_C0
+from gsplat_py.model import (
+    SH_C0,
+    init_params,
+    knn_mean_distance,
+    params_to_splats,
+    rgb_to_sh,
+    splats_to_params,
+)
 from gsplat_py.training import trainer as trainer_module
 from gsplat_py.training.config import (
     PRESETS_DIR,
@@ -38,7 +45,9 @@ def look_at(eye, target=(0.0, 0.0, 0.0)) -> torch.Tensor:
     with world +z up."""
     eye, target = torch.tensor(eye, dtype=torch.float64), torch.tensor(target, dtype=torch.float64)
     forward = torch.nn.functional.normalize(target - eye, dim=0)
-    right = torch.nn.functional.normalize(torch.linalg.cross(forward, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)), dim=0)
+    right = torch.nn.functional.normalize(
+        torch.linalg.cross(forward, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)), dim=0
+    )
     down = torch.linalg.cross(forward, right)
     rotation = torch.stack([right, down, forward])
     w2c = torch.eye(4, dtype=torch.float64)
@@ -55,8 +64,13 @@ def synthetic_points(n: int = 400, seed: int = 0):
 
 
 def render_params(params, world_to_camera, K) -> torch.Tensor:
-    view = View(index=0, name="tmp", image=torch.zeros(HEIGHT, WIDTH, 3, dtype=torch.uint8), K=K,
-                world_to_camera=world_to_camera)
+    view = View(
+        index=0,
+        name="tmp",
+        image=torch.zeros(HEIGHT, WIDTH, 3, dtype=torch.uint8),
+        K=K,
+        world_to_camera=world_to_camera,
+    )
     with torch.no_grad():
         colors, _, _ = render_view(params, view, sh_degree=0)
     return colors[0]
@@ -76,9 +90,16 @@ def synthetic_scene(eyes, perturbations=None, n_points=400, test_every=0) -> Sce
         views.append(View(index=i, name=f"{i:03d}.png", image=image, K=K, world_to_camera=labelled))
     test = [v for v in views if test_every > 0 and v.index % test_every == 0]
     train = [v for v in views if v not in test]
-    return SceneData(root=Path("synthetic"), train_views=train, test_views=test, points=points,
-                     point_colors=colors, transform=torch.eye(4, dtype=torch.float64), scene_scale=1.0,
-                     data_factor=1)
+    return SceneData(
+        root=Path("synthetic"),
+        train_views=train,
+        test_views=test,
+        points=points,
+        point_colors=colors,
+        transform=torch.eye(4, dtype=torch.float64),
+        scene_scale=1.0,
+        data_factor=1,
+    )
 
 
 def tiny_config(tmp_path, **sections) -> Config:
@@ -104,8 +125,15 @@ def test_default_preset_file_lists_the_defaults():
 
 
 def test_toml_round_trip_and_presets():
-    config = apply_overrides(Config(), {"train.eval_steps": "1000,7000", "strategy.default.absgrad": "true",
-                                        "data.path": "/some/where", "optim.means_lr": "2e-4"})
+    config = apply_overrides(
+        Config(),
+        {
+            "train.eval_steps": "1000,7000",
+            "strategy.default.absgrad": "true",
+            "data.path": "/some/where",
+            "optim.means_lr": "2e-4",
+        },
+    )
     assert config.train.eval_steps == [1000, 7000]
     assert config.strategy.default.absgrad is True and config.optim.means_lr == 2e-4
     import tomllib
@@ -191,13 +219,17 @@ def test_rotation_6d_identity_and_orthonormal():
     r = rotation_6d_to_matrix(torch.randn(10, 6, generator=torch.Generator().manual_seed(0)))
     assert torch.allclose(r @ r.transpose(-1, -2), torch.eye(3).expand(10, 3, 3), atol=1e-6)
     assert torch.allclose(torch.linalg.det(r), torch.ones(10), atol=1e-6)
-    assert torch.equal(PoseCorrection(3)(torch.eye(4).repeat(2, 1, 1), torch.tensor([0, 2])), torch.eye(4).repeat(2, 1, 1))
+    assert torch.equal(
+        PoseCorrection(3)(torch.eye(4).repeat(2, 1, 1), torch.tensor([0, 2])), torch.eye(4).repeat(2, 1, 1)
+    )
 
 
 def _rotation_about(axis, degrees) -> torch.Tensor:
     axis = torch.nn.functional.normalize(torch.tensor(axis, dtype=torch.float64), dim=0)
     angle = math.radians(degrees)
-    k = torch.tensor([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]], dtype=torch.float64)
+    k = torch.tensor(
+        [[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]], dtype=torch.float64
+    )
     return (torch.eye(3, dtype=torch.float64) + math.sin(angle) * k + (1 - math.cos(angle)) * k @ k).float()
 
 
@@ -209,8 +241,16 @@ def test_pose_optimisation_recovers_a_perturbed_pose(tmp_path):
     perturbation[:3, :3] = _rotation_about([0.3, 1.0, 0.2], 2.0)
     perturbation[:3, 3] = torch.tensor([0.03, -0.02, 0.02])
     scene = synthetic_scene([(0.0, -2.5, 0.8)], perturbations=[perturbation])
-    config = tiny_config(tmp_path, model__sh_degree=0, model__init_opacity=0.8, pose_opt__enabled=True,
-                         pose_opt__lr=2e-3, pose_opt__reg=0.0, train__steps=300, train__eval_every=0)
+    config = tiny_config(
+        tmp_path,
+        model__sh_degree=0,
+        model__init_opacity=0.8,
+        pose_opt__enabled=True,
+        pose_opt__lr=2e-3,
+        pose_opt__reg=0.0,
+        train__steps=300,
+        train__eval_every=0,
+    )
     for name in ("means_lr", "means_lr_final", "scales_lr", "quats_lr", "opacities_lr", "sh0_lr", "shN_lr"):
         setattr(config.optim, name, 0.0)
     config.strategy.default.refine_start_iter = 10**6
@@ -249,8 +289,9 @@ def ring_eyes(n):
 
 
 def densifying_config(tmp_path, strategy="default", steps=24) -> Config:
-    config = tiny_config(tmp_path, train__steps=steps, train__eval_every=0, train__save_every=0,
-                         model__sh_degree_interval=5)
+    config = tiny_config(
+        tmp_path, train__steps=steps, train__eval_every=0, train__save_every=0, model__sh_degree_interval=5
+    )
     config.strategy.name = strategy
     config.strategy.default.refine_start_iter = 3
     config.strategy.default.refine_every = 4
@@ -276,13 +317,18 @@ def test_resume_continues_exactly(tmp_path, strategy):
     assert saved["step"] == 11
     assert saved["params"]["means"].shape[0] != 400 or strategy == "mcmc"  # the strategy did act
 
-    resumed = Trainer(densifying_config(tmp_path / "b", strategy), scene=scene, checkpoint=saved, progress=False)
+    resumed = Trainer(
+        densifying_config(tmp_path / "b", strategy), scene=scene, checkpoint=saved, progress=False
+    )
     assert resumed.step == 11
     resumed.train()
     assert straight.num_gaussians == resumed.num_gaussians
     for name in straight.params:
         assert torch.equal(straight.params[name], resumed.params[name]), name
-        a, b = straight.optimizers[name].state_dict()["state"][0], resumed.optimizers[name].state_dict()["state"][0]
+        a, b = (
+            straight.optimizers[name].state_dict()["state"][0],
+            resumed.optimizers[name].state_dict()["state"][0],
+        )
         assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"]), name
 
 
@@ -326,7 +372,9 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
         return loss * float("nan") if trainer.step >= 7 else loss
 
     monkeypatch.setattr(trainer_module, "l1_ssim_loss", loss_that_breaks)
-    with pytest.raises(TrainingError, match=r"loss became nan at step 8 .*last good checkpoint is .*checkpoint.pt"):
+    with pytest.raises(
+        TrainingError, match=r"loss became nan at step 8 .*last good checkpoint is .*checkpoint.pt"
+    ):
         trainer.train()
     assert load_checkpoint(config.train.output)["step"] == 5
 
@@ -346,7 +394,10 @@ def test_unwritable_output_fails_before_loading(tmp_path):
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    assert cli_main(["train", "--data", str(tmp_path / "missing"), "--output", str(tmp_path / "o"), "--quiet"]) == 1
+    assert (
+        cli_main(["train", "--data", str(tmp_path / "missing"), "--output", str(tmp_path / "o"), "--quiet"])
+        == 1
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("gsplat-py: error:") and "missing" in err and "\n" not in err
 
@@ -363,10 +414,34 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 def test_cli_train_resume_and_eval_on_the_bundled_scene(tmp_path, capsys):
     run = tmp_path / "run"
-    common = ["--quiet", "--train.save_renders", "false", "--strategy.default.refine_start_iter", "5",
-              "--strategy.default.refine_every", "5"]
-    assert cli_main(["train", "--steps", "12", "--output", str(run), "--eval-every", "0", "--seed", "3",
-                     "--train.save_every", "6", *common]) == 0
+    common = [
+        "--quiet",
+        "--train.save_renders",
+        "false",
+        "--strategy.default.refine_start_iter",
+        "5",
+        "--strategy.default.refine_every",
+        "5",
+    ]
+    assert (
+        cli_main(
+            [
+                "train",
+                "--steps",
+                "12",
+                "--output",
+                str(run),
+                "--eval-every",
+                "0",
+                "--seed",
+                "3",
+                "--train.save_every",
+                "6",
+                *common,
+            ]
+        )
+        == 0
+    )
     records = json.loads((run / "metrics.json").read_text())
     assert [r["step"] for r in records] == [12] and len(records[0]["views"]) == 13
     assert cli_main(["train", "--resume", str(run), "--steps", "15", *common]) == 0
@@ -379,7 +454,9 @@ def test_cli_train_resume_and_eval_on_the_bundled_scene(tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     written = json.loads((run / "eval.json").read_text())
     assert printed == written and written["step"] == 15 and written["split"] == "test"
-    assert written["psnr"] == pytest.approx(json.loads((run / "metrics.json").read_text())[-1]["psnr"], abs=1e-9)
+    assert written["psnr"] == pytest.approx(
+        json.loads((run / "metrics.json").read_text())[-1]["psnr"], abs=1e-9
+    )
 
 
 def test_empty_point_cloud_falls_back_to_random_init(tmp_path):
@@ -394,8 +471,25 @@ def test_empty_point_cloud_falls_back_to_random_init(tmp_path):
 
 def test_cli_strategy_mcmc_selects_the_mcmc_preset(tmp_path):
     run = tmp_path / "run"
-    assert cli_main(["train", "--strategy", "mcmc", "--steps", "2", "--output", str(run), "--quiet",
-                     "--train.save_renders", "false", "--model.init_scale", "0.2"]) == 0
+    assert (
+        cli_main(
+            [
+                "train",
+                "--strategy",
+                "mcmc",
+                "--steps",
+                "2",
+                "--output",
+                str(run),
+                "--quiet",
+                "--train.save_renders",
+                "false",
+                "--model.init_scale",
+                "0.2",
+            ]
+        )
+        == 0
+    )
     import tomllib
 
     saved = tomllib.loads((run / "config.toml").read_text())

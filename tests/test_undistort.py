@@ -23,8 +23,10 @@ FX, FY, CX, CY = 100.0, 104.0, 81.3, 58.7
 
 def assert_near(actual, expected, atol: float) -> None:
     """|actual - expected| <= atol element-wise (numpy's check: torch.testing's imports sympy, about 1 s)."""
-    np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64),
-                               rtol=0, atol=atol)
+    np.testing.assert_allclose(
+        np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64), rtol=0, atol=atol
+    )
+
 
 # Strong enough to move the image corners by 10-25 px, weak enough that every source pixel has an inverse.
 DISTORTED = {
@@ -68,13 +70,17 @@ def colmap_distortion(model: str, c: tuple, u: float, v: float) -> tuple[float, 
     if model == "OPENCV":
         k1, k2, p1, p2 = c
         radial = k1 * r2 + k2 * r2 * r2
-        return (u + u * radial + 2 * p1 * u * v + p2 * (r2 + 2 * u * u),
-                v + v * radial + 2 * p2 * u * v + p1 * (r2 + 2 * v * v))
+        return (
+            u + u * radial + 2 * p1 * u * v + p2 * (r2 + 2 * u * u),
+            v + v * radial + 2 * p2 * u * v + p1 * (r2 + 2 * v * v),
+        )
     if model == "FULL_OPENCV":
         k1, k2, p1, p2, k3, k4, k5, k6 = c
         radial = (1 + k1 * r2 + k2 * r2**2 + k3 * r2**3) / (1 + k4 * r2 + k5 * r2**2 + k6 * r2**3)
-        return (u * radial + 2 * p1 * u * v + p2 * (r2 + 2 * u * u),
-                v * radial + 2 * p2 * u * v + p1 * (r2 + 2 * v * v))
+        return (
+            u * radial + 2 * p1 * u * v + p2 * (r2 + 2 * u * u),
+            v * radial + 2 * p2 * u * v + p1 * (r2 + 2 * v * v),
+        )
     assert model == "OPENCV_FISHEYE"
     r = math.sqrt(r2)
     theta = math.atan(r)
@@ -152,12 +158,20 @@ def test_pinhole_models_do_not_distort(model):
 
 
 def test_unsupported_models_and_wrong_coefficients_are_rejected():
-    with pytest.raises(ValueError, match=r"unsupported camera model 'FOV'; supported: SIMPLE_PINHOLE, PINHOLE"):
+    with pytest.raises(
+        ValueError, match=r"unsupported camera model 'FOV'; supported: SIMPLE_PINHOLE, PINHOLE"
+    ):
         Intrinsics("FOV", WIDTH, HEIGHT, FX, FY, CX, CY, (0.1,))
     with pytest.raises(ValueError, match=r"OPENCV has 4 distortion coefficients \(k1, k2, p1, p2\), got 2"):
         Intrinsics("OPENCV", WIDTH, HEIGHT, FX, FY, CX, CY, (0.1, 0.2))
     assert set(DISTORTION_PARAMS) == {
-        "SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "FULL_OPENCV", "OPENCV_FISHEYE"
+        "SIMPLE_PINHOLE",
+        "PINHOLE",
+        "SIMPLE_RADIAL",
+        "RADIAL",
+        "OPENCV",
+        "FULL_OPENCV",
+        "OPENCV_FISHEYE",
     }
 
 
@@ -169,8 +183,10 @@ GRATING_PERIOD = 20.0  # pixels at the focal length
 def grating(normalized: torch.Tensor) -> torch.Tensor:
     """A pattern of straight lines: sinusoids along x and y of the normalised plane (values in [7, 248])."""
     x, y = normalized.unbind(-1)
-    return 127.5 + 60 * torch.sin(2 * math.pi * x * FX / GRATING_PERIOD) + 60 * torch.sin(
-        2 * math.pi * y * FY / GRATING_PERIOD
+    return (
+        127.5
+        + 60 * torch.sin(2 * math.pi * x * FX / GRATING_PERIOD)
+        + 60 * torch.sin(2 * math.pi * y * FY / GRATING_PERIOD)
     )
 
 

@@ -4,4 +4,12 @@ scene (see `gsplat_py.data.colmap_dataset` and `gsplat_py.data.scenes`)."""
 from .colmap_dataset import DatasetError, SceneData, View, load_colmap_scene
 from .scenes import DataConfig, bundled_scene, load_scene
 
-__all__ = ["DataConfig", "DatasetError", "SceneData", "View", "bundled_scene", "load_colmap_scene", "load_scene"]
+__all__ = [
+    "DataConfig",
+    "DatasetError",
+    "SceneData",
+    "View",
+    "bundled_scene",
+    "load_colmap_scene",
+    "load_scene",
+]

@@ -44,7 +44,6 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -52,12 +51,12 @@ from PIL import Image as PILImage
 from PIL.PngImagePlugin import PngInfo
 from torch import Tensor
 
-from .undistort import SUPPORTED_MODELS, Intrinsics, Undistortion, plan_undistortion
 from ..io.atomic import atomic_open
 from ..io.colmap import ColmapError, ColmapModel, read_model
+from ..io.paths import PathLike
 from .geometry import rigid_inverse
 from .normalize import normalize_scene, transform_camera_to_world, transform_points
-from ..io.paths import PathLike
+from .undistort import SUPPORTED_MODELS, Intrinsics, Undistortion, plan_undistortion
 
 __all__ = ["DatasetError", "SceneData", "View", "load_colmap_scene", "user_cache_folder"]
 
@@ -133,7 +132,7 @@ def load_colmap_scene(
     data_factor: int = 1,
     test_every: int = 8,
     normalize: bool = True,
-    cache_dir: Optional[PathLike] = None,
+    cache_dir: PathLike | None = None,
 ) -> SceneData:
     """Load the COLMAP scene in the folder ``root`` (conventions in the module docstring).
 
@@ -210,7 +209,9 @@ def _model_folder(root: Path) -> Path:
     for folder in (root / "sparse" / "0", root / "sparse"):
         if folder.is_dir():
             return folder
-    raise DatasetError(f"{root / 'sparse'}: no such folder (expected the COLMAP model in sparse/0/ or sparse/)")
+    raise DatasetError(
+        f"{root / 'sparse'}: no such folder (expected the COLMAP model in sparse/0/ or sparse/)"
+    )
 
 
 def _read_model(folder: Path) -> ColmapModel:
@@ -252,7 +253,9 @@ def _image_folder(root: Path, data_factor: int) -> tuple[Path, bool]:
         if downscaled.is_dir():
             return downscaled, False
         if not full_size.is_dir():
-            raise DatasetError(f"{root}: neither images_{data_factor}/ nor images/ is a folder (expected images)")
+            raise DatasetError(
+                f"{root}: neither images_{data_factor}/ nor images/ is a folder (expected images)"
+            )
         return full_size, True
     if not full_size.is_dir():
         raise DatasetError(f"{full_size}: no such folder (expected the images the COLMAP model registered)")
@@ -303,7 +306,8 @@ def _locate_images(folder: Path, names: list[str], model_folder: Path, stem_fall
         if len(unregistered) > WARNING_EXAMPLES:
             examples += ", ..."
         warnings.warn(
-            f"{folder}: skipping {len(unregistered)} image file{'s' if len(unregistered) > 1 else ''} that the "
+            f"{folder}: skipping {len(unregistered)} image file{'s' if len(unregistered) > 1 else ''} that "
+            "the "
             f"COLMAP model does not register: {examples}",
             stacklevel=3,
         )
@@ -314,7 +318,7 @@ def _locate_images(folder: Path, names: list[str], model_folder: Path, stem_fall
 # Loading (and caching) the images
 
 
-def _cache_folder(root: Path, cache_dir: Optional[PathLike]) -> Path:
+def _cache_folder(root: Path, cache_dir: PathLike | None) -> Path:
     if cache_dir is not None:
         folder = Path(cache_dir)
         if not _is_writable_folder(folder):
@@ -358,7 +362,7 @@ class _ImageCache:
             return self.folder / "_outside_names" / f"{hashlib.sha1(name.encode()).hexdigest()}.png"
         return self.folder / relative
 
-    def get(self, name: str, key: str) -> Optional[tuple[Tensor, Intrinsics]]:
+    def get(self, name: str, key: str) -> tuple[Tensor, Intrinsics] | None:
         """The cached (image, intrinsics) of ``name`` if its key is ``key``, else None."""
         try:
             with PILImage.open(self.path(name)) as png:
@@ -409,7 +413,11 @@ class _ImageLoader:
     """Decodes, downscales and undistorts one image at a time (thread-safe), through the cache."""
 
     def __init__(
-        self, cameras: dict[int, Intrinsics], downscale: int, cache: Optional[_ImageCache], images_per_camera: Counter
+        self,
+        cameras: dict[int, Intrinsics],
+        downscale: int,
+        cache: _ImageCache | None,
+        images_per_camera: Counter,
     ):
         """``cache`` may be None only if no image needs downscaling or undistorting."""
         self.cameras = cameras
@@ -464,8 +472,16 @@ class _ImageLoader:
             "size": stat.st_size,
             "mtime_ns": stat.st_mtime_ns,
             "downscale": self.downscale,
-            "camera": [camera.model, camera.width, camera.height, camera.fx, camera.fy, camera.cx, camera.cy,
-                       *camera.distortion],
+            "camera": [
+                camera.model,
+                camera.width,
+                camera.height,
+                camera.fx,
+                camera.fy,
+                camera.cx,
+                camera.cy,
+                *camera.distortion,
+            ],
         }
         return hashlib.sha256(json.dumps(source, sort_keys=True).encode("utf-8")).hexdigest()
 

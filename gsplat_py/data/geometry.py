@@ -32,7 +32,9 @@ def split_similarity(transform: Tensor) -> tuple[float, Tensor, Tensor]:
     linear = transform[:3, :3]
     determinant = float(torch.linalg.det(linear))
     if not determinant > 0.0:
-        raise ValueError(f"the similarity has determinant {determinant}; expected a positive scale times a rotation")
+        raise ValueError(
+            f"the similarity has determinant {determinant}; expected a positive scale times a rotation"
+        )
     scale = determinant ** (1.0 / 3.0)
     rotation = linear / scale
     error = float((rotation @ rotation.T - torch.eye(3, dtype=torch.float64)).abs().max())

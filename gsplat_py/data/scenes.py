@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from .colmap_dataset import DatasetError, SceneData, load_colmap_scene, user_cache_folder
 
@@ -23,11 +22,11 @@ _CHECKOUT_COPY = _PACKAGE.parent / "data" / BUNDLED_SCENE_NAME
 
 @dataclass
 class DataConfig:
-    path: Optional[str] = None  # COLMAP scene folder; None trains the bundled sample scene
+    path: str | None = None  # COLMAP scene folder; None trains the bundled sample scene
     data_factor: int = 4  # images_N/ (or images/ downscaled by N and cached)
     test_every: int = 8  # every k-th image (sorted by name) is held out; 0 holds out none
     normalize: bool = True  # gsplat's world normalisation (similarity from cameras + principal axes)
-    cache_dir: Optional[str] = None  # downscaled/undistorted images; default: DATA/.gsplat_py_cache
+    cache_dir: str | None = None  # downscaled/undistorted images; default: DATA/.gsplat_py_cache
 
 
 def bundled_scene() -> Path:
@@ -53,7 +52,7 @@ def load_scene(config: DataConfig) -> SceneData:
     An installed sample scene caches its undistorted images in the user's cache folder, not inside the
     installed package."""
     root = Path(config.path) if config.path is not None else bundled_scene()
-    cache_dir: Optional[Path] = Path(config.cache_dir) if config.cache_dir is not None else None
+    cache_dir: Path | None = Path(config.cache_dir) if config.cache_dir is not None else None
     if cache_dir is None and root == _INSTALLED_COPY:
         cache_dir = user_cache_folder(root)
     return load_colmap_scene(

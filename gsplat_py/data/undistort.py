@@ -144,7 +144,8 @@ def _fisheye_from_normalized(u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _normalized_from_fisheye(u: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(u, v, valid): only angles below 90 degrees off the optical axis have a point on the normalised plane."""
+    """(u, v, valid): only angles below 90 degrees off the optical axis have a point on the normalised
+    plane."""
     theta = torch.hypot(u, v)
     valid = theta < math.pi / 2
     scale = torch.where(theta > 1e-15, torch.tan(theta) / theta.clamp_min(1e-15), torch.ones_like(theta))
@@ -158,7 +159,9 @@ def _check_model(model: str, coefficients: tuple[float, ...]) -> None:
         raise ValueError(f"unsupported camera model {model!r}; supported: {', '.join(SUPPORTED_MODELS)}")
     if len(coefficients) != len(names):
         listed = ", ".join(names) or "none"
-        raise ValueError(f"{model} has {len(names)} distortion coefficients ({listed}), got {len(coefficients)}")
+        raise ValueError(
+            f"{model} has {len(names)} distortion coefficients ({listed}), got {len(coefficients)}"
+        )
 
 
 def _as_points(points) -> Tensor:
@@ -248,7 +251,13 @@ class Intrinsics:
     def from_colmap(cls, camera) -> Intrinsics:
         """The intrinsics of a `gsplat_py.io.colmap.Camera` (ValueError for an unsupported model)."""
         return cls(
-            camera.model, int(camera.width), int(camera.height), camera.fx, camera.fy, camera.cx, camera.cy,
+            camera.model,
+            int(camera.width),
+            int(camera.height),
+            camera.fx,
+            camera.fy,
+            camera.cx,
+            camera.cy,
             tuple(camera.distortion.values()),
         )
 
@@ -266,8 +275,14 @@ class Intrinsics:
         """The same camera for the image resized to ``width`` x ``height`` (each axis scaled on its own)."""
         scale_x, scale_y = width / self.width, height / self.height
         return Intrinsics(
-            self.model, width, height, self.fx * scale_x, self.fy * scale_y, self.cx * scale_x,
-            self.cy * scale_y, self.distortion,
+            self.model,
+            width,
+            height,
+            self.fx * scale_x,
+            self.fy * scale_y,
+            self.cx * scale_x,
+            self.cy * scale_y,
+            self.distortion,
         )
 
     def image_from_camera(self, points) -> Tensor:
@@ -276,7 +291,8 @@ class Intrinsics:
         return torch.stack((self.fx * distorted[..., 0] + self.cx, self.fy * distorted[..., 1] + self.cy), -1)
 
     def camera_from_image(self, pixels) -> tuple[Tensor, Tensor]:
-        """(normalised coordinates [..., 2], converged [...]) of ``pixels`` [..., 2]; see `undistort_points`."""
+        """(normalised coordinates [..., 2], converged [...]) of ``pixels`` [..., 2]; see
+        `undistort_points`."""
         pixels = _as_points(pixels)
         x, y = pixels.unbind(-1)
         distorted = torch.stack(((x - self.cx) / self.fx, (y - self.cy) / self.fy), -1)
@@ -301,7 +317,8 @@ class Undistortion:
     source_pixels: Tensor
 
     def apply(self, image: Tensor) -> Tensor:
-        """The undistorted image [target.height, target.width, C] of ``image`` [source.height, source.width, C].
+        """The undistorted image [target.height, target.width, C] of ``image``
+        [source.height, source.width, C].
 
         Bilinear interpolation; uint8 images are rounded back to uint8, float images keep their dtype.
         """
@@ -390,7 +407,8 @@ def _valid_samples(source: Intrinsics, normalized: Tensor) -> tuple[Tensor, Tens
 
 
 def _peel_invalid_border(valid: np.ndarray) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right): the rows and columns of ``valid`` to keep so that the kept block is all True.
+    """(top, bottom, left, right): the rows and columns of ``valid`` to keep so that the kept block is
+    all True.
 
     Repeatedly drops the border row or column with the largest fraction of invalid pixels. Needed where
     the distortion folds back before the source's border (the border there has no undistorted point) and

@@ -12,8 +12,8 @@ PLY header comments (viewers ignore comments): ``gsplat_py frame colmap|normaliz
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -42,14 +42,14 @@ class WorldFrame:
     whose scene has not been loaded)."""
 
     name: str
-    from_colmap: Optional[Tensor]
+    from_colmap: Tensor | None
 
     @staticmethod
-    def colmap() -> "WorldFrame":
+    def colmap() -> WorldFrame:
         return WorldFrame("colmap", torch.eye(4, dtype=torch.float64))
 
     @staticmethod
-    def normalized(from_colmap: Optional[Tensor]) -> "WorldFrame":
+    def normalized(from_colmap: Tensor | None) -> WorldFrame:
         return WorldFrame("normalized", None if from_colmap is None else from_colmap.double())
 
 
@@ -62,7 +62,7 @@ def frame_comments(frame: WorldFrame) -> list[str]:
     return comments
 
 
-def frame_from_comments(path: object, comments: Sequence[str]) -> Optional[WorldFrame]:
+def frame_from_comments(path: object, comments: Sequence[str]) -> WorldFrame | None:
     """The frame the header comments of the PLY ``path`` record, None if they record none;
     :class:`PlyFormatError` naming the file for a malformed record."""
     values = {}

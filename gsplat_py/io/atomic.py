@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator, Union
+from typing import BinaryIO
 
 from .paths import PathLike
 
 __all__ = ["atomic_open", "write_bytes_atomically", "write_text_atomically"]
-
 
 
 def _create_temp_next_to(path: Path) -> tuple[int, Path]:

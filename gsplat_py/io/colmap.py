@@ -25,11 +25,10 @@ Every problem with the files raises `ColmapError`, whose one-line message names 
 from __future__ import annotations
 
 import contextlib
-import os
 import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Union
 
 import numpy as np
 
@@ -229,7 +228,8 @@ class ColmapModel:
 
 
 def qvec_to_rotmat(qvec: np.ndarray) -> np.ndarray:
-    """The 3x3 rotation of the quaternion (w, x, y, z), which is normalised first (COLMAP's stored ones are)."""
+    """The 3x3 rotation of the quaternion (w, x, y, z), which is normalised first (COLMAP's stored ones
+    are)."""
     w, x, y, z = np.asarray(qvec, dtype=np.float64) / np.linalg.norm(qvec)
     return np.array(
         [
@@ -543,7 +543,8 @@ def write_model(model: ColmapModel, path: PathLike, ext: str = ".bin") -> None:
     for image in model.images.values():
         if image.camera_id not in model.cameras:
             raise ColmapError(
-                f"image {image.id} ({image.name}) refers to camera {image.camera_id}, which is not in the model"
+                f"image {image.id} ({image.name}) refers to camera {image.camera_id}, which is not in the "
+                "model"
             )
     contents = [encode(part) for encode, part in zip(encoders, (model.cameras, model.images, model.points))]
     folder = Path(path)

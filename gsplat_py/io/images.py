@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image as PILImage
@@ -35,14 +34,15 @@ def write_png(path: PathLike, pixels: np.ndarray) -> None:
 
 
 def turbo(x: np.ndarray) -> np.ndarray:
-    """The Turbo colour of each value of ``x`` (clipped to [0, 1]: 0 dark blue, 1 dark red), float [..., 3]."""
+    """The Turbo colour of each value of ``x`` (clipped to [0, 1]: 0 dark blue, 1 dark red), float [...,
+    3]."""
     x = np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0)[..., None]
     powers = x ** np.arange(6)
     return np.clip(powers @ _TURBO.T, 0.0, 1.0)
 
 
 def colorize_depth(
-    depth: np.ndarray, alpha: np.ndarray, depth_range: Optional[tuple[float, float]] = None
+    depth: np.ndarray, alpha: np.ndarray, depth_range: tuple[float, float] | None = None
 ) -> np.ndarray:
     """uint8 [H, W, 3]: near red, far blue (Turbo over ``depth_range``, by default the 1st-99th
     percentiles of this image's depths), black where ``alpha`` < DEPTH_MIN_ALPHA. Frames of one video
@@ -68,7 +68,9 @@ def contact_sheet(frames: Sequence[np.ndarray], tile_width: int = 256, gap: int 
     columns = math.ceil(math.sqrt(len(frames)))
     rows = math.ceil(len(frames) / columns)
     sheet = np.full(
-        (rows * cell_height + (rows + 1) * gap, columns * cell_width + (columns + 1) * gap, 3), 255, dtype=np.uint8
+        (rows * cell_height + (rows + 1) * gap, columns * cell_width + (columns + 1) * gap, 3),
+        255,
+        dtype=np.uint8,
     )
     for index, frame in enumerate(frames):
         height, width = frame.shape[:2]

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Dict, List, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -71,7 +71,7 @@ class PlyFormatError(ValueError):
     """A PLY file that is not a readable Inria-layout Gaussian splat file. The message names the file."""
 
 
-def ply_property_names(sh_degree: int) -> List[str]:
+def ply_property_names(sh_degree: int) -> list[str]:
     """The vertex property names :func:`write_ply` writes for ``sh_degree``, in file order."""
     if sh_degree not in range(MAX_SH_DEGREE + 1):
         raise ValueError(f"sh_degree must be in 0..{MAX_SH_DEGREE}, got {sh_degree}")
@@ -114,7 +114,7 @@ def _to_matrix(splats: GaussianSplats) -> np.ndarray:
     return np.ascontiguousarray(columns.numpy(), dtype="<f4")
 
 
-def _ply_header(n: int, names: List[str], comments: Sequence[str]) -> bytes:
+def _ply_header(n: int, names: list[str], comments: Sequence[str]) -> bytes:
     lines = ["ply", "format binary_little_endian 1.0"] + [f"comment {text}" for text in comments]
     lines.append(f"element vertex {n}")
     lines += [f"property float {name}" for name in names]
@@ -155,7 +155,7 @@ def write_ply(path: PathLike, splats: GaussianSplats, comments: Sequence[str] = 
 _MAX_HEADER_BYTES = 1 << 20  # a splat PLY header is a few KB; more means this is no PLY header
 
 
-def read_ply_comments(path: PathLike) -> List[str]:
+def read_ply_comments(path: PathLike) -> list[str]:
     """The ``comment`` lines of a PLY header, without the keyword, in file order (reads only the header).
     Raises :class:`PlyFormatError` when the file cannot be read or has no PLY header."""
     path = os.fspath(path)
@@ -175,7 +175,7 @@ def read_ply_comments(path: PathLike) -> List[str]:
     return comments
 
 
-def _f_rest_count(path: str, names: List[str]) -> int:
+def _f_rest_count(path: str, names: list[str]) -> int:
     """Number of f_rest_* properties after checking their indices are exactly 0..M-1."""
     indices = []
     for name in names:
@@ -184,7 +184,9 @@ def _f_rest_count(path: str, names: List[str]) -> int:
             continue
         digits = m.group(1)
         if digits != str(int(digits)):
-            raise PlyFormatError(f"{path}: malformed property name '{name}' (f_rest indices have no leading zeros)")
+            raise PlyFormatError(
+                f"{path}: malformed property name '{name}' (f_rest indices have no leading zeros)"
+            )
         indices.append(int(digits))
     if not indices:
         return 0
@@ -194,7 +196,8 @@ def _f_rest_count(path: str, names: List[str]) -> int:
     if missing:
         shown = ", ".join(f"f_rest_{i}" for i in missing[:8]) + (", ..." if len(missing) > 8 else "")
         raise PlyFormatError(
-            f"{path}: f_rest indices are not contiguous: have {len(present)} properties f_rest_0..f_rest_{top} "
+            f"{path}: f_rest indices are not contiguous: have {len(present)} properties "
+            f"f_rest_0..f_rest_{top} "
             f"but {len(missing)} missing ({shown})"
         )
     count = len(present)
@@ -206,7 +209,7 @@ def _f_rest_count(path: str, names: List[str]) -> int:
     return count
 
 
-def _column(path: str, vertex, name: str, props: Dict[str, object]) -> np.ndarray:
+def _column(path: str, vertex, name: str, props: dict[str, object]) -> np.ndarray:
     """The float32 column of a required property, checked for presence, type and finiteness."""
     prop = props.get(name)
     if prop is None:
@@ -231,9 +234,7 @@ def _column(path: str, vertex, name: str, props: Dict[str, object]) -> np.ndarra
     overflow = ~np.isfinite(col)
     if overflow.any():
         row = int(np.flatnonzero(overflow)[0])
-        raise PlyFormatError(
-            f"{path}: property '{name}' value {raw[row]!r} at row {row} overflows float32"
-        )
+        raise PlyFormatError(f"{path}: property '{name}' value {raw[row]!r} at row {row} overflows float32")
     return col
 
 
@@ -263,7 +264,7 @@ def read_ply(path: PathLike) -> GaussianSplats:
     n_rest = _f_rest_count(path, list(props))
     k = n_rest // 3 + 1
 
-    def cols(prop_names: List[str]) -> Tensor:
+    def cols(prop_names: list[str]) -> Tensor:
         mat = np.empty((n, len(prop_names)), dtype=np.float32)
         for j, name in enumerate(prop_names):
             mat[:, j] = _column(path, vertex, name, props)

@@ -4,8 +4,10 @@ Each splat is 32 little-endian bytes, with no header; the file length is 32 N:
 
     offset  0  float32 x, y, z            position
     offset 12  float32 sx, sy, sz         scales (linear: exp of the PLY's log-scales)
-    offset 24  uint8   r, g, b, a         colour = clamp(0.5 + SH_C0 * f_dc, 0, 1) * 255, alpha = sigmoid(opacity) * 255
-    offset 28  uint8   qw, qx, qy, qz     normalised rotation, each component round(q * 128 + 128) clamped to 0..255
+    offset 24  uint8   r, g, b, a         colour = clamp(0.5 + SH_C0 * f_dc, 0, 1) * 255,
+                                          alpha = sigmoid(opacity) * 255
+    offset 28  uint8   qw, qx, qy, qz     normalised rotation, each component round(q * 128 + 128)
+                                          clamped to 0..255
 
 Only the SH DC term survives (view-dependent colour is dropped), colours and rotations are quantised to
 8 bits, and splats are sorted by decreasing size x opacity, exp(s0 + s1 + s2) * sigmoid(opacity) (the
@@ -15,7 +17,6 @@ order the format's converters write, so that viewers stream the biggest splats f
 from __future__ import annotations
 
 import os
-from typing import Union
 
 import numpy as np
 import torch
@@ -27,7 +28,9 @@ from .paths import PathLike
 __all__ = ["SPLAT_DTYPE", "splat_records", "write_splat", "read_splat"]
 
 
-SPLAT_DTYPE = np.dtype([("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rotation", "u1", 4)])
+SPLAT_DTYPE = np.dtype(
+    [("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rotation", "u1", 4)]
+)
 
 
 def splat_records(splats: GaussianSplats) -> np.ndarray:

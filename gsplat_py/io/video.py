@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from fractions import Fraction
-from typing import Optional, Union
 
 import numpy as np
 
@@ -66,9 +65,9 @@ class VideoWriter:
         self._file_context = None
         self._container = None
         self._stream = None
-        self._size: Optional[tuple[int, int]] = None
+        self._size: tuple[int, int] | None = None
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         self._file_context = atomic_open(self.path)
         file = self._file_context.__enter__()
         self._container = self._av.open(file, mode="w", format="mp4")
@@ -79,15 +78,22 @@ class VideoWriter:
         height, width = frame.shape[:2]
         if self._stream is None:
             self._size = (width, height)
-            self._stream = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
+            self._stream = self._container.add_stream(
+                "libx264", rate=Fraction(self.fps).limit_denominator(1001)
+            )
             self._stream.width, self._stream.height = encoded_size(width, height)
             self._stream.pix_fmt = "yuv420p"
             self._stream.options = {"crf": _CRF}
         elif (width, height) != self._size:
-            raise ValueError(f"{self.path}: frame {self.frame_count} is {width}x{height}; the video is {self._size[0]}x{self._size[1]}")
+            raise ValueError(
+                f"{self.path}: frame {self.frame_count} is {width}x{height}; the video is "
+                f"{self._size[0]}x{self._size[1]}"
+            )
         padded_width, padded_height = encoded_size(width, height)
         if (padded_width, padded_height) != (width, height):
-            frame = np.pad(frame, ((0, padded_height - height), (0, padded_width - width), (0, 0)), mode="edge")
+            frame = np.pad(
+                frame, ((0, padded_height - height), (0, padded_width - width), (0, 0)), mode="edge"
+            )
         picture = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
         self._container.mux(self._stream.encode(picture))
         self.frame_count += 1

@@ -22,7 +22,11 @@ def extension_available() -> bool:
             _state["available"] = True
         except ImportError as error:
             _state["error"] = error
-            warnings.warn(f"{BUILD_HINT}; using the slow pure-PyTorch reference instead ({error})", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"{BUILD_HINT}; using the slow pure-PyTorch reference instead ({error})",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     return _state["available"]
 
 
@@ -50,7 +54,7 @@ def resolve_device(name: str) -> torch.device:
         elif not torch.cuda.is_available():
             reason = "no GPU is visible"
         elif not cuda_backend_available():
-            reason = "gsplat_py was built without its CUDA kernels (rebuild where torch has CUDA and nvcc is found)"
+            reason = "gsplat_py was built without its CUDA kernels (rebuild where torch has CUDA and nvcc)"
         elif device.index is not None and device.index >= torch.cuda.device_count():
             reason = f"only {torch.cuda.device_count()} GPU(s) are visible"
         else:
@@ -72,7 +76,9 @@ def build_report() -> list[str]:
         lines.append(f"compiled backends: none ({_state['error']}); the pure-PyTorch reference is used")
         return lines
     simd = torch.ops.gsplat_py.simd_level()
-    lines.append(f"CPU backend: built; rasterizer kernels for {simd} on this CPU (GSPLAT_PY_SIMD selects a lower one)")
+    lines.append(
+        f"CPU backend: built; rasterizer kernels for {simd} on this CPU (GSPLAT_PY_SIMD selects a lower one)"
+    )
     if torch._C._dispatch_has_kernel_for_dispatch_key("gsplat_py::rasterize_forward", "CUDA"):
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         lines.append(f"CUDA backend: built; {gpus} GPU(s) visible")

@@ -1,8 +1,6 @@
 """Autograd wrappers around the compiled ops (torch.ops.gsplat_py.*), with the same signatures as
 gsplat_py.reference. Backward passes are the hand-written C++ ones."""
 
-from typing import Optional, Tuple
-
 import torch
 from torch import Tensor
 
@@ -32,11 +30,39 @@ def _camera_model_id(camera_model: str) -> int:
 
 class _ProjectGaussians(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, means, quats, scales, viewmats, Ks, opacities, width, height, eps2d, near_plane,
-                far_plane, radius_clip, calc_compensations, camera_model):
+    def forward(
+        ctx,
+        means,
+        quats,
+        scales,
+        viewmats,
+        Ks,
+        opacities,
+        width,
+        height,
+        eps2d,
+        near_plane,
+        far_plane,
+        radius_clip,
+        calc_compensations,
+        camera_model,
+    ):
         radii, means2d, depths, conics, compensations = _ops().project_gaussians_forward(
-            means, quats, scales, opacities, viewmats, Ks, width, height, eps2d, near_plane,
-            far_plane, radius_clip, calc_compensations, camera_model)
+            means,
+            quats,
+            scales,
+            opacities,
+            viewmats,
+            Ks,
+            width,
+            height,
+            eps2d,
+            near_plane,
+            far_plane,
+            radius_clip,
+            calc_compensations,
+            camera_model,
+        )
         ctx.save_for_backward(means, quats, scales, viewmats, Ks, radii)
         ctx.settings = (width, height, eps2d, camera_model, calc_compensations)
         ctx.mark_non_differentiable(radii)
@@ -49,18 +75,43 @@ class _ProjectGaussians(torch.autograd.Function):
         # Camera gradients sum over every Gaussian: skipped unless a camera input needs them.
         camera_grads = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
         v_means, v_quats, v_scales, v_viewmats, v_Ks = _ops().project_gaussians_backward(
-            means, quats, scales, viewmats, Ks, width, height, eps2d, camera_model, radii,
-            v_means2d, v_depths, v_conics, v_compensations if calc_compensations else None, camera_grads)
+            means,
+            quats,
+            scales,
+            viewmats,
+            Ks,
+            width,
+            height,
+            eps2d,
+            camera_model,
+            radii,
+            v_means2d,
+            v_depths,
+            v_conics,
+            v_compensations if calc_compensations else None,
+            camera_grads,
+        )
         if not camera_grads:
             v_viewmats = v_Ks = None
         return (v_means, v_quats, v_scales, v_viewmats, v_Ks) + (None,) * 9
 
 
-def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, viewmats: Tensor, Ks: Tensor,
-                      width: int, height: int, eps2d: float = 0.3, near_plane: float = 0.01,
-                      far_plane: float = 1e10, radius_clip: float = 0.0,
-                      opacities: Optional[Tensor] = None, calc_compensations: bool = False,
-                      camera_model: str = "pinhole"):
+def project_gaussians(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    eps2d: float = 0.3,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    radius_clip: float = 0.0,
+    opacities: Tensor | None = None,
+    calc_compensations: bool = False,
+    camera_model: str = "pinhole",
+):
     """EWA projection of N Gaussians into C cameras; see docs/architecture.md.
 
     Returns (radii [C,N,2] int32, means2d [C,N,2], depths [C,N], conics [C,N,3], compensations [C,N] or None).
@@ -69,8 +120,17 @@ def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, viewmats: Te
     contiguous = [t.contiguous() for t in (means, quats, scales, viewmats, Ks)]
     opacities = opacities.detach().contiguous() if opacities is not None else None
     radii, means2d, depths, conics, compensations = _ProjectGaussians.apply(
-        *contiguous, opacities, int(width), int(height), float(eps2d), float(near_plane),
-        float(far_plane), float(radius_clip), bool(calc_compensations), model)
+        *contiguous,
+        opacities,
+        int(width),
+        int(height),
+        float(eps2d),
+        float(near_plane),
+        float(far_plane),
+        float(radius_clip),
+        bool(calc_compensations),
+        model,
+    )
     return radii, means2d, depths, conics, (compensations if calc_compensations else None)
 
 
@@ -87,11 +147,12 @@ class _SphericalHarmonics(torch.autograd.Function):
     def backward(ctx, v_colors):
         dirs, coeffs, masks = ctx.saved_tensors
         v_dirs, v_coeffs = _ops().spherical_harmonics_backward(
-            ctx.degree, dirs, coeffs, masks if ctx.has_masks else None, v_colors)
+            ctx.degree, dirs, coeffs, masks if ctx.has_masks else None, v_colors
+        )
         return v_dirs, v_coeffs, None, None
 
 
-def spherical_harmonics(degree: int, dirs: Tensor, coeffs: Tensor, masks: Optional[Tensor] = None) -> Tensor:
+def spherical_harmonics(degree: int, dirs: Tensor, coeffs: Tensor, masks: Tensor | None = None) -> Tensor:
     """Raw SH colour (no +0.5, no clamp) of directions dirs [...,3] with coefficients [...,K,3]."""
     batch = dirs.shape[:-1]
     K = coeffs.shape[-2]
@@ -102,24 +163,62 @@ def spherical_harmonics(degree: int, dirs: Tensor, coeffs: Tensor, masks: Option
     return colors.reshape(*batch, 3)
 
 
-def bin_gaussians_to_tiles(means2d: Tensor, radii: Tensor, depths: Tensor, tile_size: int,
-                           tile_width: int, tile_height: int) -> Tuple[Tensor, Tensor, Tensor]:
+def bin_gaussians_to_tiles(
+    means2d: Tensor, radii: Tensor, depths: Tensor, tile_size: int, tile_width: int, tile_height: int
+) -> tuple[Tensor, Tensor, Tensor]:
     """(tiles_per_gauss [C,N], isect_offsets [C,TH,TW], flatten_ids [M]); not differentiable."""
-    return tuple(_ops().bin_gaussians_to_tiles(
-        means2d.detach().contiguous(), radii.contiguous(), depths.detach().contiguous(),
-        int(tile_size), int(tile_width), int(tile_height)))
+    return tuple(
+        _ops().bin_gaussians_to_tiles(
+            means2d.detach().contiguous(),
+            radii.contiguous(),
+            depths.detach().contiguous(),
+            int(tile_size),
+            int(tile_width),
+            int(tile_height),
+        )
+    )
 
 
 class _RasterizeToPixels(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, means2d, conics, colors, opacities, backgrounds, width, height, tile_size,
-                isect_offsets, flatten_ids, absgrad, absgrad_holder):
+    def forward(
+        ctx,
+        means2d,
+        conics,
+        colors,
+        opacities,
+        backgrounds,
+        width,
+        height,
+        tile_size,
+        isect_offsets,
+        flatten_ids,
+        absgrad,
+        absgrad_holder,
+    ):
         render_colors, render_alphas, transmittance, last_ids = _ops().rasterize_forward(
-            means2d, conics, colors, opacities, backgrounds, width, height, tile_size,
-            isect_offsets, flatten_ids)
-        ctx.save_for_backward(means2d, conics, colors, opacities, isect_offsets, flatten_ids,
-                              transmittance, last_ids,
-                              backgrounds if backgrounds is not None else means2d.new_empty(0))
+            means2d,
+            conics,
+            colors,
+            opacities,
+            backgrounds,
+            width,
+            height,
+            tile_size,
+            isect_offsets,
+            flatten_ids,
+        )
+        ctx.save_for_backward(
+            means2d,
+            conics,
+            colors,
+            opacities,
+            isect_offsets,
+            flatten_ids,
+            transmittance,
+            last_ids,
+            backgrounds if backgrounds is not None else means2d.new_empty(0),
+        )
         ctx.has_backgrounds = backgrounds is not None
         ctx.settings = (width, height, tile_size, absgrad)
         ctx.absgrad_holder = absgrad_holder
@@ -127,25 +226,62 @@ class _RasterizeToPixels(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, v_render_colors, v_render_alphas):
-        (means2d, conics, colors, opacities, isect_offsets, flatten_ids, transmittance, last_ids,
-         backgrounds) = ctx.saved_tensors
+        (
+            means2d,
+            conics,
+            colors,
+            opacities,
+            isect_offsets,
+            flatten_ids,
+            transmittance,
+            last_ids,
+            backgrounds,
+        ) = ctx.saved_tensors
         width, height, tile_size, absgrad = ctx.settings
         backgrounds = backgrounds if ctx.has_backgrounds else None
-        (v_means2d, v_means2d_abs, v_conics, v_colors, v_opacities,
-         v_backgrounds) = _ops().rasterize_backward(
-            means2d, conics, colors, opacities, backgrounds, width, height, tile_size,
-            isect_offsets, flatten_ids, transmittance, last_ids, v_render_colors,
-            v_render_alphas[..., 0], absgrad)
+        (v_means2d, v_means2d_abs, v_conics, v_colors, v_opacities, v_backgrounds) = (
+            _ops().rasterize_backward(
+                means2d,
+                conics,
+                colors,
+                opacities,
+                backgrounds,
+                width,
+                height,
+                tile_size,
+                isect_offsets,
+                flatten_ids,
+                transmittance,
+                last_ids,
+                v_render_colors,
+                v_render_alphas[..., 0],
+                absgrad,
+            )
+        )
         if absgrad:
             ctx.absgrad_holder[0].absgrad = v_means2d_abs
-        return (v_means2d, v_conics, v_colors, v_opacities,
-                v_backgrounds if backgrounds is not None else None) + (None,) * 7
+        return (
+            v_means2d,
+            v_conics,
+            v_colors,
+            v_opacities,
+            v_backgrounds if backgrounds is not None else None,
+        ) + (None,) * 7
 
 
-def rasterize_to_pixels(means2d: Tensor, conics: Tensor, colors: Tensor, opacities: Tensor,
-                        width: int, height: int, tile_size: int, isect_offsets: Tensor,
-                        flatten_ids: Tensor, backgrounds: Optional[Tensor] = None,
-                        absgrad: bool = False) -> Tuple[Tensor, Tensor]:
+def rasterize_to_pixels(
+    means2d: Tensor,
+    conics: Tensor,
+    colors: Tensor,
+    opacities: Tensor,
+    width: int,
+    height: int,
+    tile_size: int,
+    isect_offsets: Tensor,
+    flatten_ids: Tensor,
+    backgrounds: Tensor | None = None,
+    absgrad: bool = False,
+) -> tuple[Tensor, Tensor]:
     """Tile-based front-to-back alpha blending; (render_colors [C,H,W,D], render_alphas [C,H,W,1]).
 
     With absgrad=True, backward sets means2d.absgrad (sum over pixels of |d loss / d means2d|).
@@ -154,8 +290,16 @@ def rasterize_to_pixels(means2d: Tensor, conics: Tensor, colors: Tensor, opaciti
     bg = backgrounds.contiguous() if backgrounds is not None else None
     # The caller's means2d (not its contiguous copy) receives .absgrad; a list keeps it out of the graph.
     return _RasterizeToPixels.apply(
-        *inputs, bg, int(width), int(height), int(tile_size), isect_offsets.contiguous(),
-        flatten_ids.contiguous(), bool(absgrad), [means2d])
+        *inputs,
+        bg,
+        int(width),
+        int(height),
+        int(tile_size),
+        isect_offsets.contiguous(),
+        flatten_ids.contiguous(),
+        bool(absgrad),
+        [means2d],
+    )
 
 
 class _SsimSame(torch.autograd.Function):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import operator
 import warnings
-from typing import Dict, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -32,15 +32,15 @@ FLOAT_DTYPES = (torch.float32, torch.float64)
 # Input validation helpers
 # --------------------------------------------------------------------------------------------------
 
-Dim = Union[int, str]  # a literal size, or a symbol ("N", "C", "D", "K") bound across arguments
+Dim = int | str  # a literal size, or a symbol ("N", "C", "D", "K") bound across arguments
 
 
 class _Dims:
     """Symbolic sizes bound while validating: symbol -> (value, name of the argument it came from)."""
 
     def __init__(self) -> None:
-        self.sizes: Dict[str, Tuple[int, str]] = {}
-        self.mins: Dict[str, Tuple[int, str]] = {}  # symbol -> (minimum, reason)
+        self.sizes: dict[str, tuple[int, str]] = {}
+        self.mins: dict[str, tuple[int, str]] = {}  # symbol -> (minimum, reason)
 
     def describe(self, spec: Sequence[Dim], source_of_unbound: bool = False) -> str:
         """`[N, 4] with N=100 (from means)` for the symbols of ``spec`` that are already known."""
@@ -75,7 +75,7 @@ def _check_shape(name: str, x: object, specs: Sequence[Sequence[Dim]], dims: _Di
         raise ValueError(f"{name}: expected shape {expected}, got {got}")
     idx = candidates[0]
     spec = specs[idx]
-    new: Dict[str, Tuple[int, str]] = {}
+    new: dict[str, tuple[int, str]] = {}
     for d, size in zip(spec, x.shape):
         size = int(size)
         if isinstance(d, int):
@@ -91,17 +91,20 @@ def _check_shape(name: str, x: object, specs: Sequence[Sequence[Dim]], dims: _Di
     return idx
 
 
-def _check_dtype_device(tensors: Dict[str, Optional[Tensor]]) -> None:
+def _check_dtype_device(tensors: dict[str, Tensor | None]) -> None:
     """All given tensors: floating, float32/float64, one common dtype and one common device."""
     ref_name, ref = next(iter(tensors.items()))
     for name, x in tensors.items():
         if x is None:
             continue
         if not x.is_floating_point() or x.dtype not in FLOAT_DTYPES:
-            raise ValueError(f"{name}: expected a floating dtype (torch.float32 or torch.float64), got {x.dtype}")
+            raise ValueError(
+                f"{name}: expected a floating dtype (torch.float32 or torch.float64), got {x.dtype}"
+            )
         if x.dtype != ref.dtype:
             raise ValueError(
-                f"{name}: expected dtype {ref.dtype} (from {ref_name}; all float inputs must share one dtype), "
+                f"{name}: expected dtype {ref.dtype} (from {ref_name}; all float inputs must share one "
+                "dtype), "
                 f"got {x.dtype}"
             )
         if x.device != ref.device:
@@ -111,7 +114,7 @@ def _check_dtype_device(tensors: Dict[str, Optional[Tensor]]) -> None:
             )
 
 
-def _check_finite(tensors: Dict[str, Optional[Tensor]]) -> None:
+def _check_finite(tensors: dict[str, Tensor | None]) -> None:
     present = {name: x for name, x in tensors.items() if x is not None and x.numel() > 0}
     if not present:
         return
@@ -131,7 +134,7 @@ def _check_finite(tensors: Dict[str, Optional[Tensor]]) -> None:
             )
 
 
-def _check_int(name: str, value: object, minimum: int, maximum: Optional[int] = None) -> int:
+def _check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
     expected = f"an int >= {minimum}" if maximum is None else f"an int in {minimum}..{maximum}"
     if isinstance(value, bool) or isinstance(value, float):
         raise ValueError(f"{name}: expected {expected}, got {value!r} ({type(value).__name__})")
@@ -179,7 +182,7 @@ def _check_camera_model(camera_model: object) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def _compiled_backend_for(device: torch.device) -> Optional[str]:
+def _compiled_backend_for(device: torch.device) -> str | None:
     """Why the compiled ops cannot run on ``device``, or None when they can."""
     if not _backend.extension_available():
         return f"{_backend.BUILD_HINT}; or pass backend='reference'"
@@ -209,8 +212,11 @@ def _select_backend(backend: str, device: torch.device):
 
         return ops, "cpp"
     if device.type == "cuda":
-        warnings.warn(f"gsplat_py: using the slow pure-PyTorch reference on {device}: {problem}",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"gsplat_py: using the slow pure-PyTorch reference on {device}: {problem}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     from . import reference
 
     return reference, "reference"
@@ -221,7 +227,7 @@ def _select_backend(backend: str, device: torch.device):
 # --------------------------------------------------------------------------------------------------
 
 
-def _zero_link(tensors: Sequence[Optional[Tensor]]) -> Optional[Tensor]:
+def _zero_link(tensors: Sequence[Tensor | None]) -> Tensor | None:
     """A scalar 0 that depends on every tensor requiring grad (their gradient through it is 0).
 
     Used when nothing is rasterized (N=0 or every Gaussian culled), so that the outputs stay part of
@@ -249,15 +255,15 @@ def rasterization(
     far_plane: float = 1e10,
     radius_clip: float = 0.0,
     eps2d: float = 0.3,
-    sh_degree: Optional[int] = None,
-    backgrounds: Optional[Tensor] = None,  # [C, D]
+    sh_degree: int | None = None,
+    backgrounds: Tensor | None = None,  # [C, D]
     render_mode: str = "RGB",
     rasterize_mode: str = "classic",
     absgrad: bool = False,
     tile_size: int = 16,
     camera_model: str = "pinhole",
     backend: str = "auto",
-) -> Tuple[Tensor, Tensor, Dict]:
+) -> tuple[Tensor, Tensor, dict]:
     """Rasterize N 3D Gaussians into C images, with the semantics of ``gsplat.rasterization`` 1.5.
 
     Args:
@@ -331,7 +337,10 @@ def rasterization(
     if backgrounds is not None:
         if render_mode in ("D", "ED"):
             _check_shape(
-                "backgrounds", backgrounds, [("C", 1)], dims,
+                "backgrounds",
+                backgrounds,
+                [("C", 1)],
+                dims,
                 note=f" (render_mode={render_mode!r} renders only the depth channel)",
             )
         else:
@@ -341,8 +350,14 @@ def rasterization(
 
     # ---- dtypes, devices, values --------------------------------------------------------------
     float_inputs = {
-        "means": means, "quats": quats, "scales": scales, "opacities": opacities, "colors": colors,
-        "viewmats": viewmats, "Ks": Ks, "backgrounds": backgrounds,
+        "means": means,
+        "quats": quats,
+        "scales": scales,
+        "opacities": opacities,
+        "colors": colors,
+        "viewmats": viewmats,
+        "Ks": Ks,
+        "backgrounds": backgrounds,
     }
     _check_dtype_device(float_inputs)
     _check_finite(float_inputs)
@@ -365,9 +380,20 @@ def rasterization(
     # ---- 1. projection --------------------------------------------------------------------------
     if N > 0:
         radii, means2d, depths, conics, compensations = impl.project_gaussians(
-            means, quats, scales, viewmats, Ks, width, height,
-            eps2d=eps2d, near_plane=near_plane, far_plane=far_plane, radius_clip=radius_clip,
-            opacities=opacities, calc_compensations=antialiased, camera_model=camera_model,
+            means,
+            quats,
+            scales,
+            viewmats,
+            Ks,
+            width,
+            height,
+            eps2d=eps2d,
+            near_plane=near_plane,
+            far_plane=far_plane,
+            radius_clip=radius_clip,
+            opacities=opacities,
+            calc_compensations=antialiased,
+            camera_model=camera_model,
         )
         means2d = means2d.contiguous()
     else:  # nothing to project: empty intermediates (ops are not required to handle N=0)
@@ -426,8 +452,17 @@ def rasterization(
     # ---- 4. rasterization ------------------------------------------------------------------------
     if n_isects > 0:
         render_colors, render_alphas = impl.rasterize_to_pixels(
-            means2d, conics, colors_cn, opacities_cn, width, height, tile_size,
-            isect_offsets, flatten_ids, backgrounds=backgrounds, absgrad=absgrad,
+            means2d,
+            conics,
+            colors_cn,
+            opacities_cn,
+            width,
+            height,
+            tile_size,
+            isect_offsets,
+            flatten_ids,
+            backgrounds=backgrounds,
+            absgrad=absgrad,
         )
     else:
         # Nothing visible (N=0 or everything culled): background and alpha 0, with zero gradients.

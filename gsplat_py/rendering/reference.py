@@ -10,7 +10,6 @@ harmless (e.g. depth replaced by 1 before dividing by it), so that no NaN or inf
 """
 
 import functools
-from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -33,9 +32,15 @@ def _quat_to_rotmat(quats: Tensor) -> Tensor:
     """[N,4] quaternions (w, x, y, z), any norm -> [N,3,3] rotation matrices."""
     w, x, y, z = (quats / quats.norm(dim=-1, keepdim=True)).unbind(-1)
     rows = [
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        1 - 2 * (y * y + z * z),
+        2 * (x * y - w * z),
+        2 * (x * z + w * y),
+        2 * (x * y + w * z),
+        1 - 2 * (x * x + z * z),
+        2 * (y * z - w * x),
+        2 * (x * z - w * y),
+        2 * (y * z + w * x),
+        1 - 2 * (x * x + y * y),
     ]
     return torch.stack(rows, dim=-1).reshape(quats.shape[:-1] + (3, 3))
 
@@ -52,10 +57,10 @@ def project_gaussians(
     near_plane: float = 0.01,
     far_plane: float = 1e10,
     radius_clip: float = 0.0,
-    opacities: Optional[Tensor] = None,  # [N] (or broadcastable to [C,N])
+    opacities: Tensor | None = None,  # [N] (or broadcastable to [C,N])
     calc_compensations: bool = False,
     camera_model: str = "pinhole",
-) -> Tuple[Tensor, Tensor, Tensor, Tensor, Optional[Tensor]]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
     """Project 3D Gaussians into C cameras.
 
     Returns ``(radii [C,N,2] int32, means2d [C,N,2], depths [C,N], conics [C,N,3],
@@ -99,9 +104,9 @@ def project_gaussians(
         means2d = torch.stack([fx * x / z + cx, fy * y / z + cy], dim=-1)
     else:  # ortho
         zero = torch.zeros_like(fx)
-        J = torch.stack(
-            [torch.cat([fx, zero, zero], dim=-1), torch.cat([zero, fy, zero], dim=-1)], dim=-2
-        )[:, None]  # [C,1,2,3], the same for every Gaussian
+        J = torch.stack([torch.cat([fx, zero, zero], dim=-1), torch.cat([zero, fy, zero], dim=-1)], dim=-2)[
+            :, None
+        ]  # [C,1,2,3], the same for every Gaussian
         means2d = torch.stack([fx * x + cx, fy * y + cy], dim=-1)
 
     cov2d = J @ covar_c @ J.transpose(-1, -2)  # [C,N,2,2]
@@ -133,7 +138,9 @@ def project_gaussians(
         radius_y = torch.ceil(extend * torch.sqrt(torch.clamp(c, min=0)))
         valid &= (radius_x > radius_clip) | (radius_y > radius_clip)
         mx, my = means2d[..., 0], means2d[..., 1]
-        valid &= (mx + radius_x > 0) & (mx - radius_x < width) & (my + radius_y > 0) & (my - radius_y < height)
+        valid &= (
+            (mx + radius_x > 0) & (mx - radius_x < width) & (my + radius_y > 0) & (my - radius_y < height)
+        )
         radii = torch.where(valid[..., None], torch.stack([radius_x, radius_y], dim=-1), 0).to(torch.int32)
 
     means2d = torch.where(valid[..., None], means2d, 0.0)
@@ -151,8 +158,13 @@ _C0 = 0.28209479177387814
 _C1 = 0.4886025119029199
 _C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
 _C3 = (
-    -0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154,
-    -0.4570457994644658, 1.445305721320277, -0.5900435899266435,
+    -0.5900435899266435,
+    2.890611442640554,
+    -0.4570457994644658,
+    0.3731763325901154,
+    -0.4570457994644658,
+    1.445305721320277,
+    -0.5900435899266435,
 )
 
 
@@ -160,7 +172,7 @@ def spherical_harmonics(
     degree: int,
     dirs: Tensor,  # [...,3]
     coeffs: Tensor,  # [...,K,3]
-    masks: Optional[Tensor] = None,  # [...] bool
+    masks: Tensor | None = None,  # [...] bool
 ) -> Tensor:
     """Evaluate the real SH basis (Inria/gsplat convention, degree 0..3). Returns the raw value [...,3]."""
     if not 0 <= degree <= 3:
@@ -216,7 +228,7 @@ def bin_gaussians_to_tiles(
     tile_size: int,
     tile_width: int,
     tile_height: int,
-) -> Tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor]:
     """List, for every tile, the Gaussians whose screen-space rectangle touches it, front to back.
 
     Returns ``(tiles_per_gauss [C,N] int32, isect_offsets [C,TH,TW] int32, flatten_ids [M] int32)``.
@@ -277,8 +289,8 @@ def _rasterize_tile_chunk(
     listed: Tensor,  # [B,K] bool, False for padding
     pix_x: Tensor,  # [B,P] pixel centres
     pix_y: Tensor,  # [B,P]
-    absgrad: Optional[Tensor],  # [C*N,2] buffer or None
-) -> Tuple[Tensor, Tensor]:
+    absgrad: Tensor | None,  # [C*N,2] buffer or None
+) -> tuple[Tensor, Tensor]:
     """Blend B tiles of P pixels, each over its own (depth-sorted) list of K Gaussians.
 
     Returns the accumulated colour [B,P,D] and the final transmittance [B,P].
@@ -335,9 +347,9 @@ def rasterize_to_pixels(
     tile_size: int,
     isect_offsets: Tensor,  # [C,TH,TW]
     flatten_ids: Tensor,  # [M]
-    backgrounds: Optional[Tensor] = None,  # [C,D]
+    backgrounds: Tensor | None = None,  # [C,D]
     absgrad: bool = False,
-) -> Tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor]:
     """Alpha-composite the binned Gaussians front to back.
 
     Returns ``(render_colors [C,H,W,D], render_alphas [C,H,W,1])``. With ``absgrad=True`` the tensor

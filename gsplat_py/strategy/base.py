@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any
 
 from .ops import Optimizers, Params
 
@@ -32,7 +32,7 @@ class Strategy:
     that step, for logging (empty when it did nothing worth reporting).
     """
 
-    def initialize_state(self, scene_scale: float = 1.0) -> Dict[str, Any]:
+    def initialize_state(self, scene_scale: float = 1.0) -> dict[str, Any]:
         """The running state to pass to the ``step_*`` calls; ``scene_scale`` is the scene extent."""
         return {}
 
@@ -64,14 +64,19 @@ class Strategy:
             )
         for name, optimizer in optimizers.items():
             groups = optimizer.param_groups
-            if len(groups) != 1 or len(groups[0]["params"]) != 1 or groups[0]["params"][0] is not params[name]:
+            if (
+                len(groups) != 1
+                or len(groups[0]["params"]) != 1
+                or groups[0]["params"][0] is not params[name]
+            ):
                 raise ValueError(
-                    f"optimizers[{name!r}]: expected exactly one param group holding exactly params[{name!r}], "
+                    f"optimizers[{name!r}]: expected exactly one param group holding exactly "
+                    f"params[{name!r}], "
                     f"got {len(groups)} group(s) with {[len(g['params']) for g in groups]} parameter(s)"
                 )
 
     def step_pre_backward(
-        self, params: Params, optimizers: Optimizers, state: Dict[str, Any], step: int, info: Dict[str, Any]
+        self, params: Params, optimizers: Optimizers, state: dict[str, Any], step: int, info: dict[str, Any]
     ) -> None:
         """Called after rasterization, before ``loss.backward()``."""
 
@@ -79,13 +84,13 @@ class Strategy:
         self,
         params: Params,
         optimizers: Optimizers,
-        state: Dict[str, Any],
+        state: dict[str, Any],
         step: int,
-        info: Dict[str, Any],
+        info: dict[str, Any],
         *,
         packed: bool = False,
-        lr: Optional[float] = None,
-    ) -> Dict[str, Any]:
+        lr: float | None = None,
+    ) -> dict[str, Any]:
         """Called after ``loss.backward()`` (and the optimizer steps); returns what it did, for logging.
 
         ``packed`` says whether ``info`` comes from packed rasterization, ``lr`` is the current learning

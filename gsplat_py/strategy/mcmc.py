@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 
@@ -56,7 +56,7 @@ class MCMCStrategy(Strategy):
     min_opacity: float = 0.005
     verbose: bool = False
 
-    def initialize_state(self, scene_scale: float = 1.0) -> Dict[str, Any]:
+    def initialize_state(self, scene_scale: float = 1.0) -> dict[str, Any]:
         """``{"binoms": [51, 51] binomial table}``; ``scene_scale`` is accepted for a signature common to
         all strategies and not used (the noise scale comes from the means learning rate)."""
         return {"binoms": binomial_table(51)}
@@ -65,19 +65,21 @@ class MCMCStrategy(Strategy):
         self,
         params: Params,
         optimizers: Optimizers,
-        state: Dict[str, Any],
+        state: dict[str, Any],
         step: int,
-        info: Dict[str, Any],
-        lr: Optional[float] = None,
+        info: dict[str, Any],
+        lr: float | None = None,
         *,
         packed: bool = False,
-    ) -> Dict[str, Any]:
+    ) -> dict[str, Any]:
         """Relocate and grow when due, then add the position noise (``lr``: current means learning rate,
         required; ``packed`` is not used)."""
         if lr is None:
-            raise ValueError("lr: MCMCStrategy.step_post_backward needs the current learning rate of the means")
+            raise ValueError(
+                "lr: MCMCStrategy.step_post_backward needs the current learning rate of the means"
+            )
         binoms = state["binoms"] = state["binoms"].to(params["means"].device)
-        report: Dict[str, Any] = {}
+        report: dict[str, Any] = {}
         if self.refine_start_iter < step < self.refine_stop_iter and step % self.refine_every == 0:
             n_relocate = self._relocate_gs(params, optimizers, binoms)
             n_add = self._add_new_gs(params, optimizers, binoms)

@@ -21,7 +21,7 @@ The behaviour is that of ``gsplat.strategy.ops`` (gsplat 1.5); where it differs,
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -39,8 +39,8 @@ __all__ = [
     "binomial_table",
 ]
 
-Params = Union[Dict[str, torch.nn.Parameter], torch.nn.ParameterDict]
-Optimizers = Dict[str, torch.optim.Optimizer]
+Params = dict[str, torch.nn.Parameter] | torch.nn.ParameterDict
+Optimizers = dict[str, torch.optim.Optimizer]
 
 # Split children shrink by this factor (3DGS, Kerbl et al. 2023: "divide their scale by a factor of 1.6").
 SPLIT_SCALE_DIVISOR = 1.6
@@ -57,7 +57,7 @@ def update_param_with_optimizer(
     optimizer_fn: Callable[[str, Tensor], Tensor],
     params: Params,
     optimizers: Optimizers,
-    names: Optional[Iterable[str]] = None,
+    names: Iterable[str] | None = None,
 ) -> None:
     """Replace parameters by new ones and carry their optimizer state along.
 
@@ -93,7 +93,7 @@ def update_param_with_optimizer(
             group["params"] = [new_param if p is param else p for p in group["params"]]
 
 
-def _update_state_rows(state: Dict, n_gaussians: int, fn: Callable[[Tensor], Tensor]) -> None:
+def _update_state_rows(state: dict, n_gaussians: int, fn: Callable[[Tensor], Tensor]) -> None:
     """Apply ``fn`` to the per-Gaussian tensors of ``state`` (first dimension ``n_gaussians``)."""
     for key, value in state.items():
         if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == n_gaussians:
@@ -116,14 +116,16 @@ def _zero_rows(n_rows: int, like: Tensor) -> Tensor:
     return like.new_zeros((n_rows, *like.shape[1:]))
 
 
-def _unit_quat_components(quats: Tensor) -> Tuple[Tensor, ...]:
+def _unit_quat_components(quats: Tensor) -> tuple[Tensor, ...]:
     """[N, 4] quaternions (w, x, y, z), any non-zero norm -> w, x, y, z [N] of unit norm, each contiguous."""
     # a matrix-vector product sums the squares far faster than a reduction over the size-4 last dim
     inv_norm = torch.matmul(quats * quats, quats.new_ones(4)).clamp_min_(1e-24).rsqrt_()
     return tuple(quats[:, i] * inv_norm for i in range(4))
 
 
-def _rotate(quat: Tuple[Tensor, ...], v: Sequence[Tensor], inverse: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
+def _rotate(
+    quat: tuple[Tensor, ...], v: Sequence[Tensor], inverse: bool = False
+) -> tuple[Tensor, Tensor, Tensor]:
     """Rotate the vectors with components v = (vx, vy, vz) by the unit quaternions quat = (w, x, y, z).
 
     q v q* = v + w t + u x t with u = (x, y, z), t = 2 u x v, written per component: on the CPU,
@@ -148,7 +150,7 @@ def _rotate(quat: Tuple[Tensor, ...], v: Sequence[Tensor], inverse: bool = False
 
 
 @torch.no_grad()
-def duplicate(params: Params, optimizers: Optimizers, state: Dict, mask: Tensor) -> None:
+def duplicate(params: Params, optimizers: Optimizers, state: dict, mask: Tensor) -> None:
     """Clone the Gaussians selected by ``mask`` [N] bool (3DGS "clone").
 
     The copies are appended after the N existing rows, in index order, with the parameters and the
@@ -169,7 +171,7 @@ def duplicate(params: Params, optimizers: Optimizers, state: Dict, mask: Tensor)
 
 @torch.no_grad()
 def split(
-    params: Params, optimizers: Optimizers, state: Dict, mask: Tensor, revised_opacity: bool = False
+    params: Params, optimizers: Optimizers, state: dict, mask: Tensor, revised_opacity: bool = False
 ) -> None:
     """Replace each Gaussian selected by ``mask`` [N] bool by two smaller ones (3DGS "split").
 
@@ -214,7 +216,7 @@ def split(
 
 
 @torch.no_grad()
-def remove(params: Params, optimizers: Optimizers, state: Dict, mask: Tensor) -> None:
+def remove(params: Params, optimizers: Optimizers, state: dict, mask: Tensor) -> None:
     """Delete the Gaussians selected by ``mask`` [N] bool; the others keep their order and state."""
     n_gaussians = _num_gaussians(params)
     _check_mask(mask, n_gaussians)
@@ -225,7 +227,7 @@ def remove(params: Params, optimizers: Optimizers, state: Dict, mask: Tensor) ->
 
 
 @torch.no_grad()
-def reset_opa(params: Params, optimizers: Optimizers, state: Dict, value: float) -> None:
+def reset_opa(params: Params, optimizers: Optimizers, state: dict, value: float) -> None:
     """Clamp every opacity to at most ``value`` (post-sigmoid) and zero the opacity optimizer moments.
 
     This is the 3DGS periodic opacity reset. ``state`` is unused (the signature is shared by all ops).
@@ -260,7 +262,7 @@ def binomial_table(n_max: int = 51) -> Tensor:
 
 def compute_relocation(
     opacities: Tensor, scales: Tensor, ratios: Tensor, binoms: Tensor
-) -> Tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor]:
     """Opacity and scale of each of ``ratios`` Gaussians that together replace one (3DGS-MCMC eq. 9).
 
     Args:
@@ -286,7 +288,9 @@ def compute_relocation(
 
     k = torch.arange(n_max, dtype=torch.float64, device=opacities.device)
     # sum_{i=1..n} C(i-1, k) is row n-1 of the table's cumulative sum (the table is zero for k > i-1).
-    summed_binoms = binoms.to(device=opacities.device, dtype=torch.float64).cumsum(0)[ratios - 1]  # [M, n_max]
+    summed_binoms = binoms.to(device=opacities.device, dtype=torch.float64).cumsum(0)[
+        ratios - 1
+    ]  # [M, n_max]
     signs_over_sqrt = (1.0 - 2.0 * (k % 2)) / torch.sqrt(k + 1.0)
     powers = torch.pow(new_opacities[:, None], k + 1.0)  # [M, n_max]
     denominators = (summed_binoms * signs_over_sqrt * powers).sum(-1)
@@ -296,7 +300,7 @@ def compute_relocation(
 
 def _shared_out(
     params: Params, opacities: Tensor, sources: Tensor, binoms: Tensor, min_opacity: float
-) -> Tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor]:
     """Logit opacities and log scales of ``sources`` [M] once each is shared with all the copies of it
     that ``sources`` asks for (a source listed k times becomes k + 1 Gaussians); ``opacities`` [N] are
     the current post-sigmoid opacities."""
@@ -325,7 +329,7 @@ def _with_shared_sources(
 def relocate(
     params: Params,
     optimizers: Optimizers,
-    state: Dict,
+    state: dict,
     mask: Tensor,
     binoms: Tensor,
     min_opacity: float = 0.005,
@@ -370,7 +374,7 @@ def relocate(
 def sample_add(
     params: Params,
     optimizers: Optimizers,
-    state: Dict,
+    state: dict,
     n: int,
     binoms: Tensor,
     min_opacity: float = 0.005,
@@ -405,7 +409,7 @@ def sample_add(
 
 
 @torch.no_grad()
-def inject_noise_to_position(params: Params, optimizers: Optimizers, state: Dict, scaler: float) -> None:
+def inject_noise_to_position(params: Params, optimizers: Optimizers, state: dict, scaler: float) -> None:
     """Perturb ``params["means"]`` in place with noise shaped by each Gaussian's covariance (3DGS-MCMC).
 
     means += Sigma @ (z * scaler * sigmoid(100 * ((1 - opacity) - 0.995))), z ~ N(0, I) drawn as a

@@ -45,8 +45,8 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -99,10 +99,13 @@ class Camera:
 
 
 def cameras_from_views(views: Sequence[View]) -> list[Camera]:
-    return [Camera(view.name, view.world_to_camera.double(), view.K.double(), view.width, view.height) for view in views]
+    return [
+        Camera(view.name, view.world_to_camera.double(), view.K.double(), view.width, view.height)
+        for view in views
+    ]
 
 
-def _output_size(width: int, height: int, new_width: Optional[int], new_height: Optional[int]) -> tuple[int, int]:
+def _output_size(width: int, height: int, new_width: int | None, new_height: int | None) -> tuple[int, int]:
     if new_width is None and new_height is None:
         return width, height
     if new_height is None:
@@ -113,7 +116,10 @@ def _output_size(width: int, height: int, new_width: Optional[int], new_height: 
 
 
 def resize_cameras(
-    cameras: Sequence[Camera], width: Optional[int] = None, height: Optional[int] = None, focal_scale: float = 1.0
+    cameras: Sequence[Camera],
+    width: int | None = None,
+    height: int | None = None,
+    focal_scale: float = 1.0,
 ) -> list[Camera]:
     """The same cameras rendering ``width`` x ``height`` images (one alone keeps each camera's aspect ratio)
     of the same field of view, with focal lengths times ``focal_scale`` (a zoom about the principal point)."""
@@ -173,7 +179,7 @@ def _look_at(position: Tensor, target: Tensor, up: Tensor) -> Tensor:
     return rigid_inverse(camera_to_world)
 
 
-def _path_intrinsics(cameras: Sequence[Camera], width: Optional[int], height: Optional[int], focal_scale: float):
+def _path_intrinsics(cameras: Sequence[Camera], width: int | None, height: int | None, focal_scale: float):
     first = cameras[0]
     out_width, out_height = _output_size(first.width, first.height, width, height)
     K = torch.eye(3, dtype=torch.float64)
@@ -198,7 +204,10 @@ def _percentile(values: Tensor) -> float:
 
 
 def ellipse_path(
-    cameras: Sequence[Camera], frames: int, width: Optional[int] = None, height: Optional[int] = None,
+    cameras: Sequence[Camera],
+    frames: int,
+    width: int | None = None,
+    height: int | None = None,
     focal_scale: float = 1.0,
 ) -> list[Camera]:
     """``frames`` cameras on an ellipse around the scene centre, looking at it (module docstring)."""
@@ -213,25 +222,35 @@ def ellipse_path(
     minor = torch.linalg.cross(up, major)
     radius_major, radius_minor = _percentile(horizontal @ major), _percentile(horizontal @ minor)
     if min(radius_major, radius_minor) < 1e-9:
-        raise ValueError("the training cameras do not spread around the scene centre; try the spiral or interpolate path")
+        raise ValueError(
+            "the training cameras do not spread around the scene centre; try the spiral or interpolate path"
+        )
     lift = float(heights.mean()) * up
     # Start at the first camera's azimuth (which also makes the path independent of the eigenvector's sign)
     # and turn counter-clockwise about up.
-    start = math.atan2(float(horizontal[0] @ minor) / radius_minor, float(horizontal[0] @ major) / radius_major)
+    start = math.atan2(
+        float(horizontal[0] @ minor) / radius_minor, float(horizontal[0] @ major) / radius_major
+    )
     K, out_width, out_height = _path_intrinsics(cameras, width, height, focal_scale)
     poses = []
     for i in range(frames):
         angle = start + 2.0 * math.pi * i / frames
-        position = centre + lift + radius_major * math.cos(angle) * major + radius_minor * math.sin(angle) * minor
+        position = (
+            centre + lift + radius_major * math.cos(angle) * major + radius_minor * math.sin(angle) * minor
+        )
         poses.append(_look_at(position, centre, up))
     return _make_cameras(poses, K, out_width, out_height)
 
 
 def spiral_path(
-    cameras: Sequence[Camera], frames: int, width: Optional[int] = None, height: Optional[int] = None,
+    cameras: Sequence[Camera],
+    frames: int,
+    width: int | None = None,
+    height: int | None = None,
     focal_scale: float = 1.0,
 ) -> list[Camera]:
-    """``frames`` cameras on a spiral around the mean camera, looking at the scene centre (module docstring)."""
+    """``frames`` cameras on a spiral around the mean camera, looking at the scene centre (module
+    docstring)."""
     camera_to_world = _stack_camera_to_world(cameras, "spiral", 2)
     up, centre = up_direction(camera_to_world), scene_centre(camera_to_world)
     positions = camera_to_world[:, :3, 3]
@@ -258,15 +277,24 @@ def spiral_path(
 
 
 def _catmull_rom(points: Tensor, segment: int, t: float) -> Tensor:
-    """The uniform Catmull-Rom spline through ``points`` [P, D] at parameter ``t`` in [0, 1] of ``segment``."""
+    """The uniform Catmull-Rom spline through ``points`` [P, D] at parameter ``t`` in [0, 1] of
+    ``segment``."""
     last = points.shape[0] - 1
     p0, p1, p2, p3 = (points[min(max(segment + offset, 0), last)] for offset in (-1, 0, 1, 2))
     t2, t3 = t * t, t * t * t
-    return 0.5 * (2.0 * p1 + (p2 - p0) * t + (2.0 * p0 - 5.0 * p1 + 4.0 * p2 - p3) * t2 + (3.0 * p1 - p0 - 3.0 * p2 + p3) * t3)
+    return 0.5 * (
+        2.0 * p1
+        + (p2 - p0) * t
+        + (2.0 * p0 - 5.0 * p1 + 4.0 * p2 - p3) * t2
+        + (3.0 * p1 - p0 - 3.0 * p2 + p3) * t3
+    )
 
 
 def interpolated_path(
-    cameras: Sequence[Camera], frames: int, width: Optional[int] = None, height: Optional[int] = None,
+    cameras: Sequence[Camera],
+    frames: int,
+    width: int | None = None,
+    height: int | None = None,
     focal_scale: float = 1.0,
 ) -> list[Camera]:
     """``frames`` cameras on a smooth path through ``cameras`` in order (module docstring)."""
@@ -293,7 +321,11 @@ def interpolated_path(
 
 
 def generate_path(
-    kind: str, cameras: Sequence[Camera], frames: int, width: Optional[int] = None, height: Optional[int] = None,
+    kind: str,
+    cameras: Sequence[Camera],
+    frames: int,
+    width: int | None = None,
+    height: int | None = None,
     focal_scale: float = 1.0,
 ) -> list[Camera]:
     """The path ``kind`` (one of PATH_KINDS) fitted to the training ``cameras``."""
@@ -314,11 +346,12 @@ class CameraFile:
     """The cameras of a JSON file and the world frame it declares (None: the model's frame)."""
 
     cameras: list[Camera]
-    frame: Optional[WorldFrame]
+    frame: WorldFrame | None
 
 
-def write_cameras_json(path: PathLike, cameras: Sequence[Camera], frame: Optional[WorldFrame] = None) -> None:
-    """Write ``cameras`` (and their ``frame``) in the documented JSON format, one camera a line, atomically."""
+def write_cameras_json(path: PathLike, cameras: Sequence[Camera], frame: WorldFrame | None = None) -> None:
+    """Write ``cameras`` (and their ``frame``) in the documented JSON format, one camera a line,
+    atomically."""
     header = []
     if frame is not None:
         header.append(f' "frame": {json.dumps(frame.name)}')
@@ -357,7 +390,11 @@ def _size(where: str, value) -> int:
 
 
 def _matrix(where: str, value, rows: int) -> Tensor:
-    if not isinstance(value, list) or len(value) != rows or any(not isinstance(r, list) or len(r) != 4 for r in value):
+    if (
+        not isinstance(value, list)
+        or len(value) != rows
+        or any(not isinstance(r, list) or len(r) != 4 for r in value)
+    ):
         raise CameraFileError(f"{where}: expected a {rows}x4 matrix (a list of {rows} rows of 4 numbers)")
     return torch.tensor([[_number(where, v) for v in row] for row in value], dtype=torch.float64)
 
@@ -423,11 +460,15 @@ def read_cameras_json(path: PathLike) -> CameraFile:
     names = [camera.name for camera in cameras]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
-        raise CameraFileError(f"{path}: camera name {duplicates[0]!r} is used more than once (names name the output files)")
+        raise CameraFileError(
+            f"{path}: camera name {duplicates[0]!r} is used more than once (names name the output files)"
+        )
     frame = None
     if "frame" in document:
         if document["frame"] not in FRAME_NAMES:
-            raise CameraFileError(f"{path}: frame: expected one of {', '.join(FRAME_NAMES)}, got {document['frame']!r}")
+            raise CameraFileError(
+                f"{path}: frame: expected one of {', '.join(FRAME_NAMES)}, got {document['frame']!r}"
+            )
         if document["frame"] == "colmap":
             frame = WorldFrame.colmap()
         else:

@@ -17,7 +17,6 @@ models trained by other implementations, "normalized" for gsplat_py's normalisat
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from ..data.world_frame import FRAME_NAMES, WorldFrame, frame_comments
 from ..errors import ParameterError
@@ -34,7 +33,10 @@ EXPORT_FORMATS = ("ply", "splat")
 
 
 def splats_in_frame(
-    model: SavedModel, frame: Optional[str] = None, data: Optional[Path] = None, data_factor: Optional[int] = None
+    model: SavedModel,
+    frame: str | None = None,
+    data: Path | None = None,
+    data_factor: int | None = None,
 ) -> tuple[GaussianSplats, WorldFrame]:
     """The model's Gaussians in the world frame named ``frame`` (default: the model's own) and that frame.
     A normalisation the model does not record comes from its scene (``data``, else its run's)."""
@@ -62,4 +64,6 @@ def export_model(splats: GaussianSplats, frame: WorldFrame, output: Path, file_f
     elif file_format == "splat":
         write_splat(output, splats)
     else:
-        raise ParameterError("file_format", f"expected one of {', '.join(EXPORT_FORMATS)}, got {file_format!r}")
+        raise ParameterError(
+            "file_format", f"expected one of {', '.join(EXPORT_FORMATS)}, got {file_format!r}"
+        )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -56,7 +55,8 @@ def quaternion_from_rotation(rotation: Tensor) -> Tensor:
 
 
 def _multiply_quaternions(a: Tensor, b: Tensor) -> Tensor:
-    """Hamilton product a b of (w, x, y, z) quaternions (broadcasting): rotation(a b) = rotation(a) rotation(b)."""
+    """Hamilton product a b of (w, x, y, z) quaternions (broadcasting): rotation(a b) = rotation(a)
+    rotation(b)."""
     aw, ax, ay, az = a.unbind(-1)
     bw, bx, by, bz = b.unbind(-1)
     return torch.stack(
@@ -145,11 +145,12 @@ def transform_cameras(world_to_camera: Tensor, transform: Tensor) -> Tensor:
     return result
 
 
-def frame_change(source: WorldFrame, target: WorldFrame, what: str) -> Optional[Tensor]:
+def frame_change(source: WorldFrame, target: WorldFrame, what: str) -> Tensor | None:
     """The similarity taking ``source`` coordinates to ``target`` ones; None when they are the same frame.
 
     Two normalised frames are the same when either transform is unknown (both then come from the same
-    scene's normalisation) or the two agree. ParameterError (``data``), naming ``what`` is being converted, when a
+    scene's normalisation) or the two agree. ParameterError (``data``), naming ``what`` is being converted,
+    when a
     needed transform is unknown.
     """
     if source.name == target.name:

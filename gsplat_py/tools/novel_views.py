@@ -24,10 +24,10 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -42,7 +42,14 @@ from ..io.images import DEPTH_MIN_ALPHA, DEPTH_PERCENTILES, colorize_depth, cont
 from ..io.video import VIDEO_SUFFIX, VideoWriter, require_video_encoder
 from ..model import GaussianSplats
 from ..rendering import rasterization, resolve_device
-from ..training.evaluation import evaluation_record, float_to_uint8, load_lpips, score_render, summarize_scores
+from ..training.checkpoint import METRICS_FILE
+from ..training.evaluation import (
+    evaluation_record,
+    float_to_uint8,
+    load_lpips,
+    score_render,
+    summarize_scores,
+)
 from .camera_paths import (
     PATH_KINDS,
     Camera,
@@ -52,7 +59,6 @@ from .camera_paths import (
     resize_cameras,
     write_cameras_json,
 )
-from ..training.checkpoint import METRICS_FILE
 from .frames import frame_change, transform_cameras
 from .saved_models import SavedModel, scene_normalization, scene_views
 
@@ -77,19 +83,23 @@ CONTACT_SHEET_FRAMES = 16
 
 @dataclass
 class RenderedFrame:
-    """One camera's render: ``rgb`` float32 [H, W, 3] in [0, 1], ``alpha`` [H, W], ``depth`` [H, W] or None."""
+    """One camera's render: ``rgb`` float32 [H, W, 3] in [0, 1], ``alpha`` [H, W], ``depth`` [H, W] or
+    None."""
 
     camera: Camera
     rgb: Tensor
     alpha: Tensor
-    depth: Optional[Tensor]
+    depth: Tensor | None
 
 
 def _batches(cameras: Sequence[Camera], batch_size: int) -> Iterator[list[Camera]]:
-    """Runs of consecutive cameras of one image size (one rasterization call each), at most batch_size long."""
+    """Runs of consecutive cameras of one image size (one rasterization call each), at most batch_size
+    long."""
     batch: list[Camera] = []
     for camera in cameras:
-        if batch and (len(batch) == batch_size or (camera.width, camera.height) != (batch[0].width, batch[0].height)):
+        if batch and (
+            len(batch) == batch_size or (camera.width, camera.height) != (batch[0].width, batch[0].height)
+        ):
             yield batch
             batch = []
         batch.append(camera)
@@ -99,7 +109,7 @@ def _batches(cameras: Sequence[Camera], batch_size: int) -> Iterator[list[Camera
 
 def depth_colour_range(
     splats: GaussianSplats, cameras: Sequence[Camera], max_points: int = 100_000
-) -> Optional[tuple[float, float]]:
+) -> tuple[float, float] | None:
     """One (near, far) for the colour-mapped depth of all ``cameras``, so that a depth video does not
     flicker: the 1st-99th percentiles of the camera-space depths of the opaque Gaussians' centres (a
     sample of at most ``max_points``) that are in front of a camera and inside its image. None when no
@@ -127,12 +137,13 @@ def render_cameras(
     batch_size: int = 4,
     background: Sequence[float] = (0.0, 0.0, 0.0),
     depth: bool = False,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device | None = None,
 ) -> Iterator[RenderedFrame]:
     """Render ``splats`` (at their SH degree) from each camera, in order, on ``device``; cameras of one size
     render ``batch_size`` at a time in one ``rasterization`` call."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    device = device if device is not None else torch.device("cpu")
     means, quats = splats.means.float().to(device), splats.quats.float().to(device)
     scales, opacities = splats.scales().float().to(device), splats.opacities().float().to(device)
     sh = splats.sh.float().to(device)
@@ -142,8 +153,18 @@ def render_cameras(
         backgrounds = torch.tensor([list(background)] * len(batch), dtype=torch.float32, device=device)
         with torch.no_grad():
             colors, alphas, _ = rasterization(
-                means, quats, scales, opacities, sh, viewmats, Ks, batch[0].width, batch[0].height,
-                sh_degree=splats.sh_degree, backgrounds=backgrounds, render_mode="RGB+ED" if depth else "RGB",
+                means,
+                quats,
+                scales,
+                opacities,
+                sh,
+                viewmats,
+                Ks,
+                batch[0].width,
+                batch[0].height,
+                sh_degree=splats.sh_degree,
+                backgrounds=backgrounds,
+                render_mode="RGB+ED" if depth else "RGB",
             )
         for index, camera in enumerate(batch):
             yield RenderedFrame(
@@ -166,8 +187,8 @@ class CameraSelection:
     name: str
     cameras: list[Camera]
     frame: WorldFrame
-    views: Optional[list[View]] = None
-    split: Optional[str] = None
+    views: list[View] | None = None
+    split: str | None = None
 
 
 def _with_normalization(frame: WorldFrame, normalization: Tensor) -> WorldFrame:
@@ -175,7 +196,7 @@ def _with_normalization(frame: WorldFrame, normalization: Tensor) -> WorldFrame:
     return WorldFrame.normalized(normalization) if frame.from_colmap is None else frame
 
 
-def _check_positive(parameter: str, value: Optional[float]) -> None:
+def _check_positive(parameter: str, value: float | None) -> None:
     if value is not None and not value > 0:
         raise ParameterError(parameter, f"{{{parameter}}} must be positive, got {value}")
 
@@ -183,22 +204,29 @@ def _check_positive(parameter: str, value: Optional[float]) -> None:
 def select_cameras(
     model: SavedModel,
     path: str = "test",
-    cameras_file: Optional[Path] = None,
-    data: Optional[Path] = None,
-    data_factor: Optional[int] = None,
-    frames: Optional[int] = None,
-    width: Optional[int] = None,
-    height: Optional[int] = None,
+    cameras_file: Path | None = None,
+    data: Path | None = None,
+    data_factor: int | None = None,
+    frames: int | None = None,
+    width: int | None = None,
+    height: int | None = None,
     focal_scale: float = 1.0,
 ) -> CameraSelection:
     """The cameras to render ``model`` from: a camera file, a split of the scene (``path`` "test" or
     "train") or a generated path (``path`` in PATH_KINDS, fitted to the training views, ``frames`` long,
     default DEFAULT_FRAMES). ``width``, ``height`` and ``focal_scale`` change any of them; a split keeps its
     photos for scoring only while its cameras are unchanged. ParameterError for a bad argument."""
-    for parameter, value in (("focal_scale", focal_scale), ("width", width), ("height", height), ("frames", frames)):
+    for parameter, value in (
+        ("focal_scale", focal_scale),
+        ("width", width),
+        ("height", height),
+        ("frames", frames),
+    ):
         _check_positive(parameter, value)
     if (cameras_file is not None or path in SPLITS) and frames is not None:
-        raise ParameterError("frames", "{frames} applies to generated paths ({path} ellipse, spiral or interpolate)")
+        raise ParameterError(
+            "frames", "{frames} applies to generated paths ({path} ellipse, spiral or interpolate)"
+        )
     resized = width is not None or height is not None or focal_scale != 1.0
 
     if cameras_file is not None:
@@ -232,7 +260,9 @@ def select_cameras(
         cameras = resize_cameras(cameras_from_views(views), width, height, focal_scale)
         if resized:
             warnings.warn(
-                "a new width, height or focal scale changes the views' cameras: no metrics (the photos do not match)"
+                "a new width, height or focal scale changes the views' cameras: no metrics (the photos do "
+                "not match)",
+                stacklevel=2,
             )
             return CameraSelection(path, cameras, model.frame)
         return CameraSelection(path, cameras, model.frame, views, path)
@@ -251,13 +281,15 @@ def select_cameras(
 class RenderOptions:
     depth: bool = False  # depth/<name>.png and .npy
     alpha: bool = False  # alpha/<name>.png
-    video: Optional[Path] = None  # an H.264 .mp4 of the frames, in order
+    video: Path | None = None  # an H.264 .mp4 of the frames, in order
     fps: float = 30.0
     batch_size: int = 4  # cameras per rasterization call
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
     overwrite: bool = False  # replace files in an output folder / a video file that exist
     progress: bool = True
-    device: str = "auto"  # "cpu", "cuda", "cuda:N", or "auto": the GPU when gsplat_py's CUDA kernels are built
+    device: str = (
+        "auto"  # "cpu", "cuda", "cuda:N", or "auto": the GPU when gsplat_py's CUDA kernels are built
+    )
 
 
 def default_output(model: SavedModel, selection: CameraSelection) -> Path:
@@ -268,7 +300,8 @@ def default_output(model: SavedModel, selection: CameraSelection) -> Path:
 
 
 def output_stem(name: str) -> str:
-    """The file name (without extension) of a camera's outputs: its name without extension, ``/`` -> ``__``."""
+    """The file name (without extension) of a camera's outputs: its name without extension, ``/`` ->
+    ``__``."""
     return Path(name.replace("/", "__").replace("\\", "__")).stem or "_"
 
 
@@ -280,41 +313,49 @@ def _check_outputs(output: Path, cameras: Sequence[Camera], options: RenderOptio
     if output.is_dir() and any(output.iterdir()) and not options.overwrite:
         raise ParameterError(
             "output",
-            f"{{output}} {output}: the folder already holds files; choose another {{output}} or pass {{overwrite}}",
+            f"{{output}} {output}: the folder already holds files; choose another {{output}} or pass "
+            f"{{overwrite}}",
         )
     stems = [output_stem(camera.name) for camera in cameras]
     seen: dict[str, str] = {}
     for camera, stem in zip(cameras, stems):
         if stem in seen:
-            raise ValueError(f"cameras {seen[stem]!r} and {camera.name!r} would write the same file {stem}.png")
+            raise ValueError(
+                f"cameras {seen[stem]!r} and {camera.name!r} would write the same file {stem}.png"
+            )
         seen[stem] = camera.name
     if options.batch_size < 1:
-        raise ParameterError("batch_size", f"{{batch_size}} must be a positive integer, got {options.batch_size}")
+        raise ParameterError(
+            "batch_size", f"{{batch_size}} must be a positive integer, got {options.batch_size}"
+        )
     if len(options.background) != 3 or not all(0.0 <= v <= 1.0 for v in options.background):
         raise ParameterError("background", f"expected three values in [0, 1], got {list(options.background)}")
     if options.video is not None:
         if options.video.suffix.lower() != VIDEO_SUFFIX:
             raise ParameterError(
-                "video", f"{{video}} {options.video}: expected a {VIDEO_SUFFIX} file name (the video is H.264 in MP4)"
+                "video",
+                f"{{video}} {options.video}: expected a {VIDEO_SUFFIX} file name (the video is H.264 in MP4)",
             )
         require_video_encoder()
         if options.video.exists() and not options.overwrite:
             raise ParameterError(
-                "video", f"{{video}} {options.video}: the file exists; choose another name or pass {{overwrite}}"
+                "video",
+                f"{{video}} {options.video}: the file exists; choose another name or pass {{overwrite}}",
             )
         sizes = {(camera.width, camera.height) for camera in cameras}
         if len(sizes) > 1:
             raise ParameterError(
                 "video",
-                f"the frames have {len(sizes)} different sizes; a video needs one (set {{width}} or {{height}})",
+                f"the frames have {len(sizes)} different sizes; a video needs one (set {{width}} or "
+                f"{{height}})",
             )
         _check_positive("fps", options.fps)
     return stems
 
 
 def render_to_folder(
-    model: SavedModel, selection: CameraSelection, output: Path, options: Optional[RenderOptions] = None
-) -> Optional[dict]:
+    model: SavedModel, selection: CameraSelection, output: Path, options: RenderOptions | None = None
+) -> dict | None:
     """Render ``selection`` into ``output`` (module docstring); returns the metrics record when the cameras
     are scene views (also written to metrics.json), else None. Everything is checked before rendering."""
     options = options if options is not None else RenderOptions()
@@ -336,13 +377,17 @@ def render_to_folder(
     lpips = load_lpips() if selection.views is not None else None
     scores = []
     depth_range = depth_colour_range(model.splats, cameras) if options.depth else None
-    frames = render_cameras(model.splats, cameras, options.batch_size, options.background, options.depth, device)
+    frames = render_cameras(
+        model.splats, cameras, options.batch_size, options.background, options.depth, device
+    )
     with ExitStack() as stack:
         video = None
         if options.video is not None:
             options.video.parent.mkdir(parents=True, exist_ok=True)
             video = stack.enter_context(VideoWriter(options.video, options.fps))
-        bar = stack.enter_context(tqdm(total=len(cameras), unit="frame", dynamic_ncols=True, disable=not options.progress))
+        bar = stack.enter_context(
+            tqdm(total=len(cameras), unit="frame", dynamic_ncols=True, disable=not options.progress)
+        )
         for index, frame in enumerate(frames):
             rgb = float_to_uint8(frame.rgb)
             stem = stems[index]
@@ -351,7 +396,10 @@ def render_to_folder(
                 depth = frame.depth.cpu().numpy().astype(np.float32)
                 with atomic_open(folders["depth"] / f"{stem}.npy") as file:
                     np.save(file, depth)
-                write_png(folders["depth"] / f"{stem}.png", colorize_depth(depth, frame.alpha.cpu().numpy(), depth_range))
+                write_png(
+                    folders["depth"] / f"{stem}.png",
+                    colorize_depth(depth, frame.alpha.cpu().numpy(), depth_range),
+                )
             if options.alpha:
                 write_png(folders["alpha"] / f"{stem}.png", float_to_uint8(frame.alpha))
             if video is not None:
@@ -369,16 +417,22 @@ def render_to_folder(
     return record
 
 
-def score_views(model: SavedModel, selection: CameraSelection, options: Optional[RenderOptions] = None) -> dict:
+def score_views(model: SavedModel, selection: CameraSelection, options: RenderOptions | None = None) -> dict:
     """The metrics record of ``model`` rendered from ``selection``'s scene views (the record
     :func:`render_to_folder` writes, value for value), writing no file."""
     options = options if options is not None else RenderOptions()
     if selection.views is None:
-        raise ValueError(f"the {selection.name} cameras are not scene views: there are no photos to score against")
+        raise ValueError(
+            f"the {selection.name} cameras are not scene views: there are no photos to score against"
+        )
     lpips = load_lpips()
     device = resolve_device(options.device)
-    frames = render_cameras(model.splats, selection.cameras, options.batch_size, options.background, False, device)
-    with tqdm(total=len(selection.cameras), unit="view", dynamic_ncols=True, disable=not options.progress) as bar:
+    frames = render_cameras(
+        model.splats, selection.cameras, options.batch_size, options.background, False, device
+    )
+    with tqdm(
+        total=len(selection.cameras), unit="view", dynamic_ncols=True, disable=not options.progress
+    ) as bar:
         scores = []
         for frame, view in zip(frames, selection.views):
             scores.append(score_render(frame.rgb, view, lpips))
@@ -386,7 +440,9 @@ def score_views(model: SavedModel, selection: CameraSelection, options: Optional
     return _metrics_record(model, selection, scores, lpips is not None)
 
 
-def _metrics_record(model: SavedModel, selection: CameraSelection, scores: list[dict], with_lpips: bool) -> dict:
+def _metrics_record(
+    model: SavedModel, selection: CameraSelection, scores: list[dict], with_lpips: bool
+) -> dict:
     result = summarize_scores(scores, with_lpips)
     return {
         "model": str(model.source),

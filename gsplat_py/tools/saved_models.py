@@ -27,14 +27,13 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch import Tensor
 
 from ..data import DataConfig, SceneData, View, load_scene
-from ..errors import ParameterError
 from ..data.world_frame import FRAME_NAMES, WorldFrame, frame_from_comments
+from ..errors import ParameterError
 from ..io.paths import PathLike
 from ..io.ply import read_ply, read_ply_comments
 from ..model import GaussianSplats, params_to_splats
@@ -53,28 +52,30 @@ class SavedModel:
     splats: GaussianSplats
     frame: WorldFrame
     source: Path
-    run: Optional[Path] = None
-    config: Optional[Config] = None
-    step: Optional[int] = None
-    elapsed_s: Optional[float] = None
+    run: Path | None = None
+    config: Config | None = None
+    step: int | None = None
+    elapsed_s: float | None = None
 
     @property
     def sh_degree(self) -> int:
         return self.splats.sh_degree
 
 
-def _run_frame(config: Config, checkpoint: Optional[dict]) -> WorldFrame:
+def _run_frame(config: Config, checkpoint: dict | None) -> WorldFrame:
     if not config.data.normalize:
         return WorldFrame.colmap()
     return WorldFrame.normalized(checkpoint["transform"] if checkpoint is not None else None)
 
 
-def _check_declared_frame(source: Path, frame: WorldFrame, model_frame: Optional[str], reason: str) -> None:
+def _check_declared_frame(source: Path, frame: WorldFrame, model_frame: str | None, reason: str) -> None:
     if model_frame is not None and model_frame != frame.name:
-        raise ValueError(f"{source}: the model is in the {frame.name} frame ({reason}), not the {model_frame} frame")
+        raise ValueError(
+            f"{source}: the model is in the {frame.name} frame ({reason}), not the {model_frame} frame"
+        )
 
 
-def _load_run(run: Path, checkpoint_path: Path, model_frame: Optional[str]) -> SavedModel:
+def _load_run(run: Path, checkpoint_path: Path, model_frame: str | None) -> SavedModel:
     checkpoint = load_checkpoint(checkpoint_path)
     config = config_from_dict(checkpoint["config"])
     step = int(checkpoint["step"])
@@ -85,7 +86,7 @@ def _load_run(run: Path, checkpoint_path: Path, model_frame: Optional[str]) -> S
     return SavedModel(splats, frame, checkpoint_path, run, config, step, float(checkpoint["elapsed_s"]))
 
 
-def _load_ply(path: Path, model_frame: Optional[str]) -> SavedModel:
+def _load_ply(path: Path, model_frame: str | None) -> SavedModel:
     splats = read_ply(path)
     recorded = frame_from_comments(path, read_ply_comments(path))
     run = path.parent if (path.parent / CONFIG_FILE).is_file() else None
@@ -97,7 +98,11 @@ def _load_ply(path: Path, model_frame: Optional[str]) -> SavedModel:
         return SavedModel(splats, frame, path)
     # In a training output folder: the run's scene and step, and its frame unless the header records one.
     checkpoint = load_checkpoint(run) if (run / CHECKPOINT_FILE).is_file() else None
-    config = config_from_dict(checkpoint["config"]) if checkpoint is not None else load_config(str(run / CONFIG_FILE))
+    config = (
+        config_from_dict(checkpoint["config"])
+        if checkpoint is not None
+        else load_config(str(run / CONFIG_FILE))
+    )
     if recorded is not None:
         frame, reason = recorded, "as its header records"
     else:
@@ -108,7 +113,7 @@ def _load_ply(path: Path, model_frame: Optional[str]) -> SavedModel:
     return SavedModel(splats, frame, path, run, config, step, elapsed)
 
 
-def load_model(path: PathLike, model_frame: Optional[str] = None) -> SavedModel:
+def load_model(path: PathLike, model_frame: str | None = None) -> SavedModel:
     """The model at ``path``: a training output folder, a ``checkpoint.pt`` or a PLY file (module docstring).
 
     ``model_frame`` ("colmap" or "normalized") is the frame of a PLY that does not record one; for any other
@@ -122,14 +127,20 @@ def load_model(path: PathLike, model_frame: Optional[str] = None) -> SavedModel:
             return _load_run(path, path / CHECKPOINT_FILE, model_frame)
         if (path / PLY_FILE).is_file():
             return _load_ply(path / PLY_FILE, model_frame)
-        raise ValueError(f"{path}: not a training output folder (expected {CHECKPOINT_FILE} or {PLY_FILE} in it)")
+        raise ValueError(
+            f"{path}: not a training output folder (expected {CHECKPOINT_FILE} or {PLY_FILE} in it)"
+        )
     if not path.exists():
-        raise ValueError(f"{path}: no such file or folder (expected a training output folder, a checkpoint or a .ply)")
+        raise ValueError(
+            f"{path}: no such file or folder (expected a training output folder, a checkpoint or a .ply)"
+        )
     if path.suffix.lower() == ".ply":
         return _load_ply(path, model_frame)
     if path.suffix.lower() == ".pt":
         return _load_run(path.parent, path, model_frame)
-    raise ValueError(f"{path}: not a model (expected a training output folder, a {CHECKPOINT_FILE} or a .ply file)")
+    raise ValueError(
+        f"{path}: not a model (expected a training output folder, a {CHECKPOINT_FILE} or a .ply file)"
+    )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -137,10 +148,10 @@ def load_model(path: PathLike, model_frame: Optional[str] = None) -> SavedModel:
 
 
 def _load_scene(
-    model: SavedModel, data: Optional[Path], data_factor: Optional[int], normalize: bool, need: str
+    model: SavedModel, data: Path | None, data_factor: int | None, normalize: bool, need: str
 ) -> SceneData:
-    """``data`` (else the run's scene), with the run's data factor (unless ``data_factor`` is given), split and
-    cache folder."""
+    """``data`` (else the run's scene), with the run's data factor (unless ``data_factor`` is given), split
+    and cache folder."""
     run_data = model.config.data if model.config is not None else DataConfig()
     if data is None and model.config is None:
         raise ParameterError(
@@ -158,8 +169,8 @@ def _load_scene(
 
 def scene_views(
     model: SavedModel,
-    data: Optional[Path] = None,
-    data_factor: Optional[int] = None,
+    data: Path | None = None,
+    data_factor: int | None = None,
     need: str = "rendering its views",
 ) -> tuple[SavedModel, SceneData]:
     """The model's scene (``data``, else its run's) with every view's camera in the model's frame, and the
@@ -177,11 +188,15 @@ def scene_views(
     change = frame_change(scene_frame, model.frame, str(scene.root))
     if change is not None:
         warnings.warn(
-            f"{scene.root}: the scene's normalisation differs from the one of {model.source}: is this the data it "
-            "was trained on? Its cameras are moved into the model's frame"
+            f"{scene.root}: the scene's normalisation differs from the one of {model.source}: is this the "
+            "data it "
+            "was trained on? Its cameras are moved into the model's frame",
+            stacklevel=2,
         )
         scene = replace(
-            scene, train_views=_views_moved(scene.train_views, change), test_views=_views_moved(scene.test_views, change)
+            scene,
+            train_views=_views_moved(scene.train_views, change),
+            test_views=_views_moved(scene.test_views, change),
         )
     return model, scene
 
@@ -194,7 +209,10 @@ def _views_moved(views: list[View], change: Tensor) -> list[View]:
 
 
 def scene_normalization(
-    model: SavedModel, data: Optional[Path] = None, data_factor: Optional[int] = None, need: str = "the normalised frame"
+    model: SavedModel,
+    data: Path | None = None,
+    data_factor: int | None = None,
+    need: str = "the normalised frame",
 ) -> Tensor:
     """The similarity from COLMAP's frame to the normalised frame of the model's scene: the model's own when
     it records one, else computed from the scene (``data``, else its run's)."""

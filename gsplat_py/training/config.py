@@ -17,7 +17,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 from ..data import DataConfig
 from ..model import INIT_TYPES, ModelConfig
@@ -87,9 +87,11 @@ class TrainConfig:
     eval_steps: list[int] = field(default_factory=list)
     save_every: int = 7_000  # checkpoint period; a checkpoint is always written at the end
     save_renders: bool = True  # test renders beside the ground truth at each evaluation
-    output: Optional[str] = None  # default: outputs/<scene>-<date>-<time>
+    output: str | None = None  # default: outputs/<scene>-<date>-<time>
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
-    device: str = "auto"  # "cpu", "cuda" (or "cuda:N"), or "auto": the GPU when gsplat_py's CUDA kernels are built
+    device: str = (
+        "auto"  # "cpu", "cuda" (or "cuda:N"), or "auto": the GPU when gsplat_py's CUDA kernels are built
+    )
 
 
 def _valid_device(device: str) -> bool:
@@ -110,28 +112,72 @@ class Config:
         checks = [
             (self.data.data_factor >= 1, "data.data_factor", "an int >= 1", self.data.data_factor),
             (self.model.init in INIT_TYPES, "model.init", f"one of {INIT_TYPES}", self.model.init),
-            (0 <= self.model.sh_degree <= MAX_SH_DEGREE, "model.sh_degree", f"0..{MAX_SH_DEGREE}",
-             self.model.sh_degree),
-            (self.model.sh_degree_interval >= 1, "model.sh_degree_interval", "an int >= 1",
-             self.model.sh_degree_interval),
-            (0.0 < self.model.init_opacity < 1.0, "model.init_opacity", "a value in (0, 1)", self.model.init_opacity),
+            (
+                0 <= self.model.sh_degree <= MAX_SH_DEGREE,
+                "model.sh_degree",
+                f"0..{MAX_SH_DEGREE}",
+                self.model.sh_degree,
+            ),
+            (
+                self.model.sh_degree_interval >= 1,
+                "model.sh_degree_interval",
+                "an int >= 1",
+                self.model.sh_degree_interval,
+            ),
+            (
+                0.0 < self.model.init_opacity < 1.0,
+                "model.init_opacity",
+                "a value in (0, 1)",
+                self.model.init_opacity,
+            ),
             (self.model.init_scale > 0.0, "model.init_scale", "a value > 0", self.model.init_scale),
-            (self.model.random_init_count >= 1, "model.random_init_count", "an int >= 1",
-             self.model.random_init_count),
+            (
+                self.model.random_init_count >= 1,
+                "model.random_init_count",
+                "an int >= 1",
+                self.model.random_init_count,
+            ),
             (self.strategy.name in STRATEGIES, "strategy.name", f"one of {STRATEGIES}", self.strategy.name),
             (self.train.steps >= 1, "train.steps", "an int >= 1", self.train.steps),
-            (self.train.eval_every >= 0, "train.eval_every", "an int >= 0 (0: only at the end)",
-             self.train.eval_every),
-            (self.train.save_every >= 0, "train.save_every", "an int >= 0 (0: only at the end)",
-             self.train.save_every),
+            (
+                self.train.eval_every >= 0,
+                "train.eval_every",
+                "an int >= 0 (0: only at the end)",
+                self.train.eval_every,
+            ),
+            (
+                self.train.save_every >= 0,
+                "train.save_every",
+                "an int >= 0 (0: only at the end)",
+                self.train.save_every,
+            ),
             (self.train.threads >= 0, "train.threads", "an int >= 0", self.train.threads),
-            (_valid_device(self.train.device), "train.device", "'auto', 'cpu', 'cuda' or 'cuda:N'",
-             self.train.device),
-            (0.0 <= self.optim.ssim_lambda <= 1.0, "optim.ssim_lambda", "a value in [0, 1]", self.optim.ssim_lambda),
+            (
+                _valid_device(self.train.device),
+                "train.device",
+                "'auto', 'cpu', 'cuda' or 'cuda:N'",
+                self.train.device,
+            ),
+            (
+                0.0 <= self.optim.ssim_lambda <= 1.0,
+                "optim.ssim_lambda",
+                "a value in [0, 1]",
+                self.optim.ssim_lambda,
+            ),
         ]
-        for name in ("means_lr", "means_lr_final", "scales_lr", "quats_lr", "opacities_lr", "sh0_lr", "shN_lr"):
+        for name in (
+            "means_lr",
+            "means_lr_final",
+            "scales_lr",
+            "quats_lr",
+            "opacities_lr",
+            "sh0_lr",
+            "shN_lr",
+        ):
             value = getattr(self.optim, name)
-            checks.append((value >= 0.0 and math.isfinite(value), f"optim.{name}", "a finite value >= 0", value))
+            checks.append(
+                (value >= 0.0 and math.isfinite(value), f"optim.{name}", "a finite value >= 0", value)
+            )
         for ok, name, expected, value in checks:
             if not ok:
                 raise ConfigError(f"{name}: expected {expected}, got {value!r}")
@@ -158,7 +204,9 @@ def _is_optional(tp: Any) -> tuple[bool, Any]:
 def _coerce(value: Any, tp: Any, where: str, from_text: bool) -> Any:
     """``value`` as type ``tp``; strings from the command line are parsed, file values only checked."""
     optional, tp = _is_optional(tp)
-    if optional and (value is None or (from_text and isinstance(value, str) and value.lower() in ("none", "null"))):
+    if optional and (
+        value is None or (from_text and isinstance(value, str) and value.lower() in ("none", "null"))
+    ):
         return None
     if typing.get_origin(tp) is list:
         (item_type,) = typing.get_args(tp)
@@ -170,7 +218,11 @@ def _coerce(value: Any, tp: Any, where: str, from_text: bool) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        if from_text and isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+        if (
+            from_text
+            and isinstance(value, str)
+            and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off")
+        ):
             return value.lower() in ("true", "1", "yes", "on")
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if tp is int:
@@ -240,11 +292,13 @@ def preset_path(name_or_path: str) -> Path:
         if candidate.exists():
             return candidate
         names = sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
-        raise ConfigError(f"{name_or_path}: no such file and no preset of that name (presets: {', '.join(names)})")
+        raise ConfigError(
+            f"{name_or_path}: no such file and no preset of that name (presets: {', '.join(names)})"
+        )
     return path
 
 
-def load_config(name_or_path: Optional[str] = None, base: Optional[Config] = None) -> Config:
+def load_config(name_or_path: str | None = None, base: Config | None = None) -> Config:
     """The defaults (or ``base``) overlaid with a TOML preset or file."""
     config = _deep_copy(base) if base is not None else Config()
     if name_or_path is None:
@@ -269,10 +323,14 @@ def apply_overrides(config: Config, overrides: dict[str, str]) -> Config:
         target: Any = config
         where = ""
         for section in sections:
-            if not dataclasses.is_dataclass(target) or not hasattr(target, section) or not dataclasses.is_dataclass(
-                getattr(target, section)
+            if (
+                not dataclasses.is_dataclass(target)
+                or not hasattr(target, section)
+                or not dataclasses.is_dataclass(getattr(target, section))
             ):
-                raise ConfigError(f"unknown option --{dotted} (no section {section!r}{' in ' + where if where else ''})")
+                raise ConfigError(
+                    f"unknown option --{dotted} (no section {section!r}{' in ' + where if where else ''})"
+                )
             target = getattr(target, section)
             where = f"{where}.{section}" if where else section
         try:

@@ -14,8 +14,8 @@ ever downloaded.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -53,8 +53,8 @@ def render_view(
     params: Params,
     view: View,
     sh_degree: int,
-    viewmat: Optional[Tensor] = None,
-    backgrounds: Optional[Tensor] = None,
+    viewmat: Tensor | None = None,
+    backgrounds: Tensor | None = None,
     absgrad: bool = False,
 ) -> tuple[Tensor, Tensor, dict]:
     """Render ``params`` from ``view`` (its own pose unless ``viewmat`` [4, 4] is given).
@@ -81,7 +81,7 @@ def render_view(
     )
 
 
-def load_lpips() -> Optional[Callable[[Tensor, Tensor], Tensor]]:
+def load_lpips() -> Callable[[Tensor, Tensor], Tensor] | None:
     """LPIPS (AlexNet) if the ``lpips`` package and its backbone weights are installed locally, else None."""
     try:
         import lpips  # optional; its AlexNet backbone comes from torchvision's weights file
@@ -110,8 +110,8 @@ def evaluate_views(
     params: Params,
     views: Sequence[View],
     sh_degree: int,
-    render_dir: Optional[Path] = None,
-    lpips: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
+    render_dir: Path | None = None,
+    lpips: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> dict:
     """Mean and per-view PSNR/SSIM (and LPIPS when given) of renders of ``views`` against their photos.
 
@@ -132,7 +132,7 @@ def evaluate_views(
     return summarize_scores(per_view, lpips is not None)
 
 
-def score_render(render: Tensor, view: View, lpips: Optional[Callable[[Tensor, Tensor], Tensor]] = None) -> dict:
+def score_render(render: Tensor, view: View, lpips: Callable[[Tensor, Tensor], Tensor] | None = None) -> dict:
     """The per-view record ``{"name", "psnr", "ssim"[, "lpips"]}`` of ``render`` [H, W, 3] (in [0, 1])
     against the photo of ``view``."""
     target = image_to_float(view.image.to(render.device))
@@ -156,7 +156,7 @@ def summarize_scores(per_view: list[dict], with_lpips: bool) -> dict:
 
 
 def evaluation_record(
-    result: dict, split: str, num_gaussians: int, step: Optional[int], elapsed_s: Optional[float]
+    result: dict, split: str, num_gaussians: int, step: int | None, elapsed_s: float | None
 ) -> dict:
     """The metrics record (module docstring) of an evaluate_views/summarize_scores ``result``; ``step`` and
     ``elapsed_s`` (training time) are None for a model that was not trained here."""

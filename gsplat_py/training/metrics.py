@@ -64,14 +64,21 @@ def _gaussian_blur(x: Tensor, window: Tensor, padding: str) -> Tensor:
     return F.conv2d(x, horizontal, padding=(0, pad), groups=channels)
 
 
-def _use_fused_ssim(render: Tensor, target: Tensor, window_size: int, sigma: float, data_range: float,
-                    padding: str) -> bool:
+def _use_fused_ssim(
+    render: Tensor, target: Tensor, window_size: int, sigma: float, data_range: float, padding: str
+) -> bool:
     """The compiled SSIM covers the training loss's case: same padding, 11x11, sigma 1.5, range 1, CPU
     float tensors, no gradient wanted for the target (it is ~10x faster than the composed ops here)."""
     return (
-        padding == "same" and window_size == 11 and sigma == 1.5 and data_range == 1.0
-        and render.dim() >= 3 and render.device.type == "cpu" and target.device.type == "cpu"
-        and render.dtype in (torch.float32, torch.float64) and target.dtype == render.dtype
+        padding == "same"
+        and window_size == 11
+        and sigma == 1.5
+        and data_range == 1.0
+        and render.dim() >= 3
+        and render.device.type == "cpu"
+        and target.device.type == "cpu"
+        and render.dtype in (torch.float32, torch.float64)
+        and target.dtype == render.dtype
         and not (torch.is_grad_enabled() and target.requires_grad)
         and _backend.extension_available()
     )
@@ -95,8 +102,9 @@ def ssim(
     _check_images(render, target)
     if _use_fused_ssim(render, target, window_size, sigma, data_range, padding):
         *batch_shape, height, width, channels = render.shape
-        return ops.ssim_same(render.reshape(-1, height, width, channels), target.reshape(-1, height, width, channels)
-                             ).reshape(batch_shape)
+        return ops.ssim_same(
+            render.reshape(-1, height, width, channels), target.reshape(-1, height, width, channels)
+        ).reshape(batch_shape)
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
     if window_size < 1 or window_size % 2 == 0:

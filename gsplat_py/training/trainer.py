@@ -23,7 +23,6 @@ import time
 import warnings
 from datetime import datetime
 from pathlib import Path
-from typing import Optional, Union
 
 import torch
 from tqdm.auto import tqdm
@@ -110,7 +109,10 @@ def _to_device(value, device: torch.device):
 
 def _all_finite(params: Params) -> bool:
     # a finite sum proves every entry finite; only a non-finite sum (or an overflow) needs the full check
-    return all(bool(torch.isfinite(p.detach().sum())) or bool(torch.isfinite(p.detach()).all()) for p in params.values())
+    return all(
+        bool(torch.isfinite(p.detach().sum())) or bool(torch.isfinite(p.detach()).all())
+        for p in params.values()
+    )
 
 
 class Trainer:
@@ -123,8 +125,8 @@ class Trainer:
     def __init__(
         self,
         config: Config,
-        scene: Optional[SceneData] = None,
-        checkpoint: Optional[dict] = None,
+        scene: SceneData | None = None,
+        checkpoint: dict | None = None,
         progress: bool = True,
     ):
         config.validate()
@@ -146,24 +148,31 @@ class Trainer:
             raise TrainingError(f"{self.scene.root}: the scene has no training views")
         self.scene_scale = self.scene.scene_scale
         if not self.scene_scale > 0.0:  # all training cameras at one position: no extent to scale by
-            warnings.warn(f"{self.scene.root}: the cameras share one position, so the scene scale is 0; using 1.0")
+            warnings.warn(
+                f"{self.scene.root}: the cameras share one position, so the scene scale is 0; using 1.0",
+                stacklevel=2,
+            )
             self.scene_scale = 1.0
         self.eval_views = self.scene.test_views or self.scene.train_views
         self.eval_split = "test" if self.scene.test_views else "train"
-        self.train_camtoworlds = torch.stack([v.camera_to_world() for v in self.scene.train_views]).to(self.device)
+        self.train_camtoworlds = torch.stack([v.camera_to_world() for v in self.scene.train_views]).to(
+            self.device
+        )
 
         self.strategy = config.strategy.default if config.strategy.name == "default" else config.strategy.mcmc
         if checkpoint is not None:
             initial = checkpoint["params"]
         else:
             initial = self._initial_params()
-        self.params = {k: torch.nn.Parameter(v.detach().to(self.device, copy=True)) for k, v in initial.items()}
+        self.params = {
+            k: torch.nn.Parameter(v.detach().to(self.device, copy=True)) for k, v in initial.items()
+        }
         self.optimizers = self._make_optimizers()
         self.strategy_state = self.strategy.initialize_state(scene_scale=self.scene_scale)
         self.strategy.check_sanity(self.params, self.optimizers)
 
-        self.pose_correction: Optional[PoseCorrection] = None
-        self.pose_optimizer: Optional[torch.optim.Optimizer] = None
+        self.pose_correction: PoseCorrection | None = None
+        self.pose_optimizer: torch.optim.Optimizer | None = None
         if config.pose_opt.enabled:
             self.pose_correction = PoseCorrection(len(self.scene.train_views)).to(self.device)
             self.pose_optimizer = torch.optim.Adam(
@@ -180,7 +189,7 @@ class Trainer:
             self._restore(checkpoint)
 
     @classmethod
-    def resume(cls, run: PathLike, config: Optional[Config] = None, progress: bool = True) -> "Trainer":
+    def resume(cls, run: PathLike, config: Config | None = None, progress: bool = True) -> Trainer:
         """Continue the run in folder ``run`` with its saved config (or ``config``, e.g. more steps)."""
         checkpoint = load_checkpoint(run)
         config = config if config is not None else config_from_dict(checkpoint["config"])
@@ -193,9 +202,14 @@ class Trainer:
         model = self.config.model
         points, colors = self.scene.points, self.scene.point_colors
         if model.init == "sfm" and points.shape[0] == 0:
-            warnings.warn(f"{self.scene.root}: the COLMAP model has no 3D points; using random initialisation")
+            warnings.warn(
+                f"{self.scene.root}: the COLMAP model has no 3D points; using random initialisation",
+                stacklevel=2,
+            )
         if model.init == "random" or points.shape[0] == 0:
-            points, colors = random_points(model.random_init_count, model.random_init_extent * self.scene_scale)
+            points, colors = random_points(
+                model.random_init_count, model.random_init_extent * self.scene_scale
+            )
         return init_params(points, colors, model.sh_degree, model.init_opacity, model.init_scale)
 
     def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -226,7 +240,9 @@ class Trainer:
 
     def _next_view(self) -> int:
         if not self.view_order:
-            self.view_order = torch.randperm(len(self.scene.train_views), generator=self.view_generator).tolist()
+            self.view_order = torch.randperm(
+                len(self.scene.train_views), generator=self.view_generator
+            ).tolist()
         return self.view_order.pop()
 
     def train_step(self) -> tuple[float, torch.Tensor, torch.Tensor]:
@@ -240,13 +256,19 @@ class Trainer:
 
         viewmat = view.world_to_camera
         if self.pose_correction is not None:
-            camtoworld = self.pose_correction(self.train_camtoworlds[view_index : view_index + 1],
-                                              torch.tensor([view_index], device=self.device))[0]
+            camtoworld = self.pose_correction(
+                self.train_camtoworlds[view_index : view_index + 1],
+                torch.tensor([view_index], device=self.device),
+            )[0]
             viewmat = torch.linalg.inv(camtoworld)
         # drawn on the CPU: the same backgrounds on every device for one seed
         backgrounds = torch.rand(1, 3).to(self.device) if optim.random_background else None
         colors, _, info = render_view(
-            self.params, view, self.config.model.sh_degree_at(step), viewmat=viewmat, backgrounds=backgrounds,
+            self.params,
+            view,
+            self.config.model.sh_degree_at(step),
+            viewmat=viewmat,
+            backgrounds=backgrounds,
             absgrad=getattr(self.strategy, "absgrad", False),
         )
         self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, step, info)
@@ -279,16 +301,27 @@ class Trainer:
         return loss_value, colors.detach(), target
 
     def _due(self, every: int, extra: tuple[int, ...] = ()) -> bool:
-        return self.step == self.config.train.steps or (every > 0 and self.step % every == 0) or self.step in extra
+        return (
+            self.step == self.config.train.steps
+            or (every > 0 and self.step % every == 0)
+            or self.step in extra
+        )
 
-    def train(self, until: Optional[int] = None) -> list[dict]:
+    def train(self, until: int | None = None) -> list[dict]:
         """Train to ``config.train.steps`` (or stop after step ``until``, with the schedules still set by
         ``config.train.steps``), evaluating and checkpointing on schedule; returns the records."""
         train = self.config.train
         last_step = train.steps if until is None else min(until, train.steps)
         write_text_atomically(self.output / CONFIG_FILE, config_to_toml(self.config))
-        bar = tqdm(total=train.steps, initial=self.step, unit="step", dynamic_ncols=True, smoothing=0.05,
-                   mininterval=0.5, disable=not self.progress)
+        bar = tqdm(
+            total=train.steps,
+            initial=self.step,
+            unit="step",
+            dynamic_ncols=True,
+            smoothing=0.05,
+            mininterval=0.5,
+            disable=not self.progress,
+        )
         clock = time.perf_counter()
         try:
             while self.step < last_step:
@@ -296,8 +329,12 @@ class Trainer:
                 bar.update(1)
                 if self.step % 10 == 0 or self.step == train.steps:
                     mse = float((render - target).square().mean())
-                    bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{-10.0 * math.log10(max(mse, 1e-10)):.2f}",
-                                    gaussians=self.num_gaussians, refresh=False)
+                    bar.set_postfix(
+                        loss=f"{loss:.4f}",
+                        psnr=f"{-10.0 * math.log10(max(mse, 1e-10)):.2f}",
+                        gaussians=self.num_gaussians,
+                        refresh=False,
+                    )
                 eval_due = self._due(train.eval_every, tuple(train.eval_steps))
                 save_due = self._due(train.save_every)
                 if eval_due or save_due:
@@ -325,8 +362,12 @@ class Trainer:
     def evaluate(self) -> dict:
         """Score the current model on the held-out views (the training views if none are held out) and
         append the record to ``metrics.json``."""
-        render_dir = self.output / "renders" / f"step_{self.step:06d}" if self.config.train.save_renders else None
-        result = evaluate_views(self.params, self.eval_views, self.config.model.sh_degree_at(self.step), render_dir, self.lpips)
+        render_dir = (
+            self.output / "renders" / f"step_{self.step:06d}" if self.config.train.save_renders else None
+        )
+        result = evaluate_views(
+            self.params, self.eval_views, self.config.model.sh_degree_at(self.step), render_dir, self.lpips
+        )
         record = evaluation_record(result, self.eval_split, self.num_gaussians, self.step, self.elapsed_s)
         self.metrics = [r for r in self.metrics if r["step"] != self.step] + [record]
         write_text_atomically(self.output / METRICS_FILE, json.dumps(self.metrics, indent=1) + "\n")
@@ -342,7 +383,8 @@ class Trainer:
         """Write ``checkpoint.pt`` and ``point_cloud.ply`` (atomically; refuses non-finite parameters)."""
         if not _all_finite(self.params):
             raise TrainingError(
-                f"non-finite Gaussian parameters at step {self.step}; not saved, {self.last_checkpoint_note()}"
+                f"non-finite Gaussian parameters at step {self.step}; not saved, "
+                f"{self.last_checkpoint_note()}"
             )
         checkpoint = {
             "format": CHECKPOINT_FORMAT,
@@ -350,7 +392,9 @@ class Trainer:
             "params": {name: p.detach().cpu() for name, p in self.params.items()},
             "optimizers": {name: o.state_dict() for name, o in self.optimizers.items()},
             "strategy_state": self.strategy_state,
-            "pose_correction": self.pose_correction.state_dict() if self.pose_correction is not None else None,
+            "pose_correction": self.pose_correction.state_dict()
+            if self.pose_correction is not None
+            else None,
             "pose_optimizer": self.pose_optimizer.state_dict() if self.pose_optimizer is not None else None,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
@@ -364,8 +408,11 @@ class Trainer:
         }
         with atomic_open(self.output / CHECKPOINT_FILE) as file:
             torch.save(checkpoint, file)
-        write_ply(self.output / PLY_FILE, params_to_splats(self.params),
-                  frame_comments(WorldFrame.normalized(self.scene.transform)))
+        write_ply(
+            self.output / PLY_FILE,
+            params_to_splats(self.params),
+            frame_comments(WorldFrame.normalized(self.scene.transform)),
+        )
 
     def _restore(self, checkpoint: dict) -> None:
         for name, optimizer in self.optimizers.items():
@@ -373,7 +420,9 @@ class Trainer:
         self.strategy_state = _to_device(checkpoint["strategy_state"], self.device)
         if self.pose_correction is not None:
             if checkpoint["pose_correction"] is None:
-                raise TrainingError("the checkpoint was trained without pose optimisation; cannot resume with it")
+                raise TrainingError(
+                    "the checkpoint was trained without pose optimisation; cannot resume with it"
+                )
             self.pose_correction.load_state_dict(checkpoint["pose_correction"])
             self.pose_optimizer.load_state_dict(checkpoint["pose_optimizer"])
         torch.set_rng_state(checkpoint["torch_rng"])
@@ -385,4 +434,7 @@ class Trainer:
         self.elapsed_s = float(checkpoint["elapsed_s"])
         self.metrics = list(checkpoint["metrics"])
         if not torch.allclose(checkpoint["transform"].double(), self.scene.transform.double(), atol=1e-6):
-            warnings.warn("the scene's normalisation differs from the checkpoint's: is this the same data?")
+            warnings.warn(
+                "the scene's normalisation differs from the checkpoint's: is this the same data?",
+                stacklevel=2,
+            )
