@@ -323,9 +323,10 @@ def _run_eval(args: argparse.Namespace) -> int:
     selection = select_cameras(model, args.split, data=Path(args.data) if args.data else None)
     options = RenderOptions(device=args.device, overwrite=True)
     if args.no_renders:
-        record = score_views(model, selection, options)
+        record: dict | None = score_views(model, selection, options)
     else:
         record = render_to_folder(model, selection, run / "eval_renders", options)
+    assert record is not None, "a split's views are scored"
     write_text_atomically(run / "eval.json", json.dumps(record, indent=1) + "\n")
     if args.json:
         print(json.dumps(record, indent=1))

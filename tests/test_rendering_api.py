@@ -10,7 +10,6 @@ import sys
 import pytest
 import torch
 
-import gsplat_py
 from gsplat_py import rasterization
 from gsplat_py.rendering import _backend
 
@@ -308,8 +307,7 @@ def test_auto_falls_back_to_reference(monkeypatch):
 
 def test_auto_falls_back_when_the_extension_does_not_import(monkeypatch):
     monkeypatch.setitem(sys.modules, "gsplat_py._C", None)  # makes the import raise ImportError
-    monkeypatch.delattr(gsplat_py, "_C", raising=False)
-    monkeypatch.setattr(_backend, "_state", {"checked": False, "available": False, "error": None})
+    monkeypatch.setattr(_backend, "_state", _backend._LoadState())
     with pytest.warns(RuntimeWarning, match="pure-PyTorch reference"):
         _, _, meta = render(random_scene(), backend="auto")
     assert meta["backend"] == "reference"

@@ -264,7 +264,7 @@ def _image_folder(root: Path, data_factor: int) -> tuple[Path, bool]:
 
 def _image_files(folder: Path) -> list[str]:
     """The image files under ``folder`` (relative POSIX paths), hidden files and folders left out."""
-    files = []
+    files: list[str] = []
     for directory, subdirectories, names in os.walk(folder):
         subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
         relative = Path(directory).relative_to(folder)
@@ -437,6 +437,7 @@ class _ImageLoader:
             pixels = _to_tensor(_decode(path))
             return pixels, self._camera_for(path, camera_id, pixels)
         key = self._cache_key(path, self.cameras[camera_id])
+        assert self.cache is not None, "a cache is given whenever an image is downscaled or undistorted"
         cached = self.cache.get(name, key)
         if cached is not None:
             return cached

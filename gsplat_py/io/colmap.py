@@ -301,6 +301,7 @@ _POINT2D = np.dtype([("xy", "<f8", (2,)), ("point3D_id", "<i8")])
 _POINT3D = np.dtype(
     [("id", "<u8"), ("xyz", "<f8", (3,)), ("rgb", "u1", (3,)), ("error", "<f8"), ("track_length", "<u8")]
 )
+_TRACK_LENGTH_OFFSET = _POINT3D.itemsize - 8  # the record's last field
 _TRACK_ELEMENT = np.dtype([("image_id", "<i4"), ("point2D_idx", "<i4")])
 
 
@@ -404,7 +405,7 @@ def _read_points_bin(path: Path) -> Points3D:
     for i in range(count):
         where = f"point {i + 1} of {count}"
         header_chunks.append(reader.take(_POINT3D.itemsize, where))
-        (track_length,) = _U64.unpack_from(header_chunks[-1], _POINT3D.fields["track_length"][1])
+        (track_length,) = _U64.unpack_from(header_chunks[-1], _TRACK_LENGTH_OFFSET)
         track_chunks.append(reader.take(track_length * _TRACK_ELEMENT.itemsize, where))
     reader.expect_end("point")
     header = np.frombuffer(b"".join(header_chunks), _POINT3D)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
@@ -62,10 +63,11 @@ class VideoWriter:
         self.path = os.fspath(path)
         self.fps = fps
         self.frame_count = 0
-        self._file_context = None
-        self._container = None
-        self._stream = None
-        self._size: tuple[int, int] | None = None
+        # PyAV objects (untyped), created by __enter__ and the first add()
+        self._file_context: Any = None
+        self._container: Any = None
+        self._stream: Any = None
+        self._size = (0, 0)
 
     def __enter__(self) -> VideoWriter:
         self._file_context = atomic_open(self.path)

@@ -1,6 +1,8 @@
 """Loads the compiled extension (gsplat_py._C) that registers the torch.ops.gsplat_py ops."""
 
+import importlib
 import warnings
+from dataclasses import dataclass
 
 import torch
 
@@ -9,25 +11,32 @@ BUILD_HINT = (
     "with `pip install --no-build-isolation .` (see README)"
 )
 
-_state = {"checked": False, "available": False, "error": None}
+
+@dataclass
+class _LoadState:
+    checked: bool = False
+    available: bool = False
+    error: ImportError | None = None
+
+
+_state = _LoadState()
 
 
 def extension_available() -> bool:
     """True when the compiled ops are loaded; warns once (with the build command) when they are not."""
-    if not _state["checked"]:
-        _state["checked"] = True
+    if not _state.checked:
+        _state.checked = True
         try:
-            from .. import _C  # noqa: F401  (importing registers the ops)
-
-            _state["available"] = True
+            importlib.import_module("gsplat_py._C")  # importing registers the ops
+            _state.available = True
         except ImportError as error:
-            _state["error"] = error
+            _state.error = error
             warnings.warn(
                 f"{BUILD_HINT}; using the slow pure-PyTorch reference instead ({error})",
                 RuntimeWarning,
                 stacklevel=2,
             )
-    return _state["available"]
+    return _state.available
 
 
 def cuda_backend_available() -> bool:
@@ -66,14 +75,14 @@ def resolve_device(name: str) -> torch.device:
 def require_extension() -> None:
     """Raises a RuntimeError that says how to build the extension when it is missing."""
     if not extension_available():
-        raise RuntimeError(f"{BUILD_HINT}. Import error: {_state['error']}")
+        raise RuntimeError(f"{BUILD_HINT}. Import error: {_state.error}")
 
 
 def build_report() -> list[str]:
     """Lines saying which compiled backends this installation has and which kernels this machine uses."""
     lines = [f"torch {torch.__version__} (CUDA {torch.version.cuda or 'none'})"]
     if not extension_available():
-        lines.append(f"compiled backends: none ({_state['error']}); the pure-PyTorch reference is used")
+        lines.append(f"compiled backends: none ({_state.error}); the pure-PyTorch reference is used")
         return lines
     simd = torch.ops.gsplat_py.simd_level()
     lines.append(

@@ -11,6 +11,7 @@ import math
 import operator
 import warnings
 from collections.abc import Sequence
+from typing import SupportsIndex, cast
 
 import torch
 from torch import Tensor
@@ -93,7 +94,7 @@ def _check_shape(name: str, x: object, specs: Sequence[Sequence[Dim]], dims: _Di
 
 def _check_dtype_device(tensors: dict[str, Tensor | None]) -> None:
     """All given tensors: floating, float32/float64, one common dtype and one common device."""
-    ref_name, ref = next(iter(tensors.items()))
+    ref_name, ref = next((name, x) for name, x in tensors.items() if x is not None)
     for name, x in tensors.items():
         if x is None:
             continue
@@ -104,8 +105,7 @@ def _check_dtype_device(tensors: dict[str, Tensor | None]) -> None:
         if x.dtype != ref.dtype:
             raise ValueError(
                 f"{name}: expected dtype {ref.dtype} (from {ref_name}; all float inputs must share one "
-                "dtype), "
-                f"got {x.dtype}"
+                f"dtype), got {x.dtype}"
             )
         if x.device != ref.device:
             raise ValueError(
@@ -139,7 +139,7 @@ def _check_int(name: str, value: object, minimum: int, maximum: int | None = Non
     if isinstance(value, bool) or isinstance(value, float):
         raise ValueError(f"{name}: expected {expected}, got {value!r} ({type(value).__name__})")
     try:
-        ivalue = operator.index(value)  # int, numpy ints, 0-dim integer tensors
+        ivalue = operator.index(cast(SupportsIndex, value))  # int, numpy ints, 0-dim integer tensors
     except TypeError:
         raise ValueError(f"{name}: expected {expected}, got {value!r} ({type(value).__name__})") from None
     if ivalue < minimum or (maximum is not None and ivalue > maximum):
@@ -165,7 +165,7 @@ def _check_choice(name: str, value: object, choices: Sequence[str]) -> str:
 
 def _check_camera_model(camera_model: object) -> str:
     if camera_model in CAMERA_MODELS:
-        return camera_model  # type: ignore[return-value]
+        return camera_model
     supported = ", ".join(repr(c) for c in CAMERA_MODELS)
     if camera_model in UNIMPLEMENTED_CAMERA_MODELS:
         raise NotImplementedError(

@@ -146,8 +146,8 @@ def project_gaussians(
     means2d = torch.where(valid[..., None], means2d, 0.0)
     depths = torch.where(valid, mean_c[..., 2], 0.0)
     conics = torch.where(valid[..., None], conics, 0.0)
-    compensations = torch.where(valid, compensations, 0.0) if calc_compensations else None
-    return radii, means2d, depths, conics, compensations
+    culled_compensations = torch.where(valid, compensations, 0.0) if calc_compensations else None
+    return radii, means2d, depths, conics, culled_compensations
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -364,7 +364,7 @@ def rasterize_to_pixels(
     absgrad_buffer = None
     if absgrad:
         absgrad_buffer = torch.zeros(C * N, 2, dtype=dtype, device=device)
-        means2d.absgrad = absgrad_buffer.view(C, N, 2)
+        means2d.absgrad = absgrad_buffer.view(C, N, 2)  # type: ignore[attr-defined]  # gsplat's attribute
 
     # Each tile's range [start, end) in flatten_ids.
     starts = isect_offsets.reshape(-1).long()

@@ -124,7 +124,7 @@ def _unit_quat_components(quats: Tensor) -> tuple[Tensor, ...]:
 
 
 def _rotate(
-    quat: tuple[Tensor, ...], v: Sequence[Tensor], inverse: bool = False
+    quat: tuple[Tensor, ...], v: Sequence[Tensor] | Tensor, inverse: bool = False
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Rotate the vectors with components v = (vx, vy, vz) by the unit quaternions quat = (w, x, y, z).
 

@@ -106,12 +106,12 @@ def cameras_from_views(views: Sequence[View]) -> list[Camera]:
 
 
 def _output_size(width: int, height: int, new_width: int | None, new_height: int | None) -> tuple[int, int]:
-    if new_width is None and new_height is None:
-        return width, height
-    if new_height is None:
+    if new_width is not None and new_height is None:
         return new_width, max(1, round(new_width * height / width))
-    if new_width is None:
+    if new_width is None and new_height is not None:
         return max(1, round(new_height * width / height)), new_height
+    if new_width is None or new_height is None:
+        return width, height
     return new_width, new_height
 
 

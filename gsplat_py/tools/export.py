@@ -47,7 +47,8 @@ def splats_in_frame(
     normalization = scene_normalization(model, data, data_factor, need=f"exporting in the {frame} frame")
     source = model.frame if model.frame.from_colmap is not None else WorldFrame.normalized(normalization)
     target = WorldFrame.colmap() if frame == "colmap" else WorldFrame.normalized(normalization)
-    return transform_splats(model.splats, frame_change(source, target, str(model.source))), target
+    change = frame_change(source, target, str(model.source))
+    return (model.splats if change is None else transform_splats(model.splats, change)), target
 
 
 def default_export_path(model: SavedModel, file_format: str, frame: WorldFrame) -> Path:

@@ -36,22 +36,22 @@ SAME_TRANSFORM_ATOL = 1e-6
 
 def quaternion_from_rotation(rotation: Tensor) -> Tensor:
     """The unit quaternion (w, x, y, z) of a 3x3 rotation matrix (Shepperd's method: no cancellation)."""
-    m = rotation.double()
-    trace = float(m[0, 0] + m[1, 1] + m[2, 2])
+    m = rotation.double().tolist()
+    trace = m[0][0] + m[1][1] + m[2][2]
     if trace > 0.0:
         s = 2.0 * math.sqrt(1.0 + trace)
-        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
-    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
-        s = 2.0 * math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
-        q = [(m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s]
-    elif m[1, 1] > m[2, 2]:
-        s = 2.0 * math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
-        q = [(m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s]
+        q = [0.25 * s, (m[2][1] - m[1][2]) / s, (m[0][2] - m[2][0]) / s, (m[1][0] - m[0][1]) / s]
+    elif m[0][0] > m[1][1] and m[0][0] > m[2][2]:
+        s = 2.0 * math.sqrt(1.0 + m[0][0] - m[1][1] - m[2][2])
+        q = [(m[2][1] - m[1][2]) / s, 0.25 * s, (m[0][1] + m[1][0]) / s, (m[0][2] + m[2][0]) / s]
+    elif m[1][1] > m[2][2]:
+        s = 2.0 * math.sqrt(1.0 + m[1][1] - m[0][0] - m[2][2])
+        q = [(m[0][2] - m[2][0]) / s, (m[0][1] + m[1][0]) / s, 0.25 * s, (m[1][2] + m[2][1]) / s]
     else:
-        s = 2.0 * math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
-        q = [(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s]
-    q = torch.tensor([float(v) for v in q], dtype=torch.float64)
-    return q / q.norm()
+        s = 2.0 * math.sqrt(1.0 + m[2][2] - m[0][0] - m[1][1])
+        q = [(m[1][0] - m[0][1]) / s, (m[0][2] + m[2][0]) / s, (m[1][2] + m[2][1]) / s, 0.25 * s]
+    quaternion = torch.tensor(q, dtype=torch.float64)
+    return quaternion / quaternion.norm()
 
 
 def _multiply_quaternions(a: Tensor, b: Tensor) -> Tensor:
@@ -158,11 +158,10 @@ def frame_change(source: WorldFrame, target: WorldFrame, what: str) -> Tensor | 
             return None
         if torch.allclose(source.from_colmap, target.from_colmap, atol=SAME_TRANSFORM_ATOL, rtol=0.0):
             return None
-    for frame in (source, target):
-        if frame.from_colmap is None:
-            raise ParameterError(
-                "data",
-                f"{what}: cannot convert from the {source.name} frame to the {target.name} frame without the "
-                "scene's normalisation: give the scene with {data}",
-            )
+    if source.from_colmap is None or target.from_colmap is None:
+        raise ParameterError(
+            "data",
+            f"{what}: cannot convert from the {source.name} frame to the {target.name} frame without the "
+            "scene's normalisation: give the scene with {data}",
+        )
     return target.from_colmap @ invert_similarity(source.from_colmap)

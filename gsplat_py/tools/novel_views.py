@@ -116,15 +116,15 @@ def depth_colour_range(
     such Gaussian exists (each frame then uses its own range)."""
     means = splats.means[splats.opacities() >= DEPTH_MIN_ALPHA].double()
     means = means[:: max(1, math.ceil(means.shape[0] / max_points))]
-    depths = []
+    visible_depths = []
     for camera in cameras:
         points = means @ camera.world_to_camera[:3, :3].T + camera.world_to_camera[:3, 3]
         z = points[:, 2]
         in_front = z > 1e-6
         u = camera.K[0, 0] * points[:, 0] / z + camera.K[0, 2]
         v = camera.K[1, 1] * points[:, 1] / z + camera.K[1, 2]
-        depths.append(z[in_front & (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)])
-    depths = torch.cat(depths) if depths else torch.zeros(0)
+        visible_depths.append(z[in_front & (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)])
+    depths = torch.cat(visible_depths) if visible_depths else torch.zeros(0)
     if depths.numel() == 0:
         return None
     near, far = np.percentile(depths.numpy(), DEPTH_PERCENTILES)
@@ -392,7 +392,7 @@ def render_to_folder(
             rgb = float_to_uint8(frame.rgb)
             stem = stems[index]
             write_png(folders["images"] / f"{stem}.png", rgb)
-            if options.depth:
+            if frame.depth is not None:
                 depth = frame.depth.cpu().numpy().astype(np.float32)
                 with atomic_open(folders["depth"] / f"{stem}.npy") as file:
                     np.save(file, depth)
@@ -443,6 +443,7 @@ def score_views(model: SavedModel, selection: CameraSelection, options: RenderOp
 def _metrics_record(
     model: SavedModel, selection: CameraSelection, scores: list[dict], with_lpips: bool
 ) -> dict:
+    assert selection.split is not None, "scene views come with their split"
     result = summarize_scores(scores, with_lpips)
     return {
         "model": str(model.source),

@@ -148,7 +148,7 @@ def score_render(render: Tensor, view: View, lpips: Callable[[Tensor, Tensor], T
 
 def summarize_scores(per_view: list[dict], with_lpips: bool) -> dict:
     """The means over the per-view records, and the records under ``views`` (what evaluate_views returns)."""
-    result = {key: _mean(per_view, key) for key in ("psnr", "ssim")}
+    result: dict = {key: _mean(per_view, key) for key in ("psnr", "ssim")}
     if with_lpips:
         result["lpips"] = _mean(per_view, "lpips")
     result["views"] = per_view

@@ -29,6 +29,8 @@ def rotation_6d_to_matrix(d6: Tensor) -> Tensor:
 class PoseCorrection(torch.nn.Module):
     """``num_cameras`` learnable SE(3) corrections, all starting at the identity."""
 
+    identity_6d: Tensor
+
     def __init__(self, num_cameras: int):
         super().__init__()
         self.deltas = torch.nn.Parameter(torch.zeros(num_cameras, 9))

@@ -418,7 +418,7 @@ class Trainer:
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(checkpoint["optimizers"][name])
         self.strategy_state = _to_device(checkpoint["strategy_state"], self.device)
-        if self.pose_correction is not None:
+        if self.pose_correction is not None and self.pose_optimizer is not None:
             if checkpoint["pose_correction"] is None:
                 raise TrainingError(
                     "the checkpoint was trained without pose optimisation; cannot resume with it"
