@@ -1,33 +1,41 @@
 """Builds gsplat_py and its C++ extension (gsplat_py._C).
 
-Build against the torch you already have, without build isolation, so pip never downloads another torch:
+Build against the torch you already have, without build isolation, so pip never downloads another torch
+(README, "Install"):
 
-    pip install torch==2.13.0            # or any torch >= 2.1 you already use
-    pip install --no-build-isolation -e .
+    pip install torch==2.13.0 ninja setuptools wheel     # or any torch >= 2.1 you already use
+    pip install --no-build-isolation ".[test]"           # -e for development
 
 The CUDA backend (csrc/cuda) is built too when this torch has CUDA and a CUDA toolkit (nvcc) is found;
-GSPLAT_PY_CUDA=0 builds the CPU backend only. The build says which in one line.
+GSPLAT_PY_CUDA=0 builds the CPU backend only (`gsplat-py info` says what was built). The wheel carries the
+training presets (gsplat_py/configs) and the bundled sample scene (data/snowmiku, as gsplat_py/_bundled).
 """
 
 import glob
 import os
 import platform
+import runpy
+import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 try:
     import torch
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 except ImportError:
     sys.exit(
-        "gsplat_py builds its C++ extension against the installed PyTorch, and none was found.\n"
-        "Install torch first (e.g. `pip install torch==2.13.0`), then build without isolation:\n"
-        "    pip install --no-build-isolation -e ."
+        "gsplat_py builds its C++ extension against an installed PyTorch, and this build environment has "
+        "none.\nIf torch is installed, pip's build isolation hid it: build with --no-build-isolation, e.g.\n"
+        '    pip install --no-build-isolation ".[test]"\n'
+        "Otherwise install torch first (e.g. `pip install torch==2.13.0 ninja setuptools wheel`)."
     )
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+VERSION = runpy.run_path(os.path.join(HERE, "gsplat_py", "_version.py"))["__version__"]
+SAMPLE_SCENE = os.path.join("data", "snowmiku")  # copied into the wheel as gsplat_py/_bundled/snowmiku
 TORCH_VERSION = torch.__version__.split("+")[0]
 
 # -fno-math-errno lets sqrt/exp calls vectorise without changing any result; -ffast-math is not used
@@ -106,19 +114,38 @@ def extension():
     )
 
 
+class BuildPyWithSampleScene(build_py):
+    """Also copies the bundled sample scene into the package, where gsplat_py.data.scenes finds it."""
+
+    def run(self):
+        super().run()
+        if not self.editable_mode and os.path.isdir(SAMPLE_SCENE):
+            target = os.path.join(self.build_lib, "gsplat_py", "_bundled", os.path.basename(SAMPLE_SCENE))
+            shutil.copytree(SAMPLE_SCENE, target, dirs_exist_ok=True)
+
+
 setup(
     name="gsplat_py",
-    version="0.1.0",
+    version=VERSION,
     description="Differentiable 3D Gaussian splatting with fast C++ CPU and CUDA rasterizers",
     packages=find_packages(include=["gsplat_py", "gsplat_py.*"]),
+    package_data={"gsplat_py": ["configs/*.toml"]},
     python_requires=">=3.11",
     # The extension is tied to the torch it was compiled against: require exactly that one, so that
     # installing gsplat_py can never replace the user's torch.
     install_requires=[f"torch=={TORCH_VERSION}", "numpy", "pillow", "plyfile", "tqdm"],
-    # video: MP4 output of `gsplat-py render --video` (PyAV bundles its own FFmpeg).
-    extras_require={"test": ["pytest"], "video": ["av>=12"]},
+    extras_require={
+        "test": ["pytest"],
+        # video: MP4 output of `gsplat-py render --video` (PyAV bundles its own FFmpeg).
+        "video": ["av>=12"],
+        # dev: the checks .ci/run runs (pinned, so formatting does not drift with new releases), and sdists.
+        "dev": ["ruff==0.17.6", "mypy==2.4.1", "clang-format==19.1.7", "build"],
+    },
     entry_points={"console_scripts": ["gsplat-py=gsplat_py.cli:main"]},
     ext_modules=[extension()],
-    cmdclass={"build_ext": BuildWithSimdKernels.with_options(use_ninja=True)},
+    cmdclass={
+        "build_ext": BuildWithSimdKernels.with_options(use_ninja=True),
+        "build_py": BuildPyWithSampleScene,
+    },
     zip_safe=False,
 )

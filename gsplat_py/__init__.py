@@ -12,7 +12,7 @@ import os
 # reads this when torch loads it, so it is set before importing torch; a value the user set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from ._version import __version__  # noqa: E402
 from .rendering import rasterization  # noqa: E402
 
-__version__ = "0.1.0"
 __all__ = ["rasterization", "__version__"]

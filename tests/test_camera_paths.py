@@ -32,15 +32,16 @@ TARGET = np.array([0.7, -1.2, 2.0])
 UP = np.array([0.3, 0.2, 0.9]) / np.linalg.norm([0.3, 0.2, 0.9])
 
 
-def training_cameras(count: int = 12) -> list[Camera]:
-    """An uneven half ring around TARGET in the plane perpendicular to UP, at varying heights, all looking
-    at TARGET: the fitted centre must be TARGET and the fitted up UP (up to the heights' tilt)."""
+def training_cameras(count: int = 12, full_ring: bool = False) -> list[Camera]:
+    """An uneven half ring (or a whole ring) around TARGET in the plane perpendicular to UP, at varying
+    heights, all looking at TARGET: the fitted centre must be TARGET and the fitted up UP (up to the
+    heights' tilt)."""
     side = np.cross(UP, [1.0, 0.0, 0.0])
     side /= np.linalg.norm(side)
     other = np.cross(UP, side)
     cameras = []
     for i in range(count):
-        angle = math.pi * i / (count - 1)
+        angle = 2.0 * math.pi * i / count if full_ring else math.pi * i / (count - 1)
         centre = (
             TARGET + 3.0 * math.cos(angle) * side + 2.0 * math.sin(angle) * other + (0.8 + 0.1 * (i % 3)) * UP
         )
@@ -99,6 +100,35 @@ def test_ellipse_path_keeps_the_scene_centre_at_the_image_centre():
     )  # starts there
     centres = np.stack([camera.camera_to_world()[:3, 3].numpy() for camera in path])
     assert len(np.unique(centres.round(6), axis=0)) == 10  # no two frames at one place
+
+
+def _azimuths(cameras: list[Camera]) -> np.ndarray:
+    """Angles (degrees, counter-clockwise about UP) of the cameras' directions from TARGET."""
+    side = np.cross(UP, [1.0, 0.0, 0.0])
+    side /= np.linalg.norm(side)
+    other = np.cross(UP, side)
+    offsets = np.stack([camera.camera_to_world()[:3, 3].numpy() - TARGET for camera in cameras])
+    return np.degrees(np.arctan2(offsets @ other, offsets @ side))
+
+
+def test_ellipse_path_stays_on_the_side_a_one_sided_capture_saw():
+    # training_cameras() span azimuths 0..180 degrees: the path must sweep that arc, end to end, and never
+    # fly round to the unseen half (where the model has nothing to show).
+    training = _azimuths(training_cameras())
+    azimuths = _azimuths(ellipse_path(training_cameras(), frames=25))
+    assert training.min() > -1e-6 and training.max() < 180.0 + 1e-6
+    assert azimuths.min() > -1.0 and azimuths.max() < 181.0
+    # (the ellipse's parameter is not exactly the azimuth: its radii differ)
+    assert azimuths[0] == pytest.approx(training[0], abs=2.0) and azimuths[-1] == pytest.approx(
+        180.0, abs=2.0
+    )
+    assert np.all(np.diff(azimuths) > 0)  # one sweep, evenly on, no turning back
+
+
+def test_ellipse_path_goes_all_round_cameras_that_surround_the_scene():
+    azimuths = np.sort(_azimuths(ellipse_path(training_cameras(24, full_ring=True), frames=36)) % 360.0)
+    gaps = np.diff(np.concatenate([azimuths, azimuths[:1] + 360.0]))
+    assert gaps.max() < 15.0  # 36 frames all round: 10 degrees apart, give or take the ellipse's shape
 
 
 def test_spiral_path_looks_at_the_scene_centre():

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gsplat_py"
 
 # Lowest first. A module belongs to the first layer one of whose prefixes it starts with.
 LAYERS = [
-    ("rendering", ("gsplat_py.rendering", "gsplat_py._C", "gsplat_py.errors", "gsplat_py.__init__")),
+    ("rendering", ("gsplat_py.rendering", "gsplat_py._C", "gsplat_py._version", "gsplat_py.errors")),
     ("model", ("gsplat_py.model",)),
     ("io", ("gsplat_py.io",)),
     ("data", ("gsplat_py.data",)),
@@ -97,3 +97,10 @@ def test_the_renderer_imports_alone():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_every_folder_of_modules_is_a_regular_package():
+    """setup.py's find_packages ships only folders with an __init__.py: a module elsewhere would be
+    missing from the wheel while every test run from the source tree still passes."""
+    folders = {path.parent for path in SOURCES}
+    assert [str(f.relative_to(PACKAGE.parent)) for f in sorted(folders) if not (f / "__init__.py").exists()] == []

@@ -78,6 +78,9 @@ PATH_KINDS = ("ellipse", "spiral", "interpolate")
 RIGID_TOLERANCE = 1e-4  # JSON files written by hand or rounded to a few digits still pass
 SPIRAL_TURNS = 2
 _PERCENTILE = 0.9
+# A one-sided capture: its cameras' directions from the centre leave a gap wider than both of these.
+ARC_GAP_DEGREES = 90.0
+ARC_GAP_TO_MEDIAN = 3.0
 
 
 class CameraFileError(ValueError):
@@ -203,6 +206,27 @@ def _percentile(values: Tensor) -> float:
     return float(torch.quantile(values.abs(), _PERCENTILE))
 
 
+def _covered_arc(angles: list[float]) -> tuple[float, float]:
+    """(start, sweep) of the path's angles: the full turn from the first camera's angle when the cameras
+    surround the centre, else the arc they cover, from its end nearer the first camera to the other.
+
+    The cameras leave a side unseen when the largest gap between their sorted angles exceeds
+    ARC_GAP_DEGREES and ARC_GAP_TO_MEDIAN times the median gap (evenly spread cameras, even few, surround)."""
+    turn = 2.0 * math.pi
+    ordered = sorted(angle % turn for angle in angles)
+    gaps = [(ordered[(i + 1) % len(ordered)] - ordered[i]) % turn for i in range(len(ordered))]
+    widest = max(range(len(gaps)), key=lambda i: gaps[i])
+    median_gap = sorted(gaps)[len(gaps) // 2]
+    if gaps[widest] <= max(math.radians(ARC_GAP_DEGREES), ARC_GAP_TO_MEDIAN * median_gap):
+        return angles[0], turn
+    arc_start = ordered[(widest + 1) % len(ordered)]  # counter-clockwise from here to the gap
+    sweep = turn - gaps[widest]
+    first = angles[0] % turn
+    if (first - arc_start) % turn <= sweep / 2.0:
+        return arc_start, sweep
+    return arc_start + sweep, -sweep
+
+
 def ellipse_path(
     cameras: Sequence[Camera],
     frames: int,
@@ -226,15 +250,19 @@ def ellipse_path(
             "the training cameras do not spread around the scene centre; try the spiral or interpolate path"
         )
     lift = float(heights.mean()) * up
-    # Start at the first camera's azimuth (which also makes the path independent of the eigenvector's sign)
-    # and turn counter-clockwise about up.
-    start = math.atan2(
-        float(horizontal[0] @ minor) / radius_minor, float(horizontal[0] @ major) / radius_major
-    )
+    # Ellipse parameters (angles about up, counter-clockwise) of the cameras' directions from the centre.
+    angles = [
+        math.atan2(float(offset @ minor) / radius_minor, float(offset @ major) / radius_major)
+        for offset in horizontal
+    ]
+    # Start at the first camera's angle (which also makes the path independent of the eigenvector's sign);
+    # around the whole ellipse, or along the arc the cameras cover when they leave a side unseen.
+    start, sweep = _covered_arc(angles)
     K, out_width, out_height = _path_intrinsics(cameras, width, height, focal_scale)
     poses = []
     for i in range(frames):
-        angle = start + 2.0 * math.pi * i / frames
+        step = i / frames if sweep == 2.0 * math.pi else i / max(frames - 1, 1)
+        angle = start + sweep * step
         position = (
             centre + lift + radius_major * math.cos(angle) * major + radius_minor * math.sin(angle) * minor
         )
