@@ -102,5 +102,8 @@ def test_the_renderer_imports_alone():
 def test_every_folder_of_modules_is_a_regular_package():
     """setup.py's find_packages ships only folders with an __init__.py: a module elsewhere would be
     missing from the wheel while every test run from the source tree still passes."""
-    folders = {path.parent for path in SOURCES}
-    assert [str(f.relative_to(PACKAGE.parent)) for f in sorted(folders) if not (f / "__init__.py").exists()] == []
+    folders = sorted({path.parent for path in SOURCES})
+    missing = [
+        str(folder.relative_to(PACKAGE.parent)) for folder in folders if not (folder / "__init__.py").exists()
+    ]
+    assert missing == []

@@ -311,6 +311,21 @@ def test_video_has_every_frame_at_the_render_size(run, tmp_path):
     assert np.abs(frames[0][:25, :33].astype(int) - first).mean() < 4.0  # lossy, but the same picture
 
 
+@pytest.mark.skipif(av is None, reason="the video encoder (pip install av) is not installed")
+def test_video_without_a_file_name_goes_with_its_frames(run, tmp_path):
+    args = ("--model", run, "--path", "ellipse", "--frames", "3", "--width", "16", "--video")
+    assert render_cli(*args, "--output", tmp_path / "out") == 0
+    assert (tmp_path / "out" / "ellipse.mp4").is_file() and (tmp_path / "out" / "images").is_dir()
+
+
+def test_video_in_another_container_is_refused_before_rendering(run, tmp_path, capsys):
+    args = ("--model", run, "--path", "ellipse", "--frames", "3", "--video", tmp_path / "v.avi")
+    assert render_cli(*args, "--output", tmp_path / "out") == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--video " in error and "v.avi: expected a .mp4 file name" in error
+    assert not (tmp_path / "out").exists() and not (tmp_path / "v.avi").exists()
+
+
 def test_missing_video_encoder_is_named_before_rendering(run, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "av", None)  # makes `import av` raise ImportError
     assert (
