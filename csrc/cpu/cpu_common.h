@@ -1,19 +1,16 @@
-// Helpers shared by the CPU ops: the ATen headers they use, the boundary checks (op_checks.h) and the
-// thread pool size.
+// Helpers shared by the CPU kernels (not by raster_kernels.cpp, which includes no C++ library template
+// header).
 #pragma once
 
-// Only the ATen headers the ops use (not torch/types.h): it halves the compile time of each file.
-#include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
-#include <ATen/ops/zeros_like.h>
-
-#include "op_checks.h"
+#include <algorithm>
+#include <cstdint>
 
 namespace gsplat_py::cpu {
 
-inline int num_threads() { return at::get_num_threads(); }
+// Threads for a loop over `count` items, each thread taking at least `grain` of them: small loops run
+// on fewer threads (one below `grain` items), where waking more would cost more than it saves.
+inline int threads_for(int64_t count, int64_t grain, int n_threads) {
+    return int(std::clamp<int64_t>((count + grain - 1) / grain, 1, std::max(n_threads, 1)));
+}
 
 }  // namespace gsplat_py::cpu

@@ -125,7 +125,6 @@ int64_t bin_gaussians_to_tiles(const BinningArgs<T>& a, int32_t* tiles_per_gauss
     using Key = typename SortKey<T>::type;
     const int64_t total = a.n_cameras * a.n_gaussians;
     const int64_t n_tiles = a.n_cameras * int64_t(a.tile_width) * a.tile_height;
-    if (total >= (int64_t(1) << 31)) throw std::runtime_error("gsplat_py CUDA: C * N must be below 2^31");
     if (n_tiles >= (int64_t(1) << 32)) throw std::runtime_error("gsplat_py CUDA: too many tiles");
     if (total == 0) {
         check_cuda(cudaMemsetAsync(isect_offsets, 0, n_tiles * sizeof(int32_t), stream), "memset offsets");
@@ -154,8 +153,8 @@ int64_t bin_gaussians_to_tiles(const BinningArgs<T>& a, int32_t* tiles_per_gauss
     check_cuda(cudaMemcpyAsync(&n_isects, cumulative + total - 1, sizeof(int64_t), cudaMemcpyDeviceToHost, stream),
                "copy intersection count");
     check_cuda(cudaStreamSynchronize(stream), "binning");
-    if (n_isects >= (int64_t(1) << 31))
-        throw std::runtime_error("gsplat_py CUDA: too many Gaussian-tile intersections for int32 ids");
+    if (const char* error = intersection_count_error(n_isects))
+        throw std::runtime_error(std::string("gsplat_py CUDA: ") + error);
 
     int32_t* flatten_ids = memory.flatten_ids(n_isects);
     if (n_isects == 0) {

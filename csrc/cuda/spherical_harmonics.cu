@@ -13,7 +13,6 @@ namespace {
 // shared memory together, so the loads and stores are coalesced (a thread reading or writing its own
 // 48-value row would touch 32 rows at once per instruction: measured 4x slower than bandwidth).
 template <typename T> __host__ __device__ constexpr int warps_per_block() { return sizeof(T) == 4 ? 4 : 2; }  // <= 48 KB shared
-constexpr int kMaxBases = 16;
 
 template <typename T> struct UnitDir {
     T x, y, z, inv_norm;
@@ -27,7 +26,7 @@ template <typename T> __device__ UnitDir<T> normalise(const T* d) {
 // The warp's directions and their rows in shared memory; rows are padded by one value against bank
 // conflicts. `count` <= 0 means the warp has no direction.
 template <typename T, int kDegree> struct WarpRows {
-    static constexpr int kBases = (kDegree + 1) * (kDegree + 1);
+    static constexpr int kBases = sh_num_bases(kDegree);
     static constexpr int kUsed = 3 * kBases;  // the coefficients the degree reads
     static constexpr int kPitch = kUsed + 1;
     int64_t first;
@@ -67,7 +66,7 @@ template <typename T, int kDegree> __global__ void sh_forward_kernel(const ShArg
     T sum[3] = {T(0), T(0), T(0)};
     if (!w.masked(a)) {
         const UnitDir<T> u = normalise(a.dirs + 3 * i);
-        T basis[kMaxBases];
+        T basis[kMaxShBases];
         sh_basis(kDegree, u.x, u.y, u.z, basis);
         const T* c = w.rows + w.lane * Rows::kPitch;
 #pragma unroll
@@ -90,7 +89,7 @@ __global__ void sh_backward_kernel(const ShArgs<T> a, const T* __restrict__ v_co
     w.load_coefficients(a);
     const bool active = w.lane < w.count && !w.masked(a);
     const int64_t i = w.first + w.lane;
-    T basis[kMaxBases] = {};
+    T basis[kMaxShBases] = {};
     T vc[3] = {T(0), T(0), T(0)};
     if (active) {
         const UnitDir<T> u = normalise(a.dirs + 3 * i);
@@ -98,7 +97,7 @@ __global__ void sh_backward_kernel(const ShArgs<T> a, const T* __restrict__ v_co
 #pragma unroll
         for (int ch = 0; ch < 3; ++ch) vc[ch] = v_colors[3 * i + ch];
         const T* c = w.rows + w.lane * Rows::kPitch;
-        T weights[kMaxBases];
+        T weights[kMaxShBases];
 #pragma unroll
         for (int k = 0; k < kBases; ++k) weights[k] = c[3 * k] * vc[0] + c[3 * k + 1] * vc[1] + c[3 * k + 2] * vc[2];
         // through the normalisation: (I - u u^T) g / |d|
@@ -130,13 +129,14 @@ __global__ void sh_backward_kernel(const ShArgs<T> a, const T* __restrict__ v_co
     }
 }
 
+static_assert(kMaxShDegree == 3, "with_degree instantiates the kernels for the degrees 0..3");
 template <typename Launch> void with_degree(int degree, Launch launch) {
     switch (degree) {
         case 0: return launch(std::integral_constant<int, 0>{});
         case 1: return launch(std::integral_constant<int, 1>{});
         case 2: return launch(std::integral_constant<int, 2>{});
         case 3: return launch(std::integral_constant<int, 3>{});
-        default: throw std::runtime_error("gsplat_py CUDA: sh degree must be in 0..3");
+        default: throw std::runtime_error(std::string("gsplat_py CUDA: ") + sh_error(degree, kMaxShBases));
     }
 }
 

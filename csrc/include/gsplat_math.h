@@ -43,6 +43,12 @@ constexpr double kShC30 = -0.5900435899266435, kShC31 = 2.890611442640554,
 
 enum CameraModel : int { kPinhole = 0, kOrtho = 1 };
 
+// Camera intrinsics: K is row-major 3x3 with fx, fy, cx, cy at these entries; their gradients (v_K
+// below) are in the order fx, fy, cx, cy, intrinsic i of which sits at K_index_of_intrinsic(i).
+constexpr int kKFx = 0, kKFy = 4, kKCx = 2, kKCy = 5;
+constexpr int kIntrinsics = 4;
+GS_HD constexpr int K_index_of_intrinsic(int i) { return i == 0 ? kKFx : i == 1 ? kKFy : i == 2 ? kKCx : kKCy; }
+
 // ---------------------------------------------------------------------------------------------
 // Small fixed-size linear algebra.
 template <typename T> struct Vec3 { T x, y, z; };
@@ -312,7 +318,7 @@ GS_HD Sym2<T> dilate_and_invert_vjp(const Sym2<T>& cov, T eps2d, const Conic<T>&
 
 // ---------------------------------------------------------------------------------------------
 // The whole projection of one Gaussian into one camera, and its VJP.
-// viewmat: row-major 4x4 world->camera; K: row-major 3x3 (fx = K[0], cx = K[2], fy = K[4], cy = K[5]).
+// viewmat: row-major 4x4 world->camera; K: row-major 3x3 (kKFx, kKFy, kKCx, kKCy above).
 template <typename T> struct ProjectedGaussian {
     bool visible;
     int32_t radius_x, radius_y;
@@ -357,7 +363,7 @@ GS_HD ProjectedGaussian<T> project_gaussian(const T* mean, const T* quat, const 
     out.visible = false;
     CameraSpaceGaussian<T> g = to_camera_space(mean, quat, scale, viewmat);
     if (!(g.p.z >= near_plane && g.p.z <= far_plane)) return out;  // also rejects NaN depth
-    Projection2D<T> proj = project_camera_space(g.p, g.cov_c, K[0], K[4], K[2], K[5], T(width),
+    Projection2D<T> proj = project_camera_space(g.p, g.cov_c, K[kKFx], K[kKFy], K[kKCx], K[kKCy], T(width),
                                                 T(height), camera_model);
     Conic<T> con = dilate_and_invert(proj.cov, eps2d);
     if (!(con.det > T(0))) return out;
@@ -395,14 +401,14 @@ GS_HD void project_gaussian_vjp(const T* mean, const T* quat, const T* scale, co
                                 T v_compensation, T* v_mean, T* v_quat, T* v_scale, T* v_viewmat,
                                 T* v_K) {
     CameraSpaceGaussian<T> g = to_camera_space(mean, quat, scale, viewmat);
-    Projection2D<T> proj = project_camera_space(g.p, g.cov_c, K[0], K[4], K[2], K[5], T(width),
+    Projection2D<T> proj = project_camera_space(g.p, g.cov_c, K[kKFx], K[kKFy], K[kKCx], K[kKCy], T(width),
                                                 T(height), camera_model);
     Conic<T> con = dilate_and_invert(proj.cov, eps2d);
     Sym2<T> v_cov2d = dilate_and_invert_vjp(proj.cov, eps2d, con, v_conic, v_compensation);
 
     Vec3<T> v_p = {T(0), T(0), v_depth};
     Mat3<T> v_cov_c = mat3_zero<T>();
-    project_camera_space_vjp(g.p, g.cov_c, K[0], K[4], K[2], K[5], camera_model, proj, v_mean_x,
+    project_camera_space_vjp(g.p, g.cov_c, K[kKFx], K[kKFy], K[kKCx], K[kKCy], camera_model, proj, v_mean_x,
                              v_mean_y, v_cov2d, v_p, v_cov_c, v_K);
 
     // cov_c = R cov R^T: v_cov = R^T v_cov_c R, v_R += 2 v_cov_c R cov
@@ -423,7 +429,7 @@ GS_HD void project_gaussian_vjp(const T* mean, const T* quat, const T* scale, co
 
 // ---------------------------------------------------------------------------------------------
 // Spherical harmonics (real basis of Inria 3DGS), degree 0..3, on a normalised direction.
-GS_HD int sh_num_bases(int degree) { return (degree + 1) * (degree + 1); }
+GS_HD constexpr int sh_num_bases(int degree) { return (degree + 1) * (degree + 1); }
 
 template <typename T> GS_HD void sh_basis(int degree, T x, T y, T z, T* b) {
     b[0] = T(kShC0);

@@ -1,9 +1,8 @@
-// Registers the ops with PyTorch's dispatcher (torch.ops.gsplat_py.*): one schema each, with the CPU
-// implementations; a CUDA backend adds its own TORCH_LIBRARY_IMPL for the same schemas.
+// Defines the ops with PyTorch's dispatcher (torch.ops.gsplat_py.*): one schema each. The backends
+// register their kernels for these schemas, each for its dispatch key: cpu_ops.cpp (and simd_level),
+// and cuda_ops.cpp when the CUDA backend is built.
 #include <Python.h>
 #include <torch/library.h>
-
-#include "ops.h"
 
 TORCH_LIBRARY(gsplat_py, m) {
     m.def("project_gaussians_forward(Tensor means, Tensor quats, Tensor scales, Tensor? opacities, "
@@ -17,8 +16,7 @@ TORCH_LIBRARY(gsplat_py, m) {
           "Tensor v_colors) -> Tensor[]");
     m.def("bin_gaussians_to_tiles(Tensor means2d, Tensor radii, Tensor depths, int tile_size, "
           "int tile_width, int tile_height) -> Tensor[]");
-    // No tensor arguments, hence no device to dispatch on: one kernel for all.
-    m.def("simd_level() -> str", &gsplat_py::cpu::simd_level);
+    m.def("simd_level() -> str");
     m.def("ssim_forward(Tensor img1, Tensor img2) -> Tensor");
     m.def("ssim_backward(Tensor img1, Tensor img2, Tensor v_result) -> Tensor");
     m.def("rasterize_forward(Tensor means2d, Tensor conics, Tensor colors, Tensor opacities, "
@@ -30,20 +28,9 @@ TORCH_LIBRARY(gsplat_py, m) {
           "Tensor v_render_alphas, bool absgrad) -> Tensor[]");
 }
 
-TORCH_LIBRARY_IMPL(gsplat_py, CPU, m) {
-    m.impl("project_gaussians_forward", &gsplat_py::cpu::project_gaussians_forward);
-    m.impl("project_gaussians_backward", &gsplat_py::cpu::project_gaussians_backward);
-    m.impl("spherical_harmonics_forward", &gsplat_py::cpu::spherical_harmonics_forward);
-    m.impl("spherical_harmonics_backward", &gsplat_py::cpu::spherical_harmonics_backward);
-    m.impl("bin_gaussians_to_tiles", &gsplat_py::cpu::bin_gaussians_to_tiles);
-    m.impl("rasterize_forward", &gsplat_py::cpu::rasterize_forward);
-    m.impl("rasterize_backward", &gsplat_py::cpu::rasterize_backward);
-    m.impl("ssim_forward", &gsplat_py::cpu::ssim_forward);
-    m.impl("ssim_backward", &gsplat_py::cpu::ssim_backward);
-}
-
-// Importing gsplat_py._C runs the registrations above; the module itself has no attributes (a bare
-// module, without pybind11, keeps the build short).
+// Importing gsplat_py._C loads the library, whose static initialisers run the registrations (these
+// schemas and the backends' kernels); the module itself has no attributes (a bare module, without
+// pybind11, keeps the build short).
 PyMODINIT_FUNC PyInit__C(void) {
     static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
     return PyModule_Create(&module);
