@@ -35,8 +35,12 @@ TileRect tile_rect(const T* mean, const int32_t* radius, int tile_size, int tile
 
 // Unsigned integer whose order is the order of the floating-point value (for non-NaN values).
 template <typename T> struct SortKey;
-template <> struct SortKey<float> { using type = uint32_t; };
-template <> struct SortKey<double> { using type = uint64_t; };
+template <> struct SortKey<float> {
+    using type = uint32_t;
+};
+template <> struct SortKey<double> {
+    using type = uint64_t;
+};
 
 template <typename T> typename SortKey<T>::type order_preserving_bits(T value) {
     using U = typename SortKey<T>::type;
@@ -78,27 +82,29 @@ int64_t bin_gaussians_to_tiles(const BinningArgs<T>& a, int32_t* tiles_per_gauss
     using U = typename SortKey<T>::type;
     const int64_t C = a.n_cameras, N = a.n_gaussians;
     const int64_t tiles_per_camera = int64_t(a.tile_width) * a.tile_height;
-    const int64_t n_tiles = C * tiles_per_camera;
+    const int64_t n_tiles = C * tiles_per_camera, total = C * N;
 
-    std::vector<TileRect> rects(size_t(C * N));
-#pragma omp parallel for num_threads(threads_for(C * N, kRectGrain, a.n_threads)) schedule(static)
-    for (int64_t idx = 0; idx < C * N; ++idx) {
-        rects[idx] = tile_rect(a.means2d + 2 * idx, a.radii + 2 * idx, a.tile_size, a.tile_width, a.tile_height);
+    std::vector<TileRect> rects(static_cast<size_t>(total));
+#pragma omp parallel for num_threads(threads_for(total, kRectGrain, a.n_threads)) schedule(static)
+    for (int64_t idx = 0; idx < total; ++idx) {
+        rects[idx] =
+            tile_rect(a.means2d + 2 * idx, a.radii + 2 * idx, a.tile_size, a.tile_width, a.tile_height);
         tiles_per_gauss[idx] = int32_t(rects[idx].count());
     }
     std::vector<BinItem<U>> items;
-    items.reserve(size_t(C * N));
-    for (int64_t idx = 0; idx < C * N; ++idx)
+    items.reserve(size_t(total));
+    for (int64_t idx = 0; idx < total; ++idx)
         if (tiles_per_gauss[idx] > 0)
-            items.push_back({order_preserving_bits(a.depths[idx]), int32_t(idx), int32_t((idx / N) * tiles_per_camera),
-                             rects[idx]});
+            items.push_back({order_preserving_bits(a.depths[idx]), int32_t(idx),
+                             int32_t((idx / N) * tiles_per_camera), rects[idx]});
     radix_sort(items);
 
     // Tile sizes, their offsets, then every tile's members in depth order.
     std::vector<int64_t> tile_start(size_t(n_tiles + 1), 0);
     for (const BinItem<U>& item : items)
         for (int y = item.rect.y0; y < item.rect.y1; ++y)
-            for (int x = item.rect.x0; x < item.rect.x1; ++x) ++tile_start[item.tile_base + int64_t(y) * a.tile_width + x + 1];
+            for (int x = item.rect.x0; x < item.rect.x1; ++x)
+                ++tile_start[item.tile_base + int64_t(y) * a.tile_width + x + 1];
     for (int64_t t = 0; t < n_tiles; ++t) tile_start[t + 1] += tile_start[t];
     const int64_t M = tile_start[n_tiles];
     if (const char* error = intersection_count_error(M)) throw std::runtime_error(error);
@@ -114,6 +120,7 @@ int64_t bin_gaussians_to_tiles(const BinningArgs<T>& a, int32_t* tiles_per_gauss
 }
 
 template int64_t bin_gaussians_to_tiles<float>(const BinningArgs<float>&, int32_t*, int32_t*, DeviceMemory&);
-template int64_t bin_gaussians_to_tiles<double>(const BinningArgs<double>&, int32_t*, int32_t*, DeviceMemory&);
+template int64_t bin_gaussians_to_tiles<double>(const BinningArgs<double>&, int32_t*, int32_t*,
+                                                DeviceMemory&);
 
 }  // namespace gsplat_py::cpu

@@ -30,16 +30,7 @@ void project_gaussians_forward(const ProjectionArgs<T>& a, const ProjectionOutpu
             a.means + 3 * n, a.quats + 4 * n, a.scales + 3 * n, a.opacities ? a.opacities + n : nullptr,
             a.viewmats + 16 * c, a.Ks + 9 * c, a.width, a.height, a.eps2d, a.near_plane, a.far_plane,
             a.radius_clip, a.calc_compensations, a.camera_model);
-        if (!g.visible) continue;  // outputs were zero-initialised
-        out.radii[2 * idx] = g.radius_x;
-        out.radii[2 * idx + 1] = g.radius_y;
-        out.means2d[2 * idx] = g.mean_x;
-        out.means2d[2 * idx + 1] = g.mean_y;
-        out.depths[idx] = g.depth;
-        out.conics[3 * idx] = g.conic.a;
-        out.conics[3 * idx + 1] = g.conic.b;
-        out.conics[3 * idx + 2] = g.conic.c;
-        out.compensations[idx] = g.compensation;
+        if (g.visible) out.store(idx, g);  // outputs were zero-initialised
     }
 }
 
@@ -65,12 +56,14 @@ void project_gaussians_backward(const ProjectionArgs<T>& a, const ProjectionGrad
                     if (g.radii[2 * idx] <= 0 || g.radii[2 * idx + 1] <= 0) continue;
                     T* cam = camera_grads ? cam_partial.data() + (c * n_chunks + chunk) * kCameraGradSlots
                                           : discarded_camera_grads;
-                    const Sym2<T> v_conic = {g.v_conics[3 * idx], g.v_conics[3 * idx + 1], g.v_conics[3 * idx + 2]};
-                    project_gaussian_vjp<T>(a.means + 3 * n, a.quats + 4 * n, a.scales + 3 * n, a.viewmats + 16 * c,
-                                            a.Ks + 9 * c, a.width, a.height, a.eps2d, a.camera_model,
-                                            g.v_means2d[2 * idx], g.v_means2d[2 * idx + 1], g.v_depths[idx], v_conic,
-                                            g.v_compensations ? g.v_compensations[idx] : T(0), g.v_means + 3 * n,
-                                            g.v_quats + 4 * n, g.v_scales + 3 * n, cam, cam + kViewmatGradSlots);
+                    const Sym2<T> v_conic = {g.v_conics[3 * idx], g.v_conics[3 * idx + 1],
+                                             g.v_conics[3 * idx + 2]};
+                    project_gaussian_vjp<T>(
+                        a.means + 3 * n, a.quats + 4 * n, a.scales + 3 * n, a.viewmats + 16 * c, a.Ks + 9 * c,
+                        a.width, a.height, a.eps2d, a.camera_model, g.v_means2d[2 * idx],
+                        g.v_means2d[2 * idx + 1], g.v_depths[idx], v_conic,
+                        g.v_compensations ? g.v_compensations[idx] : T(0), g.v_means + 3 * n,
+                        g.v_quats + 4 * n, g.v_scales + 3 * n, cam, cam + kViewmatGradSlots);
                 }
             }
         }
@@ -81,14 +74,17 @@ void project_gaussians_backward(const ProjectionArgs<T>& a, const ProjectionGrad
         for (int64_t chunk = 0; chunk < n_chunks; ++chunk) {
             const T* cam = cam_partial.data() + (c * n_chunks + chunk) * kCameraGradSlots;
             for (int k = 0; k < kViewmatGradSlots; ++k) g.v_viewmats[16 * c + k] += cam[k];
-            for (int i = 0; i < kIntrinsics; ++i) g.v_Ks[9 * c + K_index_of_intrinsic(i)] += cam[kViewmatGradSlots + i];
+            for (int i = 0; i < kIntrinsics; ++i)
+                g.v_Ks[9 * c + K_index_of_intrinsic(i)] += cam[kViewmatGradSlots + i];
         }
     }
 }
 
 template void project_gaussians_forward<float>(const ProjectionArgs<float>&, const ProjectionOutputs<float>&);
-template void project_gaussians_forward<double>(const ProjectionArgs<double>&, const ProjectionOutputs<double>&);
-template void project_gaussians_backward<float>(const ProjectionArgs<float>&, const ProjectionGradients<float>&);
+template void project_gaussians_forward<double>(const ProjectionArgs<double>&,
+                                                const ProjectionOutputs<double>&);
+template void project_gaussians_backward<float>(const ProjectionArgs<float>&,
+                                                const ProjectionGradients<float>&);
 template void project_gaussians_backward<double>(const ProjectionArgs<double>&,
                                                  const ProjectionGradients<double>&);
 

@@ -26,6 +26,9 @@
 #error "GS_ISA must name the instruction-set namespace (x86_64_v4, x86_64_v3 or baseline)"
 #endif
 
+// clang-format off: formatted once the rewrite of these SIMD internals on another branch has landed
+// (until then a reformat would only make that merge conflict)
+
 namespace gsplat_py::cpu::GS_ISA {
 
 namespace {
@@ -494,9 +497,14 @@ void backward_any(const RasterArgs<T>& a, const RasterBackwardInputs<T>& in, con
 
 }  // namespace
 
-void rasterize_forward(const RasterArgs<float>& args, const RasterForwardOutputs<float>& out) { forward_any(args, out); }
-void rasterize_forward(const RasterArgs<double>& args, const RasterForwardOutputs<double>& out) { forward_any(args, out); }
-void rasterize_backward(const RasterArgs<float>& args, const RasterBackwardInputs<float>& in, const BackwardOut<float>& out) {
+void rasterize_forward(const RasterArgs<float>& args, const RasterForwardOutputs<float>& out) {
+    forward_any(args, out);
+}
+void rasterize_forward(const RasterArgs<double>& args, const RasterForwardOutputs<double>& out) {
+    forward_any(args, out);
+}
+void rasterize_backward(const RasterArgs<float>& args, const RasterBackwardInputs<float>& in,
+                        const BackwardOut<float>& out) {
     backward_any(args, in, out);
 }
 void rasterize_backward(const RasterArgs<double>& args, const RasterBackwardInputs<double>& in,
@@ -505,3 +513,4 @@ void rasterize_backward(const RasterArgs<double>& args, const RasterBackwardInpu
 }
 
 }  // namespace gsplat_py::cpu::GS_ISA
+// clang-format on

@@ -18,14 +18,14 @@ template <typename T> struct BackwardOut {
     T* background;  // [n_tiles, D]: per-tile partial gradient of the background
 };
 
-#define GS_DECLARE_RASTER_KERNELS(isa)                                                                       \
-    namespace isa {                                                                                          \
-    void rasterize_forward(const RasterArgs<float>& args, const RasterForwardOutputs<float>& out);           \
-    void rasterize_backward(const RasterArgs<float>& args, const RasterBackwardInputs<float>& in,            \
-                            const BackwardOut<float>& out);                                                  \
-    void rasterize_forward(const RasterArgs<double>& args, const RasterForwardOutputs<double>& out);         \
-    void rasterize_backward(const RasterArgs<double>& args, const RasterBackwardInputs<double>& in,          \
-                            const BackwardOut<double>& out);                                                 \
+#define GS_DECLARE_RASTER_KERNELS(isa)                                                               \
+    namespace isa {                                                                                  \
+    void rasterize_forward(const RasterArgs<float>& args, const RasterForwardOutputs<float>& out);   \
+    void rasterize_backward(const RasterArgs<float>& args, const RasterBackwardInputs<float>& in,    \
+                            const BackwardOut<float>& out);                                          \
+    void rasterize_forward(const RasterArgs<double>& args, const RasterForwardOutputs<double>& out); \
+    void rasterize_backward(const RasterArgs<double>& args, const RasterBackwardInputs<double>& in,  \
+                            const BackwardOut<double>& out);                                         \
     }
 
 GS_DECLARE_RASTER_KERNELS(x86_64_v4)

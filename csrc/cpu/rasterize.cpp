@@ -72,7 +72,8 @@ void rasterize_forward(const RasterArgs<T>& args, const RasterForwardOutputs<T>&
 }
 
 template <typename T>
-void rasterize_backward(const RasterArgs<T>& a, const RasterBackwardInputs<T>& in, const RasterGradients<T>& g) {
+void rasterize_backward(const RasterArgs<T>& a, const RasterBackwardInputs<T>& in,
+                        const RasterGradients<T>& g) {
     const int64_t D = a.channels, M = a.n_isects, R = kRecordFixed + D;
     std::vector<T> records(size_t(M * R), T(0));
     std::vector<T> v_bg_tiles(size_t(a.n_tiles * D), T(0));
@@ -84,9 +85,9 @@ void rasterize_backward(const RasterArgs<T>& a, const RasterBackwardInputs<T>& i
         T* data;
         int64_t stride, offset;
     };
-    std::vector<FieldTarget> targets = {{g.v_means2d, 2, 0},     {g.v_means2d, 2, 1}, {g.v_means2d_abs, 2, 0},
-                                        {g.v_means2d_abs, 2, 1}, {g.v_conics, 3, 0},  {g.v_conics, 3, 1},
-                                        {g.v_conics, 3, 2},      {g.v_opacities, 1, 0}};
+    std::vector<FieldTarget> targets = {
+        {g.v_means2d, 2, 0}, {g.v_means2d, 2, 1}, {g.v_means2d_abs, 2, 0}, {g.v_means2d_abs, 2, 1},
+        {g.v_conics, 3, 0},  {g.v_conics, 3, 1},  {g.v_conics, 3, 2},      {g.v_opacities, 1, 0}};
     for (int64_t ch = 0; ch < D; ++ch) targets.push_back({g.v_colors, D, ch});
     const int64_t n_fields = int64_t(targets.size());
 #pragma omp parallel for num_threads(threads_for(n_fields, 1, a.n_threads)) schedule(static)

@@ -164,9 +164,11 @@ void ssim_backward(const SsimArgs<T>& a, const T* v_result, T* v_img1) {
             grads[n + i] = T(g * t.ds_dexx);
             grads[2 * n + i] = T(g * t.ds_dexy);
         }
-        blur_planes(grads.data(), 3, plane.H, plane.W, plane.window.data(), plane.scratch.data(), a.n_threads);
+        blur_planes(grads.data(), 3, plane.H, plane.W, plane.window.data(), plane.scratch.data(),
+                    a.n_threads);
         for (int64_t i = 0; i < n; ++i)
-            v_img1[(b * n + i) * C + c] = grads[i] + T(2) * plane.x[i] * grads[n + i] + plane.y[i] * grads[2 * n + i];
+            v_img1[(b * n + i) * C + c] =
+                grads[i] + T(2) * plane.x[i] * grads[n + i] + plane.y[i] * grads[2 * n + i];
     }
 }
 

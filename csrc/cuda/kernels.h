@@ -15,7 +15,8 @@
 namespace gsplat_py::cuda {
 
 template <typename T>
-void project_gaussians_forward(const ProjectionArgs<T>& args, const ProjectionOutputs<T>& out, cudaStream_t stream);
+void project_gaussians_forward(const ProjectionArgs<T>& args, const ProjectionOutputs<T>& out,
+                               cudaStream_t stream);
 template <typename T>
 void project_gaussians_backward(const ProjectionArgs<T>& args, const ProjectionGradients<T>& grads,
                                 cudaStream_t stream);

@@ -20,17 +20,7 @@ __global__ void project_forward_kernel(const ProjectionArgs<T> a, const Projecti
         a.means + 3 * n, a.quats + 4 * n, a.scales + 3 * n, a.opacities ? a.opacities + n : nullptr,
         a.viewmats + 16 * c, a.Ks + 9 * c, a.width, a.height, a.eps2d, a.near_plane, a.far_plane,
         a.radius_clip, a.calc_compensations, a.camera_model);
-    if (!g.visible) return;  // outputs were zero-filled
-    const int64_t idx = c * a.n_gaussians + n;
-    out.radii[2 * idx] = g.radius_x;
-    out.radii[2 * idx + 1] = g.radius_y;
-    out.means2d[2 * idx] = g.mean_x;
-    out.means2d[2 * idx + 1] = g.mean_y;
-    out.depths[idx] = g.depth;
-    out.conics[3 * idx] = g.conic.a;
-    out.conics[3 * idx + 1] = g.conic.b;
-    out.conics[3 * idx + 2] = g.conic.c;
-    out.compensations[idx] = g.compensation;
+    if (g.visible) out.store(c * a.n_gaussians + n, g);  // outputs were zero-filled
 }
 
 template <typename T>
@@ -101,7 +91,8 @@ template <typename T>
 void project_gaussians_forward(const ProjectionArgs<T>& args, const ProjectionOutputs<T>& out,
                                cudaStream_t stream) {
     if (args.n_gaussians == 0 || args.n_cameras == 0) return;
-    project_forward_kernel<T><<<projection_grid(args.n_gaussians, args.n_cameras), kThreads, 0, stream>>>(args, out);
+    project_forward_kernel<T>
+        <<<projection_grid(args.n_gaussians, args.n_cameras), kThreads, 0, stream>>>(args, out);
     check_launch("project_forward_kernel");
 }
 
@@ -109,13 +100,18 @@ template <typename T>
 void project_gaussians_backward(const ProjectionArgs<T>& args, const ProjectionGradients<T>& grads,
                                 cudaStream_t stream) {
     if (args.n_gaussians == 0 || args.n_cameras == 0) return;
-    project_backward_kernel<T><<<projection_grid(args.n_gaussians, args.n_cameras), kThreads, 0, stream>>>(args, grads);
+    project_backward_kernel<T>
+        <<<projection_grid(args.n_gaussians, args.n_cameras), kThreads, 0, stream>>>(args, grads);
     check_launch("project_backward_kernel");
 }
 
-template void project_gaussians_forward<float>(const ProjectionArgs<float>&, const ProjectionOutputs<float>&, cudaStream_t);
-template void project_gaussians_forward<double>(const ProjectionArgs<double>&, const ProjectionOutputs<double>&, cudaStream_t);
-template void project_gaussians_backward<float>(const ProjectionArgs<float>&, const ProjectionGradients<float>&, cudaStream_t);
-template void project_gaussians_backward<double>(const ProjectionArgs<double>&, const ProjectionGradients<double>&, cudaStream_t);
+template void project_gaussians_forward<float>(const ProjectionArgs<float>&, const ProjectionOutputs<float>&,
+                                               cudaStream_t);
+template void project_gaussians_forward<double>(const ProjectionArgs<double>&,
+                                                const ProjectionOutputs<double>&, cudaStream_t);
+template void project_gaussians_backward<float>(const ProjectionArgs<float>&,
+                                                const ProjectionGradients<float>&, cudaStream_t);
+template void project_gaussians_backward<double>(const ProjectionArgs<double>&,
+                                                 const ProjectionGradients<double>&, cudaStream_t);
 
 }  // namespace gsplat_py::cuda

@@ -17,7 +17,7 @@
 // ---- limits -------------------------------------------------------------------------------------
 // gsplat_py/rendering/limits.py defines them; setup.py (and .ci/run for nvcc) passes them as macros.
 #if !defined(GSPLAT_PY_MAX_SH_DEGREE) || !defined(GSPLAT_PY_MAX_TILE_SIZE)
-#error "GSPLAT_PY_MAX_SH_DEGREE and GSPLAT_PY_MAX_TILE_SIZE are not defined: setup.py passes them from limits.py"
+#error "GSPLAT_PY_MAX_SH_DEGREE and GSPLAT_PY_MAX_TILE_SIZE must be defined (as setup.py does)"
 #endif
 
 #define GSPLAT_PY_STRINGIFY_(x) #x
@@ -50,7 +50,8 @@ inline const char* tile_size_error(int64_t tile_size) {
 }
 
 inline const char* sh_error(int64_t degree, int64_t bases) {
-    if (degree < 0 || degree > kMaxShDegree) return "sh degree must be in 0.." GSPLAT_PY_STRINGIFY(GSPLAT_PY_MAX_SH_DEGREE);
+    if (degree < 0 || degree > kMaxShDegree)
+        return "sh degree must be in 0.." GSPLAT_PY_STRINGIFY(GSPLAT_PY_MAX_SH_DEGREE);
     if (bases < sh_num_bases(int(degree))) return "coeffs must have at least (degree + 1)^2 bases";
     return nullptr;
 }
@@ -84,11 +85,24 @@ struct ProjectionArgs {
 
 template <typename T>
 struct ProjectionOutputs {  // all zero-filled by the caller
-    int32_t* radii;     // [C, N, 2]
-    T* means2d;         // [C, N, 2]
-    T* depths;          // [C, N]
-    T* conics;          // [C, N, 3]
-    T* compensations;   // [C, N]
+    int32_t* radii;         // [C, N, 2]
+    T* means2d;             // [C, N, 2]
+    T* depths;              // [C, N]
+    T* conics;              // [C, N, 3]
+    T* compensations;       // [C, N]
+
+    // The visible Gaussian g as (camera, Gaussian) pair idx = c * N + n.
+    GS_HD void store(int64_t idx, const ProjectedGaussian<T>& g) const {
+        radii[2 * idx] = g.radius_x;
+        radii[2 * idx + 1] = g.radius_y;
+        means2d[2 * idx] = g.mean_x;
+        means2d[2 * idx + 1] = g.mean_y;
+        depths[idx] = g.depth;
+        conics[3 * idx] = g.conic.a;
+        conics[3 * idx + 1] = g.conic.b;
+        conics[3 * idx + 2] = g.conic.c;
+        compensations[idx] = g.compensation;
+    }
 };
 
 template <typename T>
@@ -176,12 +190,12 @@ struct RasterBackwardInputs {
 
 template <typename T>
 struct RasterGradients {  // accumulated into (zero-filled by the caller)
-    T* v_means2d;      // [C*N, 2]
-    T* v_means2d_abs;  // [C*N, 2] or null
-    T* v_conics;       // [C*N, 3]
-    T* v_colors;       // [C*N, D]
-    T* v_opacities;    // [C*N]
-    T* v_backgrounds;  // [C, D] or null
+    T* v_means2d;         // [C*N, 2]
+    T* v_means2d_abs;     // [C*N, 2] or null
+    T* v_conics;          // [C*N, 3]
+    T* v_colors;          // [C*N, D]
+    T* v_opacities;       // [C*N]
+    T* v_backgrounds;     // [C, D] or null
 };
 
 // ---- SSIM (the CPU backend alone has it) ---------------------------------------------------------

@@ -20,7 +20,8 @@ struct CpuBackend {
         cpu::project_gaussians_forward(args, out);
     }
     template <typename T>
-    static void project_gaussians_backward(const ProjectionArgs<T>& args, const ProjectionGradients<T>& grads) {
+    static void project_gaussians_backward(const ProjectionArgs<T>& args,
+                                           const ProjectionGradients<T>& grads) {
         cpu::project_gaussians_backward(args, grads);
     }
     template <typename T>
@@ -28,12 +29,13 @@ struct CpuBackend {
         cpu::spherical_harmonics_forward(args, colors);
     }
     template <typename T>
-    static void spherical_harmonics_backward(const ShArgs<T>& args, const T* v_colors, T* v_dirs, T* v_coeffs) {
+    static void spherical_harmonics_backward(const ShArgs<T>& args, const T* v_colors, T* v_dirs,
+                                             T* v_coeffs) {
         cpu::spherical_harmonics_backward(args, v_colors, v_dirs, v_coeffs);
     }
     template <typename T>
-    static void bin_gaussians_to_tiles(const BinningArgs<T>& args, int32_t* tiles_per_gauss, int32_t* isect_offsets,
-                                       DeviceMemory& memory) {
+    static void bin_gaussians_to_tiles(const BinningArgs<T>& args, int32_t* tiles_per_gauss,
+                                       int32_t* isect_offsets, DeviceMemory& memory) {
         cpu::bin_gaussians_to_tiles(args, tiles_per_gauss, isect_offsets, memory);
     }
     template <typename T>
@@ -49,8 +51,15 @@ struct CpuBackend {
 
 template <typename T>
 SsimArgs<T> ssim_args(const at::Tensor& img1, const at::Tensor& img2) {
-    return {img1.data_ptr<T>(), img2.data_ptr<T>(), img1.size(0), img1.size(1), img1.size(2), img1.size(3),
-            kernel_threads()};
+    SsimArgs<T> a;
+    a.img1 = img1.data_ptr<T>();
+    a.img2 = img2.data_ptr<T>();
+    a.batch = img1.size(0);
+    a.height = img1.size(1);
+    a.width = img1.size(2);
+    a.channels = img1.size(3);
+    a.n_threads = kernel_threads();
+    return a;
 }
 
 // SSIM of [B, H, W, C] images: one value per image.

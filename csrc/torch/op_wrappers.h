@@ -114,8 +114,8 @@ BinningArgs<T> binning_args(const at::Tensor& means2d, const at::Tensor& radii, 
 
 template <typename T>
 RasterArgs<T> raster_args(const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& colors,
-                          const at::Tensor& opacities, const c10::optional<at::Tensor>& backgrounds, int64_t width,
-                          int64_t height, int64_t tile_size, const at::Tensor& isect_offsets,
+                          const at::Tensor& opacities, const c10::optional<at::Tensor>& backgrounds,
+                          int64_t width, int64_t height, int64_t tile_size, const at::Tensor& isect_offsets,
                           const at::Tensor& flatten_ids) {
     RasterArgs<T> a;
     a.means2d = means2d.data_ptr<T>();
@@ -144,10 +144,10 @@ template <typename Backend>
 std::vector<at::Tensor> project_gaussians_forward(const at::Tensor& means, const at::Tensor& quats,
                                                   const at::Tensor& scales,
                                                   const c10::optional<at::Tensor>& opacities,
-                                                  const at::Tensor& viewmats, const at::Tensor& Ks, int64_t width,
-                                                  int64_t height, double eps2d, double near_plane,
-                                                  double far_plane, double radius_clip, bool calc_compensations,
-                                                  int64_t camera_model) {
+                                                  const at::Tensor& viewmats, const at::Tensor& Ks,
+                                                  int64_t width, int64_t height, double eps2d,
+                                                  double near_plane, double far_plane, double radius_clip,
+                                                  bool calc_compensations, int64_t camera_model) {
     check_projection_inputs(means, quats, scales, opacities, viewmats, Ks);
     const typename Backend::Guard guard(means.device());
     const int64_t N = means.size(0), C = viewmats.size(0);
@@ -160,8 +160,8 @@ std::vector<at::Tensor> project_gaussians_forward(const at::Tensor& means, const
     AT_DISPATCH_FLOATING_TYPES(means.scalar_type(), "project_gaussians_forward", [&] {
         using T = scalar_t;
         Backend::project_gaussians_forward(
-            projection_args<T>(means, quats, scales, opacities, viewmats, Ks, width, height, eps2d, near_plane,
-                               far_plane, radius_clip, calc_compensations, camera_model),
+            projection_args<T>(means, quats, scales, opacities, viewmats, Ks, width, height, eps2d,
+                               near_plane, far_plane, radius_clip, calc_compensations, camera_model),
             ProjectionOutputs<T>{radii.data_ptr<int32_t>(), means2d.data_ptr<T>(), depths.data_ptr<T>(),
                                  conics.data_ptr<T>(), compensations.data_ptr<T>()});
     });
@@ -170,19 +170,16 @@ std::vector<at::Tensor> project_gaussians_forward(const at::Tensor& means, const
 
 // -> v_means, v_quats, v_scales, v_viewmats, v_Ks (v_viewmats and v_Ks stay zero unless camera_grads)
 template <typename Backend>
-std::vector<at::Tensor> project_gaussians_backward(const at::Tensor& means, const at::Tensor& quats,
-                                                   const at::Tensor& scales, const at::Tensor& viewmats,
-                                                   const at::Tensor& Ks, int64_t width, int64_t height,
-                                                   double eps2d, int64_t camera_model, const at::Tensor& radii,
-                                                   const at::Tensor& v_means2d, const at::Tensor& v_depths,
-                                                   const at::Tensor& v_conics,
-                                                   const c10::optional<at::Tensor>& v_compensations,
-                                                   bool camera_grads) {
+std::vector<at::Tensor> project_gaussians_backward(
+    const at::Tensor& means, const at::Tensor& quats, const at::Tensor& scales, const at::Tensor& viewmats,
+    const at::Tensor& Ks, int64_t width, int64_t height, double eps2d, int64_t camera_model,
+    const at::Tensor& radii, const at::Tensor& v_means2d, const at::Tensor& v_depths,
+    const at::Tensor& v_conics, const c10::optional<at::Tensor>& v_compensations, bool camera_grads) {
     const at::Tensor v_means2d_c = v_means2d.contiguous(), v_depths_c = v_depths.contiguous(),
                      v_conics_c = v_conics.contiguous();
     const c10::optional<at::Tensor> v_comp_c = optional_contiguous(v_compensations);
-    check_projection_backward_inputs(means, quats, scales, viewmats, Ks, radii, v_means2d_c, v_depths_c, v_conics_c,
-                                     v_comp_c);
+    check_projection_backward_inputs(means, quats, scales, viewmats, Ks, radii, v_means2d_c, v_depths_c,
+                                     v_conics_c, v_comp_c);
     const typename Backend::Guard guard(means.device());
     at::Tensor v_means = at::zeros_like(means);
     at::Tensor v_quats = at::zeros_like(quats);
@@ -193,12 +190,12 @@ std::vector<at::Tensor> project_gaussians_backward(const at::Tensor& means, cons
         using T = scalar_t;
         // The forward-only settings (opacities, the depth range, radius_clip) play no part here.
         Backend::project_gaussians_backward(
-            projection_args<T>(means, quats, scales, c10::nullopt, viewmats, Ks, width, height, eps2d, 0.0, 0.0,
-                               0.0, false, camera_model),
-            ProjectionGradients<T>{radii.data_ptr<int32_t>(), v_means2d_c.data_ptr<T>(), v_depths_c.data_ptr<T>(),
-                                   v_conics_c.data_ptr<T>(), optional_ptr<T>(v_comp_c), v_means.data_ptr<T>(),
-                                   v_quats.data_ptr<T>(), v_scales.data_ptr<T>(),
-                                   camera_grads ? v_viewmats.data_ptr<T>() : nullptr,
+            projection_args<T>(means, quats, scales, c10::nullopt, viewmats, Ks, width, height, eps2d, 0.0,
+                               0.0, 0.0, false, camera_model),
+            ProjectionGradients<T>{radii.data_ptr<int32_t>(), v_means2d_c.data_ptr<T>(),
+                                   v_depths_c.data_ptr<T>(), v_conics_c.data_ptr<T>(),
+                                   optional_ptr<T>(v_comp_c), v_means.data_ptr<T>(), v_quats.data_ptr<T>(),
+                                   v_scales.data_ptr<T>(), camera_grads ? v_viewmats.data_ptr<T>() : nullptr,
                                    camera_grads ? v_Ks.data_ptr<T>() : nullptr});
     });
     return {v_means, v_quats, v_scales, v_viewmats, v_Ks};
@@ -233,8 +230,9 @@ std::vector<at::Tensor> spherical_harmonics_backward(int64_t degree, const at::T
     at::Tensor v_coeffs = at::empty(coeffs.sizes(), coeffs.options());
     AT_DISPATCH_FLOATING_TYPES(coeffs.scalar_type(), "spherical_harmonics_backward", [&] {
         using T = scalar_t;
-        Backend::spherical_harmonics_backward(sh_args<T>(degree, dirs, coeffs, masks), v_colors_c.data_ptr<T>(),
-                                              v_dirs.data_ptr<T>(), v_coeffs.data_ptr<T>());
+        Backend::spherical_harmonics_backward(sh_args<T>(degree, dirs, coeffs, masks),
+                                              v_colors_c.data_ptr<T>(), v_dirs.data_ptr<T>(),
+                                              v_coeffs.data_ptr<T>());
     });
     return {v_dirs, v_coeffs};
 }
@@ -242,8 +240,8 @@ std::vector<at::Tensor> spherical_harmonics_backward(int64_t degree, const at::T
 // -> tiles_per_gauss [C,N] int32, isect_offsets [C,TH,TW] int32, flatten_ids [M] int32
 template <typename Backend>
 std::vector<at::Tensor> bin_gaussians_to_tiles(const at::Tensor& means2d, const at::Tensor& radii,
-                                               const at::Tensor& depths, int64_t tile_size, int64_t tile_width,
-                                               int64_t tile_height) {
+                                               const at::Tensor& depths, int64_t tile_size,
+                                               int64_t tile_width, int64_t tile_height) {
     check_binning_inputs(means2d, radii, depths, tile_size);
     const typename Backend::Guard guard(means2d.device());
     const int64_t C = means2d.size(0), N = means2d.size(1);
@@ -267,7 +265,8 @@ std::vector<at::Tensor> rasterize_forward(const at::Tensor& means2d, const at::T
                                           const c10::optional<at::Tensor>& backgrounds, int64_t width,
                                           int64_t height, int64_t tile_size, const at::Tensor& isect_offsets,
                                           const at::Tensor& flatten_ids) {
-    check_raster_inputs(means2d, conics, colors, opacities, backgrounds, tile_size, isect_offsets, flatten_ids);
+    check_raster_inputs(means2d, conics, colors, opacities, backgrounds, tile_size, isect_offsets,
+                        flatten_ids);
     const typename Backend::Guard guard(means2d.device());
     const int64_t C = isect_offsets.size(0), D = colors.size(-1);
     auto opts = means2d.options();
@@ -277,11 +276,11 @@ std::vector<at::Tensor> rasterize_forward(const at::Tensor& means2d, const at::T
     at::Tensor last_ids = at::empty({C, height, width}, opts.dtype(at::kInt));
     AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "rasterize_forward", [&] {
         using T = scalar_t;
-        Backend::rasterize_forward(raster_args<T>(means2d, conics, colors, opacities, backgrounds, width, height,
-                                                  tile_size, isect_offsets, flatten_ids),
-                                   RasterForwardOutputs<T>{render_colors.data_ptr<T>(), render_alphas.data_ptr<T>(),
-                                                           transmittance.data_ptr<T>(),
-                                                           last_ids.data_ptr<int32_t>()});
+        Backend::rasterize_forward(
+            raster_args<T>(means2d, conics, colors, opacities, backgrounds, width, height, tile_size,
+                           isect_offsets, flatten_ids),
+            RasterForwardOutputs<T>{render_colors.data_ptr<T>(), render_alphas.data_ptr<T>(),
+                                    transmittance.data_ptr<T>(), last_ids.data_ptr<int32_t>()});
     });
     return {render_colors, render_alphas, transmittance, last_ids};
 }
@@ -296,11 +295,12 @@ std::vector<at::Tensor> rasterize_backward(const at::Tensor& means2d, const at::
                                            const at::Tensor& flatten_ids, const at::Tensor& transmittance,
                                            const at::Tensor& last_ids, const at::Tensor& v_render_colors,
                                            const at::Tensor& v_render_alphas, bool absgrad) {
-    check_raster_inputs(means2d, conics, colors, opacities, backgrounds, tile_size, isect_offsets, flatten_ids);
+    check_raster_inputs(means2d, conics, colors, opacities, backgrounds, tile_size, isect_offsets,
+                        flatten_ids);
     const at::Tensor v_colors_c = v_render_colors.contiguous();
     const at::Tensor v_alphas_c = v_render_alphas.contiguous();
-    check_raster_backward_inputs(means2d, isect_offsets, colors, width, height, transmittance, last_ids, v_colors_c,
-                                 v_alphas_c);
+    check_raster_backward_inputs(means2d, isect_offsets, colors, width, height, transmittance, last_ids,
+                                 v_colors_c, v_alphas_c);
     const typename Backend::Guard guard(means2d.device());
     const int64_t D = colors.size(-1);
     auto opts = means2d.options();
@@ -315,8 +315,8 @@ std::vector<at::Tensor> rasterize_backward(const at::Tensor& means2d, const at::
     AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "rasterize_backward", [&] {
         using T = scalar_t;
         Backend::rasterize_backward(
-            raster_args<T>(means2d, conics, colors, opacities, backgrounds, width, height, tile_size, isect_offsets,
-                           flatten_ids),
+            raster_args<T>(means2d, conics, colors, opacities, backgrounds, width, height, tile_size,
+                           isect_offsets, flatten_ids),
             RasterBackwardInputs<T>{transmittance.data_ptr<T>(), last_ids.data_ptr<int32_t>(),
                                     v_colors_c.data_ptr<T>(), v_alphas_c.data_ptr<T>(),
                                     channel_scratch.numel() ? channel_scratch.data_ptr<T>() : nullptr},

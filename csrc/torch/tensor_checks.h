@@ -15,8 +15,8 @@
 namespace gsplat_py {
 
 inline void check_input(const at::Tensor& t, const char* name, const at::Tensor& reference) {
-    TORCH_CHECK(t.device() == reference.device(), name, " is on ", t.device(), " but the other inputs are on ",
-                reference.device());
+    TORCH_CHECK(t.device() == reference.device(), name, " is on ", t.device(),
+                " but the other inputs are on ", reference.device());
     TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
 }
 
@@ -26,9 +26,9 @@ void check_numeric(const char* error, const Got&... got) {
     TORCH_CHECK(error == nullptr, error, ", got ", got...);
 }
 
-inline void check_projection_inputs(const at::Tensor& means, const at::Tensor& quats, const at::Tensor& scales,
-                                    const c10::optional<at::Tensor>& opacities, const at::Tensor& viewmats,
-                                    const at::Tensor& Ks) {
+inline void check_projection_inputs(const at::Tensor& means, const at::Tensor& quats,
+                                    const at::Tensor& scales, const c10::optional<at::Tensor>& opacities,
+                                    const at::Tensor& viewmats, const at::Tensor& Ks) {
     check_input(means, "means", means);
     check_input(quats, "quats", means);
     check_input(scales, "scales", means);
@@ -72,7 +72,8 @@ inline void check_sh_inputs(int64_t degree, const at::Tensor& dirs, const at::Te
     check_numeric(sh_error(degree, coeffs.size(1)), "degree ", degree, " and K = ", coeffs.size(1));
     if (masks.has_value()) {
         check_input(*masks, "masks", dirs);
-        TORCH_CHECK(masks->scalar_type() == at::kBool && masks->numel() == dirs.size(0), "masks must be bool [M]");
+        TORCH_CHECK(masks->scalar_type() == at::kBool && masks->numel() == dirs.size(0),
+                    "masks must be bool [M]");
     }
 }
 
@@ -90,7 +91,8 @@ inline void check_binning_inputs(const at::Tensor& means2d, const at::Tensor& ra
 
 inline void check_raster_inputs(const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& colors,
                                 const at::Tensor& opacities, const c10::optional<at::Tensor>& backgrounds,
-                                int64_t tile_size, const at::Tensor& isect_offsets, const at::Tensor& flatten_ids) {
+                                int64_t tile_size, const at::Tensor& isect_offsets,
+                                const at::Tensor& flatten_ids) {
     check_input(means2d, "means2d", means2d);
     check_input(conics, "conics", means2d);
     check_input(colors, "colors", means2d);
@@ -108,12 +110,14 @@ inline void check_raster_inputs(const at::Tensor& means2d, const at::Tensor& con
 inline void check_raster_backward_inputs(const at::Tensor& means2d, const at::Tensor& isect_offsets,
                                          const at::Tensor& colors, int64_t width, int64_t height,
                                          const at::Tensor& transmittance, const at::Tensor& last_ids,
-                                         const at::Tensor& v_render_colors, const at::Tensor& v_render_alphas) {
+                                         const at::Tensor& v_render_colors,
+                                         const at::Tensor& v_render_alphas) {
     const int64_t pixels = isect_offsets.size(0) * height * width;
     check_input(transmittance, "transmittance", means2d);
     TORCH_CHECK(transmittance.numel() == pixels, "transmittance must be [C, H, W]");
     check_input(last_ids, "last_ids", means2d);
-    TORCH_CHECK(last_ids.scalar_type() == at::kInt && last_ids.numel() == pixels, "last_ids must be int32 [C, H, W]");
+    TORCH_CHECK(last_ids.scalar_type() == at::kInt && last_ids.numel() == pixels,
+                "last_ids must be int32 [C, H, W]");
     check_input(v_render_colors, "v_render_colors", means2d);
     TORCH_CHECK(v_render_colors.numel() == pixels * colors.size(-1), "v_render_colors must be [C, H, W, D]");
     check_input(v_render_alphas, "v_render_alphas", means2d);
@@ -123,7 +127,8 @@ inline void check_raster_backward_inputs(const at::Tensor& means2d, const at::Te
 inline void check_ssim_inputs(const at::Tensor& img1, const at::Tensor& img2) {
     check_input(img1, "img1", img1);
     check_input(img2, "img2", img1);
-    TORCH_CHECK(img1.dim() == 4 && img1.sizes() == img2.sizes(), "img1 and img2 must be [B, H, W, C] of one shape");
+    TORCH_CHECK(img1.dim() == 4 && img1.sizes() == img2.sizes(),
+                "img1 and img2 must be [B, H, W, C] of one shape");
     TORCH_CHECK(img1.scalar_type() == img2.scalar_type(), "img1 and img2 must share a dtype");
 }
 
