@@ -85,12 +85,13 @@ int64_t bin_gaussians_to_tiles(const BinningArgs<T>& a, int32_t* tiles_per_gauss
     const int64_t n_tiles = C * tiles_per_camera, total = C * N;
 
     std::vector<TileRect> rects(static_cast<size_t>(total));
-#pragma omp parallel for num_threads(threads_for(total, kRectGrain, a.n_threads)) schedule(static)
-    for (int64_t idx = 0; idx < total; ++idx) {
-        rects[idx] =
-            tile_rect(a.means2d + 2 * idx, a.radii + 2 * idx, a.tile_size, a.tile_width, a.tile_height);
-        tiles_per_gauss[idx] = int32_t(rects[idx].count());
-    }
+    parallel_for(total, kRectGrain, a.n_threads, [&](int64_t begin, int64_t end) {
+        for (int64_t idx = begin; idx < end; ++idx) {
+            rects[idx] =
+                tile_rect(a.means2d + 2 * idx, a.radii + 2 * idx, a.tile_size, a.tile_width, a.tile_height);
+            tiles_per_gauss[idx] = int32_t(rects[idx].count());
+        }
+    });
     std::vector<BinItem<U>> items;
     items.reserve(size_t(total));
     for (int64_t idx = 0; idx < total; ++idx)

@@ -22,16 +22,17 @@ constexpr int64_t kCameraGradChunk = 2048;
 
 template <typename T>
 void project_gaussians_forward(const ProjectionArgs<T>& a, const ProjectionOutputs<T>& out) {
-    const int64_t N = a.n_gaussians, total = a.n_cameras * a.n_gaussians;
-#pragma omp parallel for num_threads(threads_for(total, kProjectionGrain, a.n_threads)) schedule(static)
-    for (int64_t idx = 0; idx < total; ++idx) {
-        const int64_t c = idx / N, n = idx % N;
-        const ProjectedGaussian<T> g = project_gaussian<T>(
-            a.means + 3 * n, a.quats + 4 * n, a.scales + 3 * n, a.opacities ? a.opacities + n : nullptr,
-            a.viewmats + 16 * c, a.Ks + 9 * c, a.width, a.height, a.eps2d, a.near_plane, a.far_plane,
-            a.radius_clip, a.calc_compensations, a.camera_model);
-        if (g.visible) out.store(idx, g);  // outputs were zero-initialised
-    }
+    const int64_t N = a.n_gaussians;
+    parallel_for(a.n_cameras * N, kProjectionGrain, a.n_threads, [&](int64_t begin, int64_t end) {
+        for (int64_t idx = begin; idx < end; ++idx) {
+            const int64_t c = idx / N, n = idx % N;
+            const ProjectedGaussian<T> g = project_gaussian<T>(
+                a.means + 3 * n, a.quats + 4 * n, a.scales + 3 * n, a.opacities ? a.opacities + n : nullptr,
+                a.viewmats + 16 * c, a.Ks + 9 * c, a.width, a.height, a.eps2d, a.near_plane, a.far_plane,
+                a.radius_clip, a.calc_compensations, a.camera_model);
+            if (g.visible) out.store(idx, g);  // outputs were zero-initialised
+        }
+    });
 }
 
 template <typename T>
@@ -43,11 +44,9 @@ void project_gaussians_backward(const ProjectionArgs<T>& a, const ProjectionGrad
     const int64_t n_chunks = (N + kCameraGradChunk - 1) / kCameraGradChunk;
     std::vector<T> cam_partial(camera_grads ? size_t(C * n_chunks * kCameraGradSlots) : 0, T(0));
 
-#pragma omp parallel num_threads(threads_for(n_chunks, 1, a.n_threads))
-    {
+    parallel_for(n_chunks, 1, a.n_threads, [&](int64_t chunk_begin, int64_t chunk_end) {
         T discarded_camera_grads[kCameraGradSlots];
-#pragma omp for schedule(static)
-        for (int64_t chunk = 0; chunk < n_chunks; ++chunk) {
+        for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
             const int64_t n_begin = chunk * kCameraGradChunk;
             const int64_t n_end = std::min(N, n_begin + kCameraGradChunk);
             for (int64_t n = n_begin; n < n_end; ++n) {
@@ -67,7 +66,7 @@ void project_gaussians_backward(const ProjectionArgs<T>& a, const ProjectionGrad
                 }
             }
         }
-    }
+    });
 
     if (!camera_grads) return;
     for (int64_t c = 0; c < C; ++c) {

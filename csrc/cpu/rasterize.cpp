@@ -89,14 +89,14 @@ void rasterize_backward(const RasterArgs<T>& a, const RasterBackwardInputs<T>& i
         {g.v_means2d, 2, 0}, {g.v_means2d, 2, 1}, {g.v_means2d_abs, 2, 0}, {g.v_means2d_abs, 2, 1},
         {g.v_conics, 3, 0},  {g.v_conics, 3, 1},  {g.v_conics, 3, 2},      {g.v_opacities, 1, 0}};
     for (int64_t ch = 0; ch < D; ++ch) targets.push_back({g.v_colors, D, ch});
-    const int64_t n_fields = int64_t(targets.size());
-#pragma omp parallel for num_threads(threads_for(n_fields, 1, a.n_threads)) schedule(static)
-    for (int64_t field = 0; field < n_fields; ++field) {
-        const FieldTarget target = targets[field];
-        if (!target.data) continue;  // no absgrad
-        for (int64_t i = 0; i < M; ++i)
-            target.data[a.flatten_ids[i] * target.stride + target.offset] += records[i * R + field];
-    }
+    parallel_for(int64_t(targets.size()), 1, a.n_threads, [&](int64_t begin, int64_t end) {
+        for (int64_t field = begin; field < end; ++field) {
+            const FieldTarget target = targets[field];
+            if (!target.data) continue;  // no absgrad
+            for (int64_t i = 0; i < M; ++i)
+                target.data[a.flatten_ids[i] * target.stride + target.offset] += records[i * R + field];
+        }
+    });
     if (g.v_backgrounds) {
         const int64_t tiles_per_camera = int64_t(a.tile_width) * a.tile_height;
         for (int64_t tile = 0; tile < a.n_tiles; ++tile)

@@ -30,11 +30,9 @@ template <typename T>
 void spherical_harmonics_forward(const ShArgs<T>& a, T* out) {
     const int64_t M = a.count, K = a.bases;
     const int bases = sh_num_bases(a.degree);
-#pragma omp parallel num_threads(threads_for(M, kShGrain, a.n_threads))
-    {
+    parallel_for(M, kShGrain, a.n_threads, [&](int64_t begin, int64_t end) {
         T basis[kMaxShBases];
-#pragma omp for schedule(static)
-        for (int64_t i = 0; i < M; ++i) {
+        for (int64_t i = begin; i < end; ++i) {
             if (a.masks && !a.masks[i]) {
                 out[3 * i] = out[3 * i + 1] = out[3 * i + 2] = T(0);
                 continue;
@@ -48,18 +46,16 @@ void spherical_harmonics_forward(const ShArgs<T>& a, T* out) {
                 out[3 * i + ch] = sum;
             }
         }
-    }
+    });
 }
 
 template <typename T>
 void spherical_harmonics_backward(const ShArgs<T>& a, const T* v_colors, T* v_dirs, T* v_coeffs) {
     const int64_t M = a.count, K = a.bases;
     const int bases = sh_num_bases(a.degree);
-#pragma omp parallel num_threads(threads_for(M, kShGrain, a.n_threads))
-    {
+    parallel_for(M, kShGrain, a.n_threads, [&](int64_t begin, int64_t end) {
         T basis[kMaxShBases], w[kMaxShBases];
-#pragma omp for schedule(static)
-        for (int64_t i = 0; i < M; ++i) {
+        for (int64_t i = begin; i < end; ++i) {
             // Every output element is written exactly once (the outputs are not pre-zeroed): one pass
             // over the [M, K, 3] gradient instead of a memset followed by the writes.
             T* vcoef = v_coeffs + i * K * 3;
@@ -84,7 +80,7 @@ void spherical_harmonics_backward(const ShArgs<T>& a, const T* v_colors, T* v_di
             v_dirs[3 * i + 1] = (g.y - dot * u.y) * u.inv_norm;
             v_dirs[3 * i + 2] = (g.z - dot * u.z) * u.inv_norm;
         }
-    }
+    });
 }
 
 template void spherical_harmonics_forward<float>(const ShArgs<float>&, float*);

@@ -39,14 +39,11 @@ std::vector<T> gaussian_window() {
 // has fixed bounds and vectorises.
 template <typename T>
 void blur_planes(T* planes, int count, int64_t H, int64_t W, const T* w, T* scratch, int n_threads) {
-    const int threads = threads_for(H, kBlurRowGrain, n_threads);
     for (int p = 0; p < count; ++p) {
         T* plane = planes + p * H * W;
-#pragma omp parallel num_threads(threads)
-        {
+        parallel_for(H, kBlurRowGrain, n_threads, [&](int64_t begin, int64_t end) {
             std::vector<T> padded(W + 2 * kRadius, T(0));
-#pragma omp for schedule(static)
-            for (int64_t r = 0; r < H; ++r) {
+            for (int64_t r = begin; r < end; ++r) {
                 std::copy(plane + r * W, plane + (r + 1) * W, padded.begin() + kRadius);
                 T* out = scratch + r * W;
                 for (int64_t c = 0; c < W; ++c) out[c] = T(0);
@@ -56,18 +53,20 @@ void blur_planes(T* planes, int count, int64_t H, int64_t W, const T* w, T* scra
                     for (int64_t c = 0; c < W; ++c) out[c] += wk * in[c];
                 }
             }
-        }
-#pragma omp parallel for num_threads(threads) schedule(static)
-        for (int64_t r = 0; r < H; ++r) {
-            T* out = plane + r * W;
-            const int64_t k0 = std::max<int64_t>(-kRadius, -r), k1 = std::min<int64_t>(kRadius, H - 1 - r);
-            for (int64_t c = 0; c < W; ++c) out[c] = T(0);
-            for (int64_t k = k0; k <= k1; ++k) {
-                const T wk = w[k + kRadius];
-                const T* in = scratch + (r + k) * W;
-                for (int64_t c = 0; c < W; ++c) out[c] += wk * in[c];
+        });
+        parallel_for(H, kBlurRowGrain, n_threads, [&](int64_t begin, int64_t end) {
+            for (int64_t r = begin; r < end; ++r) {
+                T* out = plane + r * W;
+                const int64_t k0 = std::max<int64_t>(-kRadius, -r),
+                              k1 = std::min<int64_t>(kRadius, H - 1 - r);
+                for (int64_t c = 0; c < W; ++c) out[c] = T(0);
+                for (int64_t k = k0; k <= k1; ++k) {
+                    const T wk = w[k + kRadius];
+                    const T* in = scratch + (r + k) * W;
+                    for (int64_t c = 0; c < W; ++c) out[c] += wk * in[c];
+                }
             }
-        }
+        });
     }
 }
 
