@@ -5,8 +5,8 @@
 //
 // Pointers are to contiguous memory on the device of the call (host memory for the CPU kernels); the
 // comments give shapes with C cameras, N Gaussians, M intersections, D channels and K SH bases.
-// This header includes no torch and no C++ library template header: raster_kernels.cpp, compiled once
-// per instruction set, includes it (see there).
+// Beyond gsplat_math.h it includes only <cstddef> and <cstdint>: raster_kernels.cpp, compiled once per
+// instruction set, includes it and must not share library template code with the rest (see there).
 #pragma once
 
 #include <cstddef>
