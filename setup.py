@@ -38,6 +38,14 @@ VERSION = runpy.run_path(os.path.join(HERE, "gsplat_py", "_version.py"))["__vers
 SAMPLE_SCENE = os.path.join("data", "snowmiku")  # copied into the wheel as gsplat_py/_bundled/snowmiku
 TORCH_VERSION = torch.__version__.split("+")[0]
 
+# The kernels' limits (max SH degree, max tile size) as -D macros, from the one file that defines them;
+# read without importing gsplat_py (which needs the extension this builds).
+LIMITS_FILE = os.path.join(HERE, "gsplat_py", "rendering", "limits.py")
+LIMIT_MACROS = runpy.run_path(LIMITS_FILE)["compile_definitions"]()
+# Torch-free headers both backends include (csrc/include); each directory's own headers are found
+# beside the sources that include them.
+INCLUDE_DIRS = [os.path.join(HERE, "csrc", "include")]
+
 # -fno-math-errno lets sqrt/exp calls vectorise without changing any result; -ffast-math is not used
 # because it changes NaN handling and rounding (the kernels vectorise without it).
 CXX_FLAGS = ["-O3", "-g0", "-std=c++20", "-fopenmp", "-fno-math-errno", "-Wall", "-Wno-unknown-pragmas"]
@@ -65,8 +73,8 @@ class BuildWithSimdKernels(BuildExtension):
             return self.compiler.compile(
                 [SIMD_KERNEL_SOURCE],
                 output_dir=os.path.join(self.build_temp, level),
-                macros=[("GS_ISA", level)],
-                include_dirs=[os.path.join(HERE, "csrc", "include"), os.path.join(HERE, "csrc", "cpu")],
+                macros=[("GS_ISA", level)] + LIMIT_MACROS,
+                include_dirs=INCLUDE_DIRS,
                 extra_postargs=flags,
             )
 
@@ -90,11 +98,18 @@ def cuda_build_reason():
 
 
 def extension():
-    all_sources = glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp"))
-    sources = sorted(src for src in all_sources if src != SIMD_KERNEL_SOURCE)
+    # csrc/cpu: the CPU kernels; csrc/torch: the schemas and the CPU ops' torch wrapper (cuda_ops.cpp,
+    # the CUDA one, only with the CUDA backend).
+    cpu_kernels = [
+        src for src in glob.glob(os.path.join("csrc", "cpu", "*.cpp")) if src != SIMD_KERNEL_SOURCE
+    ]
+    sources = sorted(cpu_kernels) + [
+        os.path.join("csrc", "torch", name) for name in ("ops.cpp", "cpu_ops.cpp")
+    ]
     common = dict(
         name="gsplat_py._C",
-        include_dirs=[os.path.join(HERE, "csrc"), os.path.join(HERE, "csrc", "include")],
+        include_dirs=INCLUDE_DIRS,
+        define_macros=LIMIT_MACROS,
         # libgomp.so.1 is the soname torch's wheel bundles too, so one OpenMP runtime is shared.
         extra_link_args=["-fopenmp"],
     )
@@ -102,9 +117,9 @@ def extension():
     if reason is not None:
         print(f"gsplat_py: building the CPU backend only ({reason})")
         return CppExtension(sources=sources, extra_compile_args={"cxx": CXX_FLAGS}, **common)
-    cuda_sources = sorted(
-        glob.glob(os.path.join("csrc", "cuda", "*.cu")) + glob.glob(os.path.join("csrc", "cuda", "*.cpp"))
-    )
+    cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu"))) + [
+        os.path.join("csrc", "torch", "cuda_ops.cpp")
+    ]
     print(
         f"gsplat_py: building the CPU and CUDA backends (torch CUDA {torch.version.cuda}, toolkit "
         f"{CUDA_HOME})"

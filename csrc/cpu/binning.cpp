@@ -2,15 +2,20 @@
 // (a stable radix sort of the depth bits, so ties keep index order); a counting sort by (camera, tile)
 // that visits them in that order then leaves every tile's list sorted by depth.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 #include "cpu_common.h"
-#include "ops.h"
+#include "kernels.h"
 
 namespace gsplat_py::cpu {
 
 namespace {
+
+// Gaussians per thread at least, when finding their tiles.
+constexpr int64_t kRectGrain = 4096;
 
 struct TileRect {
     int x0, x1, y0, y1;  // [x0, x1) x [y0, y1)
@@ -30,8 +35,12 @@ TileRect tile_rect(const T* mean, const int32_t* radius, int tile_size, int tile
 
 // Unsigned integer whose order is the order of the floating-point value (for non-NaN values).
 template <typename T> struct SortKey;
-template <> struct SortKey<float> { using type = uint32_t; };
-template <> struct SortKey<double> { using type = uint64_t; };
+template <> struct SortKey<float> {
+    using type = uint32_t;
+};
+template <> struct SortKey<double> {
+    using type = uint64_t;
+};
 
 template <typename T> typename SortKey<T>::type order_preserving_bits(T value) {
     using U = typename SortKey<T>::type;
@@ -65,31 +74,29 @@ template <typename U> void radix_sort(std::vector<BinItem<U>>& items) {
     }
 }
 
-template <typename T>
-void bin_impl(const at::Tensor& means2d, const at::Tensor& radii, const at::Tensor& depths,
-              int tile_size, int tile_width, int tile_height, at::Tensor& tiles_per_gauss,
-              at::Tensor& isect_offsets, at::Tensor& flatten_ids) {
-    using U = typename SortKey<T>::type;
-    const int64_t C = means2d.size(0), N = means2d.size(1);
-    const int64_t tiles_per_camera = int64_t(tile_width) * tile_height;
-    const int64_t n_tiles = C * tiles_per_camera;
-    const T* mean_p = means2d.data_ptr<T>();
-    const int32_t* radii_p = radii.data_ptr<int32_t>();
-    const T* depth_p = depths.data_ptr<T>();
-    int32_t* count_p = tiles_per_gauss.data_ptr<int32_t>();
+}  // namespace
 
-    std::vector<TileRect> rects(size_t(C * N));
-    at::parallel_for(0, C * N, 4096, [&](int64_t begin, int64_t end) {
+template <typename T>
+int64_t bin_gaussians_to_tiles(const BinningArgs<T>& a, int32_t* tiles_per_gauss, int32_t* isect_offsets,
+                               DeviceMemory& memory) {
+    using U = typename SortKey<T>::type;
+    const int64_t C = a.n_cameras, N = a.n_gaussians;
+    const int64_t tiles_per_camera = int64_t(a.tile_width) * a.tile_height;
+    const int64_t n_tiles = C * tiles_per_camera, total = C * N;
+
+    std::vector<TileRect> rects(static_cast<size_t>(total));
+    parallel_for(total, kRectGrain, a.n_threads, [&](int64_t begin, int64_t end) {
         for (int64_t idx = begin; idx < end; ++idx) {
-            rects[idx] = tile_rect(mean_p + 2 * idx, radii_p + 2 * idx, tile_size, tile_width, tile_height);
-            count_p[idx] = int32_t(rects[idx].count());
+            rects[idx] =
+                tile_rect(a.means2d + 2 * idx, a.radii + 2 * idx, a.tile_size, a.tile_width, a.tile_height);
+            tiles_per_gauss[idx] = int32_t(rects[idx].count());
         }
     });
     std::vector<BinItem<U>> items;
-    items.reserve(size_t(C * N));
-    for (int64_t idx = 0; idx < C * N; ++idx)
-        if (count_p[idx] > 0)
-            items.push_back({order_preserving_bits(depth_p[idx]), int32_t(idx),
+    items.reserve(size_t(total));
+    for (int64_t idx = 0; idx < total; ++idx)
+        if (tiles_per_gauss[idx] > 0)
+            items.push_back({order_preserving_bits(a.depths[idx]), int32_t(idx),
                              int32_t((idx / N) * tiles_per_camera), rects[idx]});
     radix_sort(items);
 
@@ -98,38 +105,23 @@ void bin_impl(const at::Tensor& means2d, const at::Tensor& radii, const at::Tens
     for (const BinItem<U>& item : items)
         for (int y = item.rect.y0; y < item.rect.y1; ++y)
             for (int x = item.rect.x0; x < item.rect.x1; ++x)
-                ++tile_start[item.tile_base + int64_t(y) * tile_width + x + 1];
+                ++tile_start[item.tile_base + int64_t(y) * a.tile_width + x + 1];
     for (int64_t t = 0; t < n_tiles; ++t) tile_start[t + 1] += tile_start[t];
     const int64_t M = tile_start[n_tiles];
-    TORCH_CHECK(M < (int64_t(1) << 31), "too many Gaussian-tile intersections (", M, ") for int32 ids");
+    if (const char* error = intersection_count_error(M)) throw std::runtime_error(error);
 
-    flatten_ids = at::empty({M}, means2d.options().dtype(at::kInt));
-    int32_t* ids = flatten_ids.data_ptr<int32_t>();
+    int32_t* ids = memory.flatten_ids(M);
     std::vector<int64_t> cursor(tile_start.begin(), tile_start.end() - 1);
     for (const BinItem<U>& item : items)
         for (int y = item.rect.y0; y < item.rect.y1; ++y)
             for (int x = item.rect.x0; x < item.rect.x1; ++x)
-                ids[cursor[item.tile_base + int64_t(y) * tile_width + x]++] = item.id;
-    int32_t* offsets = isect_offsets.data_ptr<int32_t>();
-    for (int64_t t = 0; t < n_tiles; ++t) offsets[t] = int32_t(tile_start[t]);
+                ids[cursor[item.tile_base + int64_t(y) * a.tile_width + x]++] = item.id;
+    for (int64_t t = 0; t < n_tiles; ++t) isect_offsets[t] = int32_t(tile_start[t]);
+    return M;
 }
 
-}  // namespace
-
-std::vector<at::Tensor> bin_gaussians_to_tiles(const at::Tensor& means2d, const at::Tensor& radii,
-                                               const at::Tensor& depths, int64_t tile_size,
-                                               int64_t tile_width, int64_t tile_height) {
-    check_binning_inputs(means2d, radii, depths);
-    const int64_t C = means2d.size(0), N = means2d.size(1);
-    auto int_opts = means2d.options().dtype(at::kInt);
-    at::Tensor tiles_per_gauss = at::zeros({C, N}, int_opts);
-    at::Tensor isect_offsets = at::empty({C, tile_height, tile_width}, int_opts);
-    at::Tensor flatten_ids;
-    AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "bin_gaussians_to_tiles", [&] {
-        bin_impl<scalar_t>(means2d, radii, depths, int(tile_size), int(tile_width), int(tile_height),
-                           tiles_per_gauss, isect_offsets, flatten_ids);
-    });
-    return {tiles_per_gauss, isect_offsets, flatten_ids};
-}
+template int64_t bin_gaussians_to_tiles<float>(const BinningArgs<float>&, int32_t*, int32_t*, DeviceMemory&);
+template int64_t bin_gaussians_to_tiles<double>(const BinningArgs<double>&, int32_t*, int32_t*,
+                                                DeviceMemory&);
 
 }  // namespace gsplat_py::cpu

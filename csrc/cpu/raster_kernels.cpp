@@ -26,6 +26,9 @@
 #error "GS_ISA must name the instruction-set namespace (x86_64_v4, x86_64_v3 or baseline)"
 #endif
 
+// clang-format off: formatted once the rewrite of these SIMD internals on another branch has landed
+// (until then a reformat would only make that merge conflict)
+
 namespace gsplat_py::cpu::GS_ISA {
 
 namespace {
@@ -160,7 +163,7 @@ template <typename T> int64_t pixel_index(const RasterArgs<T>& a, const TileGeom
 
 // The blocks of a tile a splat can reach: block rows [y_begin, y_end), and in block row `by` the
 // blocks [x_begin[by], x_end[by]).
-constexpr int kMaxBlocksPerSide = 16;  // tile_size <= 64
+constexpr int kMaxBlocksPerSide = (kMaxTileSize + kBlockSide - 1) / kBlockSide;
 
 struct BlockRange {
     int y_begin, y_end;
@@ -290,7 +293,7 @@ template <int kChannels> int channel_count(int runtime) { return kChannels > 0 ?
 constexpr int kMaxRegisterChannels = 4;
 
 template <typename T, int kChannels>
-void forward_tiles(const RasterArgs<T>& a, const SplatShape<T>* shapes, const ForwardOut<T>& out) {
+void forward_tiles(const RasterArgs<T>& a, const SplatShape<T>* shapes, const RasterForwardOutputs<T>& out) {
     using V = typename Simd<T>::V;
     using M = typename Simd<T>::M;
     const int Q = vectors_per_tile(a), B = blocks_per_side(a), D = channel_count<kChannels>(a.channels);
@@ -360,7 +363,7 @@ void forward_tiles(const RasterArgs<T>& a, const SplatShape<T>* shapes, const Fo
 }
 
 template <typename T, int kChannels>
-void backward_tiles(const RasterArgs<T>& a, const SplatShape<T>* shapes, const BackwardIn<T>& in,
+void backward_tiles(const RasterArgs<T>& a, const SplatShape<T>* shapes, const RasterBackwardInputs<T>& in,
                     const BackwardOut<T>& out) {
     using V = typename Simd<T>::V;
     using M = typename Simd<T>::M;
@@ -469,7 +472,7 @@ void backward_tiles(const RasterArgs<T>& a, const SplatShape<T>* shapes, const B
     }
 }
 
-template <typename T> void forward_any(const RasterArgs<T>& a, const ForwardOut<T>& out) {
+template <typename T> void forward_any(const RasterArgs<T>& a, const RasterForwardOutputs<T>& out) {
     LaneBuffer<SplatShape<T>> shapes{size_t(a.n_gaussians)};
     make_shapes(a, shapes.data, a.n_gaussians);
     switch (a.channels) {
@@ -481,7 +484,7 @@ template <typename T> void forward_any(const RasterArgs<T>& a, const ForwardOut<
 }
 
 template <typename T>
-void backward_any(const RasterArgs<T>& a, const BackwardIn<T>& in, const BackwardOut<T>& out) {
+void backward_any(const RasterArgs<T>& a, const RasterBackwardInputs<T>& in, const BackwardOut<T>& out) {
     LaneBuffer<SplatShape<T>> shapes{size_t(a.n_gaussians)};
     make_shapes(a, shapes.data, a.n_gaussians);
     switch (a.channels) {
@@ -494,14 +497,20 @@ void backward_any(const RasterArgs<T>& a, const BackwardIn<T>& in, const Backwar
 
 }  // namespace
 
-void rasterize_forward(const RasterArgs<float>& args, const ForwardOut<float>& out) { forward_any(args, out); }
-void rasterize_forward(const RasterArgs<double>& args, const ForwardOut<double>& out) { forward_any(args, out); }
-void rasterize_backward(const RasterArgs<float>& args, const BackwardIn<float>& in, const BackwardOut<float>& out) {
+void rasterize_forward(const RasterArgs<float>& args, const RasterForwardOutputs<float>& out) {
+    forward_any(args, out);
+}
+void rasterize_forward(const RasterArgs<double>& args, const RasterForwardOutputs<double>& out) {
+    forward_any(args, out);
+}
+void rasterize_backward(const RasterArgs<float>& args, const RasterBackwardInputs<float>& in,
+                        const BackwardOut<float>& out) {
     backward_any(args, in, out);
 }
-void rasterize_backward(const RasterArgs<double>& args, const BackwardIn<double>& in,
+void rasterize_backward(const RasterArgs<double>& args, const RasterBackwardInputs<double>& in,
                         const BackwardOut<double>& out) {
     backward_any(args, in, out);
 }
 
 }  // namespace gsplat_py::cpu::GS_ISA
+// clang-format on

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "cpu_common.h"
-#include "ops.h"
+#include "kernels.h"
 
 namespace gsplat_py::cpu {
 namespace {
@@ -22,6 +22,7 @@ constexpr int kRadius = 5;  // window 11
 constexpr double kSigma = 1.5;
 constexpr double kC1 = 0.01 * 0.01;
 constexpr double kC2 = 0.03 * 0.03;
+constexpr int64_t kBlurRowGrain = 16;  // rows per thread at least
 
 template <typename T>
 std::vector<T> gaussian_window() {
@@ -34,13 +35,13 @@ std::vector<T> gaussian_window() {
 }
 
 // Blur `count` planes of H x W in place (zero padding), using `scratch` (H x W). Rows are split over
-// the thread pool; the horizontal pass goes through a zero-padded copy of the row so that its 11-tap
-// loop has fixed bounds and vectorises.
+// the threads; the horizontal pass goes through a zero-padded copy of the row so that its 11-tap loop
+// has fixed bounds and vectorises.
 template <typename T>
-void blur_planes(T* planes, int count, int64_t H, int64_t W, const T* w, T* scratch) {
+void blur_planes(T* planes, int count, int64_t H, int64_t W, const T* w, T* scratch, int n_threads) {
     for (int p = 0; p < count; ++p) {
         T* plane = planes + p * H * W;
-        at::parallel_for(0, H, 16, [&](int64_t begin, int64_t end) {
+        parallel_for(H, kBlurRowGrain, n_threads, [&](int64_t begin, int64_t end) {
             std::vector<T> padded(W + 2 * kRadius, T(0));
             for (int64_t r = begin; r < end; ++r) {
                 std::copy(plane + r * W, plane + (r + 1) * W, padded.begin() + kRadius);
@@ -53,10 +54,11 @@ void blur_planes(T* planes, int count, int64_t H, int64_t W, const T* w, T* scra
                 }
             }
         });
-        at::parallel_for(0, H, 16, [&](int64_t begin, int64_t end) {
+        parallel_for(H, kBlurRowGrain, n_threads, [&](int64_t begin, int64_t end) {
             for (int64_t r = begin; r < end; ++r) {
                 T* out = plane + r * W;
-                const int64_t k0 = std::max<int64_t>(-kRadius, -r), k1 = std::min<int64_t>(kRadius, H - 1 - r);
+                const int64_t k0 = std::max<int64_t>(-kRadius, -r),
+                              k1 = std::min<int64_t>(kRadius, H - 1 - r);
                 for (int64_t c = 0; c < W; ++c) out[c] = T(0);
                 for (int64_t k = k0; k <= k1; ++k) {
                     const T wk = w[k + kRadius];
@@ -87,22 +89,25 @@ inline SsimTerms ssim_terms(T mx, T my, T exx, T eyy, T exy) {
     return {s, ds_dmx, ds_dsxx, ds_dsxy};
 }
 
-void check_ssim_inputs(const at::Tensor& img1, const at::Tensor& img2) {
-    check_input(img1, "img1", img1);
-    check_input(img2, "img2", img1);
-    TORCH_CHECK(img1.dim() == 4 && img1.sizes() == img2.sizes(), "img1 and img2 must be [B, H, W, C] of one shape");
-    TORCH_CHECK(img1.scalar_type() == img2.scalar_type(), "img1 and img2 must share a dtype");
-}
-
 // One (image, channel) plane of both images, x and y (n = H x W each, planar), and its five blurred
 // maps: G x, G y, G x^2, G y^2, G xy.
 template <typename T>
 struct PlaneStats {
     int64_t H, W, C, n;
+    int n_threads;
     std::vector<T> window, x, y, maps, scratch;
 
-    PlaneStats(int64_t H_, int64_t W_, int64_t C_)
-        : H(H_), W(W_), C(C_), n(H_ * W_), window(gaussian_window<T>()), x(n), y(n), maps(5 * n), scratch(n) {}
+    explicit PlaneStats(const SsimArgs<T>& a)
+        : H(a.height),
+          W(a.width),
+          C(a.channels),
+          n(a.height * a.width),
+          n_threads(a.n_threads),
+          window(gaussian_window<T>()),
+          x(n),
+          y(n),
+          maps(5 * n),
+          scratch(n) {}
 
     // Load channel c of image b from channels-last [B, H, W, C] data and blur.
     void load(const T* img1, const T* img2, int64_t b, int64_t c) {
@@ -115,7 +120,7 @@ struct PlaneStats {
             maps[3 * n + i] = y[i] * y[i];
             maps[4 * n + i] = x[i] * y[i];
         }
-        blur_planes(maps.data(), 5, H, W, window.data(), scratch.data());
+        blur_planes(maps.data(), 5, H, W, window.data(), scratch.data(), n_threads);
     }
 
     SsimTerms terms(int64_t i) const {
@@ -125,58 +130,50 @@ struct PlaneStats {
 
 }  // namespace
 
-at::Tensor ssim_forward(const at::Tensor& img1, const at::Tensor& img2) {
-    check_ssim_inputs(img1, img2);
-    const int64_t B = img1.size(0), H = img1.size(1), W = img1.size(2), C = img1.size(3), n = H * W;
-    at::Tensor result = at::empty({B}, img1.options());
-    AT_DISPATCH_FLOATING_TYPES(img1.scalar_type(), "ssim_forward", [&] {
-        using T = scalar_t;
-        std::vector<double> sums(B * C, 0.0);
-        PlaneStats<T> plane(H, W, C);
-        for (int64_t bc = 0; bc < B * C; ++bc) {
-            plane.load(img1.data_ptr<T>(), img2.data_ptr<T>(), bc / C, bc % C);
-            double sum = 0.0;
-            for (int64_t i = 0; i < n; ++i) sum += plane.terms(i).s;
-            sums[bc] = sum;
-        }
-        T* out = result.data_ptr<T>();
-        for (int64_t b = 0; b < B; ++b) {  // fixed order: deterministic for any thread count
-            double total = 0.0;
-            for (int64_t c = 0; c < C; ++c) total += sums[b * C + c];
-            out[b] = T(total / double(n * C));
-        }
-    });
-    return result;
+template <typename T>
+void ssim_forward(const SsimArgs<T>& a, T* result) {
+    const int64_t B = a.batch, C = a.channels, n = a.height * a.width;
+    std::vector<double> sums(B * C, 0.0);
+    PlaneStats<T> plane(a);
+    for (int64_t bc = 0; bc < B * C; ++bc) {
+        plane.load(a.img1, a.img2, bc / C, bc % C);
+        double sum = 0.0;
+        for (int64_t i = 0; i < n; ++i) sum += plane.terms(i).s;
+        sums[bc] = sum;
+    }
+    for (int64_t b = 0; b < B; ++b) {  // fixed order: deterministic for any thread count
+        double total = 0.0;
+        for (int64_t c = 0; c < C; ++c) total += sums[b * C + c];
+        result[b] = T(total / double(n * C));
+    }
 }
 
-at::Tensor ssim_backward(const at::Tensor& img1, const at::Tensor& img2, const at::Tensor& v_result) {
-    check_ssim_inputs(img1, img2);
-    const int64_t B = img1.size(0), H = img1.size(1), W = img1.size(2), C = img1.size(3), n = H * W;
-    TORCH_CHECK(v_result.numel() == B, "v_result must have one value per image");
-    at::Tensor v_img1 = at::empty(img1.sizes(), img1.options());
-    const at::Tensor v_res = v_result.contiguous().to(img1.scalar_type());
-    AT_DISPATCH_FLOATING_TYPES(img1.scalar_type(), "ssim_backward", [&] {
-        using T = scalar_t;
-        const T* vr = v_res.data_ptr<T>();
-        T* out = v_img1.data_ptr<T>();
-        PlaneStats<T> plane(H, W, C);
-        std::vector<T> grads(3 * n);
-        for (int64_t bc = 0; bc < B * C; ++bc) {
-            const int64_t b = bc / C, c = bc % C;
-            plane.load(img1.data_ptr<T>(), img2.data_ptr<T>(), b, c);
-            const double g = double(vr[b]) / double(n * C);
-            for (int64_t i = 0; i < n; ++i) {
-                const SsimTerms t = plane.terms(i);
-                grads[i] = T(g * t.ds_dmx);
-                grads[n + i] = T(g * t.ds_dexx);
-                grads[2 * n + i] = T(g * t.ds_dexy);
-            }
-            blur_planes(grads.data(), 3, H, W, plane.window.data(), plane.scratch.data());
-            for (int64_t i = 0; i < n; ++i)
-                out[(b * n + i) * C + c] = grads[i] + T(2) * plane.x[i] * grads[n + i] + plane.y[i] * grads[2 * n + i];
+template <typename T>
+void ssim_backward(const SsimArgs<T>& a, const T* v_result, T* v_img1) {
+    const int64_t B = a.batch, C = a.channels, n = a.height * a.width;
+    PlaneStats<T> plane(a);
+    std::vector<T> grads(3 * n);
+    for (int64_t bc = 0; bc < B * C; ++bc) {
+        const int64_t b = bc / C, c = bc % C;
+        plane.load(a.img1, a.img2, b, c);
+        const double g = double(v_result[b]) / double(n * C);
+        for (int64_t i = 0; i < n; ++i) {
+            const SsimTerms t = plane.terms(i);
+            grads[i] = T(g * t.ds_dmx);
+            grads[n + i] = T(g * t.ds_dexx);
+            grads[2 * n + i] = T(g * t.ds_dexy);
         }
-    });
-    return v_img1;
+        blur_planes(grads.data(), 3, plane.H, plane.W, plane.window.data(), plane.scratch.data(),
+                    a.n_threads);
+        for (int64_t i = 0; i < n; ++i)
+            v_img1[(b * n + i) * C + c] =
+                grads[i] + T(2) * plane.x[i] * grads[n + i] + plane.y[i] * grads[2 * n + i];
+    }
 }
+
+template void ssim_forward<float>(const SsimArgs<float>&, float*);
+template void ssim_forward<double>(const SsimArgs<double>&, double*);
+template void ssim_backward<float>(const SsimArgs<float>&, const float*, float*);
+template void ssim_backward<double>(const SsimArgs<double>&, const double*, double*);
 
 }  // namespace gsplat_py::cpu

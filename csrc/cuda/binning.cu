@@ -23,7 +23,8 @@ struct TileRect {
 
 // Same arithmetic as the CPU's tile_rect, so both backends bin the same Gaussians into the same tiles.
 template <typename T>
-__device__ TileRect tile_rect(const T* mean, const int32_t* radius, int tile_size, int tile_width, int tile_height) {
+__device__ TileRect tile_rect(const T* mean, const int32_t* radius, int tile_size, int tile_width,
+                              int tile_height) {
     if (radius[0] <= 0 || radius[1] <= 0) return {0, 0, 0, 0};
     auto clampi = [](T v, int hi) { return int(fmin(fmax(double(v), 0.0), double(hi))); };
     const T ts = T(tile_size);
@@ -34,8 +35,12 @@ __device__ TileRect tile_rect(const T* mean, const int32_t* radius, int tile_siz
 }
 
 template <typename T> struct SortKey;
-template <> struct SortKey<float> { using type = uint32_t; };
-template <> struct SortKey<double> { using type = unsigned long long; };
+template <> struct SortKey<float> {
+    using type = uint32_t;
+};
+template <> struct SortKey<double> {
+    using type = unsigned long long;
+};
 
 // Unsigned integer whose order is the order of the floating-point value (for non-NaN values).
 template <typename T> __device__ typename SortKey<T>::type order_preserving_bits(T value) {
@@ -48,7 +53,8 @@ template <typename T> __device__ typename SortKey<T>::type order_preserving_bits
 
 template <typename T>
 __global__ void count_tiles_kernel(const BinningArgs<T> a, int32_t* __restrict__ tiles_per_gauss,
-                                   typename SortKey<T>::type* __restrict__ depth_keys, int32_t* __restrict__ ids) {
+                                   typename SortKey<T>::type* __restrict__ depth_keys,
+                                   int32_t* __restrict__ ids) {
     const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (idx >= a.n_cameras * a.n_gaussians) return;
     const int count =
@@ -66,7 +72,8 @@ __global__ void gather_counts_kernel(int64_t count, const int32_t* __restrict__ 
 }
 
 template <typename T>
-__global__ void write_intersections_kernel(const BinningArgs<T> a, const int32_t* __restrict__ depth_sorted_ids,
+__global__ void write_intersections_kernel(const BinningArgs<T> a,
+                                           const int32_t* __restrict__ depth_sorted_ids,
                                            const int32_t* __restrict__ tiles_per_gauss,
                                            const int64_t* __restrict__ cumulative,
                                            uint32_t* __restrict__ tile_keys, int32_t* __restrict__ tile_ids) {
@@ -87,8 +94,8 @@ __global__ void write_intersections_kernel(const BinningArgs<T> a, const int32_t
 }
 
 // offsets[t] = the number of intersections in tiles before t (the tile's first entry in flatten_ids).
-__global__ void tile_offsets_kernel(int64_t n_isects, int64_t n_tiles, const uint32_t* __restrict__ sorted_keys,
-                                    int32_t* __restrict__ offsets) {
+__global__ void tile_offsets_kernel(int64_t n_isects, int64_t n_tiles,
+                                    const uint32_t* __restrict__ sorted_keys, int32_t* __restrict__ offsets) {
     const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i >= n_isects) return;
     const int64_t tile = sorted_keys[i];
@@ -125,7 +132,6 @@ int64_t bin_gaussians_to_tiles(const BinningArgs<T>& a, int32_t* tiles_per_gauss
     using Key = typename SortKey<T>::type;
     const int64_t total = a.n_cameras * a.n_gaussians;
     const int64_t n_tiles = a.n_cameras * int64_t(a.tile_width) * a.tile_height;
-    if (total >= (int64_t(1) << 31)) throw std::runtime_error("gsplat_py CUDA: C * N must be below 2^31");
     if (n_tiles >= (int64_t(1) << 32)) throw std::runtime_error("gsplat_py CUDA: too many tiles");
     if (total == 0) {
         check_cuda(cudaMemsetAsync(isect_offsets, 0, n_tiles * sizeof(int32_t), stream), "memset offsets");
@@ -136,13 +142,14 @@ int64_t bin_gaussians_to_tiles(const BinningArgs<T>& a, int32_t* tiles_per_gauss
     Key* depth_keys = static_cast<Key*>(memory.scratch(2 * total * sizeof(Key)));
     int32_t* ids = static_cast<int32_t*>(memory.scratch(2 * total * sizeof(int32_t)));
     int64_t* cumulative = static_cast<int64_t*>(memory.scratch(total * sizeof(int64_t)));
-    count_tiles_kernel<T><<<blocks_for(total, kThreads), kThreads, 0, stream>>>(a, tiles_per_gauss, depth_keys, ids);
+    count_tiles_kernel<T>
+        <<<blocks_for(total, kThreads), kThreads, 0, stream>>>(a, tiles_per_gauss, depth_keys, ids);
     check_launch("count_tiles_kernel");
     sort_pairs(memory, depth_keys, depth_keys + total, ids, ids + total, total, int(8 * sizeof(Key)), stream);
     const int32_t* depth_sorted_ids = ids + total;
 
     gather_counts_kernel<<<blocks_for(total, kThreads), kThreads, 0, stream>>>(total, depth_sorted_ids,
-                                                                                tiles_per_gauss, cumulative);
+                                                                               tiles_per_gauss, cumulative);
     check_launch("gather_counts_kernel");
     size_t scan_bytes = 0;
     check_cuda(cub::DeviceScan::InclusiveSum(nullptr, scan_bytes, cumulative, cumulative, int(total), stream),
@@ -151,11 +158,12 @@ int64_t bin_gaussians_to_tiles(const BinningArgs<T>& a, int32_t* tiles_per_gauss
                                              int(total), stream),
                "scan");
     int64_t n_isects = 0;
-    check_cuda(cudaMemcpyAsync(&n_isects, cumulative + total - 1, sizeof(int64_t), cudaMemcpyDeviceToHost, stream),
-               "copy intersection count");
+    check_cuda(
+        cudaMemcpyAsync(&n_isects, cumulative + total - 1, sizeof(int64_t), cudaMemcpyDeviceToHost, stream),
+        "copy intersection count");
     check_cuda(cudaStreamSynchronize(stream), "binning");
-    if (n_isects >= (int64_t(1) << 31))
-        throw std::runtime_error("gsplat_py CUDA: too many Gaussian-tile intersections for int32 ids");
+    if (const char* error = intersection_count_error(n_isects))
+        throw std::runtime_error(std::string("gsplat_py CUDA: ") + error);
 
     int32_t* flatten_ids = memory.flatten_ids(n_isects);
     if (n_isects == 0) {
@@ -169,13 +177,15 @@ int64_t bin_gaussians_to_tiles(const BinningArgs<T>& a, int32_t* tiles_per_gauss
     check_launch("write_intersections_kernel");
     sort_pairs(memory, tile_keys, tile_keys + n_isects, tile_ids, flatten_ids, n_isects,
                bits_for(uint64_t(n_tiles - 1)), stream);
-    tile_offsets_kernel<<<blocks_for(n_isects, kThreads), kThreads, 0, stream>>>(n_isects, n_tiles,
-                                                                                  tile_keys + n_isects, isect_offsets);
+    tile_offsets_kernel<<<blocks_for(n_isects, kThreads), kThreads, 0, stream>>>(
+        n_isects, n_tiles, tile_keys + n_isects, isect_offsets);
     check_launch("tile_offsets_kernel");
     return n_isects;
 }
 
-template int64_t bin_gaussians_to_tiles<float>(const BinningArgs<float>&, int32_t*, int32_t*, DeviceMemory&, cudaStream_t);
-template int64_t bin_gaussians_to_tiles<double>(const BinningArgs<double>&, int32_t*, int32_t*, DeviceMemory&, cudaStream_t);
+template int64_t bin_gaussians_to_tiles<float>(const BinningArgs<float>&, int32_t*, int32_t*, DeviceMemory&,
+                                               cudaStream_t);
+template int64_t bin_gaussians_to_tiles<double>(const BinningArgs<double>&, int32_t*, int32_t*, DeviceMemory&,
+                                                cudaStream_t);
 
 }  // namespace gsplat_py::cuda

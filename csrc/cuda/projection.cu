@@ -20,17 +20,7 @@ __global__ void project_forward_kernel(const ProjectionArgs<T> a, const Projecti
         a.means + 3 * n, a.quats + 4 * n, a.scales + 3 * n, a.opacities ? a.opacities + n : nullptr,
         a.viewmats + 16 * c, a.Ks + 9 * c, a.width, a.height, a.eps2d, a.near_plane, a.far_plane,
         a.radius_clip, a.calc_compensations, a.camera_model);
-    if (!g.visible) return;  // outputs were zero-filled
-    const int64_t idx = c * a.n_gaussians + n;
-    out.radii[2 * idx] = g.radius_x;
-    out.radii[2 * idx + 1] = g.radius_y;
-    out.means2d[2 * idx] = g.mean_x;
-    out.means2d[2 * idx + 1] = g.mean_y;
-    out.depths[idx] = g.depth;
-    out.conics[3 * idx] = g.conic.a;
-    out.conics[3 * idx + 1] = g.conic.b;
-    out.conics[3 * idx + 2] = g.conic.c;
-    out.compensations[idx] = g.compensation;
+    if (g.visible) out.store(c * a.n_gaussians + n, g);  // outputs were zero-filled
 }
 
 template <typename T>
@@ -41,14 +31,14 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t idx = c * a.n_gaussians + n;
     const bool visible = n < a.n_gaussians && g.radii[2 * idx] > 0 && g.radii[2 * idx + 1] > 0;
 
-    T v_mean[3] = {}, v_quat[4] = {}, v_scale[3] = {}, v_camera[20] = {};  // viewmat 16, then fx fy cx cy
+    T v_mean[3] = {}, v_quat[4] = {}, v_scale[3] = {}, v_camera[kCameraGradSlots] = {};
     if (visible) {
         const Sym2<T> v_conic = {g.v_conics[3 * idx], g.v_conics[3 * idx + 1], g.v_conics[3 * idx + 2]};
         project_gaussian_vjp<T>(a.means + 3 * n, a.quats + 4 * n, a.scales + 3 * n, a.viewmats + 16 * c,
                                 a.Ks + 9 * c, a.width, a.height, a.eps2d, a.camera_model,
                                 g.v_means2d[2 * idx], g.v_means2d[2 * idx + 1], g.v_depths[idx], v_conic,
                                 g.v_compensations ? g.v_compensations[idx] : T(0), v_mean, v_quat, v_scale,
-                                v_camera, v_camera + 16);
+                                v_camera, v_camera + kViewmatGradSlots);
         if (a.n_cameras == 1) {  // this thread owns the Gaussian's gradients
 #pragma unroll
             for (int k = 0; k < 3; ++k) g.v_means[3 * n + k] = v_mean[k];
@@ -67,25 +57,25 @@ __global__ void __launch_bounds__(kThreads)
     }
     if (g.v_viewmats == nullptr) return;  // the same for the whole grid: no camera gradients wanted
 
-    // Every Gaussian adds to the same 20 camera values: sum over the warp, then over the block, so
-    // one atomic add per block and value (per warp, the adds of a million Gaussians contend badly).
+    // Every Gaussian adds to the same camera values: sum over the warp, then over the block, so one
+    // atomic add per block and value (per warp, the adds of a million Gaussians contend badly).
     constexpr int kWarps = kThreads / 32;
-    __shared__ T block_sums[kWarps][20];
+    __shared__ T block_sums[kWarps][kCameraGradSlots];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const bool warp_has_work = __any_sync(kFullWarp, visible);
 #pragma unroll
-    for (int k = 0; k < 20; ++k) {
+    for (int k = 0; k < kCameraGradSlots; ++k) {
         const T sum = warp_has_work ? warp_sum(v_camera[k]) : T(0);
         if (lane == 0) block_sums[warp][k] = sum;
     }
     __syncthreads();
-    if (threadIdx.x < 20) {
+    if (threadIdx.x < kCameraGradSlots) {
         T total = T(0);
 #pragma unroll
         for (int w = 0; w < kWarps; ++w) total += block_sums[w][threadIdx.x];
         const int k = threadIdx.x;
-        // fx, fy, cx, cy are entries 0, 4, 2, 5 of the row-major 3x3 K
-        T* target = k < 16 ? g.v_viewmats + 16 * c + k : g.v_Ks + 9 * c + (k == 16 ? 0 : k == 17 ? 4 : k == 18 ? 2 : 5);
+        T* target = k < kViewmatGradSlots ? g.v_viewmats + 16 * c + k
+                                          : g.v_Ks + 9 * c + K_index_of_intrinsic(k - kViewmatGradSlots);
         if (total != T(0)) atomicAdd(target, total);
     }
 }
@@ -101,7 +91,8 @@ template <typename T>
 void project_gaussians_forward(const ProjectionArgs<T>& args, const ProjectionOutputs<T>& out,
                                cudaStream_t stream) {
     if (args.n_gaussians == 0 || args.n_cameras == 0) return;
-    project_forward_kernel<T><<<projection_grid(args.n_gaussians, args.n_cameras), kThreads, 0, stream>>>(args, out);
+    project_forward_kernel<T>
+        <<<projection_grid(args.n_gaussians, args.n_cameras), kThreads, 0, stream>>>(args, out);
     check_launch("project_forward_kernel");
 }
 
@@ -109,13 +100,18 @@ template <typename T>
 void project_gaussians_backward(const ProjectionArgs<T>& args, const ProjectionGradients<T>& grads,
                                 cudaStream_t stream) {
     if (args.n_gaussians == 0 || args.n_cameras == 0) return;
-    project_backward_kernel<T><<<projection_grid(args.n_gaussians, args.n_cameras), kThreads, 0, stream>>>(args, grads);
+    project_backward_kernel<T>
+        <<<projection_grid(args.n_gaussians, args.n_cameras), kThreads, 0, stream>>>(args, grads);
     check_launch("project_backward_kernel");
 }
 
-template void project_gaussians_forward<float>(const ProjectionArgs<float>&, const ProjectionOutputs<float>&, cudaStream_t);
-template void project_gaussians_forward<double>(const ProjectionArgs<double>&, const ProjectionOutputs<double>&, cudaStream_t);
-template void project_gaussians_backward<float>(const ProjectionArgs<float>&, const ProjectionGradients<float>&, cudaStream_t);
-template void project_gaussians_backward<double>(const ProjectionArgs<double>&, const ProjectionGradients<double>&, cudaStream_t);
+template void project_gaussians_forward<float>(const ProjectionArgs<float>&, const ProjectionOutputs<float>&,
+                                               cudaStream_t);
+template void project_gaussians_forward<double>(const ProjectionArgs<double>&,
+                                                const ProjectionOutputs<double>&, cudaStream_t);
+template void project_gaussians_backward<float>(const ProjectionArgs<float>&,
+                                                const ProjectionGradients<float>&, cudaStream_t);
+template void project_gaussians_backward<double>(const ProjectionArgs<double>&,
+                                                 const ProjectionGradients<double>&, cudaStream_t);
 
 }  // namespace gsplat_py::cuda

@@ -173,13 +173,15 @@ __device__ T* field_target(const RasterGradients<T>& g, int field, int64_t id) {
     if (field < 5) return g.v_conics + 3 * id + (field - 2);
     if (field == 5) return g.v_opacities + id;
     if (field < kColorField + kD) return g.v_colors + id * kD + (field - kColorField);
-    if (field >= kAbsField && field < kAbsField + 2 && g.v_means2d_abs) return g.v_means2d_abs + 2 * id + (field - kAbsField);
+    if (field >= kAbsField && field < kAbsField + 2 && g.v_means2d_abs)
+        return g.v_means2d_abs + 2 * id + (field - kAbsField);
     return nullptr;
 }
 
 template <typename T, int kD>
 __global__ void __launch_bounds__(kMaxThreads)
-    rasterize_backward_kernel(const RasterArgs<T> a, const RasterBackwardInputs<T> in, const RasterGradients<T> g) {
+    rasterize_backward_kernel(const RasterArgs<T> a, const RasterBackwardInputs<T> in,
+                              const RasterGradients<T> g) {
     constexpr int kStagedChannels = kD != kGenericChannels ? kD : 1;
     constexpr int kFlush = sizeof(T) == 4 ? 16 : 8;  // Gaussians per block-wide sum
     constexpr int kMaxWarps = kMaxThreads / 32;
@@ -256,12 +258,13 @@ __global__ void __launch_bounds__(kMaxThreads)
                     weight = alpha * t_before;
                     trans = t_before;
                     T v_alpha = t_final * ratio * v_trans_final;
-                    const T* color = kD != kGenericChannels ? staged_colors + k * kStagedChannels
-                                                            : a.colors + id * D;
+                    const T* color =
+                        kD != kGenericChannels ? staged_colors + k * kStagedChannels : a.colors + id * D;
                     for (int c = 0; c < D; ++c) {
                         const T vc = v_color[c];
                         v_alpha += (color[c] * t_before - behind[c] * ratio) * vc;
-                        if (kD != kGenericChannels && kColorField + c < kAbsField) fields[kColorField + c] = weight * vc;
+                        if (kD != kGenericChannels && kColorField + c < kAbsField)
+                            fields[kColorField + c] = weight * vc;
                         behind[c] += weight * color[c];
                     }
                     const SplatGrad<T> sg = splat_alpha_vjp<T, T>(conic, opacity, dx, dy, vis, v_alpha);
@@ -342,8 +345,10 @@ void rasterize_backward(const RasterArgs<T>& args, const RasterBackwardInputs<T>
     check_launch("rasterize_backward_kernel");
 }
 
-template void rasterize_forward<float>(const RasterArgs<float>&, const RasterForwardOutputs<float>&, cudaStream_t);
-template void rasterize_forward<double>(const RasterArgs<double>&, const RasterForwardOutputs<double>&, cudaStream_t);
+template void rasterize_forward<float>(const RasterArgs<float>&, const RasterForwardOutputs<float>&,
+                                       cudaStream_t);
+template void rasterize_forward<double>(const RasterArgs<double>&, const RasterForwardOutputs<double>&,
+                                        cudaStream_t);
 template void rasterize_backward<float>(const RasterArgs<float>&, const RasterBackwardInputs<float>&,
                                         const RasterGradients<float>&, cudaStream_t);
 template void rasterize_backward<double>(const RasterArgs<double>&, const RasterBackwardInputs<double>&,

@@ -12,8 +12,8 @@ namespace {
 // A warp handles 32 consecutive directions and moves their coefficient rows between device memory and
 // shared memory together, so the loads and stores are coalesced (a thread reading or writing its own
 // 48-value row would touch 32 rows at once per instruction: measured 4x slower than bandwidth).
-template <typename T> __host__ __device__ constexpr int warps_per_block() { return sizeof(T) == 4 ? 4 : 2; }  // <= 48 KB shared
-constexpr int kMaxBases = 16;
+// Warps per block: their staged rows stay within 48 KB of shared memory.
+template <typename T> __host__ __device__ constexpr int warps_per_block() { return sizeof(T) == 4 ? 4 : 2; }
 
 template <typename T> struct UnitDir {
     T x, y, z, inv_norm;
@@ -27,7 +27,7 @@ template <typename T> __device__ UnitDir<T> normalise(const T* d) {
 // The warp's directions and their rows in shared memory; rows are padded by one value against bank
 // conflicts. `count` <= 0 means the warp has no direction.
 template <typename T, int kDegree> struct WarpRows {
-    static constexpr int kBases = (kDegree + 1) * (kDegree + 1);
+    static constexpr int kBases = sh_num_bases(kDegree);
     static constexpr int kUsed = 3 * kBases;  // the coefficients the degree reads
     static constexpr int kPitch = kUsed + 1;
     int64_t first;
@@ -56,7 +56,8 @@ template <typename T, int kDegree> struct WarpRows {
 };
 
 // The degree is a template parameter so the loops over bases unroll and the basis stays in registers.
-template <typename T, int kDegree> __global__ void sh_forward_kernel(const ShArgs<T> a, T* __restrict__ colors) {
+template <typename T, int kDegree>
+__global__ void sh_forward_kernel(const ShArgs<T> a, T* __restrict__ colors) {
     using Rows = WarpRows<T, kDegree>;
     __shared__ T staged[warps_per_block<T>()][32 * Rows::kPitch];
     Rows w(a, staged);
@@ -67,7 +68,7 @@ template <typename T, int kDegree> __global__ void sh_forward_kernel(const ShArg
     T sum[3] = {T(0), T(0), T(0)};
     if (!w.masked(a)) {
         const UnitDir<T> u = normalise(a.dirs + 3 * i);
-        T basis[kMaxBases];
+        T basis[kMaxShBases];
         sh_basis(kDegree, u.x, u.y, u.z, basis);
         const T* c = w.rows + w.lane * Rows::kPitch;
 #pragma unroll
@@ -90,7 +91,7 @@ __global__ void sh_backward_kernel(const ShArgs<T> a, const T* __restrict__ v_co
     w.load_coefficients(a);
     const bool active = w.lane < w.count && !w.masked(a);
     const int64_t i = w.first + w.lane;
-    T basis[kMaxBases] = {};
+    T basis[kMaxShBases] = {};
     T vc[3] = {T(0), T(0), T(0)};
     if (active) {
         const UnitDir<T> u = normalise(a.dirs + 3 * i);
@@ -98,9 +99,10 @@ __global__ void sh_backward_kernel(const ShArgs<T> a, const T* __restrict__ v_co
 #pragma unroll
         for (int ch = 0; ch < 3; ++ch) vc[ch] = v_colors[3 * i + ch];
         const T* c = w.rows + w.lane * Rows::kPitch;
-        T weights[kMaxBases];
+        T weights[kMaxShBases];
 #pragma unroll
-        for (int k = 0; k < kBases; ++k) weights[k] = c[3 * k] * vc[0] + c[3 * k + 1] * vc[1] + c[3 * k + 2] * vc[2];
+        for (int k = 0; k < kBases; ++k)
+            weights[k] = c[3 * k] * vc[0] + c[3 * k + 1] * vc[1] + c[3 * k + 2] * vc[2];
         // through the normalisation: (I - u u^T) g / |d|
         const Vec3<T> g = sh_basis_vjp(kDegree, u.x, u.y, u.z, weights);
         const T dot = g.x * u.x + g.y * u.y + g.z * u.z;
@@ -130,22 +132,26 @@ __global__ void sh_backward_kernel(const ShArgs<T> a, const T* __restrict__ v_co
     }
 }
 
+static_assert(kMaxShDegree == 3, "with_degree instantiates the kernels for the degrees 0..3");
 template <typename Launch> void with_degree(int degree, Launch launch) {
     switch (degree) {
         case 0: return launch(std::integral_constant<int, 0>{});
         case 1: return launch(std::integral_constant<int, 1>{});
         case 2: return launch(std::integral_constant<int, 2>{});
         case 3: return launch(std::integral_constant<int, 3>{});
-        default: throw std::runtime_error("gsplat_py CUDA: sh degree must be in 0..3");
+        default: throw std::runtime_error(std::string("gsplat_py CUDA: ") + sh_error(degree, kMaxShBases));
     }
 }
 
 }  // namespace
 
-template <typename T> void spherical_harmonics_forward(const ShArgs<T>& args, T* colors, cudaStream_t stream) {
+template <typename T>
+void spherical_harmonics_forward(const ShArgs<T>& args, T* colors, cudaStream_t stream) {
     if (args.count == 0) return;
     with_degree(args.degree, [&](auto degree) {
-        sh_forward_kernel<T, degree.value><<<blocks_for(args.count, 32 * warps_per_block<T>()), 32 * warps_per_block<T>(), 0, stream>>>(args, colors);
+        sh_forward_kernel<T, degree.value>
+            <<<blocks_for(args.count, 32 * warps_per_block<T>()), 32 * warps_per_block<T>(), 0, stream>>>(
+                args, colors);
     });
     check_launch("sh_forward_kernel");
 }
@@ -156,14 +162,17 @@ void spherical_harmonics_backward(const ShArgs<T>& args, const T* v_colors, T* v
     if (args.count == 0) return;
     with_degree(args.degree, [&](auto degree) {
         sh_backward_kernel<T, degree.value>
-            <<<blocks_for(args.count, 32 * warps_per_block<T>()), 32 * warps_per_block<T>(), 0, stream>>>(args, v_colors, v_dirs, v_coeffs);
+            <<<blocks_for(args.count, 32 * warps_per_block<T>()), 32 * warps_per_block<T>(), 0, stream>>>(
+                args, v_colors, v_dirs, v_coeffs);
     });
     check_launch("sh_backward_kernel");
 }
 
 template void spherical_harmonics_forward<float>(const ShArgs<float>&, float*, cudaStream_t);
 template void spherical_harmonics_forward<double>(const ShArgs<double>&, double*, cudaStream_t);
-template void spherical_harmonics_backward<float>(const ShArgs<float>&, const float*, float*, float*, cudaStream_t);
-template void spherical_harmonics_backward<double>(const ShArgs<double>&, const double*, double*, double*, cudaStream_t);
+template void spherical_harmonics_backward<float>(const ShArgs<float>&, const float*, float*, float*,
+                                                  cudaStream_t);
+template void spherical_harmonics_backward<double>(const ShArgs<double>&, const double*, double*, double*,
+                                                   cudaStream_t);
 
 }  // namespace gsplat_py::cuda

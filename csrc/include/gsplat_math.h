@@ -25,29 +25,41 @@ namespace gsplat_py {
 // Constants of the field (Inria 3DGS and gsplat agree on them).
 // Doubles, cast to the kernel's type where used, so the float64 kernels use the exact values.
 constexpr double kAlphaThreshold = 1.0 / 255.0;  // contributions below this are skipped
-constexpr double kMaxAlpha = 0.99;                // alpha is clamped here (keeps 1/(1-alpha) finite)
-constexpr double kTransmittanceMin = 1e-4;        // a pixel stops when T would fall to this
-constexpr double kMaxExtent = 3.33;               // bounding box half-size in standard deviations
-constexpr double kClipMargin = 0.3;               // how far outside the view (in tan fov) J is evaluated
+constexpr double kMaxAlpha = 0.99;               // alpha is clamped here (keeps 1/(1-alpha) finite)
+constexpr double kTransmittanceMin = 1e-4;       // a pixel stops when T would fall to this
+constexpr double kMaxExtent = 3.33;              // bounding box half-size in standard deviations
+constexpr double kClipMargin = 0.3;              // how far outside the view (in tan fov) J is evaluated
 
 constexpr double kShC0 = 0.28209479177387814;
 constexpr double kShC1 = 0.4886025119029199;
 // Scalars rather than arrays: constexpr arrays are not usable in CUDA device code.
-constexpr double kShC20 = 1.0925484305920792, kShC21 = -1.0925484305920792,
-                 kShC22 = 0.31539156525252005, kShC23 = -1.0925484305920792,
-                 kShC24 = 0.5462742152960396;
-constexpr double kShC30 = -0.5900435899266435, kShC31 = 2.890611442640554,
-                 kShC32 = -0.4570457994644658, kShC33 = 0.3731763325901154,
-                 kShC34 = -0.4570457994644658, kShC35 = 1.445305721320277,
+constexpr double kShC20 = 1.0925484305920792, kShC21 = -1.0925484305920792, kShC22 = 0.31539156525252005,
+                 kShC23 = -1.0925484305920792, kShC24 = 0.5462742152960396;
+constexpr double kShC30 = -0.5900435899266435, kShC31 = 2.890611442640554, kShC32 = -0.4570457994644658,
+                 kShC33 = 0.3731763325901154, kShC34 = -0.4570457994644658, kShC35 = 1.445305721320277,
                  kShC36 = -0.5900435899266435;
 
 enum CameraModel : int { kPinhole = 0, kOrtho = 1 };
 
+// Camera intrinsics: K is row-major 3x3 with fx, fy, cx, cy at these entries; their gradients (v_K
+// below) are in the order fx, fy, cx, cy, intrinsic i of which sits at K_index_of_intrinsic(i).
+constexpr int kKFx = 0, kKFy = 4, kKCx = 2, kKCy = 5;
+constexpr int kIntrinsics = 4;
+GS_HD constexpr int K_index_of_intrinsic(int i) {
+    return i == 0 ? kKFx : i == 1 ? kKFy : i == 2 ? kKCx : kKCy;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Small fixed-size linear algebra.
-template <typename T> struct Vec3 { T x, y, z; };
-template <typename T> struct Mat3 { T m[3][3]; };
-template <typename T> struct Sym2 { T a, b, c; };  // [[a, b], [b, c]]
+template <typename T> struct Vec3 {
+    T x, y, z;
+};
+template <typename T> struct Mat3 {
+    T m[3][3];
+};
+template <typename T> struct Sym2 {  // [[a, b], [b, c]]
+    T a, b, c;
+};
 
 template <typename T> GS_HD Mat3<T> mat3_zero() {
     Mat3<T> r;
@@ -107,10 +119,10 @@ template <typename T> GS_HD void quat_to_rotmat_vjp(const T* q, const Mat3<T>& v
     const T(*V)[3] = vR.m;
     // sum over entries of vR times dR/d(component) of the normalised quaternion
     T vw = T(2) * (-z * V[0][1] + y * V[0][2] + z * V[1][0] - x * V[1][2] - y * V[2][0] + x * V[2][1]);
-    T vx = T(2) * (y * V[0][1] + z * V[0][2] + y * V[1][0] - T(2) * x * V[1][1] - w * V[1][2] +
-                   z * V[2][0] + w * V[2][1] - T(2) * x * V[2][2]);
-    T vy = T(2) * (-T(2) * y * V[0][0] + x * V[0][1] + w * V[0][2] + x * V[1][0] + z * V[1][2] -
-                   w * V[2][0] + z * V[2][1] - T(2) * y * V[2][2]);
+    T vx = T(2) * (y * V[0][1] + z * V[0][2] + y * V[1][0] - T(2) * x * V[1][1] - w * V[1][2] + z * V[2][0] +
+                   w * V[2][1] - T(2) * x * V[2][2]);
+    T vy = T(2) * (-T(2) * y * V[0][0] + x * V[0][1] + w * V[0][2] + x * V[1][0] + z * V[1][2] - w * V[2][0] +
+                   z * V[2][1] - T(2) * y * V[2][2]);
     T vz = T(2) * (-T(2) * z * V[0][0] - w * V[0][1] + x * V[0][2] + w * V[1][0] - T(2) * z * V[1][1] +
                    y * V[1][2] + x * V[2][0] + y * V[2][1]);
     T dot = vw * w + vx * x + vy * y + vz * z;
@@ -132,8 +144,8 @@ template <typename T> GS_HD Mat3<T> covariance_from(const Mat3<T>& R, const T* s
 // VJP of covariance_from (which gave M = R S) given the symmetric gradient of Sigma: accumulates into
 // v_q and v_s.
 template <typename T>
-GS_HD void covariance_vjp(const T* q, const T* s, const Mat3<T>& R, const Mat3<T>& M,
-                          const Mat3<T>& v_sigma, T* v_q, T* v_s) {
+GS_HD void covariance_vjp(const T* q, const T* s, const Mat3<T>& R, const Mat3<T>& M, const Mat3<T>& v_sigma,
+                          T* v_q, T* v_s) {
     Mat3<T> vM = matmul(v_sigma, M);  // d/dM of M M^T with symmetric v_sigma is 2 v_sigma M
     Mat3<T> vR;
     for (int i = 0; i < 3; ++i)
@@ -141,7 +153,8 @@ GS_HD void covariance_vjp(const T* q, const T* s, const Mat3<T>& R, const Mat3<T
             vM.m[i][j] *= T(2);
             vR.m[i][j] = vM.m[i][j] * s[j];
         }
-    for (int j = 0; j < 3; ++j) v_s[j] += R.m[0][j] * vM.m[0][j] + R.m[1][j] * vM.m[1][j] + R.m[2][j] * vM.m[2][j];
+    for (int j = 0; j < 3; ++j)
+        v_s[j] += R.m[0][j] * vM.m[0][j] + R.m[1][j] * vM.m[1][j] + R.m[2][j] * vM.m[2][j];
     T vq[4];
     quat_to_rotmat_vjp(q, vR, vq);
     for (int k = 0; k < 4; ++k) v_q[k] += vq[k];
@@ -173,14 +186,16 @@ template <typename T> struct Projection2D {
 };
 
 template <typename T>
-GS_HD Projection2D<T> project_camera_space(const Vec3<T>& p, const Mat3<T>& cov_c, T fx, T fy, T cx,
-                                           T cy, T width, T height, int camera_model) {
+GS_HD Projection2D<T> project_camera_space(const Vec3<T>& p, const Mat3<T>& cov_c, T fx, T fy, T cx, T cy,
+                                           T width, T height, int camera_model) {
     Projection2D<T> out;
     if (camera_model == kOrtho) {
         out.mean_x = fx * p.x + cx;
         out.mean_y = fy * p.y + cy;
+        // clang-format off: a row of J per line
         out.J[0][0] = fx; out.J[0][1] = T(0); out.J[0][2] = T(0);
         out.J[1][0] = T(0); out.J[1][1] = fy; out.J[1][2] = T(0);
+        // clang-format on
         out.ux = {T(0), 0};
         out.uy = {T(0), 0};
     } else {
@@ -189,14 +204,17 @@ GS_HD Projection2D<T> project_camera_space(const Vec3<T>& p, const Mat3<T>& cov_
         out.uy = clamp_view_ratio(p.y * rz, fy, cy, height);
         out.mean_x = fx * p.x * rz + cx;
         out.mean_y = fy * p.y * rz + cy;
+        // clang-format off: a row of J per line
         out.J[0][0] = fx * rz; out.J[0][1] = T(0); out.J[0][2] = -fx * out.ux.value * rz;
         out.J[1][0] = T(0); out.J[1][1] = fy * rz; out.J[1][2] = -fy * out.uy.value * rz;
+        // clang-format on
     }
     // cov2d = J cov_c J^T
     T JS[2][3];
     for (int i = 0; i < 2; ++i)
         for (int j = 0; j < 3; ++j)
-            JS[i][j] = out.J[i][0] * cov_c.m[0][j] + out.J[i][1] * cov_c.m[1][j] + out.J[i][2] * cov_c.m[2][j];
+            JS[i][j] =
+                out.J[i][0] * cov_c.m[0][j] + out.J[i][1] * cov_c.m[1][j] + out.J[i][2] * cov_c.m[2][j];
     out.cov.a = JS[0][0] * out.J[0][0] + JS[0][1] * out.J[0][1] + JS[0][2] * out.J[0][2];
     out.cov.b = JS[0][0] * out.J[1][0] + JS[0][1] * out.J[1][1] + JS[0][2] * out.J[1][2];
     out.cov.c = JS[1][0] * out.J[1][0] + JS[1][1] * out.J[1][1] + JS[1][2] * out.J[1][2];
@@ -207,9 +225,8 @@ GS_HD Projection2D<T> project_camera_space(const Vec3<T>& p, const Mat3<T>& cov_
 // (full symmetric 3x3 gradient) and v_K = (fx, fy, cx, cy).
 template <typename T>
 GS_HD void project_camera_space_vjp(const Vec3<T>& p, const Mat3<T>& cov_c, T fx, T fy, T cx, T cy,
-                                    int camera_model, const Projection2D<T>& proj, T v_mean_x,
-                                    T v_mean_y, const Sym2<T>& v_cov, Vec3<T>& v_p, Mat3<T>& v_cov_c,
-                                    T* v_K) {
+                                    int camera_model, const Projection2D<T>& proj, T v_mean_x, T v_mean_y,
+                                    const Sym2<T>& v_cov, Vec3<T>& v_p, Mat3<T>& v_cov_c, T* v_K) {
     const T(*J)[3] = proj.J;
     T G[2][2] = {{v_cov.a, T(0.5) * v_cov.b}, {T(0.5) * v_cov.b, v_cov.c}};
     // v_cov_c += J^T G J
@@ -222,7 +239,8 @@ GS_HD void project_camera_space_vjp(const Vec3<T>& p, const Mat3<T>& cov_c, T fx
     T vJ[2][3];
     for (int i = 0; i < 2; ++i)
         for (int j = 0; j < 3; ++j)
-            vJ[i][j] = T(2) * (GJ[i][0] * cov_c.m[0][j] + GJ[i][1] * cov_c.m[1][j] + GJ[i][2] * cov_c.m[2][j]);
+            vJ[i][j] =
+                T(2) * (GJ[i][0] * cov_c.m[0][j] + GJ[i][1] * cov_c.m[1][j] + GJ[i][2] * cov_c.m[2][j]);
 
     if (camera_model == kOrtho) {
         v_p.x += fx * v_mean_x;
@@ -256,7 +274,10 @@ GS_HD void project_camera_space_vjp(const Vec3<T>& p, const Mat3<T>& cov_c, T fx
         v_K[k] -= u[k].value * rz * vJk;
         v_p.z += f[k] * u[k].value * rz2 * vJk;
         if (u[k].side == 0) {
-            if (k == 0) v_p.x += v_u * rz; else v_p.y += v_u * rz;
+            if (k == 0)
+                v_p.x += v_u * rz;
+            else
+                v_p.y += v_u * rz;
             v_p.z -= pxy[k] * rz2 * v_u;
         } else {  // u = (size*(1+margin/2) - c)/f or -(c + size*margin/2)/f
             v_K[2 + k] -= v_u / f[k];
@@ -268,7 +289,7 @@ GS_HD void project_camera_space_vjp(const Vec3<T>& p, const Mat3<T>& cov_c, T fx
 // eps2d dilation, the antialiasing compensation sqrt(det(cov)/det(cov + eps I)), and the conic.
 template <typename T> struct Conic {
     Sym2<T> conic;
-    T det;           // of the dilated covariance; <= 0 means degenerate
+    T det;  // of the dilated covariance; <= 0 means degenerate
     T compensation;
 };
 
@@ -287,8 +308,8 @@ template <typename T> GS_HD Conic<T> dilate_and_invert(const Sym2<T>& cov, T eps
 // VJP of dilate_and_invert: gradient of the undilated covariance (a, b, c) from the gradients of
 // the conic and of the compensation.
 template <typename T>
-GS_HD Sym2<T> dilate_and_invert_vjp(const Sym2<T>& cov, T eps2d, const Conic<T>& fwd,
-                                    const Sym2<T>& v_conic, T v_compensation) {
+GS_HD Sym2<T> dilate_and_invert_vjp(const Sym2<T>& cov, T eps2d, const Conic<T>& fwd, const Sym2<T>& v_conic,
+                                    T v_compensation) {
     // inverse: V = -M G M with M the conic as a matrix and G its symmetric gradient
     const Sym2<T>& M = fwd.conic;
     T g00 = v_conic.a, g01 = T(0.5) * v_conic.b, g11 = v_conic.c;
@@ -312,7 +333,7 @@ GS_HD Sym2<T> dilate_and_invert_vjp(const Sym2<T>& cov, T eps2d, const Conic<T>&
 
 // ---------------------------------------------------------------------------------------------
 // The whole projection of one Gaussian into one camera, and its VJP.
-// viewmat: row-major 4x4 world->camera; K: row-major 3x3 (fx = K[0], cx = K[2], fy = K[4], cy = K[5]).
+// viewmat: row-major 4x4 world->camera; K: row-major 3x3 (kKFx, kKFy, kKCx, kKCy above).
 template <typename T> struct ProjectedGaussian {
     bool visible;
     int32_t radius_x, radius_y;
@@ -331,8 +352,7 @@ template <typename T> struct CameraSpaceGaussian {
 };
 
 template <typename T>
-GS_HD CameraSpaceGaussian<T> to_camera_space(const T* mean, const T* quat, const T* scale,
-                                             const T* viewmat) {
+GS_HD CameraSpaceGaussian<T> to_camera_space(const T* mean, const T* quat, const T* scale, const T* viewmat) {
     CameraSpaceGaussian<T> g;
     for (int i = 0; i < 3; ++i)
         for (int j = 0; j < 3; ++j) g.R.m[i][j] = viewmat[i * 4 + j];
@@ -348,16 +368,15 @@ GS_HD CameraSpaceGaussian<T> to_camera_space(const T* mean, const T* quat, const
 }
 
 template <typename T>
-GS_HD ProjectedGaussian<T> project_gaussian(const T* mean, const T* quat, const T* scale,
-                                            const T* opacity, const T* viewmat, const T* K,
-                                            int width, int height, T eps2d, T near_plane,
-                                            T far_plane, T radius_clip, bool calc_compensation,
+GS_HD ProjectedGaussian<T> project_gaussian(const T* mean, const T* quat, const T* scale, const T* opacity,
+                                            const T* viewmat, const T* K, int width, int height, T eps2d,
+                                            T near_plane, T far_plane, T radius_clip, bool calc_compensation,
                                             int camera_model) {
     ProjectedGaussian<T> out;
     out.visible = false;
     CameraSpaceGaussian<T> g = to_camera_space(mean, quat, scale, viewmat);
     if (!(g.p.z >= near_plane && g.p.z <= far_plane)) return out;  // also rejects NaN depth
-    Projection2D<T> proj = project_camera_space(g.p, g.cov_c, K[0], K[4], K[2], K[5], T(width),
+    Projection2D<T> proj = project_camera_space(g.p, g.cov_c, K[kKFx], K[kKFy], K[kKCx], K[kKCy], T(width),
                                                 T(height), camera_model);
     Conic<T> con = dilate_and_invert(proj.cov, eps2d);
     if (!(con.det > T(0))) return out;
@@ -389,20 +408,19 @@ GS_HD ProjectedGaussian<T> project_gaussian(const T* mean, const T* quat, const 
 // visible Gaussian. v_mean, v_quat, v_scale, v_viewmat (4x4, row-major) and v_K (fx, fy, cx, cy) are
 // accumulated into.
 template <typename T>
-GS_HD void project_gaussian_vjp(const T* mean, const T* quat, const T* scale, const T* viewmat,
-                                const T* K, int width, int height, T eps2d, int camera_model,
-                                T v_mean_x, T v_mean_y, T v_depth, const Sym2<T>& v_conic,
-                                T v_compensation, T* v_mean, T* v_quat, T* v_scale, T* v_viewmat,
-                                T* v_K) {
+GS_HD void project_gaussian_vjp(const T* mean, const T* quat, const T* scale, const T* viewmat, const T* K,
+                                int width, int height, T eps2d, int camera_model, T v_mean_x, T v_mean_y,
+                                T v_depth, const Sym2<T>& v_conic, T v_compensation, T* v_mean, T* v_quat,
+                                T* v_scale, T* v_viewmat, T* v_K) {
     CameraSpaceGaussian<T> g = to_camera_space(mean, quat, scale, viewmat);
-    Projection2D<T> proj = project_camera_space(g.p, g.cov_c, K[0], K[4], K[2], K[5], T(width),
+    Projection2D<T> proj = project_camera_space(g.p, g.cov_c, K[kKFx], K[kKFy], K[kKCx], K[kKCy], T(width),
                                                 T(height), camera_model);
     Conic<T> con = dilate_and_invert(proj.cov, eps2d);
     Sym2<T> v_cov2d = dilate_and_invert_vjp(proj.cov, eps2d, con, v_conic, v_compensation);
 
     Vec3<T> v_p = {T(0), T(0), v_depth};
     Mat3<T> v_cov_c = mat3_zero<T>();
-    project_camera_space_vjp(g.p, g.cov_c, K[0], K[4], K[2], K[5], camera_model, proj, v_mean_x,
+    project_camera_space_vjp(g.p, g.cov_c, K[kKFx], K[kKFy], K[kKCx], K[kKCy], camera_model, proj, v_mean_x,
                              v_mean_y, v_cov2d, v_p, v_cov_c, v_K);
 
     // cov_c = R cov R^T: v_cov = R^T v_cov_c R, v_R += 2 v_cov_c R cov
@@ -423,7 +441,7 @@ GS_HD void project_gaussian_vjp(const T* mean, const T* quat, const T* scale, co
 
 // ---------------------------------------------------------------------------------------------
 // Spherical harmonics (real basis of Inria 3DGS), degree 0..3, on a normalised direction.
-GS_HD int sh_num_bases(int degree) { return (degree + 1) * (degree + 1); }
+GS_HD constexpr int sh_num_bases(int degree) { return (degree + 1) * (degree + 1); }
 
 template <typename T> GS_HD void sh_basis(int degree, T x, T y, T z, T* b) {
     b[0] = T(kShC0);
@@ -463,8 +481,8 @@ template <typename T> GS_HD Vec3<T> sh_basis_vjp(int degree, T x, T y, T z, cons
     g.y += c20 * x * w[4] + c21 * z * w[5] - T(2) * c22 * y * w[6] - T(2) * c24 * y * w[8];
     g.z += c21 * y * w[5] + T(4) * c22 * z * w[6] + c23 * x * w[7];
     if (degree < 3) return g;
-    const T c30 = T(kShC30), c31 = T(kShC31), c32 = T(kShC32), c33 = T(kShC33),
-            c34 = T(kShC34), c35 = T(kShC35), c36 = T(kShC36);
+    const T c30 = T(kShC30), c31 = T(kShC31), c32 = T(kShC32), c33 = T(kShC33), c34 = T(kShC34),
+            c35 = T(kShC35), c36 = T(kShC36);
     g.x += c30 * T(6) * x * y * w[9] + c31 * y * z * w[10] - c32 * T(2) * x * y * w[11] -
            c33 * T(6) * x * z * w[12] + c34 * (T(4) * zz - T(3) * xx - yy) * w[13] +
            c35 * T(2) * x * z * w[14] + c36 * (T(3) * xx - T(3) * yy) * w[15];

@@ -1,0 +1,342 @@
+// The torch side of the ops, written once for both backends: the boundary checks (tensor_checks.h), the
+// outputs allocated on the inputs' device, the argument structs of op_args.h filled from the tensors,
+// and the call of the backend's kernels. A backend (CpuBackend in cpu_ops.cpp, CudaBackend in
+// cuda_ops.cpp) supplies a device guard type and one static function per kernel, and registers
+// register_ops<Backend> for its dispatch key.
+#pragma once
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "op_args.h"
+#include "tensor_checks.h"
+
+namespace gsplat_py::torch_ops {
+
+template <typename T>
+const T* optional_ptr(const c10::optional<at::Tensor>& t) {
+    return t.has_value() ? t->data_ptr<T>() : nullptr;
+}
+
+inline c10::optional<at::Tensor> optional_contiguous(const c10::optional<at::Tensor>& t) {
+    return t.has_value() ? c10::optional<at::Tensor>(t->contiguous()) : c10::nullopt;
+}
+
+// The CPU kernels' OpenMP threads: torch's, so that both share one pool (the extension links the
+// libgomp torch uses); the CUDA kernels ignore it.
+inline int kernel_threads() { return at::get_num_threads(); }
+
+// The binning's scratch and its flatten_ids result as tensors from PyTorch's allocator on the inputs'
+// device; the scratch tensors live as long as this object (the binning call).
+class TensorMemory final : public DeviceMemory {
+  public:
+    explicit TensorMemory(at::TensorOptions options) : options_(options) {}
+    void* scratch(size_t bytes) override {
+        scratch_.push_back(at::empty({int64_t(bytes)}, options_.dtype(at::kByte)));
+        return scratch_.back().data_ptr();
+    }
+    int32_t* flatten_ids(int64_t n_isects) override {
+        flatten_ids_ = at::empty({n_isects}, options_.dtype(at::kInt));
+        return flatten_ids_.data_ptr<int32_t>();
+    }
+    at::Tensor result() const { return flatten_ids_; }
+
+  private:
+    at::TensorOptions options_;
+    std::vector<at::Tensor> scratch_;
+    at::Tensor flatten_ids_;
+};
+
+// ---- argument structs from tensors ------------------------------------------------------------------
+template <typename T>
+ProjectionArgs<T> projection_args(const at::Tensor& means, const at::Tensor& quats, const at::Tensor& scales,
+                                  const c10::optional<at::Tensor>& opacities, const at::Tensor& viewmats,
+                                  const at::Tensor& Ks, int64_t width, int64_t height, double eps2d,
+                                  double near_plane, double far_plane, double radius_clip,
+                                  bool calc_compensations, int64_t camera_model) {
+    ProjectionArgs<T> a;
+    a.means = means.data_ptr<T>();
+    a.quats = quats.data_ptr<T>();
+    a.scales = scales.data_ptr<T>();
+    a.opacities = optional_ptr<T>(opacities);
+    a.viewmats = viewmats.data_ptr<T>();
+    a.Ks = Ks.data_ptr<T>();
+    a.n_gaussians = means.size(0);
+    a.n_cameras = viewmats.size(0);
+    a.width = int(width);
+    a.height = int(height);
+    a.eps2d = T(eps2d);
+    a.near_plane = T(near_plane);
+    a.far_plane = T(far_plane);
+    a.radius_clip = T(radius_clip);
+    a.calc_compensations = calc_compensations;
+    a.camera_model = int(camera_model);
+    a.n_threads = kernel_threads();
+    return a;
+}
+
+template <typename T>
+ShArgs<T> sh_args(int64_t degree, const at::Tensor& dirs, const at::Tensor& coeffs,
+                  const c10::optional<at::Tensor>& masks) {
+    ShArgs<T> a;
+    a.degree = int(degree);
+    a.dirs = dirs.data_ptr<T>();
+    a.coeffs = coeffs.data_ptr<T>();
+    a.masks = optional_ptr<bool>(masks);
+    a.count = dirs.size(0);
+    a.bases = coeffs.size(1);
+    a.n_threads = kernel_threads();
+    return a;
+}
+
+template <typename T>
+BinningArgs<T> binning_args(const at::Tensor& means2d, const at::Tensor& radii, const at::Tensor& depths,
+                            int64_t tile_size, int64_t tile_width, int64_t tile_height) {
+    BinningArgs<T> a;
+    a.means2d = means2d.data_ptr<T>();
+    a.radii = radii.data_ptr<int32_t>();
+    a.depths = depths.data_ptr<T>();
+    a.n_cameras = means2d.size(0);
+    a.n_gaussians = means2d.size(1);
+    a.tile_size = int(tile_size);
+    a.tile_width = int(tile_width);
+    a.tile_height = int(tile_height);
+    a.n_threads = kernel_threads();
+    return a;
+}
+
+template <typename T>
+RasterArgs<T> raster_args(const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& colors,
+                          const at::Tensor& opacities, const c10::optional<at::Tensor>& backgrounds,
+                          int64_t width, int64_t height, int64_t tile_size, const at::Tensor& isect_offsets,
+                          const at::Tensor& flatten_ids) {
+    RasterArgs<T> a;
+    a.means2d = means2d.data_ptr<T>();
+    a.conics = conics.data_ptr<T>();
+    a.colors = colors.data_ptr<T>();
+    a.opacities = opacities.data_ptr<T>();
+    a.backgrounds = optional_ptr<T>(backgrounds);
+    a.isect_offsets = isect_offsets.data_ptr<int32_t>();
+    a.flatten_ids = flatten_ids.data_ptr<int32_t>();
+    a.n_gaussians = opacities.numel();
+    a.n_isects = flatten_ids.numel();
+    a.n_tiles = isect_offsets.numel();
+    a.width = int(width);
+    a.height = int(height);
+    a.tile_size = int(tile_size);
+    a.tile_width = int(isect_offsets.size(2));
+    a.tile_height = int(isect_offsets.size(1));
+    a.channels = int(colors.size(-1));
+    a.n_threads = kernel_threads();
+    return a;
+}
+
+// ---- the ops ----------------------------------------------------------------------------------------
+// -> radii [C,N,2] int32, means2d [C,N,2], depths [C,N], conics [C,N,3], compensations [C,N]
+template <typename Backend>
+std::vector<at::Tensor> project_gaussians_forward(const at::Tensor& means, const at::Tensor& quats,
+                                                  const at::Tensor& scales,
+                                                  const c10::optional<at::Tensor>& opacities,
+                                                  const at::Tensor& viewmats, const at::Tensor& Ks,
+                                                  int64_t width, int64_t height, double eps2d,
+                                                  double near_plane, double far_plane, double radius_clip,
+                                                  bool calc_compensations, int64_t camera_model) {
+    check_projection_inputs(means, quats, scales, opacities, viewmats, Ks);
+    const typename Backend::Guard guard(means.device());
+    const int64_t N = means.size(0), C = viewmats.size(0);
+    auto opts = means.options();
+    at::Tensor radii = at::zeros({C, N, 2}, opts.dtype(at::kInt));
+    at::Tensor means2d = at::zeros({C, N, 2}, opts);
+    at::Tensor depths = at::zeros({C, N}, opts);
+    at::Tensor conics = at::zeros({C, N, 3}, opts);
+    at::Tensor compensations = at::zeros({C, N}, opts);
+    AT_DISPATCH_FLOATING_TYPES(means.scalar_type(), "project_gaussians_forward", [&] {
+        using T = scalar_t;
+        Backend::project_gaussians_forward(
+            projection_args<T>(means, quats, scales, opacities, viewmats, Ks, width, height, eps2d,
+                               near_plane, far_plane, radius_clip, calc_compensations, camera_model),
+            ProjectionOutputs<T>{radii.data_ptr<int32_t>(), means2d.data_ptr<T>(), depths.data_ptr<T>(),
+                                 conics.data_ptr<T>(), compensations.data_ptr<T>()});
+    });
+    return {radii, means2d, depths, conics, compensations};
+}
+
+// -> v_means, v_quats, v_scales, v_viewmats, v_Ks (v_viewmats and v_Ks stay zero unless camera_grads)
+template <typename Backend>
+std::vector<at::Tensor> project_gaussians_backward(
+    const at::Tensor& means, const at::Tensor& quats, const at::Tensor& scales, const at::Tensor& viewmats,
+    const at::Tensor& Ks, int64_t width, int64_t height, double eps2d, int64_t camera_model,
+    const at::Tensor& radii, const at::Tensor& v_means2d, const at::Tensor& v_depths,
+    const at::Tensor& v_conics, const c10::optional<at::Tensor>& v_compensations, bool camera_grads) {
+    const at::Tensor v_means2d_c = v_means2d.contiguous(), v_depths_c = v_depths.contiguous(),
+                     v_conics_c = v_conics.contiguous();
+    const c10::optional<at::Tensor> v_comp_c = optional_contiguous(v_compensations);
+    check_projection_backward_inputs(means, quats, scales, viewmats, Ks, radii, v_means2d_c, v_depths_c,
+                                     v_conics_c, v_comp_c);
+    const typename Backend::Guard guard(means.device());
+    at::Tensor v_means = at::zeros_like(means);
+    at::Tensor v_quats = at::zeros_like(quats);
+    at::Tensor v_scales = at::zeros_like(scales);
+    at::Tensor v_viewmats = at::zeros_like(viewmats);
+    at::Tensor v_Ks = at::zeros_like(Ks);
+    AT_DISPATCH_FLOATING_TYPES(means.scalar_type(), "project_gaussians_backward", [&] {
+        using T = scalar_t;
+        // The forward-only settings (opacities, the depth range, radius_clip) play no part here.
+        Backend::project_gaussians_backward(
+            projection_args<T>(means, quats, scales, c10::nullopt, viewmats, Ks, width, height, eps2d, 0.0,
+                               0.0, 0.0, false, camera_model),
+            ProjectionGradients<T>{radii.data_ptr<int32_t>(), v_means2d_c.data_ptr<T>(),
+                                   v_depths_c.data_ptr<T>(), v_conics_c.data_ptr<T>(),
+                                   optional_ptr<T>(v_comp_c), v_means.data_ptr<T>(), v_quats.data_ptr<T>(),
+                                   v_scales.data_ptr<T>(), camera_grads ? v_viewmats.data_ptr<T>() : nullptr,
+                                   camera_grads ? v_Ks.data_ptr<T>() : nullptr});
+    });
+    return {v_means, v_quats, v_scales, v_viewmats, v_Ks};
+}
+
+// dirs [M,3], coeffs [M,K,3] -> colors [M,3]
+template <typename Backend>
+at::Tensor spherical_harmonics_forward(int64_t degree, const at::Tensor& dirs, const at::Tensor& coeffs,
+                                       const c10::optional<at::Tensor>& masks) {
+    check_sh_inputs(degree, dirs, coeffs, masks);
+    const typename Backend::Guard guard(dirs.device());
+    at::Tensor colors = at::empty({dirs.size(0), 3}, coeffs.options());
+    AT_DISPATCH_FLOATING_TYPES(coeffs.scalar_type(), "spherical_harmonics_forward", [&] {
+        using T = scalar_t;
+        Backend::spherical_harmonics_forward(sh_args<T>(degree, dirs, coeffs, masks), colors.data_ptr<T>());
+    });
+    return colors;
+}
+
+// -> v_dirs, v_coeffs
+template <typename Backend>
+std::vector<at::Tensor> spherical_harmonics_backward(int64_t degree, const at::Tensor& dirs,
+                                                     const at::Tensor& coeffs,
+                                                     const c10::optional<at::Tensor>& masks,
+                                                     const at::Tensor& v_colors) {
+    check_sh_inputs(degree, dirs, coeffs, masks);
+    const at::Tensor v_colors_c = v_colors.contiguous();
+    check_input(v_colors_c, "v_colors", dirs);
+    TORCH_CHECK(v_colors_c.numel() == dirs.size(0) * 3, "v_colors must be [M, 3]");
+    const typename Backend::Guard guard(dirs.device());
+    at::Tensor v_dirs = at::empty(dirs.sizes(), dirs.options());
+    at::Tensor v_coeffs = at::empty(coeffs.sizes(), coeffs.options());
+    AT_DISPATCH_FLOATING_TYPES(coeffs.scalar_type(), "spherical_harmonics_backward", [&] {
+        using T = scalar_t;
+        Backend::spherical_harmonics_backward(sh_args<T>(degree, dirs, coeffs, masks),
+                                              v_colors_c.data_ptr<T>(), v_dirs.data_ptr<T>(),
+                                              v_coeffs.data_ptr<T>());
+    });
+    return {v_dirs, v_coeffs};
+}
+
+// -> tiles_per_gauss [C,N] int32, isect_offsets [C,TH,TW] int32, flatten_ids [M] int32
+template <typename Backend>
+std::vector<at::Tensor> bin_gaussians_to_tiles(const at::Tensor& means2d, const at::Tensor& radii,
+                                               const at::Tensor& depths, int64_t tile_size,
+                                               int64_t tile_width, int64_t tile_height) {
+    check_binning_inputs(means2d, radii, depths, tile_size);
+    const typename Backend::Guard guard(means2d.device());
+    const int64_t C = means2d.size(0), N = means2d.size(1);
+    auto int_opts = means2d.options().dtype(at::kInt);
+    at::Tensor tiles_per_gauss = at::empty({C, N}, int_opts);
+    at::Tensor isect_offsets = at::empty({C, tile_height, tile_width}, int_opts);
+    TensorMemory memory(means2d.options());
+    AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "bin_gaussians_to_tiles", [&] {
+        using T = scalar_t;
+        Backend::bin_gaussians_to_tiles(
+            binning_args<T>(means2d, radii, depths, tile_size, tile_width, tile_height),
+            tiles_per_gauss.data_ptr<int32_t>(), isect_offsets.data_ptr<int32_t>(), memory);
+    });
+    return {tiles_per_gauss, isect_offsets, memory.result()};
+}
+
+// -> render_colors [C,H,W,D], render_alphas [C,H,W,1], transmittance [C,H,W], last_ids [C,H,W] int32
+template <typename Backend>
+std::vector<at::Tensor> rasterize_forward(const at::Tensor& means2d, const at::Tensor& conics,
+                                          const at::Tensor& colors, const at::Tensor& opacities,
+                                          const c10::optional<at::Tensor>& backgrounds, int64_t width,
+                                          int64_t height, int64_t tile_size, const at::Tensor& isect_offsets,
+                                          const at::Tensor& flatten_ids) {
+    check_raster_inputs(means2d, conics, colors, opacities, backgrounds, tile_size, isect_offsets,
+                        flatten_ids);
+    const typename Backend::Guard guard(means2d.device());
+    const int64_t C = isect_offsets.size(0), D = colors.size(-1);
+    auto opts = means2d.options();
+    at::Tensor render_colors = at::empty({C, height, width, D}, opts);
+    at::Tensor render_alphas = at::empty({C, height, width, 1}, opts);
+    at::Tensor transmittance = at::empty({C, height, width}, opts);
+    at::Tensor last_ids = at::empty({C, height, width}, opts.dtype(at::kInt));
+    AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "rasterize_forward", [&] {
+        using T = scalar_t;
+        Backend::rasterize_forward(
+            raster_args<T>(means2d, conics, colors, opacities, backgrounds, width, height, tile_size,
+                           isect_offsets, flatten_ids),
+            RasterForwardOutputs<T>{render_colors.data_ptr<T>(), render_alphas.data_ptr<T>(),
+                                    transmittance.data_ptr<T>(), last_ids.data_ptr<int32_t>()});
+    });
+    return {render_colors, render_alphas, transmittance, last_ids};
+}
+
+// -> v_means2d, v_means2d_abs (empty unless absgrad), v_conics, v_colors, v_opacities,
+//    v_backgrounds (empty without backgrounds)
+template <typename Backend>
+std::vector<at::Tensor> rasterize_backward(const at::Tensor& means2d, const at::Tensor& conics,
+                                           const at::Tensor& colors, const at::Tensor& opacities,
+                                           const c10::optional<at::Tensor>& backgrounds, int64_t width,
+                                           int64_t height, int64_t tile_size, const at::Tensor& isect_offsets,
+                                           const at::Tensor& flatten_ids, const at::Tensor& transmittance,
+                                           const at::Tensor& last_ids, const at::Tensor& v_render_colors,
+                                           const at::Tensor& v_render_alphas, bool absgrad) {
+    check_raster_inputs(means2d, conics, colors, opacities, backgrounds, tile_size, isect_offsets,
+                        flatten_ids);
+    const at::Tensor v_colors_c = v_render_colors.contiguous();
+    const at::Tensor v_alphas_c = v_render_alphas.contiguous();
+    check_raster_backward_inputs(means2d, isect_offsets, colors, width, height, transmittance, last_ids,
+                                 v_colors_c, v_alphas_c);
+    const typename Backend::Guard guard(means2d.device());
+    const int64_t D = colors.size(-1);
+    auto opts = means2d.options();
+    at::Tensor v_means2d = at::zeros_like(means2d);
+    at::Tensor v_means2d_abs = absgrad ? at::zeros_like(means2d) : at::empty({0}, opts);
+    at::Tensor v_conics = at::zeros_like(conics);
+    at::Tensor v_colors = at::zeros_like(colors);
+    at::Tensor v_opacities = at::zeros_like(opacities);
+    at::Tensor v_backgrounds = backgrounds.has_value() ? at::zeros_like(*backgrounds) : at::empty({0}, opts);
+    at::Tensor channel_scratch =
+        Backend::needs_channel_scratch(D) ? at::empty({v_colors_c.numel()}, opts) : at::empty({0}, opts);
+    AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "rasterize_backward", [&] {
+        using T = scalar_t;
+        Backend::rasterize_backward(
+            raster_args<T>(means2d, conics, colors, opacities, backgrounds, width, height, tile_size,
+                           isect_offsets, flatten_ids),
+            RasterBackwardInputs<T>{transmittance.data_ptr<T>(), last_ids.data_ptr<int32_t>(),
+                                    v_colors_c.data_ptr<T>(), v_alphas_c.data_ptr<T>(),
+                                    channel_scratch.numel() ? channel_scratch.data_ptr<T>() : nullptr},
+            RasterGradients<T>{v_means2d.data_ptr<T>(), absgrad ? v_means2d_abs.data_ptr<T>() : nullptr,
+                               v_conics.data_ptr<T>(), v_colors.data_ptr<T>(), v_opacities.data_ptr<T>(),
+                               backgrounds.has_value() ? v_backgrounds.data_ptr<T>() : nullptr});
+    });
+    return {v_means2d, v_means2d_abs, v_conics, v_colors, v_opacities, v_backgrounds};
+}
+
+// The ops above for Backend's dispatch key (the schemas are in ops.cpp).
+template <typename Backend>
+void register_ops(torch::Library& m) {
+    m.impl("project_gaussians_forward", &project_gaussians_forward<Backend>);
+    m.impl("project_gaussians_backward", &project_gaussians_backward<Backend>);
+    m.impl("spherical_harmonics_forward", &spherical_harmonics_forward<Backend>);
+    m.impl("spherical_harmonics_backward", &spherical_harmonics_backward<Backend>);
+    m.impl("bin_gaussians_to_tiles", &bin_gaussians_to_tiles<Backend>);
+    m.impl("rasterize_forward", &rasterize_forward<Backend>);
+    m.impl("rasterize_backward", &rasterize_backward<Backend>);
+}
+
+}  // namespace gsplat_py::torch_ops

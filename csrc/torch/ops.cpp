@@ -1,0 +1,44 @@
+// Defines the ops with PyTorch's dispatcher (torch.ops.gsplat_py.*): one schema each. The backends
+// register their kernels for these schemas, each for its dispatch key: cpu_ops.cpp (and simd_level),
+// and cuda_ops.cpp when the CUDA backend is built.
+#include <Python.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY(gsplat_py, m) {
+    m.def(
+        "project_gaussians_forward(Tensor means, Tensor quats, Tensor scales, Tensor? opacities, "
+        "Tensor viewmats, Tensor Ks, int width, int height, float eps2d, float near_plane, "
+        "float far_plane, float radius_clip, bool calc_compensations, int camera_model) -> Tensor[]");
+    m.def(
+        "project_gaussians_backward(Tensor means, Tensor quats, Tensor scales, Tensor viewmats, "
+        "Tensor Ks, int width, int height, float eps2d, int camera_model, Tensor radii, "
+        "Tensor v_means2d, Tensor v_depths, Tensor v_conics, Tensor? v_compensations, bool camera_grads) -> "
+        "Tensor[]");
+    m.def("spherical_harmonics_forward(int degree, Tensor dirs, Tensor coeffs, Tensor? masks) -> Tensor");
+    m.def(
+        "spherical_harmonics_backward(int degree, Tensor dirs, Tensor coeffs, Tensor? masks, "
+        "Tensor v_colors) -> Tensor[]");
+    m.def(
+        "bin_gaussians_to_tiles(Tensor means2d, Tensor radii, Tensor depths, int tile_size, "
+        "int tile_width, int tile_height) -> Tensor[]");
+    m.def("simd_level() -> str");
+    m.def("ssim_forward(Tensor img1, Tensor img2) -> Tensor");
+    m.def("ssim_backward(Tensor img1, Tensor img2, Tensor v_result) -> Tensor");
+    m.def(
+        "rasterize_forward(Tensor means2d, Tensor conics, Tensor colors, Tensor opacities, "
+        "Tensor? backgrounds, int width, int height, int tile_size, Tensor isect_offsets, "
+        "Tensor flatten_ids) -> Tensor[]");
+    m.def(
+        "rasterize_backward(Tensor means2d, Tensor conics, Tensor colors, Tensor opacities, "
+        "Tensor? backgrounds, int width, int height, int tile_size, Tensor isect_offsets, "
+        "Tensor flatten_ids, Tensor transmittance, Tensor last_ids, Tensor v_render_colors, "
+        "Tensor v_render_alphas, bool absgrad) -> Tensor[]");
+}
+
+// Importing gsplat_py._C loads the library, whose static initialisers run the registrations (these
+// schemas and the backends' kernels); the module itself has no attributes (a bare module, without
+// pybind11, keeps the build short).
+PyMODINIT_FUNC PyInit__C(void) {
+    static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+    return PyModule_Create(&module);
+}
