@@ -3,7 +3,7 @@
     gsplat-py train [--data DIR] [--data-factor N] [--steps N] [--strategy default|mcmc] [--pose-opt]
                     [--config FILE|PRESET] [--output DIR] [--eval-every N] [--resume DIR] [--seed N]
                     [--device auto|cpu|cuda] [--section.key VALUE ...]
-    gsplat-py eval --model RUN [--data DIR] [--split test|train] [--no-renders] [--json]
+    gsplat-py eval --model RUN [--data DIR] [--split test|train] [--no-renders] [--json] [--quiet]
     gsplat-py render --model RUN|PLY [--data DIR] [--split test|train | --path KIND | --cameras FILE]
     [--frames N]
                      [--width W] [--height H] [--focal-scale F] [--depth] [--alpha] [--video [FILE]]
@@ -152,6 +152,7 @@ def _eval_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--split", choices=SPLITS, default="test", help="which views to score")
     parser.add_argument("--no-renders", action="store_true", help="do not save the renders")
     parser.add_argument("--json", action="store_true", help="print the whole record as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     _device_argument(parser)
     return parser
 
@@ -321,7 +322,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     run = checkpoint_path if checkpoint_path.is_dir() else checkpoint_path.parent
     model = load_model(checkpoint_path)
     selection = select_cameras(model, args.split, data=Path(args.data) if args.data else None)
-    options = RenderOptions(device=args.device, overwrite=True)
+    options = RenderOptions(device=args.device, overwrite=True, progress=not args.quiet)
     if args.no_renders:
         record: dict | None = score_views(model, selection, options)
     else:
