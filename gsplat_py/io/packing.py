@@ -18,6 +18,7 @@ from .paths import PathLike
 
 __all__ = [
     "SplatFormatError",
+    "OPACITY_EPS",
     "SplatArrays",
     "splat_arrays",
     "splats_from_arrays",

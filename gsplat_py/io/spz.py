@@ -76,6 +76,9 @@ __all__ = [
     "SPZ_VERSION",
     "SPZ_INSTALL_HINT",
     "SH_SIGNS_RDF_RUB",
+    "AXIS_SIGNS",
+    "RUB",
+    "flip_axes",
     "write_spz",
     "read_spz",
 ]
@@ -169,7 +172,7 @@ def _zstandard(purpose: str):
     return zstandard
 
 
-def _flip_axes(
+def flip_axes(
     means: np.ndarray, quats: np.ndarray, sh_rest: np.ndarray, signs: tuple[int, int, int]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gaussians with their axes multiplied by ``signs``: means, quaternions w x y z (x y z times the product
@@ -209,7 +212,7 @@ def _attribute_bytes(splats: GaussianSplats, path: PathLike) -> tuple[list[bytes
     arrays = splat_arrays(path, splats)
     count = len(arrays.means)
     degree = splats.sh_degree
-    means, quats, rest = _flip_axes(arrays.means, arrays.quats, arrays.sh[:, 1:], AXIS_SIGNS[RUB])
+    means, quats, rest = flip_axes(arrays.means, arrays.quats, arrays.sh[:, 1:], AXIS_SIGNS[RUB])
     try:
         bits = _fractional_bits(means)
     except ValueError as error:
@@ -446,7 +449,7 @@ def _decode(
     quats = xyzw[:, [3, 0, 1, 2]]
     coefficients = (degree + 1) ** 2 - 1
     rest = (sh_block.reshape(count, coefficients, 3).astype(np.float64) - 128.0) / 128.0
-    means, quats, rest = _flip_axes(means, quats, rest, axis_signs)
+    means, quats, rest = flip_axes(means, quats, rest, axis_signs)
     if degree > 3:
         warnings.warn(f"{location}: SH degree {degree} cut to 3 (gsplat_py's maximum)", stacklevel=3)
         rest = rest[:, :15]
