@@ -32,6 +32,7 @@ __all__ = [
     "sh_from_channel_major",
     "check_finite",
     "require_gaussians",
+    "read_file",
 ]
 
 # Decoded opacities are kept in [OPACITY_EPS, 1 - OPACITY_EPS]: the 8-bit alphas 0 and 255 would otherwise
@@ -192,3 +193,12 @@ def require_gaussians(path: PathLike, field: str, count: int) -> None:
     """SplatFormatError unless ``count`` (the file's ``field``) is at least one Gaussian."""
     if count < 1:
         raise SplatFormatError(f"{os.fspath(path)}: {field}: {count} Gaussians; expected at least 1")
+
+
+def read_file(path: PathLike) -> bytes:
+    """The bytes of the file at ``path``; SplatFormatError naming it when it cannot be read."""
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as error:
+        raise SplatFormatError(f"{os.fspath(path)}: cannot read file: {error.strerror or error}") from None

@@ -68,6 +68,7 @@ from .packing import (
     from_smallest_three,
     morton_order,
     opacity_to_byte,
+    read_file,
     require_gaussians,
     sh_from_channel_major,
     smallest_three,
@@ -239,14 +240,7 @@ def _opener(path: PathLike) -> tuple[Callable[[str], bytes], Callable[[], None]]
     location = os.fspath(path)
     if Path(location).name == META_FILE:
         folder = Path(location).parent
-
-        def read_beside(name: str) -> bytes:
-            try:
-                return (folder / name).read_bytes()
-            except OSError as error:
-                raise SplatFormatError(f"{location}: cannot read {name}: {error.strerror or error}") from None
-
-        return read_beside, lambda: None
+        return lambda name: read_file(folder / name), lambda: None
     try:
         archive = zipfile.ZipFile(location)
     except OSError as error:

@@ -28,6 +28,7 @@ from .packing import (
     byte_to_logit,
     check_finite,
     opacity_to_byte,
+    read_file,
     require_gaussians,
     sigmoid,
     splat_arrays,
@@ -75,11 +76,7 @@ def read_splat(path: PathLike) -> GaussianSplats:
     zero quaternion becomes the identity). SplatFormatError naming the file for a size that is no whole
     number of records, no records, or a non-finite position or scale."""
     location = os.fspath(path)
-    try:
-        with open(location, "rb") as file:
-            data = file.read()
-    except OSError as error:
-        raise SplatFormatError(f"{location}: cannot read file: {error.strerror or error}") from None
+    data = read_file(location)
     if len(data) % SPLAT_DTYPE.itemsize:
         raise SplatFormatError(
             f"{location}: {len(data)} bytes is not a whole number of {SPLAT_DTYPE.itemsize}-byte splats"
