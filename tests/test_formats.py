@@ -267,3 +267,21 @@ def test_export_notes_when_a_frameless_file_would_be_misread(trained_run, capsys
         colmap.splats.means, ply.splats.means, atol=2 * ply.splats.means.abs().max().item() * 2**-16
     )
     assert reference.frame.name == "normalized"
+
+
+def test_bad_files_are_one_line_cli_errors(tmp_path, capsys):
+    (tmp_path / "bad.spz").write_bytes(b"NGSP" + bytes(12))
+    (tmp_path / "bad.sog").write_text("not a zip")
+    write_spz(tmp_path / "good.spz", random_model(5, degree=0))
+    cases = [
+        (["render", "--model", str(tmp_path / "bad.spz")], "bad.spz: version: 0 is not supported"),
+        (["export", "--model", str(tmp_path / "bad.sog"), "--format", "ply"], "bad.sog: not a SOG bundle"),
+        (
+            ["eval", "--model", str(tmp_path / "good.spz")],
+            "good.spz: eval scores a training run's checkpoint",
+        ),
+    ]
+    for arguments, message in cases:
+        assert cli_main(arguments) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("gsplat-py: error: ") and message in err and err.count("\n") == 1, err

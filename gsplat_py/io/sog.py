@@ -31,8 +31,8 @@ Quantisation (the round-trip bounds the tests check):
   k-means, and the palette's values quantised to a third 256-entry codebook; each Gaussian decodes to its
   palette entry. The palette's size sets the quality: by default the power of two nearest N / 16, from 1024
   to 65536 (at most N). PlayCanvas's writer takes 1024 min(64, 2^floor(log2(N / 1024))), up to N / 2 below
-  a million Gaussians: on the bundled scene's 61,687 Gaussians that is 32,768 entries, 6.8x smaller than the
-  PLY at 47.5 dB against it, where 4,096 give 14.8x at 42.0 dB (BENCHMARKS.md).
+  a million Gaussians: on the bundled scene's 61,687 Gaussians that is 32,768 entries, 7.0x smaller than the
+  PLY at 48.5 dB against it, where 4,096 give 15.1x at 42.2 dB (BENCHMARKS.md).
 
 The world frame: SOG stores the Gaussians in the axes of the 3DGS PLY (no conversion). meta.json's
 ``asset`` object carries ``generator`` and, from gsplat_py, ``comments``: the same lines as a PLY header's
