@@ -36,8 +36,8 @@ __all__ = [
 ]
 
 # Decoded opacities are kept in [OPACITY_EPS, 1 - OPACITY_EPS]: the 8-bit alphas 0 and 255 would otherwise
-# be logits of -inf and +inf. 1e-6 is far below the 1/255 under which the rasterizer skips a Gaussian, and
-# above the 0.99 at which it caps alpha.
+# be logits of -inf and +inf. Renders do not change: the rasterizer skips alphas below 1/255 and caps them at
+# 0.99.
 OPACITY_EPS = 1e-6
 MORTON_BITS = 10  # per axis: 30-bit codes, a 1024^3 grid over the bounding box
 
@@ -149,7 +149,9 @@ def from_smallest_three(largest: np.ndarray, others: np.ndarray) -> np.ndarray:
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    """1 / (1 + exp(-x)), without overflow for large |x|."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 def opacity_to_byte(logit_opacities: np.ndarray) -> np.ndarray:

@@ -121,7 +121,8 @@ def _log_transform(x: np.ndarray) -> np.ndarray:
 
 
 def _inverse_log_transform(v: np.ndarray) -> np.ndarray:
-    return np.sign(v) * np.expm1(np.abs(v))
+    with np.errstate(over="ignore"):  # a meta.json range too large for float64 is reported by check_finite
+        return np.sign(v) * np.expm1(np.abs(v))
 
 
 def _texture(count: int, size: tuple[int, int], channels: Sequence[np.ndarray]) -> np.ndarray:
