@@ -150,9 +150,12 @@ setup(
     # installing gsplat_py can never replace the user's torch.
     install_requires=[f"torch=={TORCH_VERSION}", "numpy", "pillow", "plyfile", "tqdm"],
     extras_require={
-        "test": ["pytest"],
+        # test: zstandard so that the SPZ version 4 tests run
+        "test": ["pytest", "zstandard"],
         # video: MP4 output of `gsplat-py render --video` (PyAV bundles its own FFmpeg).
         "video": ["av>=12"],
+        # spz: SPZ version 4 (zstd) export and import; version 3 (gzip) needs nothing.
+        "spz": ["zstandard"],
         # dev: the checks .ci/run runs (pinned, so formatting does not drift with new releases), and sdists.
         "dev": ["ruff==0.17.6", "mypy==2.4.1", "clang-format==19.1.7", "build"],
     },

@@ -4,12 +4,13 @@
                     [--config FILE|PRESET] [--output DIR] [--eval-every N] [--resume DIR] [--seed N]
                     [--device auto|cpu|cuda] [--section.key VALUE ...]
     gsplat-py eval --model RUN [--data DIR] [--split test|train] [--no-renders] [--json] [--quiet]
-    gsplat-py render --model RUN|PLY [--data DIR] [--split test|train | --path KIND | --cameras FILE]
+    gsplat-py render --model RUN|FILE [--data DIR] [--split test|train | --path KIND | --cameras FILE]
     [--frames N]
                      [--width W] [--height H] [--focal-scale F] [--depth] [--alpha] [--video [FILE]]
                      [--output DIR]
                      [--device auto|cpu|cuda] ...
-    gsplat-py export --model RUN|PLY [--format ply|splat] [--frame colmap|normalized] [--output FILE]
+    gsplat-py export --model RUN|FILE [--format ply|compressed-ply|spz|sog|splat] [--sh-degree N]
+                     [--spz-version 3|4] [--sog-palette N] [--frame colmap|normalized] [--output FILE]
     gsplat-py info
 
 ``train`` without ``--data`` trains the bundled sample scene. Options are applied in this order: the
@@ -17,7 +18,7 @@ defaults, the preset or file of ``--config`` (``--strategy mcmc`` alone selects 
 its initialisation and regularisation; with ``--resume``, the run's saved config), the named flags above,
 then ``--section.key VALUE`` overrides of any option (``gsplat_py/configs/default.toml`` lists them all).
 
-``render`` and ``export`` take a training output folder, its checkpoint.pt or any Inria-layout PLY (see
+``render`` and ``export`` take a training output folder, its checkpoint.pt or a splat file (see
 ``gsplat_py.tools.saved_models`` for which world frame each is in, ``gsplat_py.tools.novel_views`` for what a
 render writes, ``gsplat_py.tools.camera_paths`` for the paths and the camera file format,
 ``gsplat_py.tools.export`` for the formats). ``eval`` scores a run's checkpoint on its scene's views exactly
@@ -38,7 +39,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .data.world_frame import FRAME_NAMES
-from .errors import ParameterError
+from .errors import MissingPackageError, ParameterError
+from .io.formats import format_of_name
+from .io.spz import SPZ_INSTALL_HINT, SPZ_VERSION, SPZ_WRITE_VERSIONS
 from .io.video import VIDEO_INSTALL_HINT, VIDEO_SUFFIX
 from .tools.camera_paths import PATH_KINDS
 from .tools.export import EXPORT_FORMATS
@@ -116,14 +119,15 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         required=True,
-        metavar="RUN|PLY",
-        help="a training output folder, its checkpoint.pt, or an Inria-layout PLY file",
+        metavar="RUN|FILE",
+        help="a training output folder, its checkpoint.pt, or a splat file: .ply (Inria or compressed), "
+        ".spz, .sog, .splat",
     )
     parser.add_argument(
         "--model-frame",
         choices=FRAME_NAMES,
-        help="the world frame of a PLY that does not record one (default: colmap, as the Inria code "
-        "and most 3DGS implementations train in)",
+        help="the world frame of a file that does not record one (default: its run's in a run folder, "
+        "else colmap, as the Inria code and most 3DGS implementations train in)",
     )
     parser.add_argument("--data", help="scene folder (default: the one the run was trained on)")
     parser.add_argument("--data-factor", type=int, help="use images_N/ (default: the run's, else 4)")
@@ -228,19 +232,37 @@ def _render_parser(subparsers) -> argparse.ArgumentParser:
 def _export_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "export",
-        help="export a model as an Inria PLY or a .splat file",
-        description="Write a trained model as an Inria-layout PLY or a .splat file (web viewers), "
-        "optionally moved into COLMAP's frame or the normalised one.",
+        help="export a model as a PLY, compressed PLY, SPZ, SOG or .splat file",
+        description="Write a trained model as an Inria-layout PLY, or for web viewers as a compressed PLY, "
+        "SPZ, SOG or .splat file, optionally with its SH cut to a lower degree and moved into COLMAP's "
+        "frame or the normalised one. Prints the file's size and how much smaller it is than the PLY.",
     )
     _model_arguments(parser)
     parser.add_argument(
         "--format", choices=EXPORT_FORMATS, help="file format (default: from --output's extension)"
     )
+    parser.add_argument("--sh-degree", type=int, help="cut the SH to this degree (default: the model's)")
+    parser.add_argument(
+        "--spz-version",
+        type=int,
+        choices=SPZ_WRITE_VERSIONS,
+        default=SPZ_VERSION,
+        help=f"SPZ version to write (default: {SPZ_VERSION}, zstd: needs {SPZ_INSTALL_HINT}; 3: gzip, read "
+        "by older viewers)",
+    )
+    parser.add_argument(
+        "--sog-palette",
+        type=int,
+        metavar="N",
+        help="entries of the SOG's SH palette, up to 65536: more is closer to the model and larger "
+        "(default: about one per 16 Gaussians)",
+    )
     parser.add_argument(
         "--frame", choices=FRAME_NAMES, help="world frame to export in (default: the model's)"
     )
     parser.add_argument(
-        "--output", help="output file (default: RUN/point_cloud_<frame>.<format>, or next to the PLY)"
+        "--output",
+        help="output file (default: RUN/point_cloud_<frame>.<suffix>, or beside the model's file)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     return parser
@@ -312,11 +334,11 @@ def _run_eval(args: argparse.Namespace) -> int:
     from .training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 
     checkpoint_path = Path(args.model)
-    if checkpoint_path.suffix.lower() == ".ply":
+    if format_of_name(checkpoint_path) is not None:
         raise ValueError(
             f"{checkpoint_path}: eval scores a training run's checkpoint (a run folder or its "
             f"{CHECKPOINT_FILE}); "
-            f"to score a PLY use: {PROG} render --model {checkpoint_path} --data SCENE --split test"
+            f"to score a splat file use: {PROG} render --model {checkpoint_path} --data SCENE --split test"
         )
     load_checkpoint(checkpoint_path)  # a one-line error unless this is a run's checkpoint
     run = checkpoint_path if checkpoint_path.is_dir() else checkpoint_path.parent
@@ -383,16 +405,10 @@ def _run_render(args: argparse.Namespace) -> int:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from .tools.export import default_export_path, export_model, splats_in_frame
+    from .tools.export import default_export_path, export_format, export_model, splats_in_frame
     from .tools.saved_models import load_model
 
-    file_format = args.format
-    if file_format is None:
-        suffix = Path(args.output).suffix.lower().lstrip(".") if args.output else ""
-        if suffix not in EXPORT_FORMATS:
-            formats = " or ".join(EXPORT_FORMATS)
-            raise ValueError(f"--format: give {formats} (or an --output ending in .ply or .splat)")
-        file_format = suffix
+    file_format = export_format(args.format, Path(args.output) if args.output else None)
     model = load_model(args.model, args.model_frame)
     splats, frame = splats_in_frame(
         model, args.frame, Path(args.data) if args.data else None, args.data_factor
@@ -400,12 +416,26 @@ def _run_export(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else default_export_path(model, file_format, frame)
     if output.exists() and not args.overwrite:
         raise ValueError(f"--output {output}: the file exists; choose another --output or pass --overwrite")
-    export_model(splats, frame, output, file_format)
-    print(
-        f"{PROG}: done: {output}  ({splats.num_gaussians:,} Gaussians, SH degree {splats.sh_degree}, "
-        f"{frame.name} frame)"
+    summary = export_model(
+        splats, frame, output, file_format, args.sh_degree, args.spz_version, args.sog_palette
     )
+    size = _size_text(summary.size)
+    if file_format != "ply":
+        size += f", {summary.ratio:.1f}x smaller than the PLY ({_size_text(summary.ply_size)})"
+    print(
+        f"{PROG}: done: {output}  ({splats.num_gaussians:,} Gaussians, SH degree {summary.sh_degree}, "
+        f"{frame.name} frame; {size})"
+    )
+    if summary.assumed_frame is not None and summary.assumed_frame != frame.name:
+        print(
+            f"{PROG}: note: a .{file_format} file records no world frame and render takes this one to be in "
+            f"the {summary.assumed_frame} frame: render it with --model-frame {frame.name}"
+        )
     return 0
+
+
+def _size_text(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
 
 
 def _run_info() -> int:
@@ -434,7 +464,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .data import DatasetError
     from .io.colmap import ColmapError
     from .io.ply import PlyFormatError
-    from .io.video import MissingPackageError
     from .training.checkpoint import TrainingError
     from .training.config import ConfigError
 

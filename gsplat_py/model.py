@@ -16,7 +16,7 @@ Densification strategies (``gsplat_py.strategy``) add and remove rows of every e
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -103,6 +103,13 @@ class GaussianSplats:
                 f"sh has shape {list(self.sh.shape)}; expected [N, K, 3] with K in {sorted(_VALID_K)}"
             )
         return _VALID_K[k]
+
+    def with_sh_degree(self, degree: int) -> GaussianSplats:
+        """The same Gaussians with their SH cut to ``degree`` (the coefficients of the higher bands dropped);
+        ValueError unless 0 <= degree <= sh_degree."""
+        if not 0 <= degree <= self.sh_degree:
+            raise ValueError(f"SH degree {degree}: expected 0 to {self.sh_degree} (the model's degree)")
+        return replace(self, sh=self.sh[:, : (degree + 1) ** 2].contiguous())
 
     def scales(self) -> Tensor:
         """[N, 3] activated scales, exp(log_scales)."""

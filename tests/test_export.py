@@ -155,11 +155,11 @@ def test_export_splat_decodes_to_the_positions_and_colours(tmp_path, capsys):
     order = torch.argsort(
         -torch.exp(splats.log_scales.double().sum(1)) * splats.opacities().double(), stable=True
     )
-    assert torch.equal(decoded["means"], splats.means[order])
+    assert torch.equal(decoded.means, splats.means[order])
     rgb = (0.5 + SH_C0 * splats.sh[order, 0]).clamp(0.0, 1.0)
-    assert (decoded["colors"] - rgb).abs().max() <= 0.5 / 255 + 1e-6
-    assert (decoded["opacities"] - splats.opacities()[order]).abs().max() <= 0.5 / 255 + 1e-6
-    assert torch.allclose(decoded["scales"], splats.scales()[order], rtol=1e-6)
+    assert (0.5 + SH_C0 * decoded.sh[:, 0] - rgb).abs().max() <= 0.5 / 255 + 1e-6
+    assert (decoded.opacities() - splats.opacities()[order]).abs().max() <= 0.5 / 255 + 1e-6
+    assert torch.allclose(decoded.scales(), splats.scales()[order], rtol=1e-6)
 
 
 def test_export_to_another_frame_renders_the_same_from_the_moved_cameras(tmp_path):
@@ -206,7 +206,9 @@ def test_export_errors_are_one_line(tmp_path, capsys):
     write_ply(tmp_path / "a.ply", random_splats(5, degree=0))
     model = str(tmp_path / "a.ply")
     assert cli_main(["export", "--model", model]) == 1
-    assert "--format: give ply or splat" in capsys.readouterr().err
+    assert "--format: give one of ply, compressed-ply, spz, sog, splat (or an --output ending in" in (
+        capsys.readouterr().err
+    )
     assert cli_main(["export", "--model", model, "--format", "ply"]) == 0
     assert cli_main(["export", "--model", model, "--format", "ply"]) == 1
     err = capsys.readouterr().err

@@ -29,13 +29,14 @@ def test_splat_round_trip_within_quantisation(tmp_path):
     opacity = torch.sigmoid(splats.logit_opacities)
     order = torch.argsort(-torch.exp(splats.log_scales.double().sum(1)) * opacity.double(), stable=True)
     assert not torch.equal(order, torch.arange(200))  # the sort does something on this input
-    assert torch.equal(decoded["means"], splats.means[order])  # float32, exact, in size x opacity order
-    assert torch.allclose(decoded["scales"], torch.exp(splats.log_scales[order]), rtol=1e-6)
+    assert torch.equal(decoded.means, splats.means[order])  # float32, exact, in size x opacity order
+    assert decoded.sh_degree == 0
+    assert torch.allclose(decoded.scales(), torch.exp(splats.log_scales[order]), rtol=1e-6)
     rgb = (0.5 + SH_C0 * splats.sh[order, 0]).clamp(0, 1)
-    assert (decoded["colors"] - rgb).abs().max() <= 0.5 / 255 + 1e-6
-    assert (decoded["opacities"] - opacity[order]).abs().max() <= 0.5 / 255 + 1e-6
+    assert (0.5 + SH_C0 * decoded.sh[:, 0] - rgb).abs().max() <= 0.5 / 255 + 1e-6
+    assert (decoded.opacities() - opacity[order]).abs().max() <= 0.5 / 255 + 1e-6
     unit = torch.nn.functional.normalize(splats.quats[order], dim=1)
-    assert (decoded["quats"] - unit).abs().max() <= 0.5 / 128 + 1e-6
+    assert (decoded.quats - unit).abs().max() <= 0.5 / 128 + 1e-6
 
 
 def test_splat_rejects_bad_input(tmp_path):

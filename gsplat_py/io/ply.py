@@ -48,6 +48,7 @@ from torch import Tensor
 from ..model import GaussianSplats
 from ..rendering.limits import MAX_SH_DEGREE
 from .atomic import atomic_open
+from .packing import channel_major_rest, sh_from_channel_major
 from .paths import PathLike
 
 __all__ = [
@@ -57,6 +58,8 @@ __all__ = [
     "write_ply",
     "read_ply_comments",
     "ply_property_names",
+    "ply_header_lines",
+    "ply_file_size",
     "VALID_F_REST_COUNTS",
 ]
 
@@ -95,10 +98,8 @@ def _to_matrix(splats: GaussianSplats) -> np.ndarray:
         return t.detach().to(device="cpu", dtype=torch.float32)
 
     n = splats.num_gaussians
-    k = splats.sh.shape[1]
     sh = f32(splats.sh)
-    # [N, K-1, 3] -> channel-major [N, 3, K-1] -> [N, 3(K-1)]: column c*(K-1) + (k-1).
-    f_rest = sh[:, 1:, :].transpose(1, 2).reshape(n, 3 * (k - 1))
+    f_rest = torch.from_numpy(channel_major_rest(sh.numpy()))
     columns = torch.cat(
         [
             f32(splats.means),
@@ -120,6 +121,12 @@ def _ply_header(n: int, names: list[str], comments: Sequence[str]) -> bytes:
     lines += [f"property float {name}" for name in names]
     lines.append("end_header")
     return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def ply_file_size(num_gaussians: int, sh_degree: int, comments: Sequence[str] = ()) -> int:
+    """The size in bytes of the file :func:`write_ply` writes for these Gaussians and comments."""
+    names = ply_property_names(sh_degree)
+    return len(_ply_header(num_gaussians, names, comments)) + 4 * len(names) * num_gaussians
 
 
 def write_ply(path: PathLike, splats: GaussianSplats, comments: Sequence[str] = ()) -> None:
@@ -155,9 +162,9 @@ def write_ply(path: PathLike, splats: GaussianSplats, comments: Sequence[str] = 
 _MAX_HEADER_BYTES = 1 << 20  # a splat PLY header is a few KB; more means this is no PLY header
 
 
-def read_ply_comments(path: PathLike) -> list[str]:
-    """The ``comment`` lines of a PLY header, without the keyword, in file order (reads only the header).
-    Raises :class:`PlyFormatError` when the file cannot be read or has no PLY header."""
+def ply_header_lines(path: PathLike) -> list[str]:
+    """The lines of a PLY header before ``end_header``, stripped (reads only the header). Raises
+    :class:`PlyFormatError` when the file cannot be read or has no PLY header."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as file:
@@ -167,9 +174,15 @@ def read_ply_comments(path: PathLike) -> list[str]:
     end = header.find(b"end_header")
     if not header.startswith(b"ply") or end < 0:
         raise PlyFormatError(f"{path}: not a valid PLY file (no 'ply' ... 'end_header' header)")
+    return [line.strip() for line in header[:end].decode("ascii", errors="replace").splitlines()]
+
+
+def read_ply_comments(path: PathLike) -> list[str]:
+    """The ``comment`` lines of a PLY header, without the keyword, in file order (reads only the header).
+    Raises :class:`PlyFormatError` when the file cannot be read or has no PLY header."""
     comments = []
-    for line in header[:end].decode("ascii", errors="replace").splitlines():
-        keyword, _, text = line.strip().partition(" ")
+    for line in ply_header_lines(path):
+        keyword, _, text = line.partition(" ")
         if keyword == "comment":
             comments.append(text.strip())
     return comments
@@ -248,7 +261,9 @@ def read_ply(path: PathLike) -> GaussianSplats:
 
     path = os.fspath(path)
     try:
-        ply = PlyData.read(path, mmap=False)
+        # Memory-mapped: plyfile's other binary path reads value by value (12 s for 62k Gaussians); the
+        # columns are copied out below, so nothing refers to the mapping afterwards.
+        ply = PlyData.read(path, mmap="c")
     except OSError as e:
         raise PlyFormatError(f"{path}: cannot read file: {e.strerror or e}") from e
     except Exception as e:  # plyfile raises PlyParseError, ValueError, ... for malformed input
@@ -262,7 +277,6 @@ def read_ply(path: PathLike) -> GaussianSplats:
     n = int(len(vertex.data))
 
     n_rest = _f_rest_count(path, list(props))
-    k = n_rest // 3 + 1
 
     def cols(prop_names: list[str]) -> Tensor:
         mat = np.empty((n, len(prop_names)), dtype=np.float32)
@@ -277,9 +291,7 @@ def read_ply(path: PathLike) -> GaussianSplats:
     log_scales = cols([f"scale_{i}" for i in range(3)])
     quats = cols([f"rot_{i}" for i in range(4)])
 
-    sh = torch.empty(n, k, 3, dtype=torch.float32)
-    sh[:, 0, :] = f_dc
-    sh[:, 1:, :] = f_rest.reshape(n, 3, k - 1).transpose(1, 2)
+    sh = torch.from_numpy(sh_from_channel_major(f_dc.numpy(), f_rest.numpy()))
     return GaussianSplats(
         means=means,
         quats=quats,

@@ -19,13 +19,24 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import torch
 
 from ..model import SH_C0, GaussianSplats
 from .atomic import atomic_open
+from .packing import (
+    SplatArrays,
+    SplatFormatError,
+    byte_to_logit,
+    check_finite,
+    opacity_to_byte,
+    read_file,
+    require_gaussians,
+    sigmoid,
+    splat_arrays,
+    splats_from_arrays,
+)
 from .paths import PathLike
 
-__all__ = ["SPLAT_DTYPE", "splat_records", "write_splat", "read_splat"]
+__all__ = ["SPLAT_DTYPE", "write_splat", "read_splat"]
 
 
 SPLAT_DTYPE = np.dtype(
@@ -33,52 +44,52 @@ SPLAT_DTYPE = np.dtype(
 )
 
 
-def splat_records(splats: GaussianSplats) -> np.ndarray:
-    """The ``.splat`` records of ``splats`` (a structured array of SPLAT_DTYPE), sorted as written."""
-    splats.validate()
-    means = splats.means.detach().double().cpu().numpy()
-    log_scales = splats.log_scales.detach().double().cpu().numpy()
-    logits = splats.logit_opacities.detach().double().cpu().numpy()
-    dc = splats.sh[:, 0].detach().double().cpu().numpy()
-    quats = splats.quats.detach().double().cpu().numpy()
-
-    opacity = 1.0 / (1.0 + np.exp(-logits))
-    order = np.argsort(-np.exp(log_scales.sum(axis=1)) * opacity, kind="stable")
-    norms = np.linalg.norm(quats, axis=1, keepdims=True)
-    unit_quats = quats / np.where(norms > 0, norms, 1.0)
+def _records(arrays: SplatArrays) -> np.ndarray:
+    """The ``.splat`` records (a structured array of SPLAT_DTYPE), sorted as written."""
+    opacity = sigmoid(arrays.logit_opacities)
+    order = np.argsort(-np.exp(arrays.log_scales.sum(axis=1)) * opacity, kind="stable")
+    norms = np.linalg.norm(arrays.quats, axis=1, keepdims=True)
+    unit_quats = arrays.quats / np.where(norms > 0, norms, 1.0)
 
     records = np.empty(len(order), dtype=SPLAT_DTYPE)
-    records["position"] = means[order]
-    records["scale"] = np.exp(log_scales[order])
-    rgb = np.clip(0.5 + SH_C0 * dc[order], 0.0, 1.0)
-    records["rgba"] = np.round(np.concatenate([rgb, opacity[order, None]], axis=1) * 255.0).astype(np.uint8)
+    records["position"] = arrays.means[order]
+    records["scale"] = np.exp(arrays.log_scales[order])
+    rgb = np.clip(0.5 + SH_C0 * arrays.sh[order, 0], 0.0, 1.0)
+    records["rgba"][:, :3] = np.round(rgb * 255.0).astype(np.uint8)
+    records["rgba"][:, 3] = opacity_to_byte(arrays.logit_opacities[order])
     records["rotation"] = np.clip(np.round(unit_quats[order] * 128.0 + 128.0), 0, 255).astype(np.uint8)
     return records
 
 
 def write_splat(path: PathLike, splats: GaussianSplats) -> None:
-    """Write ``splats`` as a ``.splat`` file, atomically (ValueError before writing if they are invalid)."""
-    try:
-        records = splat_records(splats)
-    except (ValueError, TypeError) as error:
-        raise type(error)(f"{os.fspath(path)}: cannot write splats: {error}") from None
+    """Write ``splats`` as a ``.splat`` file, atomically (ValueError before writing if they are invalid or
+    there are none)."""
+    records = _records(splat_arrays(path, splats))
     with atomic_open(path) as file:
         file.write(records.tobytes())
 
 
-def read_splat(path: PathLike) -> dict[str, torch.Tensor]:
-    """Decode a ``.splat`` file: means [N, 3], scales [N, 3], colors [N, 3] and opacities [N] in [0, 1],
-    quats [N, 4] (w x y z, dequantised, not renormalised). ValueError if the size is not a multiple of 32."""
-    with open(path, "rb") as file:
-        data = file.read()
+def read_splat(path: PathLike) -> GaussianSplats:
+    """Read a ``.splat`` file into float32 splats of SH degree 0, in the file's order: log-scales log(scale)
+    (a scale of 0 becomes the smallest positive float32), SH DC (rgb - 0.5) / SH_C0, opacity logits of the
+    alpha (clamped as `gsplat_py.io.packing.byte_to_logit` does), the rotation bytes as (b - 128) / 128 (a
+    zero quaternion becomes the identity). SplatFormatError naming the file for a size that is no whole
+    number of records, no records, or a non-finite position or scale."""
+    location = os.fspath(path)
+    data = read_file(location)
     if len(data) % SPLAT_DTYPE.itemsize:
-        raise ValueError(f"{os.fspath(path)}: {len(data)} bytes is not a whole number of 32-byte splats")
+        raise SplatFormatError(
+            f"{location}: {len(data)} bytes is not a whole number of {SPLAT_DTYPE.itemsize}-byte splats"
+        )
     records = np.frombuffer(data, dtype=SPLAT_DTYPE)
-    rgba = records["rgba"].astype(np.float32) / 255.0
-    return {
-        "means": torch.from_numpy(records["position"].copy()),
-        "scales": torch.from_numpy(records["scale"].copy()),
-        "colors": torch.from_numpy(rgba[:, :3].copy()),
-        "opacities": torch.from_numpy(rgba[:, 3].copy()),
-        "quats": torch.from_numpy((records["rotation"].astype(np.float32) - 128.0) / 128.0),
-    }
+    require_gaussians(location, "records", len(records))
+    check_finite(location, "position", records["position"])
+    check_finite(location, "scale", records["scale"])
+    tiny = float(np.finfo(np.float32).tiny)
+    log_scales = np.log(np.maximum(np.abs(records["scale"].astype(np.float64)), tiny))
+    rgba = records["rgba"].astype(np.float64)
+    quats = (records["rotation"].astype(np.float64) - 128.0) / 128.0
+    quats[~quats.any(axis=1)] = (1.0, 0.0, 0.0, 0.0)
+    dc = (rgba[:, :3] / 255.0 - 0.5) / SH_C0
+    logit_opacities = byte_to_logit(rgba[:, 3])
+    return splats_from_arrays(records["position"], quats, log_scales, logit_opacities, dc[:, None, :])

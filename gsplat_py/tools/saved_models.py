@@ -1,19 +1,20 @@
-"""Trained models on disk, for rendering and export: a training run, its checkpoint, or any Inria PLY.
+"""Trained models on disk, for rendering and export: a training run, its checkpoint, or a splat file of any
+format `gsplat_py.io.formats` reads (PLY, compressed PLY, SPZ, SOG, .splat).
 
-    model = load_model("outputs/snowmiku-20261122-150000")   # or RUN/checkpoint.pt, or any .ply
+    model = load_model("outputs/snowmiku-20261122-150000")   # or RUN/checkpoint.pt, or any splat file
     model.splats, model.sh_degree, model.frame
 
 Which world frame (`gsplat_py.data.world_frame`) a model is in:
 
 - a training output folder, or its ``checkpoint.pt``: the run's frame, normalised (``data.normalize``, the
   default) with the similarity the checkpoint records, or COLMAP's;
-- a PLY whose header records its frame (``gsplat-py export`` writes the comment lines
-  ``gsplat_py frame colmap|normalized`` and, for a known normalisation, ``gsplat_py from_colmap`` followed by
-  the 16 numbers of the 4x4 similarity, row by row);
-- a PLY in a training output folder (beside its ``config.toml``), such as ``RUN/point_cloud.ply``: the run's
-  (its scene is the run's, whatever the frame);
-- any other PLY, e.g. one trained by the Inria code or another 3DGS implementation on the COLMAP data:
-  COLMAP's frame, unless ``model_frame="normalized"`` says it is in gsplat_py's normalisation of the scene.
+- a file that records its frame: ``gsplat-py export`` writes the lines ``gsplat_py frame colmap|normalized``
+  and, for a known normalisation, ``gsplat_py from_colmap`` followed by the 16 numbers of the 4x4 similarity,
+  row by row, as header comments of a PLY or a compressed PLY and in meta.json's ``asset.comments`` of a SOG;
+- a file that records none (an SPZ or a .splat, which have no place for it, or a PLY from elsewhere): the
+  frame ``model_frame`` declares; without it, the run's when the file is in a training output folder (beside
+  its ``config.toml``, such as ``RUN/point_cloud.ply``), else COLMAP's frame (the Inria code and most 3DGS
+  implementations train there). A file in a run folder also gets the run's scene, whatever its frame.
 
 The model's scene (:func:`scene_views`) is the ``data`` folder given, else the one its training run used;
 its views are loaded in the model's frame.
@@ -34,8 +35,9 @@ from torch import Tensor
 from ..data import DataConfig, SceneData, View, load_scene
 from ..data.world_frame import FRAME_NAMES, WorldFrame, frame_from_comments
 from ..errors import ParameterError
+from ..io.formats import FORMAT_SUFFIXES, format_of_name, read_splat_file
 from ..io.paths import PathLike
-from ..io.ply import read_ply, read_ply_comments
+from ..io.sog import META_FILE
 from ..model import GaussianSplats, params_to_splats
 from ..training.checkpoint import CHECKPOINT_FILE, CONFIG_FILE, PLY_FILE, load_checkpoint
 from ..training.config import Config, config_from_dict, load_config
@@ -47,7 +49,7 @@ __all__ = ["SavedModel", "load_model", "scene_views", "scene_normalization"]
 @dataclass(frozen=True)
 class SavedModel:
     """A model loaded from ``source``. ``run`` is the training output folder it belongs to (with that run's
-    ``config``, and ``step`` and ``elapsed_s`` when its checkpoint was there), None for a stand-alone PLY."""
+    ``config``, and ``step`` and ``elapsed_s`` when its checkpoint was there), None for a stand-alone file."""
 
     splats: GaussianSplats
     frame: WorldFrame
@@ -80,43 +82,60 @@ def _load_run(run: Path, checkpoint_path: Path, model_frame: str | None) -> Save
     config = config_from_dict(checkpoint["config"])
     step = int(checkpoint["step"])
     splats = params_to_splats(checkpoint["params"])
-    splats = replace(splats, sh=splats.sh[:, : (config.model.sh_degree_at(step) + 1) ** 2].contiguous())
+    splats = splats.with_sh_degree(config.model.sh_degree_at(step))
     frame = _run_frame(config, checkpoint)
     _check_declared_frame(checkpoint_path, frame, model_frame, "the frame of its training run")
     return SavedModel(splats, frame, checkpoint_path, run, config, step, float(checkpoint["elapsed_s"]))
 
 
-def _load_ply(path: Path, model_frame: str | None) -> SavedModel:
-    splats = read_ply(path)
-    recorded = frame_from_comments(path, read_ply_comments(path))
-    run = path.parent if (path.parent / CONFIG_FILE).is_file() else None
-    if run is None:
-        if recorded is not None:
-            _check_declared_frame(path, recorded, model_frame, "as its header records")
-            return SavedModel(splats, recorded, path)
-        frame = WorldFrame.normalized(None) if model_frame == "normalized" else WorldFrame.colmap()
-        return SavedModel(splats, frame, path)
-    # In a training output folder: the run's scene and step, and its frame unless the header records one.
+def _run_of(path: Path) -> Path | None:
+    """The training output folder a model file is in (beside its config.toml), None for a stand-alone file."""
+    return path.parent if (path.parent / CONFIG_FILE).is_file() else None
+
+
+def _run_records(run: Path) -> tuple[dict | None, Config]:
+    """A run folder's checkpoint (None without one) and config."""
     checkpoint = load_checkpoint(run) if (run / CHECKPOINT_FILE).is_file() else None
-    config = (
-        config_from_dict(checkpoint["config"])
-        if checkpoint is not None
-        else load_config(str(run / CONFIG_FILE))
-    )
+    if checkpoint is not None:
+        return checkpoint, config_from_dict(checkpoint["config"])
+    return None, load_config(str(run / CONFIG_FILE))
+
+
+def default_frame_name(path: PathLike) -> str:
+    """The frame `load_model` takes a file at ``path`` that records none to be in, without ``model_frame``:
+    its training run's when it is in a run folder, else COLMAP's."""
+    run = _run_of(Path(path))
+    if run is None:
+        return "colmap"
+    checkpoint, config = _run_records(run)
+    return _run_frame(config, checkpoint).name
+
+
+def _load_file(path: Path, model_frame: str | None) -> SavedModel:
+    loaded = read_splat_file(path)
+    recorded = frame_from_comments(path, loaded.comments) if loaded.comments is not None else None
+    run = _run_of(path)
+    checkpoint, config = _run_records(run) if run is not None else (None, None)
+    run_frame = _run_frame(config, checkpoint) if config is not None else None
     if recorded is not None:
-        frame, reason = recorded, "as its header records"
+        _check_declared_frame(path, recorded, model_frame, "as the file records")
+        frame = recorded
+    elif run_frame is not None and model_frame in (None, run_frame.name):
+        frame = run_frame
+    elif model_frame == "normalized":
+        frame = WorldFrame.normalized(None)
     else:
-        frame, reason = _run_frame(config, checkpoint), f"the frame of the training run in {run}"
-    _check_declared_frame(path, frame, model_frame, reason)
+        frame = WorldFrame.colmap()
     step = int(checkpoint["step"]) if checkpoint is not None else None
     elapsed = float(checkpoint["elapsed_s"]) if checkpoint is not None else None
-    return SavedModel(splats, frame, path, run, config, step, elapsed)
+    return SavedModel(loaded.splats, frame, path, run, config, step, elapsed)
 
 
 def load_model(path: PathLike, model_frame: str | None = None) -> SavedModel:
-    """The model at ``path``: a training output folder, a ``checkpoint.pt`` or a PLY file (module docstring).
+    """The model at ``path``: a training output folder, a ``checkpoint.pt`` or a splat file of any format of
+    `gsplat_py.io.formats` (module docstring).
 
-    ``model_frame`` ("colmap" or "normalized") is the frame of a PLY that does not record one; for any other
+    ``model_frame`` ("colmap" or "normalized") is the frame of a file that does not record one; for any other
     model it must agree with the frame the model is known to be in. Errors name the file and the problem.
     """
     if model_frame is not None and model_frame not in FRAME_NAMES:
@@ -126,20 +145,23 @@ def load_model(path: PathLike, model_frame: str | None = None) -> SavedModel:
         if (path / CHECKPOINT_FILE).is_file():
             return _load_run(path, path / CHECKPOINT_FILE, model_frame)
         if (path / PLY_FILE).is_file():
-            return _load_ply(path / PLY_FILE, model_frame)
+            return _load_file(path / PLY_FILE, model_frame)
         raise ValueError(
             f"{path}: not a training output folder (expected {CHECKPOINT_FILE} or {PLY_FILE} in it)"
         )
     if not path.exists():
         raise ValueError(
-            f"{path}: no such file or folder (expected a training output folder, a checkpoint or a .ply)"
+            f"{path}: no such file or folder (expected a training output folder, a checkpoint or a splat "
+            "file)"
         )
-    if path.suffix.lower() == ".ply":
-        return _load_ply(path, model_frame)
     if path.suffix.lower() == ".pt":
         return _load_run(path.parent, path, model_frame)
+    if format_of_name(path) is not None:
+        return _load_file(path, model_frame)
+    suffixes = ", ".join(FORMAT_SUFFIXES.values())
     raise ValueError(
-        f"{path}: not a model (expected a training output folder, a {CHECKPOINT_FILE} or a .ply file)"
+        f"{path}: not a model (expected a training output folder, a {CHECKPOINT_FILE} or a splat file: "
+        f"{suffixes}, {META_FILE})"
     )
 
 
