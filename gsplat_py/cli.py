@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -47,6 +48,7 @@ from .tools.novel_views import DEFAULT_FRAMES, SPLITS
 __all__ = ["main"]
 
 PROG = "gsplat-py"
+TRACEBACK_VARIABLE = "GSPLAT_PY_TRACEBACK"  # set: an unexpected error shows its traceback
 
 # The flag of each library parameter that errors may name (ParameterError), where the two differ.
 FLAGS = {
@@ -254,19 +256,26 @@ def _info_parser(subparsers) -> argparse.ArgumentParser:
     )
 
 
+# The option each named flag of `train` sets (argparse's dest -> dotted option).
+TRAIN_FLAG_OPTIONS = {
+    "data": "data.path",
+    "data_factor": "data.data_factor",
+    "steps": "train.steps",
+    "strategy": "strategy.name",
+    "pose_opt": "pose_opt.enabled",
+    "output": "train.output",
+    "eval_every": "train.eval_every",
+    "seed": "train.seed",
+    "device": "train.device",
+}
+
+
 def _named_overrides(args: argparse.Namespace) -> dict[str, str]:
-    named = {
-        "data.path": args.data,
-        "data.data_factor": args.data_factor,
-        "train.steps": args.steps,
-        "strategy.name": args.strategy,
-        "pose_opt.enabled": args.pose_opt,
-        "train.output": args.output,
-        "train.eval_every": args.eval_every,
-        "train.seed": args.seed,
-        "train.device": args.device,
+    return {
+        option: str(getattr(args, dest))
+        for dest, option in TRAIN_FLAG_OPTIONS.items()
+        if getattr(args, dest) is not None
     }
-    return {key: str(value) for key, value in named.items() if value is not None}
 
 
 def _run_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
@@ -289,9 +298,17 @@ def _run_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     else:
         name = args.config or ("mcmc" if args.strategy == "mcmc" else None)
         base = preset(name) if name is not None else load_config()
-    config = apply_overrides(base, {**_named_overrides(args), **overrides})
+    named = _named_overrides(args)
+    config = apply_overrides(base, {**named, **overrides})
     if args.resume:
         config.train.output = args.resume
+    try:
+        config.validate()
+    except ConfigError as error:
+        flags = [_flag(dest) for dest, option in TRAIN_FLAG_OPTIONS.items() if option == error.option]
+        if flags and error.option in named and error.option not in overrides:
+            raise ConfigError(f"{flags[0]}: {error}") from None
+        raise
     trainer = Trainer(config, checkpoint=checkpoint, progress=not args.quiet)
     try:
         trainer.train()
@@ -449,6 +466,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ParameterError as error:
         print(f"{PROG}: error: {error.render(_flag)}", file=sys.stderr)
         return 1
+    except OSError as error:  # a file that cannot be read or written: its path and the reason
+        reason = error.strerror or str(error)
+        print(
+            f"{PROG}: error: {f'{error.filename}: {reason}' if error.filename else reason}", file=sys.stderr
+        )
+        return 1
     except (
         ConfigError,
         DatasetError,
@@ -457,13 +480,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         TrainingError,
         MissingPackageError,
         ValueError,
-        OSError,
     ) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # no check foresaw it (a bug?): still one line, the traceback on request
+        if os.environ.get(TRACEBACK_VARIABLE):
+            raise
+        lines = str(error).strip().splitlines()
+        print(
+            f"{PROG}: error: unexpected {type(error).__name__}: {lines[0] if lines else ''} (please report "
+            f"it; {TRACEBACK_VARIABLE}=1 shows where it happened)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

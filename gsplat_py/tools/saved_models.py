@@ -124,9 +124,9 @@ def load_model(path: PathLike, model_frame: str | None = None) -> SavedModel:
     path = Path(path)
     if path.is_dir():
         if (path / CHECKPOINT_FILE).is_file():
-            return _load_run(path, path / CHECKPOINT_FILE, model_frame)
+            return _warn_if_empty(_load_run(path, path / CHECKPOINT_FILE, model_frame))
         if (path / PLY_FILE).is_file():
-            return _load_ply(path / PLY_FILE, model_frame)
+            return _warn_if_empty(_load_ply(path / PLY_FILE, model_frame))
         raise ValueError(
             f"{path}: not a training output folder (expected {CHECKPOINT_FILE} or {PLY_FILE} in it)"
         )
@@ -135,12 +135,20 @@ def load_model(path: PathLike, model_frame: str | None = None) -> SavedModel:
             f"{path}: no such file or folder (expected a training output folder, a checkpoint or a .ply)"
         )
     if path.suffix.lower() == ".ply":
-        return _load_ply(path, model_frame)
+        return _warn_if_empty(_load_ply(path, model_frame))
     if path.suffix.lower() == ".pt":
-        return _load_run(path.parent, path, model_frame)
+        return _warn_if_empty(_load_run(path.parent, path, model_frame))
     raise ValueError(
         f"{path}: not a model (expected a training output folder, a {CHECKPOINT_FILE} or a .ply file)"
     )
+
+
+def _warn_if_empty(model: SavedModel) -> SavedModel:
+    if model.splats.num_gaussians == 0:
+        warnings.warn(
+            f"{model.source}: the model has no Gaussians; its renders show only the background", stacklevel=3
+        )
+    return model
 
 
 # --------------------------------------------------------------------------------------------------------
