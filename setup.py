@@ -135,7 +135,7 @@ setup(
     # installing gsplat_py can never replace the user's torch.
     install_requires=[f"torch=={TORCH_VERSION}", "numpy", "pillow", "plyfile", "tqdm"],
     extras_require={
-        "test": ["pytest"],
+        "test": ["pytest", "hypothesis"],  # hypothesis: the generated bad inputs of tests/test_bad_*.py
         # video: MP4 output of `gsplat-py render --video` (PyAV bundles its own FFmpeg).
         "video": ["av>=12"],
         # dev: the checks .ci/run runs (pinned, so formatting does not drift with new releases), and sdists.

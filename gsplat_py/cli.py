@@ -23,19 +23,23 @@ render writes, ``gsplat_py.tools.camera_paths`` for the paths and the camera fil
 ``gsplat_py.tools.export`` for the formats). ``eval`` scores a run's checkpoint on its scene's views exactly
 as ``render --split`` does.
 
-Exit status: 0 on success; 1 with a one-line message on stderr when the input or the run fails; 2 for a
-command line that cannot be parsed (argparse's usage errors); 130 when interrupted (files already saved stay
-complete).
+Exit status: 0 on success; 1 with a one-line message on stderr when the input or the run fails (an error no
+check foresaw too: ``GSPLAT_PY_TRACEBACK=1`` shows its traceback); 2 for a command line that cannot be
+parsed (argparse's usage errors); 130 when interrupted by Ctrl-C, 143 by SIGTERM (files already saved stay
+complete, and a write under way leaves no temporary file).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .data.world_frame import FRAME_NAMES
@@ -312,11 +316,11 @@ def _run_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     trainer = Trainer(config, checkpoint=checkpoint, progress=not args.quiet)
     try:
         trainer.train()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interruption:
         print(
             f"{PROG}: interrupted at step {trainer.step}; {trainer.last_checkpoint_note()}", file=sys.stderr
         )
-        return 130
+        return _interrupted_status(interruption)
     print(f"{PROG}: done: {trainer.output}  (metrics.json, point_cloud.ply, checkpoint.pt)")
     return 0
 
@@ -447,6 +451,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = _split_overrides(unknown, train_parser) if args.command == "train" else {}
 
     warnings.formatwarning = _one_line_warning
+    with _terminate_like_ctrl_c():
+        return _run(args, overrides)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill PID``), handled as Ctrl-C is: the write under way is abandoned cleanly."""
+
+
+def _interrupted_status(interruption: KeyboardInterrupt) -> int:
+    return 128 + (signal.SIGTERM if isinstance(interruption, _Terminated) else signal.SIGINT)
+
+
+@contextlib.contextmanager
+def _terminate_like_ctrl_c() -> Iterator[None]:
+    def terminate(signum, frame):
+        raise _Terminated()
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    """The command, with every error that reaches here printed as one line."""
     from .data import DatasetError
     from .io.colmap import ColmapError
     from .io.ply import PlyFormatError
@@ -483,9 +516,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interruption:
         print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted_status(interruption)
     except Exception as error:  # no check foresaw it (a bug?): still one line, the traceback on request
         if os.environ.get(TRACEBACK_VARIABLE):
             raise

@@ -61,20 +61,27 @@ def load_checkpoint(path: PathLike) -> dict:
     expected = f"expected a {CHECKPOINT_FILE} written by gsplat-py train"
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as error:
+        # torch's multi-line message: a refused object names an "Unsupported global"; anything else is damage
+        detail = str(error).split("WeightsUnpickler error:")[-1].strip()
+        if "Unsupported global" not in detail:
+            reason = detail.splitlines()[0] if detail else type(error).__name__
+            raise TrainingError(f"{path}: not a readable checkpoint ({reason}; {expected})") from None
         raise TrainingError(
             f"{path}: not a gsplat_py checkpoint: it holds Python objects other than tensors and plain data, "
             f"which are not loaded ({expected})"
         ) from None
     except Exception as error:  # torch raises many types for a damaged file
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise TrainingError(
-            f"{path}: not a readable checkpoint ({type(error).__name__}: {reason}; {expected})"
-        ) from None
+        raise TrainingError(f"{path}: not a readable checkpoint ({_first_line(error)}; {expected})") from None
     problem = checkpoint_problem(checkpoint)
     if problem is not None:
         raise TrainingError(f"{path}: not a gsplat_py checkpoint of format {CHECKPOINT_FORMAT}: {problem}")
     return checkpoint
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
 # The fields of a checkpoint (`Trainer.save_checkpoint` writes them) and the types each may have.
@@ -111,14 +118,14 @@ def checkpoint_problem(checkpoint: Any) -> str | None:
     """What makes ``checkpoint`` (a loaded object) unusable as a gsplat_py checkpoint, or None."""
     if not isinstance(checkpoint, dict):
         return f"expected a dict of fields, got {type(checkpoint).__name__}"
-    if checkpoint.get("format") != CHECKPOINT_FORMAT:
-        return f"format is {checkpoint.get('format')!r}"
     for name, types in _FIELDS.items():
         if name not in checkpoint:
             return f"no field {name!r}"
         if not isinstance(checkpoint[name], types) or isinstance(checkpoint[name], bool):
             expected = " or ".join(t.__name__ for t in types)
             return f"{name} is a {type(checkpoint[name]).__name__}, expected {expected}"
+    if checkpoint["format"] != CHECKPOINT_FORMAT:
+        return f"format is {checkpoint['format']!r}"
     if checkpoint["step"] < 0 or not math.isfinite(checkpoint["elapsed_s"]):
         return (
             f"step {checkpoint['step']}, elapsed_s {checkpoint['elapsed_s']}: expected a step >= 0 and a time"

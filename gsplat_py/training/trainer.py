@@ -509,7 +509,10 @@ class Trainer:
                 )
             self.pose_correction.load_state_dict(checkpoint["pose_correction"])
             _load_optimizer_state(self.pose_optimizer, checkpoint["pose_optimizer"])
-        changed = _changed_options(config_from_dict(checkpoint["config"]), self.config, _OPTIMISER_OPTIONS)
+        names = tuple(
+            n for n in _OPTIMISER_OPTIONS if self.pose_optimizer is not None or not n.startswith("pose_opt.")
+        )
+        changed = _changed_options(config_from_dict(checkpoint["config"]), self.config, names)
         if changed:
             warnings.warn(
                 f"resuming with new optimiser settings, applied: {', '.join(changed)}", stacklevel=3
