@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 from gsplat_py.cli import main as cli_main
 
@@ -49,6 +50,20 @@ def time_limit(seconds: float = TIME_LIMIT_S) -> Iterator[None]:
 def fresh_folder(parent: Path) -> Path:
     """A new empty folder under ``parent`` (one per generated example of a test)."""
     return Path(tempfile.mkdtemp(dir=parent))
+
+
+def damaged(data: bytes, position: float, bit: int, cut: bool) -> bytes:
+    """``data`` cut at ``position`` (a fraction of its length), or with bit ``bit`` of that byte flipped."""
+    index = int(position * len(data))
+    if cut:
+        return data[:index]
+    flipped = bytearray(data)
+    flipped[index] ^= 1 << bit
+    return bytes(flipped)
+
+
+# The arguments of `damaged`, for hypothesis.
+DAMAGE = dict(position=st.floats(0.0, 1.0, exclude_max=True), bit=st.integers(0, 7), cut=st.booleans())
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:

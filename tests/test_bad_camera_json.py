@@ -9,9 +9,18 @@ import os
 import numpy as np
 import pytest
 import torch
-from bad_input import GENERATED, assert_names, cli_error, fifo, fresh_folder, snapshot, time_limit
+from bad_input import (
+    DAMAGE,
+    GENERATED,
+    assert_names,
+    cli_error,
+    damaged,
+    fifo,
+    fresh_folder,
+    snapshot,
+    time_limit,
+)
 from hypothesis import given
-from hypothesis import strategies as st
 
 from gsplat_py.io.ply import write_ply
 from gsplat_py.model import GaussianSplats
@@ -74,15 +83,10 @@ def test_a_pipe_or_a_huge_file_is_not_read(tmp_path):
 
 
 @GENERATED
-@given(position=st.floats(0.0, 1.0, exclude_max=True), bit=st.integers(0, 7), cut=st.booleans())
+@given(**DAMAGE)
 def test_a_damaged_file_is_read_or_an_error_naming_it(tmp_path, position, bit, cut):
-    data = bytearray(GOOD.encode())
-    index = int(position * len(data))
-    data = data[:index] if cut else data
-    if not cut:
-        data[index] ^= 1 << bit
     path = fresh_folder(tmp_path) / "cams.json"
-    path.write_bytes(bytes(data))
+    path.write_bytes(damaged(GOOD.encode(), position, bit, cut))
     with time_limit():
         try:
             cameras = read_cameras_json(path).cameras

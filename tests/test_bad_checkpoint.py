@@ -11,9 +11,18 @@ import warnings
 
 import pytest
 import torch
-from bad_input import GENERATED, assert_names, cli_error, fifo, fresh_folder, snapshot, time_limit
+from bad_input import (
+    DAMAGE,
+    GENERATED,
+    assert_names,
+    cli_error,
+    damaged,
+    fifo,
+    fresh_folder,
+    snapshot,
+    time_limit,
+)
 from hypothesis import given
-from hypothesis import strategies as st
 from render_helpers import write_ring_scene
 
 from gsplat_py.cli import main as cli_main
@@ -128,15 +137,10 @@ def test_a_file_that_is_no_checkpoint_is_named(tmp_path, run):
 
 
 @GENERATED
-@given(position=st.floats(0.0, 1.0, exclude_max=True), bit=st.integers(0, 7), cut=st.booleans())
+@given(**DAMAGE)
 def test_a_damaged_checkpoint_loads_whole_or_is_an_error_naming_it(tmp_path, run, position, bit, cut):
-    data = bytearray((run / "checkpoint.pt").read_bytes())
-    index = int(position * len(data))
-    data = data[:index] if cut else data
-    if not cut:
-        data[index] ^= 1 << bit
     path = fresh_folder(tmp_path) / "checkpoint.pt"
-    path.write_bytes(bytes(data))
+    path.write_bytes(damaged((run / "checkpoint.pt").read_bytes(), position, bit, cut))
     with time_limit():
         try:
             loaded = load_checkpoint(path)

@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bad_input import (
+    DAMAGE,
     GENERATED,
     assert_names,
     cli_error,
     colmap_binary,
     colmap_records,
     colmap_text,
+    damaged,
     fresh_folder,
     snapshot,
     time_limit,
@@ -79,16 +81,11 @@ def test_every_truncation_is_an_error_naming_the_file(tmp_path, name):
 
 
 @GENERATED
-@given(
-    name=st.sampled_from(["cameras.bin", "images.bin", "points3D.bin"]),
-    position=st.floats(0.0, 1.0, exclude_max=True),
-    bit=st.integers(0, 7),
-)
-def test_a_bit_flip_gives_a_usable_model_or_an_error_naming_the_file(tmp_path, name, position, bit):
+@given(name=st.sampled_from(["cameras.bin", "images.bin", "points3D.bin"]), **DAMAGE)
+def test_damage_gives_a_usable_model_or_an_error_naming_the_file(tmp_path, name, position, bit, cut):
     files = colmap_binary(colmap_records())
-    data = bytearray(files[name])
-    data[int(position * len(data))] ^= 1 << bit
-    read_or_error(write_model_files(fresh_folder(tmp_path), {**files, name: data}), name)
+    damaged_files = {**files, name: damaged(files[name], position, bit, cut)}
+    read_or_error(write_model_files(fresh_folder(tmp_path), damaged_files), name)
 
 
 @GENERATED

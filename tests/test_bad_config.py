@@ -6,7 +6,7 @@ starts; through `gsplat-py train` a one-line error with exit status 1 that creat
 import math
 
 import pytest
-from bad_input import GENERATED, assert_names, cli_error, fifo, fresh_folder, time_limit
+from bad_input import DAMAGE, GENERATED, assert_names, cli_error, damaged, fifo, fresh_folder, time_limit
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -139,15 +139,10 @@ DEFAULT_TOML = (PRESETS_DIR / "default.toml").read_bytes()
 
 
 @GENERATED
-@given(position=st.floats(0.0, 1.0, exclude_max=True), bit=st.integers(0, 7), cut=st.booleans())
+@given(**DAMAGE)
 def test_a_damaged_config_file_loads_a_valid_config_or_is_an_error_naming_it(tmp_path, position, bit, cut):
-    data = bytearray(DEFAULT_TOML)
-    index = int(position * len(data))
-    data = data[:index] if cut else data
-    if not cut:
-        data[index] ^= 1 << bit
     path = fresh_folder(tmp_path) / "damaged.toml"
-    path.write_bytes(bytes(data))
+    path.write_bytes(damaged(DEFAULT_TOML, position, bit, cut))
     try:
         load_config(str(path)).validate()
     except ConfigError as error:

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bad_input import (
+    DAMAGE,
     GENERATED,
     assert_names,
     cli_error,
+    damaged,
     fifo,
     fresh_folder,
     noise_pixels,
@@ -90,11 +92,9 @@ def test_a_truncation_keeps_every_pixel_or_is_an_error_naming_the_image(tmp_path
 
 
 @GENERATED
-@given(position=st.integers(0, len(PNG) - 1), bit=st.integers(0, 7))
+@given(position=DAMAGE["position"], bit=DAMAGE["bit"])
 def test_a_bit_flip_loads_or_is_an_error_naming_the_image(tmp_path, position, bit):
-    data = bytearray(PNG)
-    data[position] ^= 1 << bit
-    load_or_error(scene_with_image(fresh_folder(tmp_path), bytes(data)))
+    load_or_error(scene_with_image(fresh_folder(tmp_path), damaged(PNG, position, bit, cut=False)))
 
 
 @pytest.mark.parametrize("case", ["decompression bomb", "truncated data", "wrong size"])

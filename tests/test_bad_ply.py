@@ -8,9 +8,11 @@ import json
 import numpy as np
 import pytest
 from bad_input import (
+    DAMAGE,
     GENERATED,
     assert_names,
     cli_error,
+    damaged,
     fifo,
     fresh_folder,
     inria_columns,
@@ -118,12 +120,10 @@ def test_every_truncation_is_an_error_naming_the_file(tmp_path, cut, text):
 
 
 @GENERATED
-@given(position=st.floats(0.0, 1.0, exclude_max=True), bit=st.integers(0, 7), text=st.booleans())
+@given(position=DAMAGE["position"], bit=DAMAGE["bit"], text=st.booleans())
 def test_a_bit_flip_reads_usable_values_or_is_an_error_naming_the_file(tmp_path, position, bit, text):
-    data = bytearray(GOOD_TEXT if text else GOOD)
-    data[int(position * len(data))] ^= 1 << bit
     path = fresh_folder(tmp_path) / "flip.ply"
-    path.write_bytes(bytes(data))
+    path.write_bytes(damaged(GOOD_TEXT if text else GOOD, position, bit, cut=False))
     read_or_error(path)
 
 

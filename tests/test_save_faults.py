@@ -158,7 +158,15 @@ def test_ctrl_c_or_sigterm_during_a_save_removes_its_temporary_files(tmp_path, s
     run = tmp_path / "run"
     train_run(scene, run, 4)
     before = {name: (run / name).read_bytes() for name in ("checkpoint.pt", "point_cloud.ply")}
-    child = start_child("checkpoint", tmp_path / "marker", run, 8)
+    # a shell without job control starts background jobs (such as this test run) with SIGINT ignored, and
+    # Python keeps an ignored SIGINT ignored: give the child the disposition a terminal's Ctrl-C meets
+    child = start_child(
+        "checkpoint",
+        tmp_path / "marker",
+        run,
+        8,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         wait_for(tmp_path / "marker", child)
         child.send_signal(signal_number)

@@ -329,20 +329,28 @@ def output_stem(name: str) -> str:
 
 
 def _free_memory(device: torch.device) -> int | None:
-    """Bytes that can still be allocated on ``device`` (None when the system does not say)."""
+    """Bytes that can still be allocated on ``device`` (None when the system does not say): on the CPU the
+    kernel's estimate of available memory, or what is left of a container's (cgroup v2) limit if less."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
+    free = None
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+                    free = int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            pass
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+        cgroup = Path("/sys/fs/cgroup")
+        left = int((cgroup / "memory.max").read_text()) - int((cgroup / "memory.current").read_text())
+        free = left if free is None else min(free, left)
+    except (OSError, ValueError):  # no cgroup v2, or no limit ("max")
+        pass
+    return free
 
 
 def check_render_memory(cameras: Sequence[Camera], batch_size: int, device: torch.device) -> None:
