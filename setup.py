@@ -150,8 +150,8 @@ setup(
     # installing gsplat_py can never replace the user's torch.
     install_requires=[f"torch=={TORCH_VERSION}", "numpy", "pillow", "plyfile", "tqdm"],
     extras_require={
-        # test: zstandard so that the SPZ version 4 tests run
-        "test": ["pytest", "zstandard"],
+        # test: zstandard so that the SPZ version 4 tests run; hypothesis for tests/test_bad_*.py
+        "test": ["pytest", "zstandard", "hypothesis"],
         # video: MP4 output of `gsplat-py render --video` (PyAV bundles its own FFmpeg).
         "video": ["av>=12"],
         # spz: SPZ version 4 (zstd) export and import; version 3 (gzip) needs nothing.

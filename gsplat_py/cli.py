@@ -24,18 +24,23 @@ render writes, ``gsplat_py.tools.camera_paths`` for the paths and the camera fil
 ``gsplat_py.tools.export`` for the formats). ``eval`` scores a run's checkpoint on its scene's views exactly
 as ``render --split`` does.
 
-Exit status: 0 on success; 1 with a one-line message on stderr when the input or the run fails; 2 for a
-command line that cannot be parsed (argparse's usage errors); 130 when interrupted (files already saved stay
-complete).
+Exit status: 0 on success; 1 with a one-line message on stderr when the input or the run fails (an error no
+check foresaw too: ``GSPLAT_PY_TRACEBACK=1`` shows its traceback); 2 for a command line that cannot be
+parsed (argparse's usage errors); 130 when interrupted by Ctrl-C, 143 by SIGTERM (files already saved stay
+complete, and a write under way leaves no temporary file).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .data.world_frame import FRAME_NAMES
@@ -50,6 +55,7 @@ from .tools.novel_views import DEFAULT_FRAMES, SPLITS
 __all__ = ["main"]
 
 PROG = "gsplat-py"
+TRACEBACK_VARIABLE = "GSPLAT_PY_TRACEBACK"  # set: an unexpected error shows its traceback
 
 # The flag of each library parameter that errors may name (ParameterError), where the two differ.
 FLAGS = {
@@ -277,19 +283,26 @@ def _info_parser(subparsers) -> argparse.ArgumentParser:
     )
 
 
+# The option each named flag of `train` sets (argparse's dest -> dotted option).
+TRAIN_FLAG_OPTIONS = {
+    "data": "data.path",
+    "data_factor": "data.data_factor",
+    "steps": "train.steps",
+    "strategy": "strategy.name",
+    "pose_opt": "pose_opt.enabled",
+    "output": "train.output",
+    "eval_every": "train.eval_every",
+    "seed": "train.seed",
+    "device": "train.device",
+}
+
+
 def _named_overrides(args: argparse.Namespace) -> dict[str, str]:
-    named = {
-        "data.path": args.data,
-        "data.data_factor": args.data_factor,
-        "train.steps": args.steps,
-        "strategy.name": args.strategy,
-        "pose_opt.enabled": args.pose_opt,
-        "train.output": args.output,
-        "train.eval_every": args.eval_every,
-        "train.seed": args.seed,
-        "train.device": args.device,
+    return {
+        option: str(getattr(args, dest))
+        for dest, option in TRAIN_FLAG_OPTIONS.items()
+        if getattr(args, dest) is not None
     }
-    return {key: str(value) for key, value in named.items() if value is not None}
 
 
 def _run_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
@@ -312,17 +325,25 @@ def _run_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     else:
         name = args.config or ("mcmc" if args.strategy == "mcmc" else None)
         base = preset(name) if name is not None else load_config()
-    config = apply_overrides(base, {**_named_overrides(args), **overrides})
+    named = _named_overrides(args)
+    config = apply_overrides(base, {**named, **overrides})
     if args.resume:
         config.train.output = args.resume
+    try:
+        config.validate()
+    except ConfigError as error:
+        flags = [_flag(dest) for dest, option in TRAIN_FLAG_OPTIONS.items() if option == error.option]
+        if flags and error.option in named and error.option not in overrides:
+            raise ConfigError(f"{flags[0]}: {error}") from None
+        raise
     trainer = Trainer(config, checkpoint=checkpoint, progress=not args.quiet)
     try:
         trainer.train()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interruption:
         print(
             f"{PROG}: interrupted at step {trainer.step}; {trainer.last_checkpoint_note()}", file=sys.stderr
         )
-        return 130
+        return _interrupted_status(interruption)
     print(f"{PROG}: done: {trainer.output}  (metrics.json, point_cloud.ply, checkpoint.pt)")
     return 0
 
@@ -461,6 +482,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = _split_overrides(unknown, train_parser) if args.command == "train" else {}
 
     warnings.formatwarning = _one_line_warning
+    with _terminate_like_ctrl_c():
+        return _run(args, overrides)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill PID``), handled as Ctrl-C is: the write under way is abandoned cleanly."""
+
+
+def _interrupted_status(interruption: KeyboardInterrupt) -> int:
+    return 128 + (signal.SIGTERM if isinstance(interruption, _Terminated) else signal.SIGINT)
+
+
+@contextlib.contextmanager
+def _terminate_like_ctrl_c() -> Iterator[None]:
+    def terminate(signum, frame):
+        raise _Terminated()
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    """The command, with every error that reaches here printed as one line."""
     from .data import DatasetError
     from .io.colmap import ColmapError
     from .io.ply import PlyFormatError
@@ -479,6 +529,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ParameterError as error:
         print(f"{PROG}: error: {error.render(_flag)}", file=sys.stderr)
         return 1
+    except OSError as error:  # a file that cannot be read or written: its path and the reason
+        reason = error.strerror or str(error)
+        print(
+            f"{PROG}: error: {f'{error.filename}: {reason}' if error.filename else reason}", file=sys.stderr
+        )
+        return 1
     except (
         ConfigError,
         DatasetError,
@@ -487,13 +543,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         TrainingError,
         MissingPackageError,
         ValueError,
-        OSError,
     ) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interruption:
         print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted_status(interruption)
+    except Exception as error:  # no check foresaw it (a bug?): still one line, the traceback on request
+        if os.environ.get(TRACEBACK_VARIABLE):
+            raise
+        lines = str(error).strip().splitlines()
+        print(
+            f"{PROG}: error: unexpected {type(error).__name__}: {lines[0] if lines else ''} (please report "
+            f"it; {TRACEBACK_VARIABLE}=1 shows where it happened)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ __all__ = [
     "Params",
     "PARAM_NAMES",
     "SH_C0",
+    "SH_DEGREE_OF_COUNT",
     "init_params",
     "knn_mean_distance",
     "random_points",
@@ -62,7 +63,9 @@ class ModelConfig:
         return min(step // self.sh_degree_interval, self.sh_degree)
 
 
-_VALID_K = {(d + 1) ** 2: d for d in range(MAX_SH_DEGREE + 1)}  # SH coefficients per channel -> degree
+SH_DEGREE_OF_COUNT = {
+    (d + 1) ** 2: d for d in range(MAX_SH_DEGREE + 1)
+}  # SH coefficients per channel -> degree
 
 
 @dataclass
@@ -98,11 +101,12 @@ class GaussianSplats:
     def sh_degree(self) -> int:
         """The SH degree d with (d + 1)^2 == K; ValueError if K is not 1, 4, 9 or 16."""
         k = int(self.sh.shape[1]) if self.sh.dim() == 3 else -1
-        if k not in _VALID_K:
+        if k not in SH_DEGREE_OF_COUNT:
             raise ValueError(
-                f"sh has shape {list(self.sh.shape)}; expected [N, K, 3] with K in {sorted(_VALID_K)}"
+                f"sh has shape {list(self.sh.shape)}; expected [N, K, 3] with K in "
+                f"{sorted(SH_DEGREE_OF_COUNT)}"
             )
-        return _VALID_K[k]
+        return SH_DEGREE_OF_COUNT[k]
 
     def with_sh_degree(self, degree: int) -> GaussianSplats:
         """The same Gaussians with their SH cut to ``degree`` (the coefficients of the higher bands dropped);
@@ -149,11 +153,11 @@ class GaussianSplats:
             self.sh.dim() != 3
             or self.sh.shape[0] != n
             or self.sh.shape[2] != 3
-            or self.sh.shape[1] not in _VALID_K
+            or self.sh.shape[1] not in SH_DEGREE_OF_COUNT
         ):
             raise ValueError(
                 f"sh has shape {list(self.sh.shape)}; expected [N, K, 3] with N={n} (from means) and "
-                f"K in {sorted(_VALID_K)} (SH degree 0..{MAX_SH_DEGREE})"
+                f"K in {sorted(SH_DEGREE_OF_COUNT)} (SH degree 0..{MAX_SH_DEGREE})"
             )
         for name in list(shapes) + ["sh"]:
             t = getattr(self, name).detach()
@@ -168,28 +172,149 @@ def rgb_to_sh(rgb: Tensor) -> Tensor:
     return (rgb - 0.5) / SH_C0
 
 
-def knn_mean_distance(points: Tensor, k: int = 3, chunk: int = 4096) -> Tensor:
-    """[P] mean Euclidean distance from each point to its ``k`` nearest other points (exact, O(P^2)).
+def knn_mean_distance(points: Tensor, k: int = 3) -> Tensor:
+    """[P] mean Euclidean distance from each point to its ``k`` nearest other points (float32; exact: the
+    distances are computed in float64 and only the mean is rounded).
 
-    Coincident points are common in SfM output; their zero distances would give zero-size Gaussians, so
-    the caller clamps the result.
+    A multi-resolution grid search (`_nearest_distinct`), not the O(P^2) comparison of every pair: 100,000
+    random points take about a second. Coincident points count as neighbours at distance 0; they are common
+    in SfM output, and their zero distances would give zero-size Gaussians, so the caller clamps the result.
     """
     n = points.shape[0]
     if n <= 1:
-        return points.new_ones(n)
+        return torch.ones(n)
+    if not bool(torch.isfinite(points).all()):
+        raise ValueError("points: expected finite coordinates")
     k = min(k, n - 1)
-    pts = points.float()
-    squared_norms = (pts * pts).sum(-1)
-    out = torch.empty(n, dtype=pts.dtype)
-    for start in range(0, n, chunk):
-        block = pts[start : start + chunk]
-        # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b: one matrix product per chunk instead of a [chunk, P, 3] tensor
-        d2 = squared_norms[start : start + chunk, None] + squared_norms[None, :] - 2.0 * (block @ pts.T)
-        rows = torch.arange(block.shape[0])
-        d2[rows, rows + start] = float("inf")  # not its own neighbour
-        nearest = torch.topk(d2, k, dim=1, largest=False).values.clamp_min(0.0)
-        out[start : start + chunk] = nearest.sqrt().mean(dim=1)
-    return out
+    unique, inverse, copies = torch.unique(
+        points.detach().double().cpu(), dim=0, return_inverse=True, return_counts=True
+    )
+    # Each point's k nearest others: its other copies (distance 0), then its nearest distinct points, each as
+    # often as it occurs; at most k of each is needed.
+    slots = torch.arange(k)
+    candidates = [torch.where(slots[None, :] < (copies[:, None] - 1), 0.0, math.inf).double()]
+    distinct = min(k, len(unique) - 1)
+    if distinct > 0:
+        squared, neighbours = _nearest_distinct(unique, distinct)
+        occurs = copies[neighbours]  # [U, distinct]
+        repeated = torch.where(slots[None, None, :] < occurs[..., None], squared.sqrt()[..., None], math.inf)
+        candidates.append(repeated.reshape(len(unique), distinct * k))
+    nearest = torch.cat(candidates, dim=1).sort(dim=1).values[:, :k]
+    return nearest.mean(dim=1).float()[inverse]
+
+
+# The grid search visits at most this many (query, candidate) pairs at a time (~100 MB).
+_KNN_PAIR_BUDGET = 1 << 21
+_KNN_SAMPLE = 256  # points whose exact neighbour distances choose the first cell size
+_KNN_FIRST_QUANTILE = 0.8  # the first cell size: most points finish in the first round
+_KNN_MAX_CELLS_PER_AXIS = 1 << 20  # keeps the cell keys within int64
+
+
+def _nearest_distinct(points: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """(squared distances [U, k] ascending, indices [U, k]) of the k nearest other rows of ``points``
+    (float64 [U, 3], distinct rows, U > k), exact.
+
+    Each pending point compares itself with the points of the 3x3x3 grid cells around its own. Any point
+    outside them is farther than the block's nearest face (at least one cell size), so a k-th candidate
+    within that distance is the true k-th neighbour; the other points repeat the search with cells twice
+    as large. The first size comes from a
+    sample's neighbour distances, so most points finish in the first round; the last round has cells so
+    large that every point is among the candidates."""
+    count = len(points)
+    origin = points.amin(dim=0)
+    extent = float((points.amax(dim=0) - origin).max())
+    cell = max(_sample_neighbour_distance(points, k), extent / _KNN_MAX_CELLS_PER_AXIS)
+    squared = torch.full((count, k), math.inf, dtype=torch.float64)
+    neighbours = torch.zeros((count, k), dtype=torch.int64)
+    pending = torch.arange(count)
+    offsets = torch.stack(torch.meshgrid(*[torch.arange(-1, 2)] * 3, indexing="ij"), dim=-1).reshape(27, 3)
+    while len(pending) > 0:
+        coords = torch.floor((points - origin) / cell).long() + 1  # >= 1: neighbour cells stay >= 0
+        every_point_is_a_candidate = bool((coords.amax(dim=0) <= 2).all())
+        dims = coords.amax(dim=0) + 2
+        strides = torch.stack([dims[1] * dims[2], dims[2], torch.ones_like(dims[2])])
+        keys = coords @ strides
+        order = torch.argsort(keys)
+        sorted_keys = keys[order]
+        neighbour_keys = (coords[pending][:, None, :] + offsets[None]) @ strides  # [Q, 27]
+        starts = torch.searchsorted(sorted_keys, neighbour_keys)
+        lengths = torch.searchsorted(sorted_keys, neighbour_keys, right=True) - starts
+        finished = []
+        # How far each pending point is from the outside of its 3x3x3 block of cells (at least one cell),
+        # less a slack for the rounding of the cell coordinates: no point outside the block is nearer.
+        low = origin + (coords[pending] - 2) * cell
+        reach = torch.minimum(points[pending] - low, low + 3.0 * cell - points[pending]).amin(dim=1)
+        reach = (reach - 1e-6 * cell).clamp_min(0.0)
+        for rows in _chunks_by_total(lengths.sum(dim=1), _KNN_PAIR_BUDGET):
+            queries = pending[rows]
+            best_squared, best_index = _k_nearest_candidates(
+                points, queries, order, starts[rows], lengths[rows], k
+            )
+            done = (best_squared[:, -1] <= reach[rows] ** 2) | every_point_is_a_candidate
+            squared[queries[done]] = best_squared[done]
+            neighbours[queries[done]] = best_index[done]
+            finished.append(rows[done])
+        still = torch.ones(len(pending), dtype=torch.bool)
+        still[torch.cat(finished)] = False
+        pending = pending[still]
+        cell *= 2.0
+    return squared, neighbours
+
+
+def _sample_neighbour_distance(points: Tensor, k: int) -> float:
+    """A high quantile of the distance to the k-th nearest other point, over an even sample of the points."""
+    sample = points[torch.linspace(0, len(points) - 1, min(len(points), _KNN_SAMPLE)).long()]
+    kth = [
+        torch.cdist(block, points).topk(k + 1, dim=1, largest=False).values[:, k]  # k + 1: itself at 0
+        for block in sample.split(64)
+    ]
+    return float(torch.quantile(torch.cat(kth), _KNN_FIRST_QUANTILE))
+
+
+def _chunks_by_total(sizes: Tensor, budget: int) -> list[Tensor]:
+    """Consecutive runs of the indices of ``sizes`` whose sizes add up to about ``budget`` (at least one
+    index each)."""
+    ends = torch.cumsum(sizes, dim=0)
+    groups = torch.div(ends - sizes, budget, rounding_mode="floor")
+    _, run_lengths = torch.unique_consecutive(groups, return_counts=True)
+    return list(torch.arange(len(sizes)).split(run_lengths.tolist()))
+
+
+def _k_nearest_candidates(
+    points: Tensor, queries: Tensor, order: Tensor, starts: Tensor, lengths: Tensor, k: int
+) -> tuple[Tensor, Tensor]:
+    """For each query, the k smallest squared distances to the points of its 27 cells (``starts`` and
+    ``lengths`` [Q, 27] index ``order``, the points sorted by cell) other than itself, ascending, and
+    their indices; inf where there are fewer than k."""
+    flat_lengths = lengths.reshape(-1)
+    run_starts = torch.cumsum(flat_lengths, dim=0) - flat_lengths
+    within_run = torch.arange(int(flat_lengths.sum())) - torch.repeat_interleave(run_starts, flat_lengths)
+    candidate = order[torch.repeat_interleave(starts.reshape(-1), flat_lengths) + within_run]
+    per_query = lengths.sum(dim=1)
+    first = torch.cumsum(per_query, dim=0) - per_query  # each query's candidates are consecutive
+    query = torch.repeat_interleave(queries, per_query)
+    difference = points[candidate] - points[query]
+    squared = (difference * difference).sum(dim=1)
+    squared[candidate == query] = math.inf
+    best_squared = torch.full((len(queries), k), math.inf, dtype=torch.float64)
+    best_index = torch.zeros((len(queries), k), dtype=torch.int64)
+    # Queries with up to 2^b candidates go through one [queries, 2^b] table (padded with inf) and topk: no
+    # sort of all the pairs, and at most twice the pairs' memory.
+    width = 1
+    while True:
+        rows = torch.nonzero((per_query <= width) & (per_query > width // 2)).flatten()
+        if len(rows) > 0:
+            columns = torch.arange(width)
+            present = columns[None, :] < per_query[rows, None]
+            pair = (first[rows, None] + columns[None, :]).clamp_max(len(squared) - 1)
+            table = torch.where(present, squared[pair], math.inf)
+            size = min(k, width)
+            values, picked = table.topk(size, dim=1, largest=False, sorted=True)
+            best_squared[rows, :size] = values
+            best_index[rows, :size] = candidate[pair.gather(1, picked)]
+        if width >= int(per_query.max()):
+            return best_squared, best_index
+        width *= 2
 
 
 def random_points(

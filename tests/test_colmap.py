@@ -198,6 +198,8 @@ def synthetic_model() -> ColmapModel:
     for model in CAMERA_MODELS:
         camera_id = 10 + model.id
         params = rng.normal(size=model.num_params) * 0.1
+        focal = [i for i, name in enumerate(model.param_names) if name in ("f", "fx", "fy")]
+        params[focal] = 500.0 + rng.uniform(size=len(focal))  # the reader refuses focal lengths <= 0
         cameras[camera_id] = Camera(camera_id, model.name, 640 + model.id, 480 - model.id, params)
     names = ["a.png", "sub dir/with space.jpg", "ünïcode/名前.png", "x"]
     images = {}

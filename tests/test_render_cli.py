@@ -355,8 +355,8 @@ def test_empty_model_renders_the_background(tmp_path):
         "world_to_camera": np.eye(4).tolist(),
     }
     (tmp_path / "cams.json").write_text(json.dumps({"cameras": [camera]}))
-    assert (
-        render_cli(
+    with pytest.warns(UserWarning, match="empty.ply: the model has no Gaussians"):
+        rc = render_cli(
             "--model",
             tmp_path / "empty.ply",
             "--cameras",
@@ -368,8 +368,7 @@ def test_empty_model_renders_the_background(tmp_path):
             "--output",
             tmp_path / "out",
         )
-        == 0
-    )
+    assert rc == 0
     image = png(tmp_path / "out" / "images" / "only.png")
     assert image.shape == (8, 12, 3) and (image == [51, 102, 153]).all()
     assert (png(tmp_path / "out" / "alpha" / "only.png") == 0).all()

@@ -187,7 +187,7 @@ def test_bad_config_file(tmp_path):
 def test_knn_mean_distance_exact():
     points = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 2, 0], [0, 0, 3], [10, 10, 10]])
     expected_first = (1 + 2 + 3) / 3
-    distances = knn_mean_distance(points, k=3, chunk=2)  # chunking must not change anything
+    distances = knn_mean_distance(points, k=3)
     assert distances[0].item() == pytest.approx(expected_first)
     brute = torch.cdist(points, points) + torch.diag(torch.full((5,), float("inf")))
     assert torch.allclose(distances, brute.topk(3, largest=False).values.mean(1))

@@ -370,8 +370,8 @@ class _ImageCache:
                     return None
                 fx, fy, cx, cy = json.loads(png.info[CACHE_INTRINSICS_FIELD])
                 pixels = _to_tensor(png.convert("RGB"))
-        except (OSError, ValueError, KeyError):
-            return None  # absent, or unreadable: rebuilt like a stale entry
+        except Exception:  # absent, or damaged (PIL raises many types): rebuilt like a stale entry
+            return None
         height, width = pixels.shape[:2]
         return pixels, Intrinsics("PINHOLE", width, height, fx, fy, cx, cy)
 
@@ -488,12 +488,19 @@ class _ImageLoader:
 
 
 def _decode(path: Path) -> PILImage.Image:
-    """The image at ``path`` as RGB (grayscale expanded, alpha dropped, palettes applied)."""
+    """The image at ``path`` as RGB (grayscale expanded, alpha dropped, palettes applied).
+
+    DatasetError for a file that is not a complete image, and for one whose header claims more pixels than
+    PIL decodes safely (``PIL.Image.MAX_IMAGE_PIXELS`` times 2, ~179 Mpixels: its decompression-bomb
+    limit), before decoding it."""
     try:
         with PILImage.open(path) as image:
             return image.convert("RGB")
-    except (OSError, ValueError) as error:  # PIL's UnidentifiedImageError is an OSError
-        raise DatasetError(f"{path}: cannot read the image ({error})") from None
+    except PILImage.DecompressionBombError as error:
+        raise DatasetError(f"{path}: the image is too large to decode ({error})") from None
+    except Exception as error:  # a damaged file raises OSError, SyntaxError, EOFError, zlib.error, ...
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DatasetError(f"{path}: cannot read the image ({message})") from None
 
 
 def _to_tensor(image: PILImage.Image) -> Tensor:

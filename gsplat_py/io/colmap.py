@@ -19,12 +19,16 @@ Text files hold the same fields, one line per camera or point and two per image 
 2D points, may be empty); lines starting with '#' are comments. Only these three files are read: the
 rigs and frames files that COLMAP 3.12+ writes next to them are ignored.
 
-Every problem with the files raises `ColmapError`, whose one-line message names the file.
+Every problem with the files raises `ColmapError`, whose one-line message names the file (and the record and
+field): a missing, truncated or malformed file, and values COLMAP never writes, checked the same way for
+both formats (a camera's non-positive size or focal length, a non-finite parameter, pose or point, a zero
+quaternion, two images with one name, duplicate ids).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -100,7 +104,8 @@ CAMERA_MODELS_BY_ID = {model.id: model for model in CAMERA_MODELS}
 CAMERA_MODELS_BY_NAME = {model.name: model for model in CAMERA_MODELS}
 
 # Parameters that are not distortion coefficients ("f" is the shared focal length of the SIMPLE_* models).
-_PINHOLE_PARAMS = frozenset(("f", "fx", "fy", "cx", "cy"))
+_FOCAL_PARAMS = frozenset(("f", "fx", "fy"))
+_PINHOLE_PARAMS = _FOCAL_PARAMS | {"cx", "cy"}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -257,14 +262,79 @@ def read_model(path: PathLike, ext: str | None = None) -> ColmapModel:
     cameras_path, images_path, points_path = (folder / f"{name}{ext}" for name in MODEL_FILES)
     read_cameras, read_images, read_points = _READERS[ext]
     cameras = read_cameras(cameras_path)
+    for camera in cameras.values():
+        _check_camera(camera, cameras_path.name)
     images = read_images(images_path)
+    _check_images(images, images_path.name)
     for image in images.values():
         if image.camera_id not in cameras:
             raise ColmapError(
                 f"{images_path.name}: image {image.id} ({image.name}) refers to camera {image.camera_id}, "
                 f"which is not in {cameras_path.name}"
             )
-    return ColmapModel(cameras, images, read_points(points_path))
+    points = read_points(points_path)
+    _check_points(points, points_path.name)
+    return ColmapModel(cameras, images, points)
+
+
+# The checks of each kind of record, whichever format it was read from: what COLMAP itself would never
+# write, and what would otherwise surface far from the file (a division by a zero focal length, a NaN
+# pose breaking the world normalisation).
+
+
+def _check_camera(camera: Camera, file: str) -> None:
+    where = f"{file}: camera {camera.id} ({camera.model})"
+    for name, size in (("width", camera.width), ("height", camera.height)):
+        if size < 1:
+            raise ColmapError(f"{where}: {name} is {size}; expected a positive number of pixels")
+    for name, value in zip(camera.model_info.param_names, camera.params.tolist()):
+        if not math.isfinite(value):
+            raise ColmapError(f"{where}: {name} is {value}; expected a finite number")
+        if name in _FOCAL_PARAMS and not value > 0.0:
+            raise ColmapError(f"{where}: {name} is {value}; expected a positive focal length in pixels")
+
+
+def _check_images(images: dict[int, Image], file: str) -> None:
+    first_with_name: dict[str, int] = {}
+    for image in images.values():
+        where = f"{file}: image {image.id} ({image.name!r})"
+        if not image.name:
+            raise ColmapError(f"{file}: image {image.id} has an empty name")
+        if image.name in first_with_name:
+            raise ColmapError(
+                f"{where}: image {first_with_name[image.name]} has the same name (one photo cannot have two "
+                "poses)"
+            )
+        first_with_name[image.name] = image.id
+        if not (np.isfinite(image.qvec).all() and np.linalg.norm(image.qvec) > 0.0):
+            raise ColmapError(
+                f"{where}: the rotation qvec is {image.qvec.tolist()}; expected a quaternion of 4 finite "
+                "numbers, not all zero"
+            )
+        if not np.isfinite(image.tvec).all():
+            raise ColmapError(
+                f"{where}: the translation tvec is {image.tvec.tolist()}; expected 3 finite numbers"
+            )
+        bad = ~np.isfinite(image.xys).all(axis=1)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ColmapError(
+                f"{where}: 2D point {row} is at {image.xys[row].tolist()}; expected finite pixel coordinates"
+            )
+
+
+def _check_points(points: Points3D, file: str) -> None:
+    for name, values in (("position", points.xyz), ("error", points.error.reshape(-1, 1))):
+        bad = ~np.isfinite(values).all(axis=1)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ColmapError(
+                f"{file}: point {points.ids[row]} has the {name} {values[row].tolist()}; expected finite "
+                f"numbers ({int(bad.sum())} of the {len(points)} points have such a {name})"
+            )
+    unique_ids, counts = np.unique(points.ids, return_counts=True)
+    if (counts > 1).any():
+        raise ColmapError(f"{file}: duplicate point id {unique_ids[np.argmax(counts > 1)]}")
 
 
 def _check_extension(ext: str) -> str:

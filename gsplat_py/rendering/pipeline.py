@@ -231,14 +231,29 @@ def _zero_link(tensors: Sequence[Tensor | None]) -> Tensor | None:
     """A scalar 0 that depends on every tensor requiring grad (their gradient through it is 0).
 
     Used when nothing is rasterized (N=0 or every Gaussian culled), so that the outputs stay part of
-    the autograd graph and backward yields zero gradients instead of None or an error.
+    the autograd graph and backward yields zero gradients instead of None or an error. The sum of an
+    empty slice is 0 whatever the tensor holds (``t.sum() * 0`` is NaN for an inf entry, such as the
+    conic of a Gaussian culled for an overflowing covariance).
     """
     link = None
     for t in tensors:
         if t is not None and t.requires_grad:
-            term = t.sum() * 0.0
+            term = t.reshape(-1)[:0].sum()
             link = term if link is None else link + term
     return link
+
+
+def _camera_positions(viewmats: Tensor) -> Tensor:
+    """[C, 3] camera centres (the translation of the inverse of each world-to-camera matrix), differentiable;
+    ValueError naming ``viewmats`` for a matrix that has no inverse."""
+    inverses, info = torch.linalg.inv_ex(viewmats)
+    singular = torch.nonzero(info).flatten().tolist()
+    if singular:
+        raise ValueError(
+            f"viewmats: camera {singular[0]} has a singular world-to-camera matrix (expected an invertible "
+            f"[4, 4] rigid transform; {len(singular)} of {len(viewmats)} cameras are singular)"
+        )
+    return inverses[:, :3, 3]
 
 
 def rasterization(
@@ -412,7 +427,7 @@ def rasterization(
     if sh_degree is None:
         colors_cn = colors if per_camera_colors else colors[None].expand(C, N, n_color_channels)
     elif N > 0:
-        campos = torch.inverse(viewmats)[:, :3, 3]  # [C, 3]; viewmat gradient flows via view dirs
+        campos = _camera_positions(viewmats)  # [C, 3]; viewmat gradient flows via view dirs
         dirs = means[None, :, :] - campos[:, None, :]  # [C, N, 3]
         # The op reads only the first (sh_degree + 1)^2 bases, so the coefficients go in unsliced: a slice
         # would cost a copy forward and a zero-filled [N, K, 3] gradient backward. With one camera, a view

@@ -28,8 +28,13 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------------
 
 
-def _quat_to_rotmat(quats: Tensor) -> Tensor:
-    """[N,4] quaternions (w, x, y, z), any norm -> [N,3,3] rotation matrices."""
+def _quat_to_rotmat(quats: Tensor) -> tuple[Tensor, Tensor]:
+    """[N,4] quaternions (w, x, y, z), any norm -> ([N,3,3] rotation matrices, [N] valid).
+
+    A quaternion whose squared norm is 0 (or underflows) has no rotation: it is not valid (the compiled
+    ops cull it, since its covariance is NaN), and gets the identity so that no NaN reaches a gradient."""
+    valid = (quats * quats).sum(dim=-1) > 0
+    quats = torch.where(valid[:, None], quats, quats.new_tensor([1.0, 0.0, 0.0, 0.0]))
     w, x, y, z = (quats / quats.norm(dim=-1, keepdim=True)).unbind(-1)
     rows = [
         1 - 2 * (y * y + z * z),
@@ -42,7 +47,7 @@ def _quat_to_rotmat(quats: Tensor) -> Tensor:
         2 * (y * z + w * x),
         1 - 2 * (x * x + y * y),
     ]
-    return torch.stack(rows, dim=-1).reshape(quats.shape[:-1] + (3, 3))
+    return torch.stack(rows, dim=-1).reshape(quats.shape[:-1] + (3, 3)), valid
 
 
 def project_gaussians(
@@ -73,7 +78,8 @@ def project_gaussians(
     R = viewmats[:, :3, :3]  # [C,3,3]
     t = viewmats[:, :3, 3]  # [C,3]
     mean_c = torch.einsum("cij,nj->cni", R, means) + t[:, None, :]  # [C,N,3]
-    M = _quat_to_rotmat(quats) * scales[:, None, :]  # Rq @ diag(scales)
+    rotations, quat_ok = _quat_to_rotmat(quats)
+    M = rotations * scales[:, None, :]  # Rq @ diag(scales)
     covar = M @ M.transpose(-1, -2)  # [N,3,3]
     covar_c = torch.einsum("cij,njk,clk->cnil", R, covar, R)  # R Σ Rᵀ, [C,N,3,3]
 
@@ -110,11 +116,15 @@ def project_gaussians(
         means2d = torch.stack([fx * x + cx, fy * y + cy], dim=-1)
 
     cov2d = J @ covar_c @ J.transpose(-1, -2)  # [C,N,2,2]
+    # A 2D covariance that overflows (a focal length of 1e30...) is culled like a degenerate one, and replaced
+    # before it is used, so that no inf reaches a gradient.
+    cov_ok = torch.isfinite(cov2d).all(dim=-1).all(dim=-1)
+    cov2d = torch.where(cov_ok[..., None, None], cov2d, torch.eye(2, dtype=cov2d.dtype, device=cov2d.device))
     a, b, c = cov2d[..., 0, 0], cov2d[..., 0, 1], cov2d[..., 1, 1]
     det_orig = a * c - b * b
     a, c = a + eps2d, c + eps2d
     det = a * c - b * b
-    det_ok = det > 0
+    det_ok = cov_ok & (det > 0) & torch.isfinite(det)
     det = torch.where(det_ok, det, torch.ones_like(det))
     conics = torch.stack([c / det, -b / det, a / det], dim=-1)
     # sqrt(max(0, ratio)) with a safe argument: sqrt'(0) is infinite.
@@ -126,7 +136,7 @@ def project_gaussians(
 
     # Radii and the remaining culling tests are discrete decisions: no gradient.
     with torch.no_grad():
-        valid = depth_ok & det_ok
+        valid = depth_ok & det_ok & quat_ok
         extend = torch.full_like(det, 3.33)
         if opacities is not None:
             op = opacities * compensations if calc_compensations else opacities.expand_as(det)

@@ -45,6 +45,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -55,7 +56,7 @@ from ..data import View
 from ..data.geometry import rigid_inverse, split_similarity
 from ..data.world_frame import FRAME_NAMES, WorldFrame
 from ..io.atomic import write_text_atomically
-from ..io.paths import PathLike
+from ..io.paths import PathLike, input_file_problem
 
 __all__ = [
     "Camera",
@@ -75,6 +76,13 @@ __all__ = [
 ]
 
 PATH_KINDS = ("ellipse", "spiral", "interpolate")
+# Limits a camera file is checked against before it is parsed: 100,000 cameras take ~40 MB.
+MAX_CAMERA_FILE_BYTES = 256 << 20
+MAX_JSON_DEPTH = 16
+MAX_JSON_NUMBER_CHARACTERS = 64
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+# Strings (skipped as a whole, brackets inside them included), brackets, and numbers.
+_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]|-?[0-9][0-9.eE+-]*')
 RIGID_TOLERANCE = 1e-4  # JSON files written by hand or rounded to a few digits still pass
 SPIRAL_TURNS = 2
 _PERCENTILE = 0.9
@@ -406,6 +414,8 @@ def write_cameras_json(path: PathLike, cameras: Sequence[Camera], frame: WorldFr
 def _number(where: str, value, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise CameraFileError(f"{where}: expected a finite number, got {value!r}")
+    if abs(value) > _FLOAT32_MAX:
+        raise CameraFileError(f"{where}: {value!r} is beyond float32's range (the renderer's)")
     if positive and not value > 0:
         raise CameraFileError(f"{where}: expected a positive number of pixels, got {value!r}")
     return float(value)
@@ -470,12 +480,39 @@ def _camera(path: str, index: int, entry) -> Camera:
     return Camera(name, world_to_camera, K, width, height)
 
 
+def _check_json_limits(path: str, text: str) -> None:
+    """CameraFileError for a document deeper or with longer numbers than a camera file has, before
+    parsing (Python's parser recurses per level and converts numbers of any length)."""
+    depth = 0
+    for match in _JSON_TOKENS.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise CameraFileError(
+                    f"{path}: nested more than {MAX_JSON_DEPTH} levels deep at character {match.start()} (a "
+                    "camera file has 4)"
+                )
+        elif token in "]}":
+            depth -= 1
+        elif token[0] != '"' and len(token) > MAX_JSON_NUMBER_CHARACTERS:
+            raise CameraFileError(
+                f"{path}: a number of {len(token)} characters at character {match.start()} (at most "
+                f"{MAX_JSON_NUMBER_CHARACTERS})"
+            )
+
+
 def read_cameras_json(path: PathLike) -> CameraFile:
     """Read and check a camera file (format in the module docstring); CameraFileError names the field."""
     path = os.fspath(path)
+    problem = input_file_problem(path, MAX_CAMERA_FILE_BYTES)
+    if problem is not None:
+        raise CameraFileError(f"{path}: cannot read the camera file: {problem}")
     try:
         with open(path, encoding="utf-8") as file:
-            document = json.load(file)
+            text = file.read()
+        _check_json_limits(path, text)
+        document = json.loads(text)
     except OSError as error:
         raise CameraFileError(f"{path}: cannot read the camera file: {error.strerror or error}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:

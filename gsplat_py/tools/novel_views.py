@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
@@ -68,6 +69,7 @@ __all__ = [
     "CameraSelection",
     "RenderOptions",
     "render_cameras",
+    "check_render_memory",
     "depth_colour_range",
     "select_cameras",
     "default_output",
@@ -78,7 +80,12 @@ __all__ = [
 
 SPLITS = ("test", "train")
 DEFAULT_FRAMES = 120
+MAX_FRAMES = 100_000  # a generated path's frames (55 minutes at 30 fps); each is a camera in memory
 CONTACT_SHEET_FRAMES = 16
+# Memory one camera's pixel takes while its batch renders: the rendered channels and alpha, what the
+# backward would need (final transmittance, last index), the expected-depth division's copy and the frame's
+# clamped copy (~60 bytes with depth). A batch is refused when it needs more than half the free memory.
+RENDER_BYTES_PER_PIXEL = 64
 
 
 @dataclass
@@ -197,8 +204,19 @@ def _with_normalization(frame: WorldFrame, normalization: Tensor) -> WorldFrame:
 
 
 def _check_positive(parameter: str, value: float | None) -> None:
-    if value is not None and not value > 0:
-        raise ParameterError(parameter, f"{{{parameter}}} must be positive, got {value}")
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise ParameterError(parameter, f"{{{parameter}}} must be positive and finite, got {value}")
+
+
+def _check_float32(cameras: Sequence[Camera]) -> None:
+    """ParameterError when scaling made an intrinsic too large for the float32 the renderer works in."""
+    for camera in cameras:
+        if not bool(torch.isfinite(camera.K.float()).all()):
+            raise ParameterError(
+                "focal_scale",
+                f"camera {camera.name!r}: the scaled focal length {float(camera.K[0, 0]):.3g} overflows "
+                "float32; choose a smaller {focal_scale}",
+            )
 
 
 def select_cameras(
@@ -223,6 +241,8 @@ def select_cameras(
         ("frames", frames),
     ):
         _check_positive(parameter, value)
+    if frames is not None and frames > MAX_FRAMES:
+        raise ParameterError("frames", f"{{frames}} {frames}: at most {MAX_FRAMES:,} frames")
     if (cameras_file is not None or path in SPLITS) and frames is not None:
         raise ParameterError(
             "frames", "{frames} applies to generated paths ({path} ellipse, spiral or interpolate)"
@@ -247,6 +267,7 @@ def select_cameras(
                 moved = transform_cameras(torch.stack([camera.world_to_camera for camera in cameras]), change)
                 cameras = [replace(camera, world_to_camera=matrix) for camera, matrix in zip(cameras, moved)]
         resized_cameras = resize_cameras(cameras, width, height, focal_scale)
+        _check_float32(resized_cameras)
         return CameraSelection(Path(cameras_file).stem, resized_cameras, model_frame)
 
     if path not in SPLITS + PATH_KINDS:
@@ -258,6 +279,7 @@ def select_cameras(
         if not views:
             raise ValueError(f"{scene.root}: the scene has no {path} views")
         cameras = resize_cameras(cameras_from_views(views), width, height, focal_scale)
+        _check_float32(cameras)
         if resized:
             warnings.warn(
                 "a new width, height or focal scale changes the views' cameras: no metrics (the photos do "
@@ -270,6 +292,7 @@ def select_cameras(
         raise ValueError(f"{scene.root}: no training views to fit the {path} path to")
     training = cameras_from_views(scene.train_views)
     path_cameras = generate_path(path, training, frames or DEFAULT_FRAMES, width, height, focal_scale)
+    _check_float32(path_cameras)
     return CameraSelection(path, path_cameras, model.frame)
 
 
@@ -303,6 +326,46 @@ def output_stem(name: str) -> str:
     """The file name (without extension) of a camera's outputs: its name without extension, ``/`` ->
     ``__``."""
     return Path(name.replace("/", "__").replace("\\", "__")).stem or "_"
+
+
+def _free_memory(device: torch.device) -> int | None:
+    """Bytes that can still be allocated on ``device`` (None when the system does not say): on the CPU the
+    kernel's estimate of available memory, or what is left of a container's (cgroup v2) limit if less."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    free = None
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    free = int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            pass
+    try:
+        cgroup = Path("/sys/fs/cgroup")
+        left = int((cgroup / "memory.max").read_text()) - int((cgroup / "memory.current").read_text())
+        free = left if free is None else min(free, left)
+    except (OSError, ValueError):  # no cgroup v2, or no limit ("max")
+        pass
+    return free
+
+
+def check_render_memory(cameras: Sequence[Camera], batch_size: int, device: torch.device) -> None:
+    """ParameterError, before anything is allocated, when a batch of the largest cameras would take more
+    than half the memory free on ``device`` (`RENDER_BYTES_PER_PIXEL`)."""
+    largest = max(cameras, key=lambda camera: camera.width * camera.height)
+    needed = largest.width * largest.height * min(batch_size, len(cameras)) * RENDER_BYTES_PER_PIXEL
+    free = _free_memory(device)
+    if free is not None and needed > free // 2:
+        raise ParameterError(
+            "batch_size",
+            f"rendering {min(batch_size, len(cameras))} {largest.width}x{largest.height} frames at a time "
+            f"needs about {needed / 2**30:,.1f} GiB, more than half of the {free / 2**30:,.1f} GiB free on "
+            f"{device}: choose a smaller {{width}} or {{height}}, or a {{batch_size}} of 1",
+        )
 
 
 def _check_outputs(output: Path, cameras: Sequence[Camera], options: RenderOptions) -> list[str]:
@@ -362,6 +425,7 @@ def render_to_folder(
     device = resolve_device(options.device)
     cameras = selection.cameras
     stems = _check_outputs(output, cameras, options)
+    check_render_memory(cameras, options.batch_size, device)
     folders = {"images": output / "images"}
     if options.depth:
         folders["depth"] = output / "depth"
@@ -427,6 +491,7 @@ def score_views(model: SavedModel, selection: CameraSelection, options: RenderOp
         )
     lpips = load_lpips()
     device = resolve_device(options.device)
+    check_render_memory(selection.cameras, options.batch_size, device)
     frames = render_cameras(
         model.splats, selection.cameras, options.batch_size, options.background, False, device
     )

@@ -143,9 +143,9 @@ def load_model(path: PathLike, model_frame: str | None = None) -> SavedModel:
     path = Path(path)
     if path.is_dir():
         if (path / CHECKPOINT_FILE).is_file():
-            return _load_run(path, path / CHECKPOINT_FILE, model_frame)
+            return _warn_if_empty(_load_run(path, path / CHECKPOINT_FILE, model_frame))
         if (path / PLY_FILE).is_file():
-            return _load_file(path / PLY_FILE, model_frame)
+            return _warn_if_empty(_load_file(path / PLY_FILE, model_frame))
         raise ValueError(
             f"{path}: not a training output folder (expected {CHECKPOINT_FILE} or {PLY_FILE} in it)"
         )
@@ -155,14 +155,22 @@ def load_model(path: PathLike, model_frame: str | None = None) -> SavedModel:
             "file)"
         )
     if path.suffix.lower() == ".pt":
-        return _load_run(path.parent, path, model_frame)
+        return _warn_if_empty(_load_run(path.parent, path, model_frame))
     if format_of_name(path) is not None:
-        return _load_file(path, model_frame)
+        return _warn_if_empty(_load_file(path, model_frame))
     suffixes = ", ".join(FORMAT_SUFFIXES.values())
     raise ValueError(
         f"{path}: not a model (expected a training output folder, a {CHECKPOINT_FILE} or a splat file: "
         f"{suffixes}, {META_FILE})"
     )
+
+
+def _warn_if_empty(model: SavedModel) -> SavedModel:
+    if model.splats.num_gaussians == 0:
+        warnings.warn(
+            f"{model.source}: the model has no Gaussians; its renders show only the background", stacklevel=3
+        )
+    return model
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -15,11 +15,13 @@ import math
 import tomllib
 import types
 import typing
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
 from ..data import DataConfig
+from ..io.paths import input_file_problem
 from ..model import INIT_TYPES, ModelConfig
 from ..rendering.limits import MAX_SH_DEGREE
 from ..strategy import DefaultStrategy, MCMCStrategy
@@ -39,14 +41,24 @@ __all__ = [
     "config_to_toml",
     "config_from_dict",
     "preset_path",
+    "OPTION_RULES",
+    "MAX_CONFIG_BYTES",
 ]
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs"
 STRATEGIES = ("default", "mcmc")
+MAX_CONFIG_BYTES = (
+    1 << 20
+)  # a config file is a few KB; the limit keeps a device or a huge file from being read
 
 
 class ConfigError(ValueError):
-    """A config file or override that names an unknown option or has a value of the wrong type."""
+    """A config file or override that names an unknown option or has a value of the wrong type; ``option``
+    is the dotted name of the option at fault when one is."""
+
+    def __init__(self, message: str, option: str | None = None):
+        super().__init__(message)
+        self.option = option
 
 
 @dataclass
@@ -94,10 +106,6 @@ class TrainConfig:
     )
 
 
-def _valid_device(device: str) -> bool:
-    return device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
-
-
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
@@ -108,79 +116,132 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
-        """ConfigError for values no run could use (checked before any long work)."""
-        checks = [
-            (self.data.data_factor >= 1, "data.data_factor", "an int >= 1", self.data.data_factor),
-            (self.model.init in INIT_TYPES, "model.init", f"one of {INIT_TYPES}", self.model.init),
-            (
-                0 <= self.model.sh_degree <= MAX_SH_DEGREE,
-                "model.sh_degree",
-                f"0..{MAX_SH_DEGREE}",
-                self.model.sh_degree,
-            ),
-            (
-                self.model.sh_degree_interval >= 1,
-                "model.sh_degree_interval",
-                "an int >= 1",
-                self.model.sh_degree_interval,
-            ),
-            (
-                0.0 < self.model.init_opacity < 1.0,
-                "model.init_opacity",
-                "a value in (0, 1)",
-                self.model.init_opacity,
-            ),
-            (self.model.init_scale > 0.0, "model.init_scale", "a value > 0", self.model.init_scale),
-            (
-                self.model.random_init_count >= 1,
-                "model.random_init_count",
-                "an int >= 1",
-                self.model.random_init_count,
-            ),
-            (self.strategy.name in STRATEGIES, "strategy.name", f"one of {STRATEGIES}", self.strategy.name),
-            (self.train.steps >= 1, "train.steps", "an int >= 1", self.train.steps),
-            (
-                self.train.eval_every >= 0,
-                "train.eval_every",
-                "an int >= 0 (0: only at the end)",
-                self.train.eval_every,
-            ),
-            (
-                self.train.save_every >= 0,
-                "train.save_every",
-                "an int >= 0 (0: only at the end)",
-                self.train.save_every,
-            ),
-            (self.train.threads >= 0, "train.threads", "an int >= 0", self.train.threads),
-            (
-                _valid_device(self.train.device),
-                "train.device",
-                "'auto', 'cpu', 'cuda' or 'cuda:N'",
-                self.train.device,
-            ),
-            (
-                0.0 <= self.optim.ssim_lambda <= 1.0,
-                "optim.ssim_lambda",
-                "a value in [0, 1]",
-                self.optim.ssim_lambda,
-            ),
-        ]
-        for name in (
-            "means_lr",
-            "means_lr_final",
-            "scales_lr",
-            "quats_lr",
-            "opacities_lr",
-            "sh0_lr",
-            "shN_lr",
-        ):
-            value = getattr(self.optim, name)
-            checks.append(
-                (value >= 0.0 and math.isfinite(value), f"optim.{name}", "a finite value >= 0", value)
-            )
-        for ok, name, expected, value in checks:
-            if not ok:
-                raise ConfigError(f"{name}: expected {expected}, got {value!r}")
+        """ConfigError naming the first option whose value no run could use, checked before any long work:
+        its type, a finite value for every number, and the option's rule in `OPTION_RULES`."""
+        for name, value, tp in _options(self):
+            try:
+                _coerce(value, tp, name, from_text=False)  # the type, as a file or the command line sets it
+            except ConfigError as error:
+                raise ConfigError(str(error), option=name) from None
+            rule = OPTION_RULES.get(name)
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, float) and not math.isfinite(item):
+                    raise ConfigError(f"{name}: expected a finite number, got {item!r}", option=name)
+                if isinstance(item, int) and not isinstance(item, bool) and not -_INT64 <= item < _INT64:
+                    raise ConfigError(f"{name}: expected a 64-bit integer, got {item!r}", option=name)
+                if rule is not None and not rule.test(item):
+                    raise ConfigError(f"{name}: expected {rule.expected}, got {item!r}", option=name)
+
+
+_INT64 = 2**63
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """What an option's value must be: ``test`` passes a valid value, ``expected`` says what it is."""
+
+    test: Callable[[Any], bool]
+    expected: str
+
+
+def _between(low: float | None = None, high: float | None = None, open_low=False, open_high=False) -> _Rule:
+    """A number in the interval [low, high] (an end is excluded when open, absent when None)."""
+    if low is not None and high is not None:
+        expected = f"a value in {'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+    elif low is not None:
+        expected = f"a value {'>' if open_low else '>='} {low}"
+    else:
+        expected = "a number"
+
+    def test(value) -> bool:
+        above = low is None or (value > low if open_low else value >= low)
+        below = high is None or (value < high if open_high else value <= high)
+        return above and below
+
+    return _Rule(test, expected)
+
+
+def _one_of(choices: tuple[str, ...], why: str = "") -> _Rule:
+    return _Rule(lambda value: value in choices, f"one of {', '.join(map(repr, choices))}{why}")
+
+
+_PATH = _Rule(lambda value: value is None or value != "", "a path (not empty)")
+_DEVICE = _Rule(
+    lambda value: value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()),
+    "'auto', 'cpu', 'cuda' or 'cuda:N'",
+)
+_PERIOD = _between(1)  # a period in steps: 0 would divide by zero once it is used
+_STEP = _between(0)
+_NON_NEGATIVE = _between(0.0)
+_POSITIVE = _between(0.0, open_low=True)
+_FRACTION = _between(0.0, 1.0, open_high=True)
+# torch.multinomial, which MCMC relocation and growth sample with, draws from at most 2^24 categories.
+MAX_GAUSSIANS = 1 << 24
+
+# The rule of every option that is not a bool (a test keeps this table complete), beyond its type: a value
+# a run cannot use (a zero period, a NaN rate, an unknown name) is an error before the run starts, not a
+# division by zero or a silently ignored setting at step 500.
+OPTION_RULES: dict[str, _Rule] = {
+    "data.path": _PATH,
+    "data.data_factor": _between(1),
+    "data.test_every": _between(),  # <= 0 holds out no view
+    "data.cache_dir": _PATH,
+    "model.init": _one_of(INIT_TYPES),
+    "model.sh_degree": _between(0, MAX_SH_DEGREE),
+    "model.sh_degree_interval": _PERIOD,
+    "model.init_opacity": _between(0.0, 1.0, open_low=True, open_high=True),
+    "model.init_scale": _POSITIVE,
+    "model.random_init_count": _between(1, MAX_GAUSSIANS),
+    "model.random_init_extent": _POSITIVE,
+    **{f"optim.{name}_lr": _NON_NEGATIVE for name in ("means", "scales", "quats", "opacities", "sh0", "shN")},
+    "optim.means_lr_final": _NON_NEGATIVE,
+    "optim.adam_eps": _POSITIVE,
+    "optim.ssim_lambda": _between(0.0, 1.0),
+    "optim.opacity_reg": _NON_NEGATIVE,
+    "optim.scale_reg": _NON_NEGATIVE,
+    "strategy.name": _one_of(STRATEGIES),
+    "strategy.default.prune_opa": _FRACTION,
+    "strategy.default.grow_grad2d": _NON_NEGATIVE,
+    "strategy.default.grow_scale3d": _NON_NEGATIVE,
+    "strategy.default.grow_scale2d": _NON_NEGATIVE,
+    "strategy.default.prune_scale3d": _POSITIVE,
+    "strategy.default.prune_scale2d": _POSITIVE,
+    "strategy.default.refine_scale2d_stop_iter": _STEP,
+    "strategy.default.refine_start_iter": _STEP,
+    "strategy.default.refine_stop_iter": _STEP,
+    "strategy.default.reset_every": _PERIOD,
+    "strategy.default.refine_every": _PERIOD,
+    "strategy.default.pause_refine_after_reset": _STEP,
+    "strategy.default.key_for_gradient": _one_of(
+        ("means2d",), " (the one gradient rasterization's meta holds)"
+    ),
+    "strategy.mcmc.cap_max": _between(1, MAX_GAUSSIANS),
+    "strategy.mcmc.noise_lr": _NON_NEGATIVE,
+    "strategy.mcmc.refine_start_iter": _STEP,
+    "strategy.mcmc.refine_stop_iter": _STEP,
+    "strategy.mcmc.refine_every": _PERIOD,
+    "strategy.mcmc.min_opacity": _FRACTION,
+    "pose_opt.lr": _NON_NEGATIVE,
+    "pose_opt.reg": _NON_NEGATIVE,
+    "train.steps": _between(1),
+    "train.seed": _between(0),
+    "train.eval_every": _between(0),  # 0: only at the end
+    "train.eval_steps": _between(1),
+    "train.save_every": _between(0),  # 0: only at the end
+    "train.output": _PATH,
+    "train.threads": _between(0, 4096),  # 0 keeps torch's default
+    "train.device": _DEVICE,
+}
+
+
+def _options(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """(dotted name, value, type) of every option under the dataclass ``obj``."""
+    for name, tp in _field_types(type(obj)).items():
+        value = getattr(obj, name)
+        if dataclasses.is_dataclass(value):
+            yield from _options(value, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", value, tp
 
 
 # --------------------------------------------------------------------------------------------------
@@ -304,12 +365,20 @@ def load_config(name_or_path: str | None = None, base: Config | None = None) -> 
     if name_or_path is None:
         return config
     path = preset_path(name_or_path)
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    problem = input_file_problem(path, MAX_CONFIG_BYTES)
+    if problem is not None:
+        raise ConfigError(f"{path}: cannot read the config file: {problem}")
     try:
-        with open(path, "rb") as file:
-            values = tomllib.load(file)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, tomllib.TOMLDecodeError) as error:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the config file: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not a TOML file: not UTF-8 text (byte {error.start})") from None
+    try:
+        values = tomllib.loads(text)
+    except (ValueError, RecursionError) as error:  # TOMLDecodeError, an integer too long to convert, ...
         raise ConfigError(f"{path}: not a readable TOML file ({error})") from None
     _update_file(config, values, str(path))
     return config

@@ -19,6 +19,7 @@ import ctypes
 import dataclasses
 import json
 import math
+import tempfile
 import time
 import warnings
 from datetime import datetime
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 from ..data import SceneData, load_scene
 from ..data.scenes import scene_name
 from ..data.world_frame import WorldFrame, frame_comments
-from ..io.atomic import atomic_open, write_text_atomically
+from ..io.atomic import atomic_open_all, remove_orphan_temporaries, write_text_atomically
 from ..io.paths import PathLike
 from ..io.ply import write_ply
 from ..model import Params, init_params, params_to_splats, random_points
@@ -41,6 +42,7 @@ from .checkpoint import (
     CONFIG_FILE,
     METRICS_FILE,
     PLY_FILE,
+    RUN_FILES,
     TrainingError,
     load_checkpoint,
 )
@@ -52,25 +54,49 @@ from .pose_opt import PoseCorrection
 __all__ = ["Trainer", "TrainingError", "load_checkpoint"]
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt() parameters, from glibc's malloc.h
+RENDERS_FOLDER = "renders"  # renders/step_NNNNNN/: the evaluation renders
+# The optimiser settings a checkpoint's optimisers hold; a resume sets them from the (new) config.
+_OPTIMISER_OPTIONS = (
+    *(f"optim.{name}_lr" for name in ("means", "scales", "quats", "opacities", "sh0", "shN")),
+    "optim.means_lr_final",
+    "optim.adam_eps",
+    "pose_opt.lr",
+    "pose_opt.reg",
+)
 
 
 def _default_output(config: Config) -> Path:
     return Path("outputs") / f"{scene_name(config.data)}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
-def _prepare_output(output: Path, resuming: bool) -> None:
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-        probe = output / f".write-test-{time.time_ns()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise TrainingError(f"output directory {output} is not writable: {error.strerror or error}") from None
+def _check_output(output: Path, resuming: bool) -> None:
+    """TrainingError unless the run can write into ``output``. Nothing is created here: `Trainer.train`
+    creates the folder, so a run that fails to start leaves none behind."""
+    existing = output
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    problem = None if existing.is_dir() else f"{existing} is not a folder"
+    if problem is None:
+        try:
+            with tempfile.TemporaryFile(dir=existing):  # removed on close, or by the OS on a crash
+                pass
+        except OSError as error:
+            problem = str(error.strerror or error)
+    if problem is not None:
+        raise TrainingError(f"output directory {output} is not writable: {problem}")
     if not resuming and (output / CHECKPOINT_FILE).exists():
         raise TrainingError(
             f"output directory {output} already holds a run ({CHECKPOINT_FILE}); resume it or choose another "
             "output folder"
         )
+
+
+def _remove_interrupted_saves(output: Path) -> None:
+    """The temporary files of saves that a killed run left in ``output`` (its run files, its evaluation
+    renders); `gsplat_py.io.atomic` names them."""
+    remove_orphan_temporaries(output, RUN_FILES)
+    for folder in (output / RENDERS_FOLDER).glob("step_*"):
+        remove_orphan_temporaries(folder)
 
 
 def _keep_freed_memory_for_reuse() -> None:
@@ -115,6 +141,29 @@ def _all_finite(params: Params) -> bool:
     )
 
 
+def _load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Restore the moments and step counts of ``state`` into ``optimizer``, keeping the hyperparameters
+    (learning rate, epsilon, weight decay) it was made with from the config: a resume with new values uses
+    them, not the checkpoint's."""
+    configured = [
+        {key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups
+    ]
+    optimizer.load_state_dict(state)
+    for group, settings in zip(optimizer.param_groups, configured):
+        group.update(settings)
+
+
+def _changed_options(old: Config, new: Config, names: tuple[str, ...]) -> list[str]:
+    """``name old -> new`` for each of the dotted options ``names`` whose value differs."""
+    changed = []
+    for name in names:
+        section, key = name.split(".")
+        before, after = getattr(getattr(old, section), key), getattr(getattr(new, section), key)
+        if before != after:
+            changed.append(f"{name} {before!r} -> {after!r}")
+    return changed
+
+
 class Trainer:
     """Trains Gaussians on one scene as ``config`` says (see ``gsplat_py.training.config``).
 
@@ -136,7 +185,7 @@ class Trainer:
         self.config = config
         self.progress = progress
         self.output = output
-        _prepare_output(self.output, resuming=checkpoint is not None)
+        _check_output(self.output, resuming=checkpoint is not None)
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
         _keep_freed_memory_for_reuse()
@@ -185,6 +234,8 @@ class Trainer:
         self.elapsed_s = 0.0
         self.metrics: list[dict] = []
         self.lpips = load_lpips()
+        self.resumed = checkpoint is not None
+        self._output_open = False
         if checkpoint is not None:
             self._restore(checkpoint)
 
@@ -312,7 +363,11 @@ class Trainer:
         ``config.train.steps``), evaluating and checkpointing on schedule; returns the records."""
         train = self.config.train
         last_step = train.steps if until is None else min(until, train.steps)
+        self._open_output()
         write_text_atomically(self.output / CONFIG_FILE, config_to_toml(self.config))
+        if self.resumed:
+            # A kill between the two renames of a save leaves point_cloud.ply one save behind checkpoint.pt.
+            self._save(checkpoint=False)
         bar = tqdm(
             total=train.steps,
             initial=self.step,
@@ -353,6 +408,13 @@ class Trainer:
             bar.close()
         return self.metrics
 
+    def _open_output(self) -> None:
+        """Before the first write: create the output folder, remove what interrupted saves left in it."""
+        if not self._output_open:
+            self.output.mkdir(parents=True, exist_ok=True)
+            _remove_interrupted_saves(self.output)
+            self._output_open = True
+
     @property
     def num_gaussians(self) -> int:
         return int(self.params["means"].shape[0])
@@ -362,8 +424,9 @@ class Trainer:
     def evaluate(self) -> dict:
         """Score the current model on the held-out views (the training views if none are held out) and
         append the record to ``metrics.json``."""
+        self._open_output()
         render_dir = (
-            self.output / "renders" / f"step_{self.step:06d}" if self.config.train.save_renders else None
+            self.output / RENDERS_FOLDER / f"step_{self.step:06d}" if self.config.train.save_renders else None
         )
         result = evaluate_views(
             self.params, self.eval_views, self.config.model.sh_degree_at(self.step), render_dir, self.lpips
@@ -380,13 +443,41 @@ class Trainer:
         return f"the last good checkpoint is {path}" if path.exists() else "no checkpoint was saved yet"
 
     def save_checkpoint(self) -> None:
-        """Write ``checkpoint.pt`` and ``point_cloud.ply`` (atomically; refuses non-finite parameters)."""
+        """Write ``checkpoint.pt`` and ``point_cloud.ply`` (refuses non-finite parameters).
+
+        Both are written to temporary files first and renamed only once both are complete, checkpoint
+        first: a kill before the renames keeps the previous pair (the next start removes the temporary
+        files), one between them leaves the PLY a save behind (the next start of the run rewrites it from
+        the checkpoint). A failed write (disk full, read-only) is a TrainingError naming the file; the
+        previous files stay."""
         if not _all_finite(self.params):
             raise TrainingError(
                 f"non-finite Gaussian parameters at step {self.step}; not saved, "
                 f"{self.last_checkpoint_note()}"
             )
-        checkpoint = {
+        self._save(checkpoint=True)
+
+    def _save(self, checkpoint: bool) -> None:
+        """Write point_cloud.ply, and with ``checkpoint`` checkpoint.pt too, as one save."""
+        self._open_output()
+        note = self.last_checkpoint_note()
+        paths = [self.output / CHECKPOINT_FILE] if checkpoint else []
+        try:
+            with atomic_open_all([*paths, self.output / PLY_FILE]) as files:
+                if checkpoint:
+                    torch.save(self._checkpoint(), files[0])
+                write_ply(
+                    files[-1],
+                    params_to_splats(self.params),
+                    frame_comments(WorldFrame.normalized(self.scene.transform)),
+                )
+        except OSError as error:
+            raise TrainingError(
+                f"{error.filename or self.output}: cannot save: {error.strerror or error}; {note}"
+            ) from None
+
+    def _checkpoint(self) -> dict:
+        return {
             "format": CHECKPOINT_FORMAT,
             "step": self.step,
             "params": {name: p.detach().cpu() for name, p in self.params.items()},
@@ -406,17 +497,10 @@ class Trainer:
             "transform": self.scene.transform,
             "scene_scale": self.scene_scale,
         }
-        with atomic_open(self.output / CHECKPOINT_FILE) as file:
-            torch.save(checkpoint, file)
-        write_ply(
-            self.output / PLY_FILE,
-            params_to_splats(self.params),
-            frame_comments(WorldFrame.normalized(self.scene.transform)),
-        )
 
     def _restore(self, checkpoint: dict) -> None:
         for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(checkpoint["optimizers"][name])
+            _load_optimizer_state(optimizer, checkpoint["optimizers"][name])
         self.strategy_state = _to_device(checkpoint["strategy_state"], self.device)
         if self.pose_correction is not None and self.pose_optimizer is not None:
             if checkpoint["pose_correction"] is None:
@@ -424,7 +508,15 @@ class Trainer:
                     "the checkpoint was trained without pose optimisation; cannot resume with it"
                 )
             self.pose_correction.load_state_dict(checkpoint["pose_correction"])
-            self.pose_optimizer.load_state_dict(checkpoint["pose_optimizer"])
+            _load_optimizer_state(self.pose_optimizer, checkpoint["pose_optimizer"])
+        names = tuple(
+            n for n in _OPTIMISER_OPTIONS if self.pose_optimizer is not None or not n.startswith("pose_opt.")
+        )
+        changed = _changed_options(config_from_dict(checkpoint["config"]), self.config, names)
+        if changed:
+            warnings.warn(
+                f"resuming with new optimiser settings, applied: {', '.join(changed)}", stacklevel=3
+            )
         torch.set_rng_state(checkpoint["torch_rng"])
         if self.device.type == "cuda" and checkpoint.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(checkpoint["cuda_rng"], self.device)
