@@ -10,6 +10,7 @@
                      [--output DIR]
                      [--device auto|cpu|cuda] ...
     gsplat-py export --model RUN|PLY [--format ply|splat] [--frame colmap|normalized] [--output FILE]
+    gsplat-py view --model RUN|PLY|SPLAT [--data DIR] [--port N] [--host ADDRESS] [--output DIR]
     gsplat-py info
 
 ``train`` without ``--data`` trains the bundled sample scene. Options are applied in this order: the
@@ -21,11 +22,12 @@ then ``--section.key VALUE`` overrides of any option (``gsplat_py/configs/defaul
 ``gsplat_py.tools.saved_models`` for which world frame each is in, ``gsplat_py.tools.novel_views`` for what a
 render writes, ``gsplat_py.tools.camera_paths`` for the paths and the camera file format,
 ``gsplat_py.tools.export`` for the formats). ``eval`` scores a run's checkpoint on its scene's views exactly
-as ``render --split`` does.
+as ``render --split`` does. ``view`` serves a page to look at a model in the browser, and ``train --viewer``
+one that follows the training run (``gsplat_py.tools.viewer``).
 
 Exit status: 0 on success; 1 with a one-line message on stderr when the input or the run fails; 2 for a
 command line that cannot be parsed (argparse's usage errors); 130 when interrupted (files already saved stay
-complete).
+complete). ``view`` (and ``train --viewer`` once training is done) serves until Ctrl-C and then exits with 0.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +46,7 @@ from .io.video import VIDEO_INSTALL_HINT, VIDEO_SUFFIX
 from .tools.camera_paths import PATH_KINDS
 from .tools.export import EXPORT_FORMATS
 from .tools.novel_views import DEFAULT_FRAMES, SPLITS
+from .tools.viewer import DEFAULT_HOST, DEFAULT_PORT, VIEWER_INSTALL_HINT
 
 __all__ = ["main"]
 
@@ -109,7 +113,28 @@ def _train_parser(subparsers) -> argparse.ArgumentParser:
         "(the default, train.device)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--viewer",
+        action="store_true",
+        help=f"follow the run in the browser (port --port), and keep serving when done until Ctrl-C; needs: "
+        f"{VIEWER_INSTALL_HINT}",
+    )
+    _server_arguments(parser)
     return parser
+
+
+def _server_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"the viewer's port (default: {DEFAULT_PORT}; 0: any free one)",
+    )
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"the address the viewer listens on (default: {DEFAULT_HOST}, this machine only; 0.0.0.0: all)",
+    )
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -245,6 +270,25 @@ def _export_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def _view_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "view",
+        help="look at a model in the browser",
+        description="Serve an interactive viewer of a trained model (a run folder, its checkpoint.pt, an "
+        "Inria PLY or a .splat file) and print its URL; every frame is rendered by gsplat_py on this "
+        f"machine. Stop with Ctrl-C. Needs: {VIEWER_INSTALL_HINT}.",
+    )
+    _model_arguments(parser)
+    _server_arguments(parser)
+    _device_argument(parser)
+    parser.add_argument(
+        "--output",
+        help="where 'Save view' writes view_NNN.png and .json (default: RUN/views, else "
+        "<model folder>/<model stem>_views)",
+    )
+    return parser
+
+
 def _info_parser(subparsers) -> argparse.ArgumentParser:
     return subparsers.add_parser(
         "info",
@@ -292,7 +336,13 @@ def _run_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     config = apply_overrides(base, {**_named_overrides(args), **overrides})
     if args.resume:
         config.train.output = args.resume
+    if args.viewer:
+        from .tools.viewer import check_port_free, require_viser
+
+        require_viser()
+        check_port_free(args.host, args.port)  # before the scene loads; the viewer checks again
     trainer = Trainer(config, checkpoint=checkpoint, progress=not args.quiet)
+    viewer = _live_viewer(trainer, args) if args.viewer else None
     try:
         trainer.train()
     except KeyboardInterrupt:
@@ -300,7 +350,93 @@ def _run_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
             f"{PROG}: interrupted at step {trainer.step}; {trainer.last_checkpoint_note()}", file=sys.stderr
         )
         return 130
+    finally:
+        if viewer is not None and trainer.step < trainer.config.train.steps:
+            viewer.stop()
     print(f"{PROG}: done: {trainer.output}  (metrics.json, point_cloud.ply, checkpoint.pt)")
+    if viewer is not None:
+        print(f"{PROG}: the viewer still shows the run at {viewer.url}; Ctrl-C to stop", flush=True)
+        _serve_until_interrupted(viewer)
+    return 0
+
+
+def _live_viewer(trainer, args: argparse.Namespace):
+    from .data.world_frame import WorldFrame
+    from .model import params_to_splats
+    from .tools.camera_paths import cameras_from_views
+    from .tools.viewer import LiveTraining, Viewer
+
+    scene = trainer.scene
+    frame = WorldFrame.normalized(scene.transform) if trainer.config.data.normalize else WorldFrame.colmap()
+    viewer = Viewer(
+        params_to_splats(trainer.params),
+        frame,
+        cameras_from_views(scene.train_views),
+        output=trainer.output / "views",
+        device=str(trainer.device),
+        host=args.host,
+        port=args.port,
+        title=f"gsplat_py · training {trainer.output.name}",
+    )
+    trainer.hooks.append(LiveTraining(viewer))
+    print(f"{PROG}: viewer at {viewer.url}", flush=True)
+    return viewer
+
+
+def _serve_until_interrupted(viewer) -> None:
+    try:
+        while True:
+            time.sleep(3600.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        viewer.stop()
+    print(f"{PROG}: viewer stopped", file=sys.stderr)
+
+
+def _run_view(args: argparse.Namespace) -> int:
+    from .data import DatasetError
+    from .tools.camera_paths import cameras_from_views
+    from .tools.saved_models import load_model, scene_views
+    from .tools.viewer import Viewer, check_port_free, require_viser
+
+    require_viser()
+    check_port_free(args.host, args.port)
+    model = load_model(args.model, args.model_frame)
+    cameras = []
+    if model.run is not None or args.data:
+        data = Path(args.data) if args.data else None
+        try:
+            model, scene = scene_views(model, data, args.data_factor, need="showing the training cameras")
+            cameras = cameras_from_views(scene.train_views)
+        except DatasetError as error:
+            if data is not None:
+                raise
+            warnings.warn(
+                f"the run's scene cannot be loaded, so no training cameras are shown: {error}", stacklevel=1
+            )
+    if args.output:
+        output = Path(args.output)
+    elif model.run is not None:
+        output = model.run / "views"
+    else:
+        output = model.source.parent / f"{model.source.stem}_views"
+    viewer = Viewer(
+        model.splats,
+        model.frame,
+        cameras,
+        output=output,
+        device=args.device,
+        host=args.host,
+        port=args.port,
+        title=f"gsplat_py · {model.source.name}",
+    )
+    print(
+        f"{PROG}: viewing {model.source} ({model.splats.num_gaussians:,} Gaussians, SH degree "
+        f"{model.sh_degree}) at {viewer.url}; Ctrl-C to stop",
+        flush=True,
+    )
+    _serve_until_interrupted(viewer)
     return 0
 
 
@@ -423,6 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _eval_parser(subparsers)
     _render_parser(subparsers)
     _export_parser(subparsers)
+    _view_parser(subparsers)
     _info_parser(subparsers)
     args, unknown = parser.parse_known_args(argv)
     if args.command != "train" and unknown:
@@ -442,6 +579,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "eval": lambda: _run_eval(args),
         "render": lambda: _run_render(args),
         "export": lambda: _run_export(args),
+        "view": lambda: _run_view(args),
         "info": _run_info,
     }
     try:

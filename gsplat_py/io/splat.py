@@ -12,6 +12,10 @@ Each splat is 32 little-endian bytes, with no header; the file length is 32 N:
 Only the SH DC term survives (view-dependent colour is dropped), colours and rotations are quantised to
 8 bits, and splats are sorted by decreasing size x opacity, exp(s0 + s1 + s2) * sigmoid(opacity) (the
 order the format's converters write, so that viewers stream the biggest splats first).
+
+:func:`read_splat_model` turns a file back into Gaussians of SH degree 0 for rendering: opacities of 0 or
+255 are moved half a quantisation step inside (0, 1) and zero scales to 1e-12, so that the logits and
+log-scales stay finite.
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ import os
 import numpy as np
 import torch
 
-from ..model import SH_C0, GaussianSplats
+from ..model import SH_C0, GaussianSplats, rgb_to_sh
 from .atomic import atomic_open
 from .paths import PathLike
 
-__all__ = ["SPLAT_DTYPE", "splat_records", "write_splat", "read_splat"]
+__all__ = ["SPLAT_DTYPE", "splat_records", "write_splat", "read_splat", "read_splat_model"]
 
 
 SPLAT_DTYPE = np.dtype(
@@ -82,3 +86,22 @@ def read_splat(path: PathLike) -> dict[str, torch.Tensor]:
         "opacities": torch.from_numpy(rgba[:, 3].copy()),
         "quats": torch.from_numpy((records["rotation"].astype(np.float32) - 128.0) / 128.0),
     }
+
+
+def read_splat_model(path: PathLike) -> GaussianSplats:
+    """The Gaussians of a ``.splat`` file (SH degree 0; module docstring). ValueError naming the file if its
+    size is not a multiple of 32 bytes."""
+    decoded = read_splat(path)
+    half_step = 0.5 / 255.0
+    opacities = decoded["opacities"].double().clamp(half_step, 1.0 - half_step)
+    quats = decoded["quats"]
+    # a zero quaternion (all four bytes 128) has no rotation to normalise: take the identity
+    zero = quats.abs().sum(dim=1) == 0
+    quats[zero] = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    return GaussianSplats(
+        means=decoded["means"],
+        quats=quats,
+        log_scales=torch.log(decoded["scales"].clamp_min(1e-12)),
+        logit_opacities=torch.log(opacities / (1.0 - opacities)).float(),
+        sh=rgb_to_sh(decoded["colors"])[:, None, :],
+    )

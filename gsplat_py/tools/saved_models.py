@@ -13,7 +13,9 @@ Which world frame (`gsplat_py.data.world_frame`) a model is in:
 - a PLY in a training output folder (beside its ``config.toml``), such as ``RUN/point_cloud.ply``: the run's
   (its scene is the run's, whatever the frame);
 - any other PLY, e.g. one trained by the Inria code or another 3DGS implementation on the COLMAP data:
-  COLMAP's frame, unless ``model_frame="normalized"`` says it is in gsplat_py's normalisation of the scene.
+  COLMAP's frame, unless ``model_frame="normalized"`` says it is in gsplat_py's normalisation of the scene;
+- a ``.splat`` file (no header, SH degree 0, `gsplat_py.io.splat`): like a PLY that records no frame, and
+  never part of a run (``gsplat-py export`` writes them in either frame).
 
 The model's scene (:func:`scene_views`) is the ``data`` folder given, else the one its training run used;
 its views are loaded in the model's frame.
@@ -36,6 +38,7 @@ from ..data.world_frame import FRAME_NAMES, WorldFrame, frame_from_comments
 from ..errors import ParameterError
 from ..io.paths import PathLike
 from ..io.ply import read_ply, read_ply_comments
+from ..io.splat import read_splat_model
 from ..model import GaussianSplats, params_to_splats
 from ..training.checkpoint import CHECKPOINT_FILE, CONFIG_FILE, PLY_FILE, load_checkpoint
 from ..training.config import Config, config_from_dict, load_config
@@ -86,6 +89,11 @@ def _load_run(run: Path, checkpoint_path: Path, model_frame: str | None) -> Save
     return SavedModel(splats, frame, checkpoint_path, run, config, step, float(checkpoint["elapsed_s"]))
 
 
+def _undeclared_frame(model_frame: str | None) -> WorldFrame:
+    """The frame of a model file that records none: COLMAP's unless ``model_frame`` says normalised."""
+    return WorldFrame.normalized(None) if model_frame == "normalized" else WorldFrame.colmap()
+
+
 def _load_ply(path: Path, model_frame: str | None) -> SavedModel:
     splats = read_ply(path)
     recorded = frame_from_comments(path, read_ply_comments(path))
@@ -94,8 +102,7 @@ def _load_ply(path: Path, model_frame: str | None) -> SavedModel:
         if recorded is not None:
             _check_declared_frame(path, recorded, model_frame, "as its header records")
             return SavedModel(splats, recorded, path)
-        frame = WorldFrame.normalized(None) if model_frame == "normalized" else WorldFrame.colmap()
-        return SavedModel(splats, frame, path)
+        return SavedModel(splats, _undeclared_frame(model_frame), path)
     # In a training output folder: the run's scene and step, and its frame unless the header records one.
     checkpoint = load_checkpoint(run) if (run / CHECKPOINT_FILE).is_file() else None
     config = (
@@ -114,7 +121,8 @@ def _load_ply(path: Path, model_frame: str | None) -> SavedModel:
 
 
 def load_model(path: PathLike, model_frame: str | None = None) -> SavedModel:
-    """The model at ``path``: a training output folder, a ``checkpoint.pt`` or a PLY file (module docstring).
+    """The model at ``path``: a training output folder, a ``checkpoint.pt``, a PLY or a ``.splat`` file
+    (module docstring).
 
     ``model_frame`` ("colmap" or "normalized") is the frame of a PLY that does not record one; for any other
     model it must agree with the frame the model is known to be in. Errors name the file and the problem.
@@ -132,14 +140,18 @@ def load_model(path: PathLike, model_frame: str | None = None) -> SavedModel:
         )
     if not path.exists():
         raise ValueError(
-            f"{path}: no such file or folder (expected a training output folder, a checkpoint or a .ply)"
+            f"{path}: no such file or folder (expected a training output folder, a checkpoint, a .ply or a "
+            ".splat file)"
         )
     if path.suffix.lower() == ".ply":
         return _load_ply(path, model_frame)
+    if path.suffix.lower() == ".splat":
+        return SavedModel(read_splat_model(path), _undeclared_frame(model_frame), path)
     if path.suffix.lower() == ".pt":
         return _load_run(path.parent, path, model_frame)
     raise ValueError(
-        f"{path}: not a model (expected a training output folder, a {CHECKPOINT_FILE} or a .ply file)"
+        f"{path}: not a model (expected a training output folder, a {CHECKPOINT_FILE}, a .ply or a .splat "
+        "file)"
     )
 
 
