@@ -372,6 +372,7 @@ def _live_viewer(trainer, args: argparse.Namespace):
         params_to_splats(trainer.params),
         frame,
         cameras_from_views(scene.train_views),
+        [view.image.numpy() for view in scene.train_views],
         output=trainer.output / "views",
         device=str(trainer.device),
         host=args.host,
@@ -403,12 +404,13 @@ def _run_view(args: argparse.Namespace) -> int:
     require_viser()
     check_port_free(args.host, args.port)
     model = load_model(args.model, args.model_frame)
-    cameras = []
+    cameras, photos = [], []
     if model.run is not None or args.data:
         data = Path(args.data) if args.data else None
         try:
             model, scene = scene_views(model, data, args.data_factor, need="showing the training cameras")
             cameras = cameras_from_views(scene.train_views)
+            photos = [view.image.numpy() for view in scene.train_views]
         except DatasetError as error:
             if data is not None:
                 raise
@@ -425,6 +427,7 @@ def _run_view(args: argparse.Namespace) -> int:
         model.splats,
         model.frame,
         cameras,
+        photos,
         output=output,
         device=args.device,
         host=args.host,

@@ -48,7 +48,9 @@ PAGE_WAIT_MS = 120_000
 
 
 def chromium_path() -> str | None:
-    return os.environ.get("GSPLAT_PY_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    return (
+        os.environ.get("GSPLAT_PY_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    )
 
 
 def require_browser() -> None:
@@ -112,7 +114,8 @@ class Server:
                 line = self.lines.get(timeout=1.0)
             except queue.Empty:
                 if self.process.poll() is not None:
-                    raise AssertionError(f"the server exited with {self.process.returncode}: {self.stderr()}")
+                    message = f"the server exited with {self.process.returncode}: {self.stderr()}"
+                    raise AssertionError(message) from None
                 continue
             match = re.search(r"http://localhost:(\d+)", line)
             if match:
@@ -120,7 +123,8 @@ class Server:
         raise AssertionError(f"no URL printed within {SERVER_START_S} s: {self.stderr()}")
 
     def stderr(self) -> str:
-        self._stderr.flush()
+        if not self._stderr.closed:
+            self._stderr.flush()
         return self.log.read_text()
 
     def interrupt(self, timeout: float = 60.0) -> int:
@@ -174,7 +178,9 @@ def canvas_box(page) -> dict:
 
 
 def screenshot(page) -> np.ndarray:
-    """uint8 [H, W, 3] of the canvas's region, once two shots in a row agree (the last frame decoded)."""
+    """uint8 [H, W, 3] of the canvas's region without notifications, once two shots in a row agree (the
+    last frame decoded)."""
+    close_notifications(page)
     box = canvas_box(page)
     clip = {"x": box["x"], "y": box["y"], "width": box["width"], "height": box["height"]}
     previous = None

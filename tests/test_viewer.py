@@ -147,7 +147,9 @@ def test_hooks_see_every_step_and_evaluation_and_leave_training_unchanged(tmp_pa
     plain = Trainer(config, scene=scene, progress=False)
     plain.train()
     recorder = Recorder()
-    watched = Trainer(densifying_config(tmp_path / "b", steps=12), scene=scene, progress=False, hooks=[recorder])
+    watched = Trainer(
+        densifying_config(tmp_path / "b", steps=12), scene=scene, progress=False, hooks=[recorder]
+    )
     watched.config.train.eval_steps = [5]
     watched.train()
     assert [r.step for r in recorder.reports] == list(range(1, 13))

@@ -21,9 +21,10 @@ its own camera, settings and render thread:
 
 Controls (the panel on the right): field of view, render mode (RGB, depth colour-mapped as ``render
 --depth`` writes it, alpha), background colour, the highest SH degree used, the training cameras as
-frustums (a click moves the view there), and "Save view": the exact frame as ``view_NNN.png`` in the output
-folder with its camera as ``view_NNN.json`` in the ``--cameras`` format (``gsplat-py render --cameras
-view_NNN.json`` renders it again). Orbit, pan and zoom are viser's (drag, right-drag, wheel).
+frustums showing their photos (a click moves the view there), and "Save view": the exact frame as
+``view_NNN.png`` in the output folder with its camera as ``view_NNN.json`` in the ``--cameras`` format
+(``gsplat-py render --cameras view_NNN.json`` renders it again). Orbit, pan and zoom are viser's (drag,
+right-drag, wheel).
 
 Live training (:class:`LiveTraining`, a `gsplat_py.training.hooks.TrainingHook`): the panel shows the step,
 loss, last test PSNR, Gaussian count and steps/s, and pauses or resumes training. The trainer's thread only
@@ -71,6 +72,7 @@ __all__ = [
     "Viewer",
     "camera_from_pose",
     "check_port_free",
+    "frustum_size",
     "pose_of_camera",
     "render_image",
     "require_viser",
@@ -88,7 +90,8 @@ PREVIEW_JPEG_QUALITY = 85
 LIVE_REFRESH_S = 1.0  # the live view copies the training parameters at most this often
 PANEL_REFRESH_S = 0.5  # the training panel's numbers are updated at most this often
 DEFAULT_FOV_DEGREES = 50.0
-FRUSTUM_SIZE = 0.06  # frustum depth, as a fraction of the training cameras' spread
+FRUSTUM_SIZE = 0.06  # frustum size, as a fraction of the training cameras' spread
+THUMBNAIL_WIDTH = 96  # the photos on the frustums are at most this wide
 VIEW_FILE_PREFIX = "view_"
 
 
@@ -181,6 +184,11 @@ def render_image(
     return float_to_uint8(frame.rgb)
 
 
+def _thumbnail(photo: np.ndarray) -> np.ndarray:
+    step = max(1, math.ceil(photo.shape[1] / THUMBNAIL_WIDTH))
+    return np.ascontiguousarray(photo[::step, ::step])
+
+
 def _next_free_stem(folder: Path) -> str:
     index = 0
     while (folder / f"{VIEW_FILE_PREFIX}{index:03d}.png").exists() or (
@@ -245,7 +253,8 @@ def _start_view(splats: GaussianSplats, frame: WorldFrame, cameras: Sequence[Cam
     return _StartView(position, centre, up, math.radians(DEFAULT_FOV_DEGREES))
 
 
-def _frustum_size(cameras: Sequence[Camera]) -> float:
+def frustum_size(cameras: Sequence[Camera]) -> float:
+    """The size (viser's ``scale``) of the training cameras' frustums: FRUSTUM_SIZE times their spread."""
     centres = np.stack([camera.camera_to_world()[:3, 3].numpy() for camera in cameras])
     spread = float(np.median(np.linalg.norm(centres - centres.mean(axis=0), axis=1)))
     return FRUSTUM_SIZE * (spread if spread > 0 else 1.0)
@@ -259,7 +268,8 @@ class Viewer:
     """Serves the viewer page for ``splats`` (module docstring) until :meth:`stop`.
 
     ``frame`` is the world frame of the model (recorded in saved camera files), ``cameras`` the training
-    cameras shown as frustums (in that frame), ``output`` the folder "Save view" writes to (created on the
+    cameras shown as frustums (in that frame), with ``photos`` (uint8 [H, W, 3], one per camera, or none)
+    shrunk onto them, ``output`` the folder "Save view" writes to (created on the
     first save). ``host`` and ``port`` (0: any free port) are checked first: ParameterError if the port is
     in use. MissingPackageError without viser.
     """
@@ -269,6 +279,7 @@ class Viewer:
         splats: GaussianSplats,
         frame: WorldFrame,
         cameras: Sequence[Camera] = (),
+        photos: Sequence[np.ndarray] = (),
         output: Path = Path("views"),
         device: str = "auto",
         host: str = DEFAULT_HOST,
@@ -280,6 +291,9 @@ class Viewer:
         check_port_free(host, port)
         self.frame = frame
         self.cameras = list(cameras)
+        if photos and len(photos) != len(self.cameras):
+            raise ValueError(f"{len(photos)} photos for {len(self.cameras)} cameras")
+        self.thumbnails = [_thumbnail(photo) for photo in photos]
         self.output = Path(output)
         self.max_sh_degree = splats.sh_degree
         self._model_lock = threading.Lock()
@@ -291,7 +305,9 @@ class Viewer:
         self.training_panel: _TrainingPanel | None = None
         self._start = _start_view(splats, frame, self.cameras)
 
-        with contextlib.redirect_stdout(io.StringIO()):  # viser prints its own banner; the caller says the URL
+        with contextlib.redirect_stdout(
+            io.StringIO()
+        ):  # viser prints its own banner; the caller says the URL
             self.server = viser.ViserServer(host=host, port=port, label=title, verbose=False)
         self.port = int(self.server.get_port())
         if port != 0 and self.port != port:  # taken between the check and the start
@@ -353,8 +369,8 @@ class Viewer:
         with self._save_lock:
             self.output.mkdir(parents=True, exist_ok=True)
             stem = _next_free_stem(self.output)
-            write_cameras_json(self.output / f"{stem}.json", [replace(camera, name=stem)], self.frame)
             write_png(self.output / f"{stem}.png", image)
+            write_cameras_json(self.output / f"{stem}.json", [replace(camera, name=stem)], self.frame)
         return self.output / f"{stem}.png"
 
     def _connect(self, client) -> None:
@@ -387,6 +403,12 @@ class _Session:
         self._frames = 0
         self._build_controls()
         client.camera.on_update(self._camera_moved)
+        try:
+            # the camera message that made this client known may have been handed out before the
+            # callback above was registered
+            self._camera_moved(client.camera)
+        except AssertionError:  # viser's camera has no state before its first message, which will come
+            pass
         self._thread = threading.Thread(
             target=self._render_loop, name=f"gsplat_py viewer tab {client.client_id}", daemon=True
         )
@@ -437,16 +459,18 @@ class _Session:
 
         @self.show_cameras.on_update
         def _(_) -> None:
-            for frustum in self.frustums:
-                frustum.visible = bool(self.show_cameras.value)
+            self._show_frustums()
 
         @self.save.on_click
         def _(_) -> None:
             self._save_view()
 
         self.frustums = []
+        # The frustum of the camera the view stands at (it starts at the first one) is hidden: its photo,
+        # just in front of the eye, would cover the picture.
+        self._standing_at: int | None = 0
         if viewer.cameras:
-            size = _frustum_size(viewer.cameras)
+            size = frustum_size(viewer.cameras)
             for index, camera in enumerate(viewer.cameras):
                 wxyz, position, fov = pose_of_camera(camera)
                 frustum = self.client.scene.add_camera_frustum(
@@ -459,13 +483,23 @@ class _Session:
                     color=(60, 110, 230),
                     wxyz=wxyz,
                     position=position,
+                    image=viewer.thumbnails[index] if viewer.thumbnails else None,
+                    format="jpeg",
+                    jpeg_quality=80,
                 )
-                frustum.on_click(lambda _, camera=camera: self.jump_to(camera))
+                frustum.on_click(lambda _, index=index: self.jump_to(index))
                 self.frustums.append(frustum)
+            self._show_frustums()
 
-    def jump_to(self, camera: Camera) -> None:
-        """Move this tab's camera to ``camera`` (pose and vertical field of view)."""
-        wxyz, position, fov = pose_of_camera(camera)
+    def _show_frustums(self) -> None:
+        for index, frustum in enumerate(self.frustums):
+            frustum.visible = bool(self.show_cameras.value) and index != self._standing_at
+
+    def jump_to(self, index: int) -> None:
+        """Move this tab's camera to training camera ``index`` (pose and vertical field of view)."""
+        wxyz, position, fov = pose_of_camera(self.viewer.cameras[index])
+        self._standing_at = index
+        self._show_frustums()
         with self.client.atomic():
             self.client.camera.fov = fov
             self.client.camera.wxyz = wxyz
@@ -628,6 +662,7 @@ class LiveTraining(TrainingHook):
         self._last_panel = -math.inf
         self._psnr: tuple[int, float] | None = None
         self._report: StepReport | None = None
+        self._held = False  # the trainer waits in wait_while_paused
         self.panel = _TrainingPanel(viewer, self.toggle_pause)
         viewer.training_panel = self.panel
 
@@ -668,15 +703,25 @@ class LiveTraining(TrainingHook):
         self._show_numbers()
 
     def wait_while_paused(self) -> None:
-        # in slices, so that Ctrl-C (a KeyboardInterrupt in this, the main thread) is not held up
-        while not self._resume.wait(timeout=0.2):
-            pass
+        if self._resume.is_set():
+            return
+        self._held = True
+        self._show_numbers()
+        try:
+            # in slices, so that Ctrl-C (a KeyboardInterrupt in this, the main thread) is not held up
+            while not self._resume.wait(timeout=0.2):
+                pass
+        finally:
+            self._held = False
 
     def _show_numbers(self) -> None:
         report = self._report
         if report is None:
             return
-        state = "paused" if self.paused else ("done" if report.step == report.steps else "training")
+        if self.paused:
+            state = "paused" if self._held else "pausing"  # paused: held after the step shown
+        else:
+            state = "done" if report.step == report.steps else "training"
         psnr = f"{self._psnr[1]:.2f} dB (step {self._psnr[0]:,})" if self._psnr is not None else "not yet"
         self.panel.text.content = (
             f"**{state}** · step {report.step:,} / {report.steps:,}  \n"
