@@ -378,6 +378,7 @@ def _live_viewer(trainer, args: argparse.Namespace):
         host=args.host,
         port=args.port,
         title=f"gsplat_py · training {trainer.output.name}",
+        max_sh_degree=trainer.config.model.sh_degree,
     )
     trainer.hooks.append(LiveTraining(viewer))
     print(f"{PROG}: viewer at {viewer.url}", flush=True)

@@ -82,6 +82,10 @@ def launch_chromium(playwright, user_data_dir: Path):
     )
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Server:
     """A ``python -m gsplat_py ...`` subprocess whose stdout is read line by line in the background."""
 
@@ -97,6 +101,9 @@ class Server:
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             text=True,
+            # A job started in the background by a non-interactive shell (as CI may be) ignores SIGINT, and
+            # so would this child, which is stopped with SIGINT: give it the default disposition back.
+            preexec_fn=_default_sigint,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()

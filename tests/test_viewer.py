@@ -21,6 +21,7 @@ from gsplat_py.io.video import MissingPackageError
 from gsplat_py.model import params_to_splats
 from gsplat_py.tools.camera_paths import Camera, write_cameras_json
 from gsplat_py.tools.viewer import (
+    RenderTimes,
     camera_from_pose,
     pose_of_camera,
     render_image,
@@ -110,6 +111,21 @@ def test_sh_degree_limit_drops_the_higher_bands():
     assert not np.array_equal(
         render_image(splats_up_to_degree(splats, 0), camera), render_image(splats, camera)
     )  # the model's view-dependent colour shows
+
+
+def test_preview_size_follows_the_fitted_render_time():
+    times = RenderTimes()
+    assert times.preview_pixels(0.1, 10**6) == 320 * 240  # nothing measured yet
+    for pixels in (10_000, 40_000, 480_000, 90_000):
+        times.add(pixels, 0.02 + 1e-7 * pixels)
+    fixed, per_pixel = times.fit()
+    assert fixed == pytest.approx(0.02, rel=1e-9) and per_pixel == pytest.approx(1e-7, rel=1e-9)
+    assert times.preview_pixels(0.07, 10**6) == 500_000  # (0.07 - 0.02) / 1e-7
+    assert times.preview_pixels(0.07, 100_000) == 100_000  # never above the canvas
+    assert times.preview_pixels(0.03, 10**6) == 200_000  # the budget below twice the fixed cost: that
+    one_size = RenderTimes()
+    one_size.add(1000, 0.01)
+    assert one_size.fit() == (0.0, 1e-5)
 
 
 def test_params_to_splats_is_a_copy():
@@ -285,6 +301,8 @@ def test_live_training_pauses_and_resumes_through_the_hook(tmp_path):
         shown, note = viewer.model()
         assert note == "step 30"
         assert torch.equal(shown.means, trainer.params["means"].detach())
+        assert shown.sh_degree == trainer.config.model.sh_degree_at(30) == 1
+        assert live.panel.pause.disabled
     finally:
         viewer.stop()
 

@@ -40,6 +40,7 @@ import math
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..data.world_frame import WorldFrame
 from ..errors import ParameterError
@@ -67,6 +69,7 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
     "RENDER_MODES",
+    "RenderTimes",
     "VIEWER_INSTALL_HINT",
     "LiveTraining",
     "Viewer",
@@ -86,7 +89,9 @@ RENDER_MODES = ("RGB", "depth", "alpha")
 REST_S = 0.2  # the camera counts as still (exact frame) once it has not moved for this long
 PREVIEW_FRAME_S = 1.0 / 15.0  # a preview's render time aimed at: about 15 frames/s while the camera moves
 MIN_PREVIEW_WIDTH = 64
+FIRST_PREVIEW_PIXELS = 320 * 240  # before a tab has timed a render
 PREVIEW_JPEG_QUALITY = 85
+PNG_COMPRESS_LEVEL = 1  # zlib's fastest: an exact 800x600 frame encodes in ~1/4 of the default's time
 LIVE_REFRESH_S = 1.0  # the live view copies the training parameters at most this often
 PANEL_REFRESH_S = 0.5  # the training panel's numbers are updated at most this often
 DEFAULT_FOV_DEGREES = 50.0
@@ -189,6 +194,22 @@ def _thumbnail(photo: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(photo[::step, ::step])
 
 
+def _show_png(client, image: np.ndarray) -> None:
+    """``client.scene.set_background_image(image, format="png")``, encoded faster: viser encodes with
+    Pillow's default zlib level 6 (unless OpenCV is installed), ~4x slower at 800x600 than level 1 for ~20%
+    fewer bytes, so the message is built here, through viser's message class (with viser's own call as the
+    fallback should a later viser 1.x change it)."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    try:
+        from viser._messages import BackgroundImageMessage
+
+        message = BackgroundImageMessage(format="png", rgb_data=buffer.getvalue(), depth_data=None)
+        client.scene._websock_interface.queue_message(message)
+    except (ImportError, AttributeError, TypeError):
+        client.scene.set_background_image(image, format="png")
+
+
 def _next_free_stem(folder: Path) -> str:
     index = 0
     while (folder / f"{VIEW_FILE_PREFIX}{index:03d}.png").exists() or (
@@ -196,6 +217,40 @@ def _next_free_stem(folder: Path) -> str:
     ).exists():
         index += 1
     return f"{VIEW_FILE_PREFIX}{index:03d}"
+
+
+class RenderTimes:
+    """A tab's render time as fixed + per_pixel x pixels (projecting and shading the Gaussians costs the
+    same at any size), fitted by least squares to its last ``window`` renders."""
+
+    def __init__(self, window: int = 16):
+        self._samples: deque[tuple[int, float]] = deque(maxlen=window)
+
+    def add(self, pixels: int, seconds: float) -> None:
+        self._samples.append((pixels, seconds))
+
+    def fit(self) -> tuple[float, float] | None:
+        """(fixed seconds, seconds per pixel), or None before the first render."""
+        if not self._samples:
+            return None
+        pixels = np.array([sample[0] for sample in self._samples], dtype=np.float64)
+        seconds = np.array([sample[1] for sample in self._samples], dtype=np.float64)
+        if np.ptp(pixels) > 0:
+            per_pixel, fixed = np.polyfit(pixels, seconds, 1)
+            if per_pixel > 0 and fixed >= 0:
+                return float(fixed), float(per_pixel)
+        return 0.0, float(seconds.sum() / pixels.sum())  # one size only, or noise: all proportional
+
+    def preview_pixels(self, frame_s: float, full_pixels: int) -> int:
+        """The pixel count of a preview that renders in about ``frame_s``, at most ``full_pixels``; when the
+        fixed cost alone takes longer, the one that renders in twice the fixed cost (smaller previews would
+        hardly be faster)."""
+        fit = self.fit()
+        if fit is None:
+            return min(full_pixels, FIRST_PREVIEW_PIXELS)
+        fixed, per_pixel = fit
+        target = max(frame_s, 2.0 * fixed)
+        return max(1, min(full_pixels, round((target - fixed) / per_pixel)))
 
 
 @dataclass(frozen=True)
@@ -269,9 +324,10 @@ class Viewer:
 
     ``frame`` is the world frame of the model (recorded in saved camera files), ``cameras`` the training
     cameras shown as frustums (in that frame), with ``photos`` (uint8 [H, W, 3], one per camera, or none)
-    shrunk onto them, ``output`` the folder "Save view" writes to (created on the
-    first save). ``host`` and ``port`` (0: any free port) are checked first: ParameterError if the port is
-    in use. MissingPackageError without viser.
+    shrunk onto them, ``output`` the folder "Save view" writes to (created on the first save),
+    ``max_sh_degree`` the top of the SH degree slider (default: the model's; a training run's models grow to
+    its configured degree). ``host`` and ``port`` (0: any free port) are checked first: ParameterError if
+    the port is in use. MissingPackageError without viser.
     """
 
     def __init__(
@@ -285,6 +341,7 @@ class Viewer:
         host: str = DEFAULT_HOST,
         port: int = DEFAULT_PORT,
         title: str = "gsplat_py",
+        max_sh_degree: int | None = None,
     ):
         viser = require_viser()
         self.device = resolve_device(device)
@@ -295,19 +352,17 @@ class Viewer:
             raise ValueError(f"{len(photos)} photos for {len(self.cameras)} cameras")
         self.thumbnails = [_thumbnail(photo) for photo in photos]
         self.output = Path(output)
-        self.max_sh_degree = splats.sh_degree
+        self.max_sh_degree = splats.sh_degree if max_sh_degree is None else max_sh_degree
         self._model_lock = threading.Lock()
         self._splats = splats
         self._model_note = ""
         self._sessions: dict[int, _Session] = {}
         self._sessions_lock = threading.Lock()
         self._save_lock = threading.Lock()
-        self.training_panel: _TrainingPanel | None = None
         self._start = _start_view(splats, frame, self.cameras)
 
-        with contextlib.redirect_stdout(
-            io.StringIO()
-        ):  # viser prints its own banner; the caller says the URL
+        # viser prints a banner of its own; the caller prints the URL
+        with contextlib.redirect_stdout(io.StringIO()):
             self.server = viser.ViserServer(host=host, port=port, label=title, verbose=False)
         self.port = int(self.server.get_port())
         if port != 0 and self.port != port:  # taken between the check and the start
@@ -399,7 +454,7 @@ class _Session:
         self._pose: _Pose | None = None
         self._settings = _Settings(sh_degree=viewer.max_sh_degree)
         self._closed = False
-        self._seconds_per_pixel: float | None = None
+        self._render_times = RenderTimes()
         self._frames = 0
         self._build_controls()
         client.camera.on_update(self._camera_moved)
@@ -563,11 +618,8 @@ class _Session:
         return None
 
     def _preview_size(self, pose: _Pose) -> tuple[int, int]:
-        if self._seconds_per_pixel is None:
-            scale = min(1.0, 320.0 / pose.width)
-        else:
-            pixels = PREVIEW_FRAME_S / self._seconds_per_pixel
-            scale = min(1.0, math.sqrt(pixels / (pose.width * pose.height)))
+        pixels = self._render_times.preview_pixels(PREVIEW_FRAME_S, pose.width * pose.height)
+        scale = min(1.0, math.sqrt(pixels / (pose.width * pose.height)))
         width = max(min(MIN_PREVIEW_WIDTH, pose.width), round(pose.width * scale))
         return width, max(1, round(pose.height * width / pose.width))
 
@@ -582,12 +634,7 @@ class _Session:
             settings.background,
             self.viewer.device,
         )
-        seconds_per_pixel = (time.perf_counter() - started) / (width * height)
-        self._seconds_per_pixel = (
-            seconds_per_pixel
-            if self._seconds_per_pixel is None
-            else 0.5 * (self._seconds_per_pixel + seconds_per_pixel)
-        )
+        self._render_times.add(width * height, time.perf_counter() - started)
         return camera, image
 
     def _render_loop(self) -> None:
@@ -597,8 +644,10 @@ class _Session:
             started = time.perf_counter()
             try:
                 _, image = self._render(pose, settings, width, height)
+                if self._closed:  # the tab went away while this frame rendered
+                    return
                 if kind == "exact":
-                    self.client.scene.set_background_image(image, format="png")
+                    _show_png(self.client, image)
                 else:
                     self.client.scene.set_background_image(
                         image, format="jpeg", jpeg_quality=PREVIEW_JPEG_QUALITY
@@ -664,7 +713,6 @@ class LiveTraining(TrainingHook):
         self._report: StepReport | None = None
         self._held = False  # the trainer waits in wait_while_paused
         self.panel = _TrainingPanel(viewer, self.toggle_pause)
-        viewer.training_panel = self.panel
 
     @property
     def paused(self) -> bool:
@@ -693,6 +741,8 @@ class LiveTraining(TrainingHook):
         if now - self._last_panel >= PANEL_REFRESH_S or last:
             self._last_panel = now
             self._show_numbers()
+        if last:
+            self.panel.pause.disabled = True
         if last or (self.viewer.client_count > 0 and now - self._last_copy >= self.refresh_s):
             self._last_copy = now
             splats = params_to_splats(trainer.params)
