@@ -12,8 +12,10 @@
    so that the canvas is 320x240 or 800x600, the camera orbited by continuous mouse drags for --seconds:
    the frames delivered per second (the tab's frame counter) and the preview sizes it chose.
 3. Training: the `fast` preset on the bundled scene, --train-steps steps from scratch, in turns (--repeats
-   each): without a viewer, with the live viewer and no page open, and with a page open (camera still);
-   steps/s of each turn, and the medians.
+   each, the order rotated): without a viewer, with the live viewer and no page open, and with a page open
+   (camera still); steps/s of each turn and the CPU time this process spends per step (all its threads:
+   training, the viewer's, not the browser's), and their medians. On a shared machine the CPU time is the
+   steadier measure of what the viewer costs.
 
 Prints the tables and writes everything to ``bench_results/bench_viewer-<date>-<time>.json``.
 """
@@ -187,10 +189,12 @@ def training(steps: int, repeats: int, workdir: Path) -> dict:
     config.train.save_every = 0
     config.train.save_renders = False
     scene = load_scene(config.data)
-    turns: dict[str, list[float]] = {"no viewer": [], "viewer, no page": [], "viewer, page open": []}
+    names = ["no viewer", "viewer, no page", "viewer, page open"]
+    turns: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     with sync_playwright() as playwright:
         for repeat in range(repeats):
-            for turn in turns:
+            for turn in names[repeat % 3 :] + names[: repeat % 3]:  # each turn in each position in turn
                 config.train.output = str(
                     workdir / f"run-{repeat}-{len(turns[turn])}-{turn.replace(' ', '_')}"
                 )
@@ -211,16 +215,24 @@ def training(steps: int, repeats: int, workdir: Path) -> dict:
                         page = context.new_page()
                         page.goto(f"http://127.0.0.1:{viewer.port}/{PAGE_QUERY}")
                         wait_for_exact_frame(page)
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 trainer.train(until=steps)
                 turns[turn].append(steps / (time.perf_counter() - started))
+                cpu[turn].append(1000.0 * (time.process_time() - cpu_started) / steps)
                 if context is not None:
                     context.close()
                 if viewer is not None:
                     viewer.stop()
-                print(f"  {turn}: {turns[turn][-1]:.2f} steps/s", flush=True)
+                print(f"  {turn}: {turns[turn][-1]:.2f} steps/s, {cpu[turn][-1]:.0f} CPU ms/step", flush=True)
     medians = {turn: statistics.median(values) for turn, values in turns.items()}
-    return {"steps": steps, "turns": turns, "medians": medians}
+    cpu_medians = {turn: statistics.median(values) for turn, values in cpu.items()}
+    return {
+        "steps": steps,
+        "turns": turns,
+        "medians": medians,
+        "cpu_ms_per_step": cpu,
+        "cpu_medians": cpu_medians,
+    }
 
 
 def main() -> None:
@@ -260,11 +272,15 @@ def main() -> None:
         if not args.skip_training:
             print("\ntraining (fast preset, bundled scene)")
             results["training"] = training(args.train_steps, args.repeats, Path(folder))
-            base = results["training"]["medians"]["no viewer"]
-            print("| | steps/s (median) | vs no viewer |")
-            print("|---|---|---|")
-            for turn, value in results["training"]["medians"].items():
-                print(f"| {turn} | {value:.2f} | {100.0 * (value / base - 1.0):+.1f}% |")
+            medians, cpu_medians = results["training"]["medians"], results["training"]["cpu_medians"]
+            print(
+                "| | steps/s (median) | vs no viewer | CPU ms per step, all threads (median) | vs no viewer |"
+            )
+            print("|---|---|---|---|---|")
+            for turn, value in medians.items():
+                speed = 100.0 * (value / medians["no viewer"] - 1.0)
+                work = 100.0 * (cpu_medians[turn] / cpu_medians["no viewer"] - 1.0)
+                print(f"| {turn} | {value:.2f} | {speed:+.1f}% | {cpu_medians[turn]:.0f} | {work:+.1f}% |")
     results["load_after"] = os.getloadavg()
     out = ROOT / "bench_results" / f"bench_viewer-{datetime.now():%Y%m%d-%H%M%S}.json"
     out.parent.mkdir(exist_ok=True)
