@@ -142,7 +142,7 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         required=True,
         metavar="RUN|PLY",
-        help="a training output folder, its checkpoint.pt, or an Inria-layout PLY file",
+        help="a training output folder, its checkpoint.pt, an Inria-layout PLY or a .splat file",
     )
     parser.add_argument(
         "--model-frame",
