@@ -28,7 +28,7 @@ from gsplat_py.cli import main as cli_main
 from gsplat_py.io.ply import write_ply
 from gsplat_py.tools.camera_paths import cameras_from_views, read_cameras_json
 from gsplat_py.tools.saved_models import load_model, scene_views
-from gsplat_py.tools.viewer import frustum_size
+from gsplat_py.tools.viewer import frustum_size, render_image, splats_up_to_degree
 from gsplat_py.training.checkpoint import load_checkpoint
 
 # The page shows our PNG frame on a WebGL quad that covers the canvas texel for texel, so away from the
@@ -392,3 +392,48 @@ def test_live_training_panel_pause_and_ctrl_c(scene, playwright, tmp_path):
     assert "interrupted at step" in server.stderr()
     checkpoint = load_checkpoint(run)  # the last checkpoint is complete
     assert checkpoint["step"] >= 20 and checkpoint["step"] % 20 == 0
+
+
+def choose_render_mode(page, mode: str) -> None:
+    page.get_by_label("Render").click()
+    page.get_by_role("option", name=mode, exact=True).click()
+
+
+def test_render_mode_and_sh_degree_controls(view_server, model, scene, playwright, tmp_path):
+    """Depth through the page's "Render" menu is `render --depth`'s depth PNG of the page's camera; SH
+    degree 0 through its slider drops the view-dependent colour."""
+    server, url, views = view_server
+    context = launch_chromium(playwright, tmp_path / "profile")
+    try:
+        page = open_page(context, url)
+        frame = wait_for_exact_frame(page)[2]
+        page.get_by_label("Training cameras").uncheck()
+        choose_render_mode(page, "depth")
+        frame = wait_for_exact_frame(page, after=frame)[2]
+        depth_shown = screenshot(page)
+        depth_png, depth_json = click_save(page, views)
+        choose_render_mode(page, "RGB")
+        frame = wait_for_exact_frame(page, after=frame)[2]
+        sh_input = page.get_by_role("textbox").or_(page.get_by_role("spinbutton")).nth(2)
+        sh_input.fill("0")
+        sh_input.press("Enter")
+        wait_for_exact_frame(page, after=frame)
+        flat_shown = screenshot(page)
+        _, flat_json = click_save(page, views)
+    finally:
+        context.close()
+
+    arguments = ["render", "--quiet", "--model", str(model), "--data", str(scene), "--data-factor", "1"]
+    arguments += ["--cameras", str(depth_json), "--depth", "--output", str(tmp_path / "depth")]
+    assert cli_main(arguments) == 0
+    written = png(tmp_path / "depth" / "depth" / f"{depth_json.stem}.png")
+    mask = chrome_mask(depth_shown.shape)
+    assert np.array_equal(png(depth_png), written)
+    assert psnr(depth_shown, written, mask) > MIN_PSNR
+
+    full = render_saved_view(model, scene, flat_json, tmp_path / "full")  # the model at its degree, 3
+    assert psnr(flat_shown, full, mask) < MIN_PSNR - 10.0  # the page shows another picture...
+    camera = saved_camera(flat_json)
+    splats = load_model(model).splats
+    degree_0 = render_image(splats_up_to_degree(splats, 0), camera)
+    assert psnr(flat_shown, degree_0, mask) > MIN_PSNR  # ...the degree-0 one

@@ -359,7 +359,7 @@ class Viewer:
         self._sessions: dict[int, _Session] = {}
         self._sessions_lock = threading.Lock()
         self._save_lock = threading.Lock()
-        self._start = _start_view(splats, frame, self.cameras)
+        self.start_view = _start_view(splats, frame, self.cameras)
 
         # viser prints a banner of its own; the caller prints the URL
         with contextlib.redirect_stdout(io.StringIO()):
@@ -371,12 +371,12 @@ class Viewer:
         self.host = host
         self.server.gui.configure_theme(show_share_button=False)
         self.server.gui.main_panel.dock_right()
-        self.server.scene.set_up_direction(tuple(float(v) for v in self._start.up))
+        self.server.scene.set_up_direction(tuple(float(v) for v in self.start_view.up))
         initial = self.server.initial_camera
-        initial.up = tuple(float(v) for v in self._start.up)
-        initial.position = tuple(float(v) for v in self._start.position)
-        initial.look_at = tuple(float(v) for v in self._start.look_at)
-        initial.fov = self._start.fov
+        initial.up = tuple(float(v) for v in self.start_view.up)
+        initial.position = tuple(float(v) for v in self.start_view.position)
+        initial.look_at = tuple(float(v) for v in self.start_view.look_at)
+        initial.fov = self.start_view.fov
         self.server.on_client_connect(self._connect)
         self.server.on_client_disconnect(self._disconnect)
 
@@ -476,7 +476,11 @@ class _Session:
         viewer = self.viewer
         with gui.add_folder("View"):
             self.fov = gui.add_slider(
-                "FOV (°)", min=5.0, max=150.0, step=1.0, initial_value=round(math.degrees(viewer._start.fov))
+                "FOV (°)",
+                min=5.0,
+                max=150.0,
+                step=1.0,
+                initial_value=round(math.degrees(viewer.start_view.fov)),
             )
             self.mode = gui.add_dropdown("Render", RENDER_MODES, initial_value="RGB")
             self.background = gui.add_rgb("Background", (0, 0, 0))
