@@ -75,26 +75,15 @@ def chrome_mask(shape) -> np.ndarray:
     return mask
 
 
-def render_saved_view(model, scene, camera_file, output) -> np.ndarray:
-    assert (
-        cli_main(
-            [
-                "render",
-                "--quiet",
-                "--model",
-                str(model),
-                "--data",
-                str(scene),
-                "--data-factor",
-                "1",
-                "--cameras",
-                str(camera_file),
-                "--output",
-                str(output),
-            ]
-        )
-        == 0
-    )
+def model_arguments(model, scene) -> list[str]:
+    """The model and its scene (its full-size images) as `render` and `view` take them."""
+    return ["--model", str(model), "--data", str(scene), "--data-factor", "1"]
+
+
+def render_saved_view(model, scene, camera_file, output, *extra) -> np.ndarray:
+    """`gsplat-py render --cameras camera_file` into output; its RGB image."""
+    arguments = ["render", "--quiet", *model_arguments(model, scene), "--cameras", str(camera_file)]
+    assert cli_main([*arguments, "--output", str(output), *extra]) == 0
     name = read_cameras_json(camera_file).cameras[0].name
     return np.asarray(Image.open(output / "images" / f"{name}.png").convert("RGB"))
 
@@ -145,19 +134,7 @@ def saved_camera(camera_file):
 def view_server(model, scene, tmp_path_factory):
     folder = tmp_path_factory.mktemp("view_server")
     server = Server(
-        [
-            "view",
-            "--model",
-            str(model),
-            "--data",
-            str(scene),
-            "--data-factor",
-            "1",
-            "--port",
-            "0",
-            "--output",
-            str(folder / "views"),
-        ],
+        ["view", *model_arguments(model, scene), "--port", "0", "--output", str(folder / "views")],
         folder / "stderr.txt",
     )
     try:
@@ -269,7 +246,7 @@ def test_clicking_a_training_camera_moves_the_view_there(view_server, model, sce
         wait_for_exact_frame(page)
         close_notifications(page)
         wait_until_still(page)
-        _, start_json = click_save(page, views)
+        start_png, start_json = click_save(page, views)
         start = saved_camera(start_json)
 
         # The middle of each frustum's far face, where viser puts the photo (a frustum of viser's `scale`
@@ -297,6 +274,16 @@ def test_clicking_a_training_camera_moves_the_view_there(view_server, model, sce
             )
 
         index, u, v, _, _ = max(inside, key=clearance)
+        # The browser decodes the photos in its own time: click once the target's photo is on screen (the
+        # pixels there differ from the picture without frustums).
+        without, patch = (
+            png(start_png).astype(int),
+            (slice(int(v) - 2, int(v) + 3), slice(int(u) - 2, int(u) + 3)),
+        )
+        deadline = time.monotonic() + PAGE_WAIT_MS / 1000.0
+        while np.abs(screenshot(page)[patch].astype(int) - without[patch]).mean() < 10:
+            assert time.monotonic() < deadline, "the training camera's photo did not show"
+            page.wait_for_timeout(500)
         box = canvas_box(page)
         page.mouse.click(box["x"] + u, box["y"] + v)
         wait_until_still(page)
@@ -423,9 +410,7 @@ def test_render_mode_and_sh_degree_controls(view_server, model, scene, playwrigh
     finally:
         context.close()
 
-    arguments = ["render", "--quiet", "--model", str(model), "--data", str(scene), "--data-factor", "1"]
-    arguments += ["--cameras", str(depth_json), "--depth", "--output", str(tmp_path / "depth")]
-    assert cli_main(arguments) == 0
+    render_saved_view(model, scene, depth_json, tmp_path / "depth", "--depth")
     written = png(tmp_path / "depth" / "depth" / f"{depth_json.stem}.png")
     mask = chrome_mask(depth_shown.shape)
     assert np.array_equal(png(depth_png), written)
