@@ -84,6 +84,8 @@ class BuildWithSimdKernels(BuildExtension):
 
 
 NVCC_FLAGS = ["-O3", "-std=c++17", "-lineinfo"]
+# viewer: `gsplat-py view` and `train --viewer` (viser serves the page; its wheel carries the built client).
+VIEWER_REQUIRES = ["viser>=1.1.1,<2"]
 
 
 def cuda_build_reason():
@@ -150,12 +152,14 @@ setup(
     # installing gsplat_py can never replace the user's torch.
     install_requires=[f"torch=={TORCH_VERSION}", "numpy", "pillow", "plyfile", "tqdm"],
     extras_require={
-        # test: zstandard so that the SPZ version 4 tests run; hypothesis for tests/test_bad_*.py
-        "test": ["pytest", "zstandard", "hypothesis"],
+        # test: zstandard so that the SPZ version 4 tests run; hypothesis for tests/test_bad_*.py; the
+        # viewer's tests drive Debian's Chromium (apt-get install chromium) through Playwright
+        "test": ["pytest", "zstandard", "hypothesis", *VIEWER_REQUIRES, "playwright>=1.45"],
         # video: MP4 output of `gsplat-py render --video` (PyAV bundles its own FFmpeg).
         "video": ["av>=12"],
         # spz: SPZ version 4 (zstd) export and import; version 3 (gzip) needs nothing.
         "spz": ["zstandard"],
+        "viewer": VIEWER_REQUIRES,
         # dev: the checks .ci/run runs (pinned, so formatting does not drift with new releases), and sdists.
         "dev": ["ruff==0.17.6", "mypy==2.4.1", "clang-format==19.1.7", "build"],
     },

@@ -5,12 +5,11 @@
                     [--device auto|cpu|cuda] [--section.key VALUE ...]
     gsplat-py eval --model RUN [--data DIR] [--split test|train] [--no-renders] [--json] [--quiet]
     gsplat-py render --model RUN|FILE [--data DIR] [--split test|train | --path KIND | --cameras FILE]
-    [--frames N]
-                     [--width W] [--height H] [--focal-scale F] [--depth] [--alpha] [--video [FILE]]
-                     [--output DIR]
-                     [--device auto|cpu|cuda] ...
+                     [--frames N] [--width W] [--height H] [--focal-scale F] [--depth] [--alpha]
+                     [--video [FILE]] [--output DIR] [--device auto|cpu|cuda] ...
     gsplat-py export --model RUN|FILE [--format ply|compressed-ply|spz|sog|splat] [--sh-degree N]
                      [--spz-version 3|4] [--sog-palette N] [--frame colmap|normalized] [--output FILE]
+    gsplat-py view --model RUN|FILE [--data DIR] [--port N] [--host ADDRESS] [--output DIR]
     gsplat-py info
 
 ``train`` without ``--data`` trains the bundled sample scene. Options are applied in this order: the
@@ -22,12 +21,14 @@ then ``--section.key VALUE`` overrides of any option (``gsplat_py/configs/defaul
 ``gsplat_py.tools.saved_models`` for which world frame each is in, ``gsplat_py.tools.novel_views`` for what a
 render writes, ``gsplat_py.tools.camera_paths`` for the paths and the camera file format,
 ``gsplat_py.tools.export`` for the formats). ``eval`` scores a run's checkpoint on its scene's views exactly
-as ``render --split`` does.
+as ``render --split`` does. ``view`` serves a page to look at a model in the browser, and ``train --viewer``
+one that follows the training run (``gsplat_py.tools.viewer``).
 
 Exit status: 0 on success; 1 with a one-line message on stderr when the input or the run fails (an error no
 check foresaw too: ``GSPLAT_PY_TRACEBACK=1`` shows its traceback); 2 for a command line that cannot be
 parsed (argparse's usage errors); 130 when interrupted by Ctrl-C, 143 by SIGTERM (files already saved stay
-complete, and a write under way leaves no temporary file).
+complete, and a write under way leaves no temporary file). ``view`` (and ``train --viewer`` once training is
+done) serves until Ctrl-C and then exits with 0.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -51,6 +53,7 @@ from .io.video import VIDEO_INSTALL_HINT, VIDEO_SUFFIX
 from .tools.camera_paths import PATH_KINDS
 from .tools.export import EXPORT_FORMATS
 from .tools.novel_views import DEFAULT_FRAMES, SPLITS
+from .tools.viewer import DEFAULT_HOST, DEFAULT_PORT, VIEWER_INSTALL_HINT
 
 __all__ = ["main"]
 
@@ -118,7 +121,28 @@ def _train_parser(subparsers) -> argparse.ArgumentParser:
         "(the default, train.device)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--viewer",
+        action="store_true",
+        help=f"follow the run in the browser (port --port), and keep serving when done until Ctrl-C; needs: "
+        f"{VIEWER_INSTALL_HINT}",
+    )
+    _server_arguments(parser)
     return parser
+
+
+def _server_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"the viewer's port (default: {DEFAULT_PORT}; 0: any free one)",
+    )
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"the address the viewer listens on (default: {DEFAULT_HOST}, this machine only; 0.0.0.0: all)",
+    )
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -274,6 +298,25 @@ def _export_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def _view_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "view",
+        help="look at a model in the browser",
+        description="Serve an interactive viewer of a trained model (a run folder, its checkpoint.pt, an "
+        "Inria PLY or a .splat file) and print its URL; every frame is rendered by gsplat_py on this "
+        f"machine. Stop with Ctrl-C. Needs: {VIEWER_INSTALL_HINT}.",
+    )
+    _model_arguments(parser)
+    _server_arguments(parser)
+    _device_argument(parser)
+    parser.add_argument(
+        "--output",
+        help="where 'Save view' writes view_NNN.png and .json (default: RUN/views, else "
+        "<model folder>/<model stem>_views)",
+    )
+    return parser
+
+
 def _info_parser(subparsers) -> argparse.ArgumentParser:
     return subparsers.add_parser(
         "info",
@@ -336,7 +379,13 @@ def _run_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         if flags and error.option in named and error.option not in overrides:
             raise ConfigError(f"{flags[0]}: {error}") from None
         raise
+    if args.viewer:
+        from .tools.viewer import check_port_free, require_viser
+
+        require_viser()
+        check_port_free(args.host, args.port)  # before the scene loads; the viewer checks again
     trainer = Trainer(config, checkpoint=checkpoint, progress=not args.quiet)
+    viewer = _live_viewer(trainer, args) if args.viewer else None
     try:
         trainer.train()
     except KeyboardInterrupt as interruption:
@@ -344,7 +393,97 @@ def _run_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
             f"{PROG}: interrupted at step {trainer.step}; {trainer.last_checkpoint_note()}", file=sys.stderr
         )
         return _interrupted_status(interruption)
+    finally:
+        if viewer is not None and trainer.step < trainer.config.train.steps:
+            viewer.stop()
     print(f"{PROG}: done: {trainer.output}  (metrics.json, point_cloud.ply, checkpoint.pt)")
+    if viewer is not None:
+        print(f"{PROG}: the viewer still shows the run at {viewer.url}; Ctrl-C to stop", flush=True)
+        _serve_until_interrupted(viewer)
+    return 0
+
+
+def _live_viewer(trainer, args: argparse.Namespace):
+    from .data.world_frame import WorldFrame
+    from .model import params_to_splats
+    from .tools.camera_paths import cameras_from_views
+    from .tools.viewer import LiveTraining, Viewer
+
+    scene = trainer.scene
+    frame = WorldFrame.normalized(scene.transform) if trainer.config.data.normalize else WorldFrame.colmap()
+    viewer = Viewer(
+        params_to_splats(trainer.params),
+        frame,
+        cameras_from_views(scene.train_views),
+        [view.image.numpy() for view in scene.train_views],
+        output=trainer.output / "views",
+        device=str(trainer.device),
+        host=args.host,
+        port=args.port,
+        title=f"gsplat_py · training {trainer.output.name}",
+        max_sh_degree=trainer.config.model.sh_degree,
+    )
+    trainer.hooks.append(LiveTraining(viewer))
+    print(f"{PROG}: viewer at {viewer.url}", flush=True)
+    return viewer
+
+
+def _serve_until_interrupted(viewer) -> None:
+    try:
+        while True:
+            time.sleep(3600.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        viewer.stop()
+    print(f"{PROG}: viewer stopped", file=sys.stderr)
+
+
+def _run_view(args: argparse.Namespace) -> int:
+    from .data import DatasetError
+    from .tools.camera_paths import cameras_from_views
+    from .tools.saved_models import load_model, scene_views
+    from .tools.viewer import Viewer, check_port_free, require_viser
+
+    require_viser()
+    check_port_free(args.host, args.port)
+    model = load_model(args.model, args.model_frame)
+    cameras, photos = [], []
+    if model.run is not None or args.data:
+        data = Path(args.data) if args.data else None
+        try:
+            model, scene = scene_views(model, data, args.data_factor, need="showing the training cameras")
+            cameras = cameras_from_views(scene.train_views)
+            photos = [view.image.numpy() for view in scene.train_views]
+        except DatasetError as error:
+            if data is not None:
+                raise
+            warnings.warn(
+                f"the run's scene cannot be loaded, so no training cameras are shown: {error}", stacklevel=1
+            )
+    if args.output:
+        output = Path(args.output)
+    elif model.run is not None:
+        output = model.run / "views"
+    else:
+        output = model.source.parent / f"{model.source.stem}_views"
+    viewer = Viewer(
+        model.splats,
+        model.frame,
+        cameras,
+        photos,
+        output=output,
+        device=args.device,
+        host=args.host,
+        port=args.port,
+        title=f"gsplat_py · {model.source.name}",
+    )
+    print(
+        f"{PROG}: viewing {model.source} ({model.splats.num_gaussians:,} Gaussians, SH degree "
+        f"{model.sh_degree}) at {viewer.url}; Ctrl-C to stop",
+        flush=True,
+    )
+    _serve_until_interrupted(viewer)
     return 0
 
 
@@ -475,6 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _eval_parser(subparsers)
     _render_parser(subparsers)
     _export_parser(subparsers)
+    _view_parser(subparsers)
     _info_parser(subparsers)
     args, unknown = parser.parse_known_args(argv)
     if args.command != "train" and unknown:
@@ -522,6 +662,7 @@ def _run(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         "eval": lambda: _run_eval(args),
         "render": lambda: _run_render(args),
         "export": lambda: _run_export(args),
+        "view": lambda: _run_view(args),
         "info": _run_info,
     }
     try:

@@ -368,13 +368,18 @@ def render_colors(params: Params) -> Tensor:
 
 
 def params_to_splats(params: Params) -> GaussianSplats:
-    """A detached float32 CPU copy in the PLY layout."""
+    """A detached float32 CPU copy in the PLY layout (a copy on the CPU too: later optimizer steps, which
+    update the parameters in place, leave it as it was)."""
+
+    def copy(tensor: Tensor) -> Tensor:
+        return tensor.detach().to(device="cpu", dtype=torch.float32, copy=True)
+
     return GaussianSplats(
-        means=params["means"].detach().float().cpu(),
-        quats=params["quats"].detach().float().cpu(),
-        log_scales=params["scales"].detach().float().cpu(),
-        logit_opacities=params["opacities"].detach().float().cpu(),
-        sh=render_colors(params).detach().float().cpu(),
+        means=copy(params["means"]),
+        quats=copy(params["quats"]),
+        log_scales=copy(params["scales"]),
+        logit_opacities=copy(params["opacities"]),
+        sh=copy(render_colors(params)),
     )
 
 

@@ -88,6 +88,7 @@ def test_the_layer_check_catches_upward_imports():
 
 
 def test_the_renderer_imports_alone():
+    """Nothing above the renderer's layer (which holds _version and errors too) loads with it."""
     code = (
         "import sys, gsplat_py.rendering; "
         "loaded = sorted(m for m in sys.modules if m.startswith('gsplat_py.') and "

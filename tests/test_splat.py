@@ -63,3 +63,34 @@ def test_splat_byte_layout(tmp_path):
     assert np.frombuffer(raw[:24], "<f4").tolist() == [1.0, 2.0, 3.0, 0.5, 0.25, 2.0]
     assert list(raw[24:28]) == [128, 128, 128, 128]  # grey 0.5 -> 127.5 rounds to 128, opacity 0.5
     assert list(raw[28:32]) == [255, 128, 128, 128]  # identity rotation: w = 1 -> 256 clamped to 255
+
+
+def test_splat_files_load_as_models(tmp_path):
+    """A .splat written byte by byte from the format's description (not by write_splat) loads as Gaussians of
+    SH degree 0 that render its colours; opacities of 0 and 255 stay finite."""
+    import struct
+
+    from gsplat_py.tools.saved_models import load_model
+
+    records = [
+        ((0.5, -1.0, 2.0), (0.1, 0.2, 0.3), (255, 0, 51, 255), (255, 128, 128, 128)),
+        ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (128, 64, 0, 0), (128, 128, 128, 128)),  # zero rotation bytes
+        ((1.0, 1.0, 1.0), (0.0, 2.0, 2.0), (0, 0, 0, 191), (128, 255, 128, 128)),  # a zero scale
+    ]
+    data = b"".join(
+        struct.pack("<3f3f4B4B", *position, *scale, *rgba, *rotation)
+        for position, scale, rgba, rotation in records
+    )
+    (tmp_path / "model.splat").write_bytes(data)
+    model = load_model(tmp_path / "model.splat")
+    splats = model.splats
+    splats.validate()  # all finite
+    assert model.frame.name == "colmap" and model.run is None and splats.sh_degree == 0
+    assert splats.means[0].tolist() == [0.5, -1.0, 2.0]
+    assert torch.allclose(splats.scales()[0], torch.tensor([0.1, 0.2, 0.3]), rtol=1e-6)
+    rendered_rgb = 0.5 + SH_C0 * splats.sh[:, 0]  # what the renderer shows for SH degree 0
+    assert torch.allclose(rendered_rgb[0], torch.tensor([1.0, 0.0, 0.2]), atol=1e-6)
+    assert torch.allclose(splats.opacities(), torch.tensor([1.0, 0.0, 191 / 255]), atol=1e-5)
+    assert splats.quats[1].tolist() == [1.0, 0.0, 0.0, 0.0]  # identity for the zero quaternion
+    assert torch.allclose(splats.quats[2], torch.tensor([0.0, 127 / 128, 0.0, 0.0]))
+    assert load_model(tmp_path / "model.splat", "normalized").frame.name == "normalized"

@@ -12,6 +12,9 @@ Each splat is 32 little-endian bytes, with no header; the file length is 32 N:
 Only the SH DC term survives (view-dependent colour is dropped), colours and rotations are quantised to
 8 bits, and splats are sorted by decreasing size x opacity, exp(s0 + s1 + s2) * sigmoid(opacity) (the
 order the format's converters write, so that viewers stream the biggest splats first).
+
+:func:`read_splat` turns a file back into Gaussians of SH degree 0 for rendering (its docstring says how
+the 8-bit values and zero scales are decoded).
 """
 
 from __future__ import annotations

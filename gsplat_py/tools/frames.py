@@ -24,6 +24,7 @@ from ..rendering.reference import spherical_harmonics
 __all__ = [
     "SAME_TRANSFORM_ATOL",
     "quaternion_from_rotation",
+    "rotation_from_quaternion",
     "rotate_sh",
     "transform_splats",
     "transform_cameras",
@@ -52,6 +53,19 @@ def quaternion_from_rotation(rotation: Tensor) -> Tensor:
         q = [(m[1][0] - m[0][1]) / s, (m[0][2] + m[2][0]) / s, (m[1][2] + m[2][1]) / s, 0.25 * s]
     quaternion = torch.tensor(q, dtype=torch.float64)
     return quaternion / quaternion.norm()
+
+
+def rotation_from_quaternion(quaternion: Tensor) -> Tensor:
+    """The 3x3 rotation (float64) of a (w, x, y, z) quaternion of any non-zero norm."""
+    w, x, y, z = (quaternion.double() / quaternion.double().norm()).tolist()
+    return torch.tensor(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ],
+        dtype=torch.float64,
+    )
 
 
 def _multiply_quaternions(a: Tensor, b: Tensor) -> Tensor:

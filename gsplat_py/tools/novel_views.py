@@ -71,6 +71,7 @@ __all__ = [
     "render_cameras",
     "check_render_memory",
     "depth_colour_range",
+    "depth_image",
     "select_cameras",
     "default_output",
     "render_to_folder",
@@ -180,6 +181,13 @@ def render_cameras(
                 alphas[index, ..., 0],
                 colors[index, ..., 3] if depth else None,
             )
+
+
+def depth_image(frame: RenderedFrame, depth_range: tuple[float, float] | None) -> np.ndarray:
+    """The colour-mapped depth of a frame rendered with depth (``depth/<name>.png``): uint8 [H, W, 3]."""
+    assert frame.depth is not None, "rendered with depth"
+    depth = frame.depth.cpu().numpy().astype(np.float32)
+    return colorize_depth(depth, frame.alpha.cpu().numpy(), depth_range)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -457,13 +465,9 @@ def render_to_folder(
             stem = stems[index]
             write_png(folders["images"] / f"{stem}.png", rgb)
             if frame.depth is not None:
-                depth = frame.depth.cpu().numpy().astype(np.float32)
                 with atomic_open(folders["depth"] / f"{stem}.npy") as file:
-                    np.save(file, depth)
-                write_png(
-                    folders["depth"] / f"{stem}.png",
-                    colorize_depth(depth, frame.alpha.cpu().numpy(), depth_range),
-                )
+                    np.save(file, frame.depth.cpu().numpy().astype(np.float32))
+                write_png(folders["depth"] / f"{stem}.png", depth_image(frame, depth_range))
             if options.alpha:
                 write_png(folders["alpha"] / f"{stem}.png", float_to_uint8(frame.alpha))
             if video is not None:

@@ -22,6 +22,7 @@ import math
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -48,6 +49,7 @@ from .checkpoint import (
 )
 from .config import Config, config_from_dict, config_to_toml
 from .evaluation import evaluate_views, evaluation_record, image_to_float, load_lpips, render_view
+from .hooks import StepReport, TrainingHook
 from .metrics import l1_ssim_loss
 from .pose_opt import PoseCorrection
 
@@ -63,6 +65,9 @@ _OPTIMISER_OPTIONS = (
     "pose_opt.lr",
     "pose_opt.reg",
 )
+# Weight of the newest step in the running average of step times that StepReport.steps_per_s reports:
+# about the last 20 steps, so a hook sees the speed change within a second or two of a densification.
+_STEP_TIME_SMOOTHING = 0.05
 
 
 def _default_output(config: Config) -> Path:
@@ -168,7 +173,8 @@ class Trainer:
     """Trains Gaussians on one scene as ``config`` says (see ``gsplat_py.training.config``).
 
     ``scene`` overrides loading ``config.data`` (tests pass synthetic scenes); ``checkpoint`` (a dict from
-    :func:`load_checkpoint`) restores a run's exact state instead of initialising.
+    :func:`load_checkpoint`) restores a run's exact state instead of initialising; ``hooks`` watch (and may
+    pause) training (`gsplat_py.training.hooks`).
     """
 
     def __init__(
@@ -177,8 +183,10 @@ class Trainer:
         scene: SceneData | None = None,
         checkpoint: dict | None = None,
         progress: bool = True,
+        hooks: Sequence[TrainingHook] = (),
     ):
         config.validate()
+        self.hooks = list(hooks)
         output = Path(config.train.output) if config.train.output else _default_output(config)
         # The trainer's own copy, with the output folder it chose: the caller's config is left as it was.
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, output=str(output)))
@@ -378,6 +386,8 @@ class Trainer:
             disable=not self.progress,
         )
         clock = time.perf_counter()
+        step_end = clock  # when the last step ended; the steps/s of the hooks' reports leave out the rest
+        step_time: float | None = None
         try:
             while self.step < last_step:
                 loss, render, target = self.train_step()
@@ -390,6 +400,25 @@ class Trainer:
                         gaussians=self.num_gaussians,
                         refresh=False,
                     )
+                if self.hooks:
+                    now = time.perf_counter()
+                    last_step_time = now - step_end
+                    step_time = (
+                        last_step_time
+                        if step_time is None
+                        else step_time + _STEP_TIME_SMOOTHING * (last_step_time - step_time)
+                    )
+                    step_end = now
+                    report = StepReport(
+                        step=self.step,
+                        steps=train.steps,
+                        loss=loss,
+                        num_gaussians=self.num_gaussians,
+                        sh_degree=self.config.model.sh_degree_at(self.step),
+                        steps_per_s=1.0 / step_time if step_time > 0 else 0.0,
+                    )
+                    for hook in self.hooks:
+                        hook.after_step(self, report)
                 eval_due = self._due(train.eval_every, tuple(train.eval_steps))
                 save_due = self._due(train.save_every)
                 if eval_due or save_due:
@@ -401,9 +430,19 @@ class Trainer:
                             f"{record['ssim']:.4f}, {record['num_gaussians']:,} Gaussians, "
                             f"{record['steps_per_s']:.1f} steps/s"
                         )
+                        for hook in self.hooks:
+                            hook.after_evaluation(self, record)
                     if save_due:
                         self.save_checkpoint()
                     clock = time.perf_counter()
+                    step_end = clock
+                if self.hooks:
+                    paused_from = time.perf_counter()
+                    for hook in self.hooks:
+                        hook.wait_while_paused()
+                    paused_s = time.perf_counter() - paused_from
+                    clock += paused_s  # a pause is not training time
+                    step_end += paused_s
         finally:
             bar.close()
         return self.metrics
