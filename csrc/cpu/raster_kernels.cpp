@@ -494,6 +494,8 @@ void backward_any(const RasterArgs<T>& a, const BackwardIn<T>& in, const Backwar
 
 }  // namespace
 
+int simd_lanes() { return kLanes; }
+
 void rasterize_forward(const RasterArgs<float>& args, const ForwardOut<float>& out) { forward_any(args, out); }
 void rasterize_forward(const RasterArgs<double>& args, const ForwardOut<double>& out) { forward_any(args, out); }
 void rasterize_backward(const RasterArgs<float>& args, const BackwardIn<float>& in, const BackwardOut<float>& out) {

@@ -47,6 +47,7 @@ template <typename T> struct BackwardOut {
 
 #define GS_DECLARE_RASTER_KERNELS(isa)                                                           \
     namespace isa {                                                                              \
+    int simd_lanes(); /* float lanes of a vector: 16 AVX-512, 8 AVX2, 4 SSE2/NEON */            \
     void rasterize_forward(const RasterArgs<float>& args, const ForwardOut<float>& out);        \
     void rasterize_backward(const RasterArgs<float>& args, const BackwardIn<float>& in,         \
                             const BackwardOut<float>& out);                                      \
