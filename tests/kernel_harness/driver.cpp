@@ -8,12 +8,15 @@
 //
 //     driver CASE_DIR [--out DIR] [--double] [--threads N] [--repeat R]
 //
-// Prints one line: the level, its lanes, and the median forward and backward kernel times in ms.
+// Prints one line: the level, its lanes, the pixel-Gaussian pairs (each intersection counted with all
+// of its tile's pixels in the image), and the median forward and backward kernel times in ms, wall-clock
+// and CPU time of the process (all threads; less disturbed by other work on a shared machine).
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <map>
 #include <string>
 #include <vector>
@@ -63,6 +66,12 @@ template <typename S> void write_array(const std::string& path, const std::vecto
 template <typename T> std::vector<T> read_values(const std::string& path, size_t count) {
     const std::vector<float> raw = read_array<float>(path, count);
     return std::vector<T>(raw.begin(), raw.end());
+}
+
+double cpu_ms() {
+    timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
 }
 
 double median(std::vector<double> v) {
@@ -118,19 +127,32 @@ template <typename T> int run(const std::string& dir, const std::string& out_dir
     const BackwardIn<T> bin = {trans.data(), last_ids.data(), v_colors_in.data(), v_alphas_in.data()};
     const BackwardOut<T> bout = {records.data(), v_bg_tiles.data()};
 
+    int64_t pairs = 0;
+    for (int64_t tile = 0; tile < n_tiles; ++tile) {
+        const int64_t local = tile % (TH * TW), x0 = local % TW * a.tile_size, y0 = local / TW * a.tile_size;
+        const int64_t end = tile + 1 < n_tiles ? offsets[tile + 1] : M;
+        pairs += (end - offsets[tile]) * std::min<int64_t>(a.tile_size, W - x0) * std::min<int64_t>(a.tile_size, H - y0);
+    }
+
     using clock = std::chrono::steady_clock;
-    std::vector<double> forward_ms, backward_ms;
+    std::vector<double> forward_ms, backward_ms, forward_cpu, backward_cpu;
     for (int r = 0; r < repeat; ++r) {
         const auto t0 = clock::now();
+        const double c0 = cpu_ms();
         GS_ISA::rasterize_forward(a, fwd);
         const auto t1 = clock::now();
+        const double c1 = cpu_ms();
         GS_ISA::rasterize_backward(a, bin, bout);
         const auto t2 = clock::now();
+        const double c2 = cpu_ms();
         forward_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
         backward_ms.push_back(std::chrono::duration<double, std::milli>(t2 - t1).count());
+        forward_cpu.push_back(c1 - c0);
+        backward_cpu.push_back(c2 - c1);
     }
-    std::printf("level %s lanes %d forward_ms %.3f backward_ms %.3f\n", GS_STRINGIFY(GS_ISA),
-                GS_ISA::simd_lanes(), median(forward_ms), median(backward_ms));
+    std::printf("level %s lanes %d pairs %lld forward_ms %.3f backward_ms %.3f forward_cpu_ms %.3f backward_cpu_ms %.3f\n",
+                GS_STRINGIFY(GS_ISA), GS_ISA::simd_lanes(), (long long)pairs, median(forward_ms), median(backward_ms),
+                median(forward_cpu), median(backward_cpu));
     if (out_dir.empty()) return 0;
 
     // Each Gaussian's records summed in intersection order, fields as in rasterize.cpp.
