@@ -8,7 +8,7 @@ float64) for comparison. The driver needs no torch, so it also runs where torch 
 for aarch64 and run under qemu (tests/test_kernel_harness.py).
 
     python tests/kernel_harness/kernel_case.py make DIR [--scene test|bench] [--n N] [--no-expected]
-    python tests/kernel_harness/kernel_case.py build OUT --level x86_64_v3 [--cxx g++] [--flag=-march=...]
+    python tests/kernel_harness/kernel_case.py build OUT --level x86_64_v3 [--cxx g++] [--flag=...]
     OUT DIR [--threads T] [--repeat R] [--double] [--out RESULTS]      # run the driver
 
 The bench scene is scripts/bench_render.py's (800x600, RGB); its kernel times give per-ISA rates without
@@ -33,6 +33,11 @@ KERNEL_SOURCE = REPO_ROOT / "csrc" / "cpu" / "raster_kernels.cpp"
 INCLUDE_DIRS = (REPO_ROOT / "csrc" / "include", REPO_ROOT / "csrc" / "cpu")
 # The flags setup.py compiles the kernels with, less the ISA flag (passed separately).
 CXX_FLAGS = ("-O3", "-std=c++20", "-fopenmp", "-fno-math-errno", "-Wall", "-Wno-unknown-pragmas", "-Wno-psabi")
+
+# The compiler flag of each level (namespace) as setup.py builds it, and the float lanes of its vectors.
+LEVEL_FLAGS = {"x86_64_v4": ["-march=x86-64-v4"], "x86_64_v3": ["-march=x86-64-v3"], "baseline": ["-march=x86-64"],
+               "neon": []}
+LEVEL_LANES = {"x86_64_v4": 16, "x86_64_v3": 8, "baseline": 4, "neon": 4}
 
 # The outputs the driver writes: (name, dtype of the float32 run; the float64 run writes float64).
 OUTPUTS = ("render_colors", "render_alphas", "transmittance", "last_ids", "v_means2d", "v_means2d_abs",
@@ -128,9 +133,11 @@ def read_outputs(directory: Path, float64: bool, prefix: str = "") -> dict:
             for name in OUTPUTS}
 
 
-def build_driver(output: Path, level: str, cxx: str = "g++", flags: Sequence[str] = ()) -> Path:
-    """Compiles driver.cpp and the kernels for one ISA level (namespace `level`) into `output`."""
+def build_driver(output: Path, level: str, cxx: str = "g++", flags: Optional[Sequence[str]] = None) -> Path:
+    """Compiles driver.cpp and the kernels for one ISA level (namespace `level`; flags: LEVEL_FLAGS[level]
+    unless given) into `output`."""
     output.parent.mkdir(parents=True, exist_ok=True)
+    flags = LEVEL_FLAGS[level] if flags is None else flags
     command = [cxx, *CXX_FLAGS, *flags, f"-DGS_ISA={level}", *(f"-I{d}" for d in INCLUDE_DIRS),
                str(HARNESS / "driver.cpp"), str(KERNEL_SOURCE), "-o", str(output)]
     subprocess.run(command, check=True)
@@ -163,7 +170,8 @@ def main() -> None:
     build.add_argument("output", type=Path)
     build.add_argument("--level", required=True, help="namespace: x86_64_v4, x86_64_v3, baseline, neon")
     build.add_argument("--cxx", default=shutil.which("g++") or "c++")
-    build.add_argument("--flag", action="append", default=[], help="extra compiler flag, e.g. --flag=-march=x86-64-v3")
+    build.add_argument("--flag", action="append", default=None,
+                       help="compiler flag instead of the level's own (repeat for several), e.g. --flag=-march=x86-64-v3")
     args = parser.parse_args()
     if args.command == "make":
         make_case(args.directory, args.scene, args.n, args.seed, expected=not args.no_expected)
