@@ -87,6 +87,16 @@ template <typename V> inline V simd_sqrt(V x) {
     return r;
 }
 
+// |x|: the sign bit cleared (one AND instead of a compare and a select).
+template <typename V> inline V simd_abs(V x) {
+    using M = decltype(V{} < V{});
+    M bits;
+    std::memcpy(&bits, &x, sizeof(x));
+    bits &= ~((M{} + 1) << (sizeof(x[0]) * 8 - 1));
+    std::memcpy(&x, &bits, sizeof(x));
+    return x;
+}
+
 // 0, 1, ..., kLanes - 1.
 template <typename V> inline V lane_iota() {
     V v;
@@ -494,8 +504,8 @@ void backward_tiles(const RasterArgs<T>& a, const SplatShape<T>* shapes, const B
                     const SplatGrad<V> sg = splat_alpha_vjp(s.conic, s.opacity, dx, dy, vis, v_alpha);
                     g_mx += sg.v_mean_x;
                     g_my += sg.v_mean_y;
-                    g_ax += sg.v_mean_x < T(0) ? -sg.v_mean_x : sg.v_mean_x;
-                    g_ay += sg.v_mean_y < T(0) ? -sg.v_mean_y : sg.v_mean_y;
+                    g_ax += simd_abs(sg.v_mean_x);
+                    g_ay += simd_abs(sg.v_mean_y);
                     g_ca += sg.v_conic_a;
                     g_cb += sg.v_conic_b;
                     g_cc += sg.v_conic_c;
