@@ -1,14 +1,14 @@
 // SIMD tile rasterizer, forward (front to back) and backward (back to front).
 //
 // Threads take whole tiles (dynamic schedule: tile costs vary a lot). Inside a tile the loop over its
-// Gaussians is outer and the loop over the tile's pixels inner, a 4x4 block of pixels at a time in GCC
-// vector types (GCC >= 12 or clang), so each step of the blending runs on whole SIMD registers whatever
-// the instruction set this file is compiled for (setup.py builds it once per x86-64 level, namespace
-// GS_ISA); blocks a Gaussian's ellipse cannot reach, or whose pixels have all stopped, are skipped. The
-// backward pass
-// writes one gradient record per (tile, Gaussian) intersection; rasterize.cpp sums each Gaussian's
-// records in intersection order, so gradients are bit-identical from run to run and for any number of
-// threads.
+// Gaussians is outer and the loop over the tile's pixels inner, a block of pixels at a time in GCC vector
+// types (GCC >= 12 or clang) as wide as one register of the instruction set this file is compiled for
+// (setup.py builds it once per x86-64 level, and once on aarch64, each into namespace GS_ISA): 4x4 pixels
+// with AVX-512, 4x2 with AVX2, 2x2 with SSE2 and NEON. Blocks a Gaussian's ellipse cannot reach, or whose
+// pixels have all stopped, are skipped. The backward pass writes one gradient record per (tile, Gaussian)
+// intersection; rasterize.cpp sums each Gaussian's records in intersection order, so gradients are
+// bit-identical from run to run and for any number of threads (for one build: the lane sums, and FMA
+// contraction, differ between builds).
 //
 // This file includes no torch or C++ library template headers on purpose: its inline functions are
 // compiled with ISA-specific flags and must not be shared (ODR) with the rest of the extension.
@@ -23,7 +23,7 @@
 #include "raster_kernels.h"
 
 #ifndef GS_ISA
-#error "GS_ISA must name the instruction-set namespace (x86_64_v4, x86_64_v3 or baseline)"
+#error "GS_ISA must name the instruction-set namespace (x86_64_v4, x86_64_v3, baseline or neon)"
 #endif
 
 namespace gsplat_py::cpu::GS_ISA {
