@@ -19,9 +19,9 @@ pytestmark = pytest.mark.skipif(not _backend.extension_available(), reason="C++ 
 
 TESTS = Path(__file__).resolve().parent
 
-# Renders the conftest scene (RGB+D, so 4 channels, plus a 5-channel feature render, and one with a tile
-# size that is no multiple of any pixel block's sides) and saves the outputs and gradients of every input;
-# backend "reference" renders the same with the plain-PyTorch reference.
+# Renders the conftest scene (RGB+D, so 4 channels, plus a 5-channel and a 1-channel render, and tile sizes
+# that no pixel block's sides divide, smaller than a block, and the largest) and saves the outputs and
+# gradients of every input; backend "reference" renders the same with the plain-PyTorch reference.
 CHILD = r"""
 import sys, torch
 sys.path.insert(0, sys.argv[1])
@@ -31,7 +31,8 @@ from conftest import make_scene, requires_grad_copy, random_like
 backend = sys.argv[3]
 results = {"level": ops.simd_level()}
 for dtype in (torch.float32, torch.float64):
-    for render_mode, channels, tile_size in (("RGB+D", 3, 16), ("RGB", 5, 16), ("RGB", 3, 7)):
+    for render_mode, channels, tile_size in (("RGB+D", 3, 16), ("RGB", 5, 16), ("RGB", 3, 7), ("RGB", 1, 64),
+                                             ("RGB", 3, 3)):
         scene = requires_grad_copy(make_scene(n=300, n_cameras=2, width=45, height=37, dtype=dtype,
                                               seed=3, channels=channels, tile_size=tile_size))
         colors, alphas, _ = gsplat_py.rasterization(**scene, render_mode=render_mode, tile_size=tile_size,
