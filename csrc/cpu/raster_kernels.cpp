@@ -150,7 +150,9 @@ template <typename V> struct LaneBuffer {
 constexpr int kBlockWidth = kLanes == 4 ? 2 : 4;
 constexpr int kBlockHeight = kLanes / kBlockWidth;
 
-template <typename T> int blocks_x(const RasterArgs<T>& a) { return (a.tile_size + kBlockWidth - 1) / kBlockWidth; }
+template <typename T> int blocks_x(const RasterArgs<T>& a) {
+    return (a.tile_size + kBlockWidth - 1) / kBlockWidth;
+}
 template <typename T> int blocks_y(const RasterArgs<T>& a) {
     return (a.tile_size + kBlockHeight - 1) / kBlockHeight;
 }

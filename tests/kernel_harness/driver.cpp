@@ -131,7 +131,8 @@ template <typename T> int run(const std::string& dir, const std::string& out_dir
     for (int64_t tile = 0; tile < n_tiles; ++tile) {
         const int64_t local = tile % (TH * TW), x0 = local % TW * a.tile_size, y0 = local / TW * a.tile_size;
         const int64_t end = tile + 1 < n_tiles ? offsets[tile + 1] : M;
-        pairs += (end - offsets[tile]) * std::min<int64_t>(a.tile_size, W - x0) * std::min<int64_t>(a.tile_size, H - y0);
+        pairs += (end - offsets[tile]) * std::min<int64_t>(a.tile_size, W - x0) *
+                 std::min<int64_t>(a.tile_size, H - y0);
     }
 
     using clock = std::chrono::steady_clock;
@@ -150,7 +151,8 @@ template <typename T> int run(const std::string& dir, const std::string& out_dir
         forward_cpu.push_back(c1 - c0);
         backward_cpu.push_back(c2 - c1);
     }
-    std::printf("level %s lanes %d pairs %lld forward_ms %.3f backward_ms %.3f forward_cpu_ms %.3f backward_cpu_ms %.3f\n",
+    std::printf("level %s lanes %d pairs %lld forward_ms %.3f backward_ms %.3f forward_cpu_ms %.3f "
+                "backward_cpu_ms %.3f\n",
                 GS_STRINGIFY(GS_ISA), GS_ISA::simd_lanes(), (long long)pairs, median(forward_ms), median(backward_ms),
                 median(forward_cpu), median(backward_cpu));
     if (out_dir.empty()) return 0;

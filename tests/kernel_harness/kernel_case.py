@@ -171,7 +171,8 @@ def main() -> None:
     build.add_argument("--level", required=True, help="namespace: x86_64_v4, x86_64_v3, baseline, neon")
     build.add_argument("--cxx", default=shutil.which("g++") or "c++")
     build.add_argument("--flag", action="append", default=None,
-                       help="compiler flag instead of the level's own (repeat for several), e.g. --flag=-march=x86-64-v3")
+                       help="compiler flag instead of the level's own (repeat for several), "
+                            "e.g. --flag=-march=x86-64-v3")
     args = parser.parse_args()
     if args.command == "make":
         make_case(args.directory, args.scene, args.n, args.seed, expected=not args.no_expected)
