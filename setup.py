@@ -52,13 +52,19 @@ CXX_FLAGS = ["-O3", "-g0", "-std=c++20", "-fopenmp", "-fno-math-errno", "-Wall",
 
 
 # The SIMD rasterizer kernels (torch-free) are compiled once per instruction-set level, each into its
-# own namespace; csrc/cpu/rasterize.cpp picks the best one the CPU supports at run time.
+# own namespace; csrc/cpu/rasterize.cpp picks the best one the CPU supports at run time. The vector width
+# follows the level: 16 floats with AVX-512, 8 with AVX2, 4 with SSE2 and NEON (armv8-a's baseline).
 SIMD_KERNEL_SOURCE = os.path.join("csrc", "cpu", "raster_kernels.cpp")
-SIMD_LEVELS = (
-    {"x86_64_v4": "-march=x86-64-v4", "x86_64_v3": "-march=x86-64-v3", "baseline": "-march=x86-64"}
-    if platform.machine() in ("x86_64", "AMD64")
-    else {"baseline": None}
-)
+if platform.machine() in ("x86_64", "AMD64"):
+    SIMD_LEVELS = {
+        "x86_64_v4": "-march=x86-64-v4",
+        "x86_64_v3": "-march=x86-64-v3",
+        "baseline": "-march=x86-64",
+    }
+elif platform.machine() in ("aarch64", "arm64"):
+    SIMD_LEVELS = {"neon": None}
+else:
+    SIMD_LEVELS = {"baseline": None}
 
 
 class BuildWithSimdKernels(BuildExtension):

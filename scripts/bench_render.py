@@ -10,6 +10,12 @@ Prints markdown tables (for BENCHMARKS.md) with the performance targets, and wri
     python scripts/bench_render.py                         # full benchmark (several minutes)
     python scripts/bench_render.py --quick                 # smoke run: N=10k, C++ only, 2 repeats
     python scripts/bench_render.py --compare-wait-policy   # adds the OMP_WAIT_POLICY comparison
+    python scripts/bench_render.py --simd-levels           # only: the rasterize op per SIMD build (below)
+
+--simd-levels times the rasterize op alone (forward and backward) and the whole C++ fwd+bwd for every SIMD
+build of the rasterizer this CPU runs (GSPLAT_PY_SIMD forces each, ATEN_CPU_CAPABILITY gives torch's own
+kernels the same level, as on a CPU without the better ones), at --sizes (default 10k and 100k) with 1
+thread and torch's default, in --rounds fresh processes per level (interleaved), and reports medians.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import gsplat_py
 from gsplat_py.rendering import ops
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUTPUT = REPO_ROOT / "bench_results" / "bench_render.json"
 
 # ---- the synthetic scene: one pinhole camera at the origin looking down +z (viewmat = identity) ----------
 WIDTH, HEIGHT = 800, 600
@@ -140,15 +147,17 @@ def make_cotangents(seed: int) -> tuple[Tensor, Tensor]:
     return torch.randn(1, HEIGHT, WIDTH, 3, generator=g), torch.randn(1, HEIGHT, WIDTH, 1, generator=g)
 
 
-def time_median(fn: Callable, repeats: int):
-    """Call fn once as warm-up, then `repeats` timed times. Returns (median s, samples s, warm-up's
-    result)."""
+def time_median(fn: Callable, repeats: int, cpu_samples: list | None = None):
+    """Call fn once as warm-up, then `repeats` timed times. Returns (median s, samples s, warm-up's result);
+    appends the process CPU time of each call (all threads) to cpu_samples if given."""
     result = fn()
     samples = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         fn()
         samples.append(time.perf_counter() - start)
+        if cpu_samples is not None:
+            cpu_samples.append(time.process_time() - cpu_start)
     return statistics.median(samples), samples, result
 
 
@@ -323,6 +332,236 @@ def measure_thread_scaling(
     }
 
 
+# --------------------------------------------------------------------------------------------------------
+# Per SIMD build (--simd-levels)
+# --------------------------------------------------------------------------------------------------------
+
+SIMD_LEVEL_ORDER = ["x86-64-v4", "x86-64-v3", "baseline"]  # best first
+SIMD_LEVEL_LANES = {"x86-64-v4": 16, "x86-64-v3": 8, "baseline": 4, "neon": 4}
+SIMD_LEVEL_NAMES = {"x86-64-v4": "AVX-512", "x86-64-v3": "AVX2", "baseline": "SSE2", "neon": "NEON"}
+TORCH_CAPABILITY = {"x86-64-v4": "avx512", "x86-64-v3": "avx2", "baseline": "default"}
+
+
+def simd_levels() -> list[str]:
+    """The SIMD builds of the rasterizer this CPU runs, best first."""
+    best = ops.simd_level()
+    return SIMD_LEVEL_ORDER[SIMD_LEVEL_ORDER.index(best) :] if best in SIMD_LEVEL_ORDER else [best]
+
+
+def time_rasterize_op(scene: Scene, repeats: int, cotangents: tuple[Tensor, Tensor]) -> dict:
+    """The rasterize op alone, forward and backward, on the scene's projected and binned Gaussians."""
+    tile_width, tile_height = math.ceil(WIDTH / TILE_SIZE), math.ceil(HEIGHT / TILE_SIZE)
+    with torch.no_grad():
+        radii, means2d, depths, conics, _ = ops.project_gaussians(
+            scene.means,
+            scene.quats,
+            scene.scales,
+            scene.viewmats,
+            scene.Ks,
+            WIDTH,
+            HEIGHT,
+            opacities=scene.opacities,
+        )
+        _, offsets, ids = ops.bin_gaussians_to_tiles(
+            means2d, radii, depths, TILE_SIZE, tile_width, tile_height
+        )
+    n = scene.n
+    args = (
+        means2d.contiguous(),
+        conics.contiguous(),
+        scene.colors.detach()[None].contiguous(),
+        scene.opacities.detach()[None].expand(1, n).contiguous(),
+        None,
+        WIDTH,
+        HEIGHT,
+        TILE_SIZE,
+        offsets,
+        ids,
+    )
+    forward_cpu, backward_cpu = [], []
+    forward_s, _, (_, _, transmittance, last_ids) = time_median(
+        lambda: torch.ops.gsplat_py.rasterize_forward(*args), repeats, forward_cpu
+    )
+    v_colors, v_alphas = cotangents
+    backward_s, _, _ = time_median(
+        lambda: torch.ops.gsplat_py.rasterize_backward(
+            *args, transmittance, last_ids, v_colors, v_alphas[..., 0].contiguous(), False
+        ),
+        repeats,
+        backward_cpu,
+    )
+    return {
+        "rasterize_forward_s": forward_s,
+        "rasterize_backward_s": backward_s,
+        "rasterize_forward_cpu_s": statistics.median(forward_cpu),
+        "rasterize_backward_cpu_s": statistics.median(backward_cpu),
+        "n_isects": ids.numel(),
+        "pixel_gaussian_pairs": pixel_gaussian_pairs(offsets, ids.numel()),
+    }
+
+
+def run_simd_level_child(args: argparse.Namespace) -> None:
+    """Hidden mode: the rasterize op and C++ fwd+bwd at each size and thread count, as one JSON line."""
+    default_threads = torch.get_num_threads()
+    cotangents = make_cotangents(args.seed)
+    rows = []
+    for n in args.sizes:
+        scene = make_scene(n, args.sh_degree, args.seed)
+        for threads in sorted({1, default_threads}):
+            torch.set_num_threads(threads)
+            rows.append(
+                {
+                    "n": n,
+                    "threads": threads,
+                    **time_rasterize_op(scene, args.repeats, cotangents),
+                    **time_forward_backward(scene, "cpp", args.repeats, cotangents),
+                }
+            )
+    print(
+        json.dumps(
+            {
+                "level": ops.simd_level(),
+                "torch_capability": torch.backends.cpu.get_cpu_capability(),
+                "rows": rows,
+            }
+        )
+    )
+
+
+def measure_simd_levels(args: argparse.Namespace) -> dict:
+    """Every SIMD level in fresh processes, --rounds times interleaved; per-row medians over the rounds."""
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--simd-level-child",
+        "--repeats",
+        str(args.repeats),
+        "--seed",
+        str(args.seed),
+        "--sizes",
+        *map(str, args.sizes),
+    ]
+    if args.sh_degree is not None:
+        command += ["--sh-degree", str(args.sh_degree)]
+    levels = simd_levels()
+    runs = {level: [] for level in levels}
+    for round_index in range(args.rounds):
+        for level in levels[round_index % len(levels) :] + levels[: round_index % len(levels)]:
+            progress(f"SIMD levels: round {round_index + 1}/{args.rounds}, GSPLAT_PY_SIMD={level}")
+            env = dict(os.environ, GSPLAT_PY_SIMD=level)
+            if level in TORCH_CAPABILITY:
+                env["ATEN_CPU_CAPABILITY"] = TORCH_CAPABILITY[level]
+            child = subprocess.run(command, env=env, capture_output=True, text=True)
+            if child.returncode != 0:
+                raise RuntimeError(
+                    f"SIMD level measurement failed (exit {child.returncode}):\n{child.stderr}"
+                )
+            measured = json.loads(child.stdout.strip().splitlines()[-1])
+            if measured["level"] != level:
+                raise RuntimeError(f"asked for SIMD level {level}, the extension ran {measured['level']}")
+            runs[level].append(measured)
+    timed = (
+        "rasterize_forward_s",
+        "rasterize_backward_s",
+        "rasterize_forward_cpu_s",
+        "rasterize_backward_cpu_s",
+        "fwd_bwd_s",
+    )
+    results = []
+    for level in levels:
+        for i, row in enumerate(runs[level][0]["rows"]):
+            merged = {k: v for k, v in row.items() if k not in timed and not k.endswith("_samples_s")}
+            for key in timed:
+                merged[key + "_rounds"] = [run["rows"][i][key] for run in runs[level]]
+                merged[key] = statistics.median(merged[key + "_rounds"])
+            results.append(
+                {
+                    "level": level,
+                    "lanes": SIMD_LEVEL_LANES.get(level),
+                    "torch_capability": runs[level][0]["torch_capability"],
+                    **merged,
+                }
+            )
+    return {"rounds": args.rounds, "rows": results}
+
+
+def render_simd_report(report: dict) -> str:
+    simd = report["simd_levels"]
+    out = header_lines(report, "## gsplat_py rasterizer per SIMD build") + [
+        f"- load average at the end {' / '.join(f'{x:.2f}' for x in report['load_average_at_end'])}; "
+        "medians of "
+        f"{report['settings']['repeats']} repeats in each of {simd['rounds']} processes per level, then the "
+        "median "
+        "over the processes; torch's own kernels at the level's capability (column torch)",
+        "",
+    ]
+    rows = []
+    for r in simd["rows"]:
+        pairs, raster = r["pixel_gaussian_pairs"], r["rasterize_forward_s"] + r["rasterize_backward_s"]
+        rows.append(
+            [
+                f"{r['level']} {SIMD_LEVEL_NAMES.get(r['level'], '')} ({r['lanes']})",
+                r["torch_capability"],
+                f"{r['n']:,}",
+                str(r["threads"]),
+                fmt_ms(r["rasterize_forward_s"]),
+                fmt_ms(r["rasterize_backward_s"]),
+                f"{fmt_ms(r['rasterize_forward_cpu_s'])} / {fmt_ms(r['rasterize_backward_cpu_s'])}",
+                f"{r['rasterize_forward_s'] / pairs * 1e9:.2f}",
+                f"{r['rasterize_backward_s'] / pairs * 1e9:.2f}",
+                f"{raster / r['n_isects'] * 1e9:.0f}",
+                fmt_ms(r["fwd_bwd_s"]),
+            ]
+        )
+    out.append(
+        table(
+            [
+                "SIMD build (lanes)",
+                "torch",
+                "N",
+                "threads",
+                "rasterize fwd (ms)",
+                "rasterize bwd (ms)",
+                "CPU time fwd / bwd (ms)³",
+                "fwd ns/pair¹",
+                "bwd ns/pair¹",
+                "fwd+bwd ns/isect²",
+                "C++ fwd+bwd (ms)",
+            ],
+            rows,
+        )
+    )
+    by_key = {(r["level"], r["n"], r["threads"]): r for r in simd["rows"]}
+    ratios = []
+    for (level, n, threads), r in by_key.items():
+        lower = SIMD_LEVEL_ORDER[SIMD_LEVEL_ORDER.index(level) + 1 :] if level in SIMD_LEVEL_ORDER else []
+        for other in [lv for lv in lower if (lv, n, threads) in by_key][:1]:  # the next lower level
+            o = by_key[(other, n, threads)]
+            ratios.append(
+                [f"{level} / {other}", f"{n:,}", str(threads)]
+                + [
+                    f"{o[key] / r[key]:.2f}×"
+                    for key in ("rasterize_forward_s", "rasterize_backward_s", "fwd_bwd_s")
+                ]
+            )
+    if ratios:
+        out += [
+            "",
+            "Speed-up of each build over the next lower one (time of the lower / time of the higher):",
+            "",
+            table(["builds", "N", "threads", "rasterize fwd", "rasterize bwd", "C++ fwd+bwd"], ratios),
+        ]
+    out += [
+        "",
+        "1. " + FOOTNOTES[1],
+        "2. Rasterize forward + backward time per (tile, Gaussian) intersection, from all threads together.",
+        "3. Process CPU time (all threads) of the rasterize op: on a busy machine closer to the time on an "
+        "idle "
+        "one than wall-clock time is.",
+    ]
+    return "\n".join(out)
+
+
 def run_wait_policy_child(args: argparse.Namespace) -> None:
     """Hidden mode: one C++ fwd+bwd measurement at --scaling-n, printed as one JSON line."""
     scene = make_scene(args.scaling_n, args.sh_degree, args.seed)
@@ -443,10 +682,11 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def render_report(report: dict) -> str:
+def header_lines(report: dict, title: str) -> list[str]:
+    """The title, and the machine, build, load and scene lines."""
     settings, machine = report["settings"], report["machine"]
-    out = [
-        "## gsplat_py render benchmark",
+    return [
+        title,
         "",
         f"- machine: {machine['cpu_model']}, {machine['logical_cpus']} logical CPUs, {machine['platform']}",
         f"- torch {machine['torch_version']} ({machine['cpu_capability']}), {machine['torch_threads']} "
@@ -460,6 +700,11 @@ def render_report(report: dict) -> str:
         f"{'RGB colours' if settings['sh_degree'] is None else 'SH degree ' + str(settings['sh_degree'])}, "
         f"tile {TILE_SIZE}, seed {settings['seed']}; repeats: {settings['repeats']} (C++), "
         f"{settings['reference_repeats']} (reference)",
+    ]
+
+
+def render_report(report: dict) -> str:
+    out = header_lines(report, "## gsplat_py render benchmark") + [
         "",
         "### Forward and backward (default threads)",
         "",
@@ -672,17 +917,21 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="smoke run: N=10000 only (also for thread scaling), 2 repeats, no reference",
     )
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON file to write")
     parser.add_argument(
-        "--output",
-        type=Path,
-        default=REPO_ROOT / "bench_results" / "bench_render.json",
-        help="JSON file to write",
+        "--simd-levels",
+        action="store_true",
+        help="only time the rasterize op and C++ fwd+bwd per SIMD build (see above)",
     )
+    parser.add_argument("--rounds", type=int, default=3, help="processes per SIMD level with --simd-levels")
     parser.add_argument("--wait-policy-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--simd-level-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if (args.simd_levels or args.simd_level_child) and "--sizes" not in sys.argv:
+        args.sizes = [10_000, 100_000]
     if args.quick:
         args.sizes, args.scaling_n, args.repeats = [10_000], 10_000, 2
-    for name in ("sizes", "repeats", "reference_repeats", "scaling_n"):
+    for name in ("sizes", "repeats", "reference_repeats", "scaling_n", "rounds"):
         values = getattr(args, name)
         if min(values if isinstance(values, list) else [values]) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -694,6 +943,9 @@ def main() -> None:
     if args.wait_policy_child:
         run_wait_policy_child(args)
         return
+    if args.simd_level_child:
+        run_simd_level_child(args)
+        return
 
     default_threads = torch.get_num_threads()
     report = {
@@ -704,7 +956,7 @@ def main() -> None:
             **{
                 k: (str(v) if isinstance(v, Path) else v)
                 for k, v in vars(args).items()
-                if k != "wait_policy_child"
+                if k not in ("wait_policy_child", "simd_level_child")
             },
             "width": WIDTH,
             "height": HEIGHT,
@@ -716,6 +968,17 @@ def main() -> None:
         },
     }
     progress(f"OMP_WAIT_POLICY={report['omp_wait_policy'] or 'unset'}, {default_threads} threads")
+    if args.simd_levels:
+        report["simd_levels"] = measure_simd_levels(args)
+        report["load_average_at_end"] = os.getloadavg()
+        print(render_simd_report(report))
+        output = (
+            args.output.with_name("bench_simd_levels.json") if args.output == DEFAULT_OUTPUT else args.output
+        )
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nJSON written to {output}")
+        return
     cotangents = make_cotangents(args.seed)
     report["sizes"] = measure_sizes(args, cotangents)
     report["thread_scaling"] = measure_thread_scaling(args, cotangents, default_threads)

@@ -1,6 +1,8 @@
-"""Every SIMD build of the rasterizer kernels (AVX-512, AVX2+FMA, baseline x86-64) against the
-reference, each in a subprocess started with GSPLAT_PY_SIMD=<level>: the machine running the tests
-normally exercises only its best level, and a bug in another would otherwise ship unseen."""
+"""Every SIMD build of the rasterizer kernels (AVX-512 with 16-lane vectors, AVX2+FMA with 8, baseline
+x86-64 with 4) against the best one, each in a subprocess started with GSPLAT_PY_SIMD=<level>: the machine
+running the tests normally exercises only its best level, and a bug in another would otherwise ship unseen.
+(The best level is checked against the reference in test_cpp_ops.py; aarch64 has one build, NEON, with 4
+lanes, also run under qemu on x86 by test_kernel_harness.py.)"""
 
 import os
 import subprocess
@@ -9,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import relative_error
 
 from gsplat_py.rendering import _backend
 
@@ -16,33 +19,37 @@ pytestmark = pytest.mark.skipif(not _backend.extension_available(), reason="C++ 
 
 TESTS = Path(__file__).resolve().parent
 
-# Renders the conftest scene (RGB+D, so 4 channels, plus a 5-channel feature render) and saves the
-# outputs and gradients of every input.
+# Renders the conftest scene (RGB+D, so 4 channels, plus a 5-channel and a 1-channel render, and tile sizes
+# that no pixel block's sides divide, smaller than a block, and the largest) and saves the outputs and
+# gradients of every input; backend "reference" renders the same with the plain-PyTorch reference.
 CHILD = r"""
 import sys, torch
 sys.path.insert(0, sys.argv[1])
 import gsplat_py
 from gsplat_py.rendering import ops
 from conftest import make_scene, requires_grad_copy, random_like
+backend = sys.argv[3]
 results = {"level": ops.simd_level()}
 for dtype in (torch.float32, torch.float64):
-    for render_mode, channels in (("RGB+D", 3), ("RGB", 5)):
+    for render_mode, channels, tile_size in (("RGB+D", 3, 16), ("RGB", 5, 16), ("RGB", 3, 7), ("RGB", 1, 64),
+                                             ("RGB", 3, 3)):
         scene = requires_grad_copy(make_scene(n=300, n_cameras=2, width=45, height=37, dtype=dtype,
-                                              seed=3, channels=channels))
-        colors, alphas, _ = gsplat_py.rasterization(**scene, render_mode=render_mode, backend="cpp")
+                                              seed=3, channels=channels, tile_size=tile_size))
+        colors, alphas, _ = gsplat_py.rasterization(**scene, render_mode=render_mode, tile_size=tile_size,
+                                                    backend=backend)
         loss = (colors * random_like(colors, 1)).sum() + (alphas * random_like(alphas, 2)).sum()
         loss.backward()
-        key = f"{dtype}-{render_mode}-{channels}"
+        key = f"{dtype}-{render_mode}-{channels}-{tile_size}"
         results[key] = [colors.detach(), alphas.detach()] + [
             v.grad for v in scene.values() if isinstance(v, torch.Tensor) and v.grad is not None]
 torch.save(results, sys.argv[2])
 """
 
 
-def run_level(level: str, tmp_path: Path) -> dict:
-    out = tmp_path / f"{level}.pt"
+def run_level(level: str, tmp_path: Path, backend: str = "cpp") -> dict:
+    out = tmp_path / f"{level}-{backend}.pt"
     env = dict(os.environ, GSPLAT_PY_SIMD=level)
-    subprocess.run([sys.executable, "-c", CHILD, str(TESTS), str(out)], check=True, env=env)
+    subprocess.run([sys.executable, "-c", CHILD, str(TESTS), str(out), backend], check=True, env=env)
     return torch.load(out)
 
 
@@ -52,6 +59,8 @@ def available_levels():
     from gsplat_py.rendering import ops
 
     best = ops.simd_level()
+    if best == "neon":
+        return [best]
     order = ["baseline", "x86-64-v3", "x86-64-v4"]
     return order[: order.index(best) + 1]
 
@@ -76,3 +85,15 @@ def test_every_simd_level_gives_the_same_render_and_gradients(tmp_path):
                     close = torch.isclose(actual, expected, rtol=1e-4, atol=1e-5)
                     assert close.float().mean() > 0.999, (level, key)
                     assert (actual - expected).abs().max() < 1e-1 * (1 + expected.abs().max()), (level, key)
+    # float64 against the reference, with test_cpp_ops.py's tolerances (forward 1e-4, gradients 1e-6
+    # relative).
+    reference = run_level(levels[-1], tmp_path, backend="reference")
+    for level in levels:
+        for key, tensors in reference.items():
+            if not key.startswith("torch.float64"):
+                continue
+            actual = results[level][key]
+            torch.testing.assert_close(actual[0], tensors[0], rtol=1e-4, atol=1e-8)
+            torch.testing.assert_close(actual[1], tensors[1], rtol=1e-4, atol=1e-8)
+            for a, e in zip(actual[2:], tensors[2:]):
+                assert relative_error(a, e) < 1e-6, (level, key, relative_error(a, e))

@@ -1,14 +1,14 @@
 // SIMD tile rasterizer, forward (front to back) and backward (back to front).
 //
 // Threads take whole tiles (dynamic schedule: tile costs vary a lot). Inside a tile the loop over its
-// Gaussians is outer and the loop over the tile's pixels inner, a 4x4 block of pixels at a time in GCC
-// vector types (GCC >= 12 or clang), so each step of the blending runs on whole SIMD registers whatever
-// the instruction set this file is compiled for (setup.py builds it once per x86-64 level, namespace
-// GS_ISA); blocks a Gaussian's ellipse cannot reach, or whose pixels have all stopped, are skipped. The
-// backward pass
-// writes one gradient record per (tile, Gaussian) intersection; rasterize.cpp sums each Gaussian's
-// records in intersection order, so gradients are bit-identical from run to run and for any number of
-// threads.
+// Gaussians is outer and the loop over the tile's pixels inner, a block of pixels at a time in GCC vector
+// types (GCC >= 12 or clang) as wide as one register of the instruction set this file is compiled for
+// (setup.py builds it once per x86-64 level, and once on aarch64, each into namespace GS_ISA): 4x4 pixels
+// with AVX-512, 4x2 with AVX2, 2x2 with SSE2 and NEON. Blocks a Gaussian's ellipse cannot reach, or whose
+// pixels have all stopped, are skipped. The backward pass writes one gradient record per (tile, Gaussian)
+// intersection; rasterize.cpp sums each Gaussian's records in intersection order, so gradients are
+// bit-identical from run to run and for any number of threads (for one build: the lane sums, and FMA
+// contraction, differ between builds).
 //
 // This file includes no torch or C++ library template headers on purpose: its inline functions are
 // compiled with ISA-specific flags and must not be shared (ODR) with the rest of the extension.
@@ -23,7 +23,7 @@
 #include "raster_kernels.h"
 
 #ifndef GS_ISA
-#error "GS_ISA must name the instruction-set namespace (x86_64_v4, x86_64_v3 or baseline)"
+#error "GS_ISA must name the instruction-set namespace (x86_64_v4, x86_64_v3, baseline or neon)"
 #endif
 
 // clang-format off: formatted once the rewrite of these SIMD internals on another branch has landed
@@ -33,7 +33,20 @@ namespace gsplat_py::cpu::GS_ISA {
 
 namespace {
 
+// A vector is one native register of floats of the instruction set this file is compiled for: 16 lanes
+// with AVX-512, 8 with AVX (AVX2), 4 otherwise (SSE2, NEON, any other target of GCC's vector types).
+// Wider vectors than the registers made GCC split every operation and spill the halves: the 16-lane
+// AVX2 build was ~5x slower than AVX-512 per pixel instead of 2x. GS_LANES overrides it (experiments).
+#if defined(GS_LANES)
+constexpr int kLanes = GS_LANES;
+#elif defined(__AVX512F__)
 constexpr int kLanes = 16;
+#elif defined(__AVX__)
+constexpr int kLanes = 8;
+#else
+constexpr int kLanes = 4;
+#endif
+static_assert(kLanes == 4 || kLanes == 8 || kLanes == 16, "a vector has 4, 8 or 16 lanes");
 
 template <typename T> struct Simd {
     typedef T V __attribute__((vector_size(kLanes * sizeof(T))));
@@ -44,7 +57,7 @@ template <typename T> struct Simd {
 using VF = Simd<float>::V;
 using VD = Simd<double>::V;
 
-// exp(x) for x <= 0 on 16 floats: Cody-Waite range reduction and a degree-7 polynomial (Cephes expf,
+// exp(x) for x <= 0 lane by lane: Cody-Waite range reduction and a degree-7 polynomial (Cephes expf,
 // max relative error ~2e-7). Inputs below -87 give exp(-87), far below any blending threshold.
 inline VF simd_exp(VF x) {
     x = x < -87.0f ? VF{} - 87.0f : x;
@@ -70,6 +83,30 @@ inline VD simd_exp(VD x) {
     return r;
 }
 
+// sqrt lane by lane (x >= 0): GCC turns the unrolled loop into one vector sqrt.
+template <typename V> inline V simd_sqrt(V x) {
+    V r;
+    for (int l = 0; l < kLanes; ++l) r[l] = std::sqrt(x[l]);
+    return r;
+}
+
+// |x|: the sign bit cleared (one AND instead of a compare and a select).
+template <typename V> inline V simd_abs(V x) {
+    using M = decltype(V{} < V{});
+    M bits;
+    std::memcpy(&bits, &x, sizeof(x));
+    bits &= ~((M{} + 1) << (sizeof(x[0]) * 8 - 1));
+    std::memcpy(&x, &bits, sizeof(x));
+    return x;
+}
+
+// 0, 1, ..., kLanes - 1.
+template <typename V> inline V lane_iota() {
+    V v;
+    for (int l = 0; l < kLanes; ++l) v[l] = l;
+    return v;
+}
+
 // Whether any lane of a mask is set: an OR of its 64-bit words, far cheaper than lane extracts.
 template <typename M> inline bool any_lane(M m) {
     uint64_t words[sizeof(M) / 8];
@@ -79,18 +116,23 @@ template <typename M> inline bool any_lane(M m) {
     return any != 0;
 }
 
-// Sum of the 16 lanes as a fixed tree of vector adds (lanes l and l+8, then l and l+4, ...): a few
-// instructions instead of 15 dependent scalar adds, and the same order on every instruction set.
+// Sum of the lanes as a fixed tree (lanes l and l + n/2 of the n lanes, then of the n/2 sums, ...): a
+// few instructions instead of n - 1 dependent scalar adds, in the same order for every build of a width.
 template <typename V> inline auto hsum(V v) {
-    v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
-    v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
-    v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
-    v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
-    return v[0];
+    constexpr int n = sizeof(V) / sizeof(v[0]);
+    if constexpr (n == 16)
+        return hsum(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                    __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15));
+    else if constexpr (n == 8)
+        return hsum(__builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7));
+    else if constexpr (n == 4)
+        return hsum(__builtin_shufflevector(v, v, 0, 1) + __builtin_shufflevector(v, v, 2, 3));
+    else
+        return v[0] + v[1];
 }
 
 template <typename T> struct TileGeometry {
-    int camera, x0, y0, n_inside;
+    int camera, x0, y0, width, height, n_inside;  // width x height: the tile's pixels in the image
     int64_t begin, end;  // the tile's range in flatten_ids
 };
 
@@ -104,71 +146,76 @@ template <typename V> struct LaneBuffer {
     LaneBuffer& operator=(const LaneBuffer&) = delete;
 };
 
-// A vector holds a 4x4 block of pixels (lane l: column l % 4, row l / 4); a tile is a grid of
-// blocks_per_side^2 blocks, padded where the tile size is not a multiple of 4. Square blocks fit the
+// A vector holds a block of kBlockWidth x kBlockHeight pixels (lane l: column l % kBlockWidth, row
+// l / kBlockWidth): 4x4 for 16 lanes, 4x2 for 8, 2x2 for 4. A tile is a grid of blocks_x * blocks_y
+// blocks, padded where the tile size is not a multiple of the block size. Near-square blocks fit the
 // footprint of a small splat more tightly than tile rows do.
-constexpr int kBlockSide = 4;
-static_assert(kBlockSide * kBlockSide == kLanes, "a vector is one block of pixels");
+constexpr int kBlockWidth = kLanes == 4 ? 2 : 4;
+constexpr int kBlockHeight = kLanes / kBlockWidth;
 
-template <typename T> int blocks_per_side(const RasterArgs<T>& a) {
-    return (a.tile_size + kBlockSide - 1) / kBlockSide;
+template <typename T> int blocks_x(const RasterArgs<T>& a) {
+    return (a.tile_size + kBlockWidth - 1) / kBlockWidth;
+}
+template <typename T> int blocks_y(const RasterArgs<T>& a) {
+    return (a.tile_size + kBlockHeight - 1) / kBlockHeight;
 }
 
-template <typename T> int vectors_per_tile(const RasterArgs<T>& a) {
-    return blocks_per_side(a) * blocks_per_side(a);
-}
+template <typename T> int vectors_per_tile(const RasterArgs<T>& a) { return blocks_x(a) * blocks_y(a); }
 
-// Position in the tile of lane l of vector q.
-template <typename T> void lane_position(const RasterArgs<T>& a, int q, int l, int& lx, int& ly) {
-    const int B = blocks_per_side(a);
-    lx = (q % B) * kBlockSide + l % kBlockSide;
-    ly = (q / B) * kBlockSide + l / kBlockSide;
-}
-
-// Pixel centres of a tile, and which lanes are real pixels of the image.
+// Pixel centres of a tile, and which lanes are real pixels of the image (the tile's first `width`
+// columns and `height` rows).
 template <typename T>
 TileGeometry<T> tile_setup(const RasterArgs<T>& a, int64_t tile, typename Simd<T>::V* px,
                            typename Simd<T>::V* py, typename Simd<T>::M* inside) {
+    using V = typename Simd<T>::V;
     const int64_t per_camera = int64_t(a.tile_width) * a.tile_height;
     const int64_t local = tile % per_camera;
     TileGeometry<T> g;
     g.camera = int(tile / per_camera);
     g.x0 = int(local % a.tile_width) * a.tile_size;
     g.y0 = int(local / a.tile_width) * a.tile_size;
+    g.width = a.width - g.x0 < a.tile_size ? a.width - g.x0 : a.tile_size;
+    g.height = a.height - g.y0 < a.tile_size ? a.height - g.y0 : a.tile_size;
+    g.n_inside = g.width * g.height;
     g.begin = a.isect_offsets[tile];
     g.end = tile + 1 < a.n_tiles ? a.isect_offsets[tile + 1] : a.n_isects;
-    g.n_inside = 0;
-    const int Q = vectors_per_tile(a);
-    for (int q = 0; q < Q; ++q)
-        for (int l = 0; l < kLanes; ++l) {
-            int lx, ly;
-            lane_position(a, q, l, lx, ly);
-            const bool in = lx < a.tile_size && ly < a.tile_size && g.x0 + lx < a.width && g.y0 + ly < a.height;
-            px[q][l] = T(g.x0 + lx) + T(0.5);
-            py[q][l] = T(g.y0 + ly) + T(0.5);
-            inside[q][l] = in ? -1 : 0;
-            g.n_inside += in;
-        }
+    V column, row;  // of each lane in its block
+    for (int l = 0; l < kLanes; ++l) {
+        column[l] = l % kBlockWidth;
+        row[l] = l / kBlockWidth;
+    }
+    const int B = blocks_x(a), Q = vectors_per_tile(a);
+    for (int q = 0; q < Q; ++q) {
+        const V lx = T((q % B) * kBlockWidth) + column, ly = T((q / B) * kBlockHeight) + row;
+        px[q] = lx + T(g.x0) + T(0.5);
+        py[q] = ly + T(g.y0) + T(0.5);
+        inside[q] = (lx < T(g.width)) & (ly < T(g.height));
+    }
     return g;
 }
 
-// Image index of lane l of vector q, or -1 outside the image.
-template <typename T> int64_t pixel_index(const RasterArgs<T>& a, const TileGeometry<T>& g, int q, int l) {
-    int lx, ly;
-    lane_position(a, q, l, lx, ly);
-    const int x = g.x0 + lx, y = g.y0 + ly;
-    if (lx >= a.tile_size || ly >= a.tile_size || x >= a.width || y >= a.height) return -1;
-    return (int64_t(g.camera) * a.height + y) * a.width + x;
+// Calls f(pixel index in the image, vector, lane) for each pixel of the tile in the image, row by row.
+template <typename T, typename F> void for_each_pixel(const RasterArgs<T>& a, const TileGeometry<T>& g, F f) {
+    const int B = blocks_x(a);
+    for (int y = 0; y < g.height; ++y) {
+        const int64_t row = (int64_t(g.camera) * a.height + g.y0 + y) * a.width + g.x0;
+        const int q_row = y / kBlockHeight * B, l_row = y % kBlockHeight * kBlockWidth;
+        for (int x = 0; x < g.width; ++x) f(row + x, q_row + x / kBlockWidth, l_row + x % kBlockWidth);
+    }
 }
 
 // The blocks of a tile a splat can reach: block rows [y_begin, y_end), and in block row `by` the
 // blocks [x_begin[by], x_end[by]).
-constexpr int kMaxBlocksPerSide = (kMaxTileSize + kBlockSide - 1) / kBlockSide;
+constexpr int kMaxBlockRows = (kMaxTileSize + kBlockHeight - 1) / kBlockHeight;
 
 struct BlockRange {
     int y_begin, y_end;
-    int x_begin[kMaxBlocksPerSide], x_end[kMaxBlocksPerSide];
+    // kLanes - 1 entries of room: rows are computed a vector at a time.
+    alignas(64) int32_t x_begin[kMaxBlockRows + kLanes - 1];
+    alignas(64) int32_t x_end[kMaxBlockRows + kLanes - 1];
 };
+
+typedef int32_t VI __attribute__((vector_size(kLanes * sizeof(int32_t))));
 
 template <typename T> struct Splat {
     T mx, my, opacity;
@@ -177,17 +224,18 @@ template <typename T> struct Splat {
     BlockRange blocks;
 };
 
-// Blocks [begin, end) holding the pixels whose index in the tile lies in [first, last] (fractional;
-// a pixel of margin on each side), or an empty range.
-template <typename T> void pixel_span_to_blocks(T first, T last, int tile_size, int& begin, int& end) {
+// Blocks [begin, end) of `block` pixels holding the pixels whose index in the tile lies in [first, last]
+// (fractional; a pixel of margin on each side), or an empty range.
+template <typename T>
+void pixel_span_to_blocks(T first, T last, int tile_size, int block, int& begin, int& end) {
     first -= T(1);
     last += T(1);
     if (!(last >= T(0) && first <= T(tile_size - 1))) {  // also rejects NaN
         begin = end = 0;
         return;
     }
-    begin = (first < T(0) ? 0 : int(first)) / kBlockSide;
-    end = (last >= T(tile_size - 1) ? tile_size - 1 : int(last)) / kBlockSide + 1;
+    begin = (first < T(0) ? 0 : int(first)) / block;
+    end = (last >= T(tile_size - 1) ? tile_size - 1 : int(last)) / block + 1;
 }
 
 // What the blending needs of one projected Gaussian, gathered (and its footprint precomputed) once per
@@ -234,7 +282,7 @@ template <typename T> void make_shapes(const RasterArgs<T>& a, SplatShape<T>* sh
 template <typename T>
 Splat<T> load_splat(const RasterArgs<T>& a, const SplatShape<T>* shapes, int64_t id, int x0, int y0) {
     const SplatShape<T>& sh = shapes[id];
-    const int B = blocks_per_side(a), ts = a.tile_size;
+    const int BX = blocks_x(a), BY = blocks_y(a), ts = a.tile_size;
     Splat<T> s;
     s.mx = sh.mx;
     s.my = sh.my;
@@ -245,29 +293,38 @@ Splat<T> load_splat(const RasterArgs<T>& a, const SplatShape<T>* shapes, int64_t
     s.blocks.y_end = 0;
     if (sh.footprint == Footprint::kNone) return s;
     if (sh.footprint == Footprint::kEverywhere) {
-        s.blocks.y_end = B;
-        for (int by = 0; by < B; ++by) {
+        s.blocks.y_end = BY;
+        for (int by = 0; by < BY; ++by) {
             s.blocks.x_begin[by] = 0;
-            s.blocks.x_end[by] = B;
+            s.blocks.x_end[by] = BX;
         }
         return s;
     }
     const T cx = s.mx - T(x0) - T(0.5), cy = s.my - T(y0) - T(0.5);  // mean in pixel-index units
-    pixel_span_to_blocks(cy - sh.half_height, cy + sh.half_height, ts, s.blocks.y_begin, s.blocks.y_end);
-    for (int by = s.blocks.y_begin; by < s.blocks.y_end; ++by) {
+    pixel_span_to_blocks(cy - sh.half_height, cy + sh.half_height, ts, kBlockHeight, s.blocks.y_begin,
+                         s.blocks.y_end);
+    // kLanes block rows at a time: the blocks of each row the ellipse reaches, as pixel_span_to_blocks.
+    using V = typename Simd<T>::V;
+    for (int by0 = s.blocks.y_begin; by0 < s.blocks.y_end; by0 += kLanes) {
         // Bounds over the block row's dy range: the shear at both ends, the width at the dy nearest 0.
-        const T dy_lo = T(by * kBlockSide) - cy, dy_hi = T(by * kBlockSide + kBlockSide - 1) - cy;
-        const T shift_lo = sh.shear * dy_lo, shift_hi = sh.shear * dy_hi;
-        const T dy_near = dy_lo > T(0) ? dy_lo : (dy_hi < T(0) ? dy_hi : T(0));
-        const T width_sq = (sh.two_s_max - sh.det_over_a * dy_near * dy_near) * sh.inv_a;
-        if (!(width_sq >= T(0))) {
-            s.blocks.x_begin[by] = s.blocks.x_end[by] = 0;
-            continue;
-        }
-        const T half_width = std::sqrt(width_sq);
-        const T lo = shift_lo < shift_hi ? shift_lo : shift_hi, hi = shift_lo < shift_hi ? shift_hi : shift_lo;
-        pixel_span_to_blocks(cx + lo - half_width, cx + hi + half_width, ts, s.blocks.x_begin[by],
-                             s.blocks.x_end[by]);
+        const V top = (T(by0) + lane_iota<V>()) * T(kBlockHeight);
+        const V dy_lo = top - cy, dy_hi = (top + T(kBlockHeight - 1)) - cy;
+        const V shift_lo = sh.shear * dy_lo, shift_hi = sh.shear * dy_hi;
+        const V dy_near = dy_lo > T(0) ? dy_lo : (dy_hi < T(0) ? dy_hi : V{});
+        const V width_sq = (sh.two_s_max - sh.det_over_a * dy_near * dy_near) * sh.inv_a;
+        const auto reached = width_sq >= T(0);  // false for NaN
+        const V half_width = simd_sqrt(reached ? width_sq : V{});
+        const V lo = shift_lo < shift_hi ? shift_lo : shift_hi, hi = shift_lo < shift_hi ? shift_hi : shift_lo;
+        const V first = cx + lo - half_width - T(1), last = cx + hi + half_width + T(1);
+        const auto in_tile = reached & (last >= T(0)) & (first <= T(ts - 1));  // also rejects NaN
+        // Clamped to the tile before the conversion, which is then exact (truncation of values >= 0).
+        const V first_px = in_tile ? (first < T(0) ? V{} : first) : V{};
+        const V last_px = in_tile ? (last >= T(ts - 1) ? V{} + T(ts - 1) : last) : V{};
+        const VI in_tile_i = __builtin_convertvector(in_tile, VI);
+        const VI begin = (__builtin_convertvector(first_px, VI) / kBlockWidth) & in_tile_i;
+        const VI end = (__builtin_convertvector(last_px, VI) / kBlockWidth + 1) & in_tile_i;
+        std::memcpy(s.blocks.x_begin + by0, &begin, sizeof(VI));
+        std::memcpy(s.blocks.x_end + by0, &end, sizeof(VI));
     }
     return s;
 }
@@ -296,9 +353,10 @@ template <typename T, int kChannels>
 void forward_tiles(const RasterArgs<T>& a, const SplatShape<T>* shapes, const RasterForwardOutputs<T>& out) {
     using V = typename Simd<T>::V;
     using M = typename Simd<T>::M;
-    const int Q = vectors_per_tile(a), B = blocks_per_side(a), D = channel_count<kChannels>(a.channels);
 #pragma omp parallel num_threads(a.n_threads)
     {
+        // Inside the parallel region, so that the outlined function sees D as the constant it is.
+        const int Q = vectors_per_tile(a), B = blocks_x(a), D = channel_count<kChannels>(a.channels);
         LaneBuffer<V> values{size_t(Q) * (3 + D)};
         LaneBuffer<M> masks{size_t(Q) * 2};
         LaneBuffer<uint8_t> live_buffer{size_t(Q)};
@@ -347,17 +405,14 @@ void forward_tiles(const RasterArgs<T>& a, const SplatShape<T>* shapes, const Ra
                 }
             }
             const T* bg = a.backgrounds ? a.backgrounds + int64_t(g.camera) * D : nullptr;
-            for (int q = 0; q < Q; ++q)
-                for (int l = 0; l < kLanes; ++l) {
-                    const int64_t pix = pixel_index(a, g, q, l);
-                    if (pix < 0) continue;
-                    const T t = trans[q][l];
-                    for (int ch = 0; ch < D; ++ch)
-                        out.colors[pix * D + ch] = acc[ch * Q + q][l] + (bg ? t * bg[ch] : T(0));
-                    out.alphas[pix] = T(1) - t;
-                    out.transmittance[pix] = t;
-                    out.last_ids[pix] = int32_t(last[q][l]);
-                }
+            for_each_pixel(a, g, [&](int64_t pix, int q, int l) {
+                const T t = trans[q][l];
+                for (int ch = 0; ch < D; ++ch)
+                    out.colors[pix * D + ch] = acc[ch * Q + q][l] + (bg ? t * bg[ch] : T(0));
+                out.alphas[pix] = T(1) - t;
+                out.transmittance[pix] = t;
+                out.last_ids[pix] = int32_t(last[q][l]);
+            });
         }
     }
 }
@@ -367,10 +422,10 @@ void backward_tiles(const RasterArgs<T>& a, const SplatShape<T>* shapes, const R
                     const BackwardOut<T>& out) {
     using V = typename Simd<T>::V;
     using M = typename Simd<T>::M;
-    const int Q = vectors_per_tile(a), B = blocks_per_side(a), D = channel_count<kChannels>(a.channels);
-    const int R = kRecordFixed + D;
 #pragma omp parallel num_threads(a.n_threads)
     {
+        const int Q = vectors_per_tile(a), B = blocks_x(a), D = channel_count<kChannels>(a.channels);
+        const int R = kRecordFixed + D;
         // Per-channel sums of one Gaussian: registers when the count is fixed, else this buffer.
         LaneBuffer<V> values{size_t(Q) * (5 + 2 * D) + size_t(D)};
         LaneBuffer<M> masks{size_t(Q) * 2};
@@ -390,23 +445,27 @@ void backward_tiles(const RasterArgs<T>& a, const SplatShape<T>* shapes, const R
         for (int64_t tile = 0; tile < a.n_tiles; ++tile) {
             const TileGeometry<T> g = tile_setup(a, tile, px, py, inside);
             const T* bg = a.backgrounds ? a.backgrounds + int64_t(g.camera) * D : nullptr;
+            for (int q = 0; q < Q; ++q) {  // lanes outside the image keep these
+                t_final[q] = v_trans_final[q] = V{};
+                last[q] = M{} - 1;
+                for (int ch = 0; ch < D; ++ch) v_color[ch * Q + q] = V{};
+            }
+            for_each_pixel(a, g, [&](int64_t pix, int q, int l) {
+                t_final[q][l] = in.transmittance[pix];
+                last[q][l] = in.last_ids[pix];
+                T v_tf = in.v_alphas[pix];
+                for (int ch = 0; ch < D; ++ch) {
+                    const T vc = in.v_colors[pix * D + ch];
+                    v_color[ch * Q + q][l] = vc;
+                    if (bg) v_tf -= bg[ch] * vc;
+                }
+                v_trans_final[q][l] = v_tf;
+            });
             int64_t max_last = -1;
             for (int q = 0; q < Q; ++q) {
                 vector_last[q] = -1;
-                for (int l = 0; l < kLanes; ++l) {
-                    const int64_t pix = pixel_index(a, g, q, l);
-                    const bool in_image = pix >= 0;
-                    t_final[q][l] = in_image ? in.transmittance[pix] : T(0);
-                    last[q][l] = in_image ? in.last_ids[pix] : -1;
-                    T v_tf = in_image ? in.v_alphas[pix] : T(0);
-                    for (int ch = 0; ch < D; ++ch) {
-                        const T vc = in_image ? in.v_colors[pix * D + ch] : T(0);
-                        v_color[ch * Q + q][l] = vc;
-                        if (bg) v_tf -= bg[ch] * vc;
-                    }
-                    v_trans_final[q][l] = v_tf;
+                for (int l = 0; l < kLanes; ++l)
                     vector_last[q] = last[q][l] > vector_last[q] ? int64_t(last[q][l]) : vector_last[q];
-                }
                 max_last = vector_last[q] > max_last ? vector_last[q] : max_last;
             }
             for (int ch = 0; ch < D; ++ch) {
@@ -450,8 +509,8 @@ void backward_tiles(const RasterArgs<T>& a, const SplatShape<T>* shapes, const R
                     const SplatGrad<V> sg = splat_alpha_vjp(s.conic, s.opacity, dx, dy, vis, v_alpha);
                     g_mx += sg.v_mean_x;
                     g_my += sg.v_mean_y;
-                    g_ax += sg.v_mean_x < T(0) ? -sg.v_mean_x : sg.v_mean_x;
-                    g_ay += sg.v_mean_y < T(0) ? -sg.v_mean_y : sg.v_mean_y;
+                    g_ax += simd_abs(sg.v_mean_x);
+                    g_ay += simd_abs(sg.v_mean_y);
                     g_ca += sg.v_conic_a;
                     g_cb += sg.v_conic_b;
                     g_cc += sg.v_conic_c;
@@ -496,6 +555,8 @@ void backward_any(const RasterArgs<T>& a, const RasterBackwardInputs<T>& in, con
 }
 
 }  // namespace
+
+int simd_lanes() { return kLanes; }
 
 void rasterize_forward(const RasterArgs<float>& args, const RasterForwardOutputs<float>& out) {
     forward_any(args, out);

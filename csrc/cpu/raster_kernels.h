@@ -1,7 +1,7 @@
 // Interface between the CPU rasterizer's entry points (rasterize.cpp) and its SIMD kernels
 // (raster_kernels.cpp). The kernels use no torch headers: setup.py compiles raster_kernels.cpp once per
 // x86-64 level (v4 = AVX-512, v3 = AVX2+FMA, and the baseline) into its own namespace, and
-// rasterize.cpp picks the best one the CPU supports at run time.
+// rasterize.cpp picks the best one the CPU supports at run time; on aarch64 once, as `neon`.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +20,7 @@ template <typename T> struct BackwardOut {
 
 #define GS_DECLARE_RASTER_KERNELS(isa)                                                               \
     namespace isa {                                                                                  \
+    int simd_lanes(); /* float lanes of a vector: 16 AVX-512, 8 AVX2, 4 SSE2/NEON */                 \
     void rasterize_forward(const RasterArgs<float>& args, const RasterForwardOutputs<float>& out);   \
     void rasterize_backward(const RasterArgs<float>& args, const RasterBackwardInputs<float>& in,    \
                             const BackwardOut<float>& out);                                          \
@@ -31,5 +32,6 @@ template <typename T> struct BackwardOut {
 GS_DECLARE_RASTER_KERNELS(x86_64_v4)
 GS_DECLARE_RASTER_KERNELS(x86_64_v3)
 GS_DECLARE_RASTER_KERNELS(baseline)
+GS_DECLARE_RASTER_KERNELS(neon)
 
 }  // namespace gsplat_py::cpu

@@ -13,10 +13,13 @@ namespace gsplat_py::cpu {
 namespace {
 
 // The most capable kernel build this CPU runs; GSPLAT_PY_SIMD=baseline|x86-64-v3|x86-64-v4 asks for a
-// lower one (the tests run every build this way).
-enum class Isa { kX86_64_V4, kX86_64_V3, kBaseline };
+// lower one (the tests run every build this way). aarch64 has one build, NEON.
+enum class Isa { kX86_64_V4, kX86_64_V3, kBaseline, kNeon };
 
 Isa detect_isa() {
+#if defined(__aarch64__)
+    return Isa::kNeon;
+#endif
     const char* requested = std::getenv("GSPLAT_PY_SIMD");
     const std::string wanted = requested ? requested : "";
     if (wanted == "baseline") return Isa::kBaseline;
@@ -36,6 +39,7 @@ const char* isa_name(Isa isa) {
     switch (isa) {
         case Isa::kX86_64_V4: return "x86-64-v4";
         case Isa::kX86_64_V3: return "x86-64-v3";
+        case Isa::kNeon: return "neon";
         default: return "baseline";
     }
 }
@@ -47,7 +51,11 @@ void dispatch_forward(const RasterArgs<T>& a, const RasterForwardOutputs<T>& out
         case Isa::kX86_64_V4: return x86_64_v4::rasterize_forward(a, out);
         case Isa::kX86_64_V3: return x86_64_v3::rasterize_forward(a, out);
 #endif
+#if defined(__aarch64__)
+        default: return neon::rasterize_forward(a, out);
+#else
         default: return baseline::rasterize_forward(a, out);
+#endif
     }
 }
 
@@ -58,7 +66,11 @@ void dispatch_backward(const RasterArgs<T>& a, const RasterBackwardInputs<T>& in
         case Isa::kX86_64_V4: return x86_64_v4::rasterize_backward(a, in, out);
         case Isa::kX86_64_V3: return x86_64_v3::rasterize_backward(a, in, out);
 #endif
+#if defined(__aarch64__)
+        default: return neon::rasterize_backward(a, in, out);
+#else
         default: return baseline::rasterize_backward(a, in, out);
+#endif
     }
 }
 

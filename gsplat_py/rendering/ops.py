@@ -16,7 +16,8 @@ def _ops():
 
 def simd_level() -> str:
     """Instruction-set level of the rasterizer kernels in use: "x86-64-v4" (AVX-512), "x86-64-v3"
-    (AVX2+FMA) or "baseline"; chosen at load time, or lowered with GSPLAT_PY_SIMD=<level>."""
+    (AVX2+FMA) or "baseline" (SSE2), or "neon" on aarch64; chosen at load time, or lowered with
+    GSPLAT_PY_SIMD=<level>."""
     return _ops().simd_level()
 
 

@@ -1,0 +1,290 @@
+#!/usr/bin/env python
+"""Cases for the standalone kernel driver (driver.cpp): write one, build the driver for an ISA level, run it.
+
+A case is a directory of raw little-endian arrays (float32, int32) and a meta.txt of sizes: the inputs of
+the rasterize kernels, produced by gsplat_py's own projection and binning on a random scene, the
+cotangents of the backward pass, and the outputs of the extension on them (``expected_*``, float32 and
+float64) for comparison. The driver needs no torch, so it also runs where torch does not: cross-compiled
+for aarch64 and run under qemu (tests/test_kernel_harness.py).
+
+    python tests/kernel_harness/kernel_case.py make DIR [--scene test|bench] [--n N] [--no-expected]
+    python tests/kernel_harness/kernel_case.py build OUT --level x86_64_v3 [--cxx g++] [--flag=...]
+    OUT DIR [--threads T] [--repeat R] [--double] [--out RESULTS]      # run the driver
+
+The bench scene is scripts/bench_render.py's (800x600, RGB); its kernel times give per-ISA rates without
+torch in the way (e.g. under ``valgrind --tool=callgrind`` for instruction counts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import runpy
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+HARNESS = Path(__file__).resolve().parent
+REPO_ROOT = HARNESS.parent.parent
+KERNEL_SOURCE = REPO_ROOT / "csrc" / "cpu" / "raster_kernels.cpp"
+INCLUDE_DIRS = (REPO_ROOT / "csrc" / "include", REPO_ROOT / "csrc" / "cpu")
+LIMITS_FILE = REPO_ROOT / "gsplat_py" / "rendering" / "limits.py"
+# The flags setup.py compiles the kernels with, less the ISA flag (passed separately).
+CXX_FLAGS = (
+    "-O3",
+    "-std=c++20",
+    "-fopenmp",
+    "-fno-math-errno",
+    "-Wall",
+    "-Wno-unknown-pragmas",
+    "-Wno-psabi",
+)
+
+# The compiler flag of each level (namespace) as setup.py builds it, and the float lanes of its vectors.
+LEVEL_FLAGS = {
+    "x86_64_v4": ["-march=x86-64-v4"],
+    "x86_64_v3": ["-march=x86-64-v3"],
+    "baseline": ["-march=x86-64"],
+    "neon": [],
+}
+LEVEL_LANES = {"x86_64_v4": 16, "x86_64_v3": 8, "baseline": 4, "neon": 4}
+
+# The outputs the driver writes: (name, dtype of the float32 run; the float64 run writes float64).
+OUTPUTS = (
+    "render_colors",
+    "render_alphas",
+    "transmittance",
+    "last_ids",
+    "v_means2d",
+    "v_means2d_abs",
+    "v_conics",
+    "v_colors",
+    "v_opacities",
+    "v_backgrounds",
+)
+
+
+def _load_module(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _scene(kind: str, n: int | None, seed: int):
+    """(means, quats, scales, opacities, colors [N, D], viewmats, Ks, width, height, backgrounds or None)."""
+    import torch
+
+    if kind == "bench":
+        bench = _load_module("bench_render", REPO_ROOT / "scripts" / "bench_render.py")
+        s = bench.make_scene(n or 100_000, None, seed)
+        return (
+            *(t.detach() for t in (s.means, s.quats, s.scales, s.opacities, s.colors)),
+            s.viewmats,
+            s.Ks,
+            bench.WIDTH,
+            bench.HEIGHT,
+            None,
+        )
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from conftest import make_scene
+
+    s = make_scene(
+        n=n or 400,
+        n_cameras=2,
+        width=45,
+        height=37,
+        dtype=torch.float32,
+        seed=seed,
+        channels=5,
+        backgrounds=True,
+    )
+    return (
+        s["means"],
+        s["quats"],
+        s["scales"],
+        s["opacities"],
+        s["colors"],
+        s["viewmats"],
+        s["Ks"],
+        s["width"],
+        s["height"],
+        s["backgrounds"],
+    )
+
+
+def make_case(
+    directory: Path,
+    kind: str = "test",
+    n: int | None = None,
+    seed: int = 0,
+    tile_size: int = 16,
+    expected: bool = True,
+) -> None:
+    """Writes a case: kernel inputs, cotangents and (unless expected=False) the extension's outputs."""
+    import torch
+
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    import gsplat_py  # noqa: F401  (loads the extension)
+    from gsplat_py.rendering import ops
+
+    means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds = _scene(kind, n, seed)
+    C, N, D = viewmats.shape[0], means.shape[0], colors.shape[-1]
+    tile_width, tile_height = -(-width // tile_size), -(-height // tile_size)
+    with torch.no_grad():
+        radii, means2d, depths, conics, _ = ops.project_gaussians(
+            means, quats, scales, viewmats, Ks, width, height, opacities=opacities
+        )
+        _, isect_offsets, flatten_ids = ops.bin_gaussians_to_tiles(
+            means2d, radii, depths, tile_size, tile_width, tile_height
+        )
+    inputs = {
+        "means2d": means2d,
+        "conics": conics,
+        "colors": colors[None].expand(C, N, D),
+        "opacities": opacities[None].expand(C, N),
+        "isect_offsets": isect_offsets,
+        "flatten_ids": flatten_ids,
+    }
+    if backgrounds is not None:
+        inputs["backgrounds"] = backgrounds
+    g = torch.Generator().manual_seed(seed + 1)
+    inputs["v_colors"] = torch.randn(C, height, width, D, generator=g)
+    inputs["v_alphas"] = torch.randn(C, height, width, generator=g)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, t in inputs.items():
+        _write(directory / f"{name}.bin", t)
+    meta = dict(
+        cameras=C,
+        gaussians=N,
+        isects=flatten_ids.numel(),
+        channels=D,
+        width=width,
+        height=height,
+        tile_size=tile_size,
+        tile_width=tile_width,
+        tile_height=tile_height,
+        backgrounds=int(backgrounds is not None),
+    )
+    (directory / "meta.txt").write_text("".join(f"{k} {v}\n" for k, v in meta.items()))
+    if not expected:
+        return
+    for dtype, suffix in ((torch.float32, "float32"), (torch.float64, "float64")):
+
+        def cast(name, dtype=dtype):
+            t = inputs.get(name)
+            return None if t is None else t.to(dtype).contiguous()
+
+        args = [cast(k) for k in ("means2d", "conics", "colors", "opacities", "backgrounds")]
+        fwd = torch.ops.gsplat_py.rasterize_forward(
+            *args, width, height, tile_size, isect_offsets, flatten_ids
+        )
+        render_colors, render_alphas, transmittance, last_ids = fwd
+        bwd = torch.ops.gsplat_py.rasterize_backward(
+            *args,
+            width,
+            height,
+            tile_size,
+            isect_offsets,
+            flatten_ids,
+            transmittance,
+            last_ids,
+            cast("v_colors"),
+            cast("v_alphas"),
+            True,
+        )
+        outputs = [render_colors, render_alphas, transmittance, last_ids, *bwd]
+        for name, t in zip(OUTPUTS, outputs):
+            _write(directory / f"expected_{suffix}_{name}.bin", t)
+
+
+def _write(path: Path, t) -> None:
+    t.detach().contiguous().numpy().tofile(path)
+
+
+def read_outputs(directory: Path, float64: bool, prefix: str = "") -> dict:
+    """The outputs in a driver's results directory (prefix "") or a case's expected ones
+    ("expected_<dtype>_")."""
+    dtype = np.float64 if float64 else np.float32
+    return {
+        name: np.fromfile(directory / f"{prefix}{name}.bin", dtype=np.int32 if name == "last_ids" else dtype)
+        for name in OUTPUTS
+    }
+
+
+def build_driver(output: Path, level: str, cxx: str = "g++", flags: Sequence[str] | None = None) -> Path:
+    """Compiles driver.cpp and the kernels for one ISA level (namespace `level`; flags: LEVEL_FLAGS[level]
+    unless given) into `output`."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    flags = LEVEL_FLAGS[level] if flags is None else flags
+    command = [
+        cxx,
+        *CXX_FLAGS,
+        *flags,
+        f"-DGS_ISA={level}",
+        *(f"-D{name}={value}" for name, value in runpy.run_path(str(LIMITS_FILE))["compile_definitions"]()),
+        *(f"-I{d}" for d in INCLUDE_DIRS),
+        str(HARNESS / "driver.cpp"),
+        str(KERNEL_SOURCE),
+        "-o",
+        str(output),
+    ]
+    subprocess.run(command, check=True)
+    return output
+
+
+def run_driver(
+    driver: Sequence[str],
+    case: Path,
+    results: Path | None = None,
+    float64: bool = False,
+    threads: int = 1,
+    repeat: int = 1,
+    timeout: float = 600,
+) -> dict:
+    """Runs the driver (a command: the binary, or e.g. qemu-aarch64 -L ... binary); returns its printed
+    line."""
+    command = [*driver, str(case), "--threads", str(threads), "--repeat", str(repeat)]
+    if float64:
+        command.append("--double")
+    if results is not None:
+        results.mkdir(parents=True, exist_ok=True)
+        command += ["--out", str(results)]
+    line = subprocess.run(command, check=True, capture_output=True, text=True, timeout=timeout).stdout.split()
+    return {key: (value if key == "level" else float(value)) for key, value in zip(line[::2], line[1::2])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    make = sub.add_parser("make", help="write a case")
+    make.add_argument("directory", type=Path)
+    make.add_argument("--scene", choices=("test", "bench"), default="test")
+    make.add_argument("--n", type=int, default=None)
+    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--no-expected", action="store_true", help="skip the extension's outputs")
+    build = sub.add_parser("build", help="build the driver for one level")
+    build.add_argument("output", type=Path)
+    build.add_argument("--level", required=True, help="namespace: x86_64_v4, x86_64_v3, baseline, neon")
+    build.add_argument("--cxx", default=shutil.which("g++") or "c++")
+    build.add_argument(
+        "--flag",
+        action="append",
+        default=None,
+        help="compiler flag instead of the level's own (repeat for several), e.g. --flag=-march=x86-64-v3",
+    )
+    args = parser.parse_args()
+    if args.command == "make":
+        make_case(args.directory, args.scene, args.n, args.seed, expected=not args.no_expected)
+    else:
+        build_driver(args.output, args.level, args.cxx, args.flag)
+
+
+if __name__ == "__main__":
+    main()
