@@ -19,13 +19,16 @@ import torch
 from bad_input import TIME_LIMIT_S, assert_names, cli_error, snapshot
 from render_helpers import write_ring_scene
 
+import gsplat_py
 from gsplat_py.cli import main as cli_main
 from gsplat_py.io import atomic
 from gsplat_py.io.ply import read_ply
 from gsplat_py.training.checkpoint import load_checkpoint
 from gsplat_py.training.trainer import Trainer
 
-REPO = Path(__file__).resolve().parents[1]
+# The gsplat_py under test in the child processes: the repository's, or the installed one when that is
+# what these tests import (CI runs them from the sdist's copy against the installed package).
+PACKAGE_PARENT = Path(gsplat_py.__file__).resolve().parents[1]
 SAVE_EVERY = 2
 COMMON = [
     "--quiet",
@@ -108,9 +111,9 @@ def start_child(moment: str, marker: Path, run: Path, steps: int, **popen) -> su
         "--steps",
         str(steps),
     ]
-    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    environment = {**os.environ, "PYTHONPATH": str(PACKAGE_PARENT)}
     return subprocess.Popen(
-        args + COMMON, cwd=REPO, env=environment, stderr=subprocess.PIPE, text=True, **popen
+        args + COMMON, cwd=PACKAGE_PARENT, env=environment, stderr=subprocess.PIPE, text=True, **popen
     )
 
 
@@ -198,8 +201,8 @@ def test_no_space_for_the_checkpoint_is_a_one_line_error_and_keeps_the_last_one(
     args = [sys.executable, "-m", "gsplat_py", "train", "--resume", str(run), "--steps", "8", *COMMON]
     result = subprocess.run(
         args,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=PACKAGE_PARENT,
+        env={**os.environ, "PYTHONPATH": str(PACKAGE_PARENT)},
         capture_output=True,
         text=True,
         timeout=TIME_LIMIT_S,
