@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .data.world_frame import FRAME_NAMES
-from .errors import ParameterError
+from .errors import MissingPackageError, ParameterError
 from .io.video import VIDEO_INSTALL_HINT, VIDEO_SUFFIX
 from .tools.camera_paths import PATH_KINDS
 from .tools.export import EXPORT_FORMATS
@@ -433,7 +433,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .data import DatasetError
     from .io.colmap import ColmapError
     from .io.ply import PlyFormatError
-    from .io.video import MissingPackageError
     from .training.checkpoint import TrainingError
     from .training.config import ConfigError
 

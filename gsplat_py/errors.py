@@ -1,4 +1,5 @@
-"""The error a library function raises for a bad argument, worded once for both audiences.
+"""The errors shared by every layer: a bad argument, worded once for both audiences, and a missing
+optional package.
 
 A :class:`ParameterError` names the parameter at fault, and its message may name parameters as ``{name}``.
 Library callers read them as parameter names (``focal_scale must be positive``); the command line renders
@@ -11,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-__all__ = ["ParameterError"]
+__all__ = ["MissingPackageError", "ParameterError"]
 
 _MENTION = re.compile(r"\{([a-z_]+)\}")
 
@@ -31,3 +32,7 @@ class ParameterError(ValueError):
         if "{" + self.parameter + "}" in self.message:
             return body
         return f"{name_of(self.parameter)}: {body}"
+
+
+class MissingPackageError(RuntimeError):
+    """An optional package a requested feature needs is not installed; the message says how to install it."""

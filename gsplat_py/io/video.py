@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import MissingPackageError
 from .atomic import atomic_open
 from .paths import PathLike
 
 __all__ = [
     "VideoWriter",
-    "MissingPackageError",
     "require_video_encoder",
     "encoded_size",
     "VIDEO_INSTALL_HINT",
@@ -33,10 +33,6 @@ __all__ = [
 VIDEO_INSTALL_HINT = "pip install av"
 VIDEO_SUFFIX = ".mp4"  # the container VideoWriter writes (H.264 in MP4)
 _CRF = "18"  # x264's constant-quality setting: visually lossless for renders, a few MB a minute
-
-
-class MissingPackageError(RuntimeError):
-    """An optional package a requested feature needs is not installed; the message says how to install it."""
 
 
 def require_video_encoder():
