@@ -135,9 +135,13 @@ setup(
     # installing gsplat_py can never replace the user's torch.
     install_requires=[f"torch=={TORCH_VERSION}", "numpy", "pillow", "plyfile", "tqdm"],
     extras_require={
-        "test": ["pytest"],
+        # test: pycolmap too, so that the structure-from-motion tests run (a 38 MB wheel, no build).
+        "test": ["pytest", "pycolmap>=4.2"],
         # video: MP4 output of `gsplat-py render --video` (PyAV bundles its own FFmpeg).
         "video": ["av>=12"],
+        # sfm: `gsplat-py sfm` and training on a folder of photos (pycolmap: COLMAP's own Python bindings,
+        # CPU SIFT on PyPI; 4.2 is the API gsplat_py.data.sfm is written against).
+        "sfm": ["pycolmap>=4.2"],
         # dev: the checks .ci/run runs (pinned, so formatting does not drift with new releases), and sdists.
         "dev": ["ruff==0.17.6", "mypy==2.4.1", "clang-format==19.1.7", "build"],
     },

@@ -10,12 +10,17 @@
                      [--output DIR]
                      [--device auto|cpu|cuda] ...
     gsplat-py export --model RUN|PLY [--format ply|splat] [--frame colmap|normalized] [--output FILE]
+    gsplat-py sfm FOLDER [--matcher auto|exhaustive|sequential] [--camera-model MODEL] [--single-camera]
+                  [--max-image-size N] [--max-features N] [--force] [--quiet]
     gsplat-py info
 
 ``train`` without ``--data`` trains the bundled sample scene. Options are applied in this order: the
 defaults, the preset or file of ``--config`` (``--strategy mcmc`` alone selects the ``mcmc`` preset, with
 its initialisation and regularisation; with ``--resume``, the run's saved config), the named flags above,
 then ``--section.key VALUE`` overrides of any option (``gsplat_py/configs/default.toml`` lists them all).
+
+``sfm`` computes the camera poses of a folder of photos (``gsplat_py.data.sfm``, through pycolmap) and writes
+the COLMAP model beside them; ``train --data`` on a folder of photos without a model runs it first.
 
 ``render`` and ``export`` take a training output folder, its checkpoint.pt or any Inria-layout PLY (see
 ``gsplat_py.tools.saved_models`` for which world frame each is in, ``gsplat_py.tools.novel_views`` for what a
@@ -37,6 +42,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from .data.sfm import MATCHERS, SFM_CAMERA_MODELS, SFM_INSTALL_HINT, SfmOptions
 from .data.world_frame import FRAME_NAMES
 from .errors import MissingPackageError, ParameterError
 from .io.video import VIDEO_INSTALL_HINT, VIDEO_SUFFIX
@@ -55,6 +61,7 @@ FLAGS = {
     "focal_scale": "--focal-scale",
     "model_frame": "--model-frame",
     "data_factor": "--data-factor",
+    "num_threads": "--threads",
 }
 
 
@@ -245,6 +252,49 @@ def _export_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def _sfm_parser(subparsers) -> argparse.ArgumentParser:
+    defaults = SfmOptions()
+    parser = subparsers.add_parser(
+        "sfm",
+        help="compute the camera poses of a folder of photos (structure from motion)",
+        description="Pose the photos of FOLDER (FOLDER/images/ if it exists, else the images in FOLDER) with "
+        "COLMAP's structure from motion, in process through pycolmap, and write the COLMAP model to "
+        f"FOLDER/sparse/0. Needs pycolmap ({SFM_INSTALL_HINT}). A folder that already holds a model is left "
+        "as it is unless --force.",
+    )
+    parser.add_argument("folder", metavar="FOLDER", help="a folder of photos")
+    parser.add_argument(
+        "--matcher",
+        choices=MATCHERS,
+        help=f"which photo pairs to match (default: {defaults.matcher}: exhaustive up to "
+        f"{defaults.exhaustive_max_images} photos, else sequential, in name order)",
+    )
+    parser.add_argument(
+        "--camera-model",
+        choices=SFM_CAMERA_MODELS,
+        help=f"COLMAP camera model (default: {defaults.camera_model})",
+    )
+    parser.add_argument(
+        "--single-camera",
+        action="store_true",
+        default=None,
+        help="one camera (intrinsics) for all photos (default: one per size, EXIF camera and focal length)",
+    )
+    parser.add_argument(
+        "--max-image-size",
+        type=int,
+        help=f"longest side of the photos SIFT sees, in pixels (default: {defaults.max_image_size})",
+    )
+    parser.add_argument(
+        "--max-features", type=int, help=f"SIFT features per photo (default: {defaults.max_features})"
+    )
+    parser.add_argument("--seed", type=int, help=f"random seed (default: {defaults.seed})")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: every core)")
+    parser.add_argument("--force", action="store_true", help="recompute the model if the folder has one")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
 def _info_parser(subparsers) -> argparse.ArgumentParser:
     return subparsers.add_parser(
         "info",
@@ -407,6 +457,33 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_sfm(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .data.sfm import run_sfm
+
+    named = {
+        "matcher": args.matcher,
+        "camera_model": args.camera_model,
+        "single_camera": args.single_camera,
+        "max_image_size": args.max_image_size,
+        "max_features": args.max_features,
+        "seed": args.seed,
+        "num_threads": args.threads,
+    }
+    options = SfmOptions(**{name: value for name, value in named.items() if value is not None})
+    result = run_sfm(args.folder, options, force=args.force, progress=not args.quiet, report=tqdm.write)
+    if result.reused:
+        print(
+            f"{PROG}: {result.model_folder} already holds a COLMAP model ({result.summary()}); --force "
+            "recomputes it"
+        )
+    else:
+        total = sum(result.stage_seconds.values())
+        print(f"{PROG}: done: {result.model_folder}  ({result.summary()}; {total / 60:.1f} min)")
+    return 0
+
+
 def _run_info() -> int:
     from . import __version__
     from .rendering import _backend
@@ -423,6 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _eval_parser(subparsers)
     _render_parser(subparsers)
     _export_parser(subparsers)
+    _sfm_parser(subparsers)
     _info_parser(subparsers)
     args, unknown = parser.parse_known_args(argv)
     if args.command != "train" and unknown:
@@ -441,6 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "eval": lambda: _run_eval(args),
         "render": lambda: _run_render(args),
         "export": lambda: _run_export(args),
+        "sfm": lambda: _run_sfm(args),
         "info": _run_info,
     }
     try:

@@ -521,7 +521,7 @@ def test_missing_or_broken_model_is_an_error(tmp_path):
     with pytest.raises(DatasetError, match=r"nowhere: no such folder"):
         load_colmap_scene(tmp_path / "nowhere")
     (tmp_path / "images").mkdir()
-    expected = r"sparse: no such folder \(expected the COLMAP model in sparse/0/ or sparse/; a folder of photos"
+    expected = r"sparse: no such folder \(expected the COLMAP model in sparse/0/ or sparse/; a folder of"
     with pytest.raises(DatasetError, match=expected):
         load_colmap_scene(tmp_path)
     write_scene(tmp_path)

@@ -217,9 +217,10 @@ def require_pycolmap() -> Any:
 
 @contextlib.contextmanager
 def _quiet_colmap(pycolmap: Any) -> Iterator[None]:
-    """COLMAP's log (a line per photo and per step) is off while we show our own progress; errors stay."""
+    """COLMAP's log (a line per photo and per step, and errors such as "Failed to create any sparse model"
+    that our own messages say better) is off while we show our own progress; its failures still raise."""
     previous = pycolmap.logging.minloglevel
-    pycolmap.logging.minloglevel = pycolmap.logging.ERROR
+    pycolmap.logging.minloglevel = pycolmap.logging.FATAL
     try:
         yield
     finally:
@@ -499,6 +500,12 @@ def _features(
         database.close()
 
 
+def _prior_focal(photo: _Photo) -> float:
+    """The focal length, in pixels of the downscaled photo, of its EXIF 35 mm-equivalent focal length."""
+    assert photo.focal_35mm is not None
+    return photo.focal_35mm * math.hypot(*photo.work_size) / FULL_FRAME_DIAGONAL_MM
+
+
 def _set_focal_priors(pycolmap: Any, database_path: Path, photos: list[_Photo]) -> None:
     """A camera whose photos state a 35 mm-equivalent focal length (EXIF) starts from it, as a prior."""
     database = pycolmap.Database.open(database_path)
@@ -511,9 +518,8 @@ def _set_focal_priors(pycolmap: Any, database_path: Path, photos: list[_Photo]) 
                 continue
             done.add(camera_id)
             camera = database.read_camera(camera_id)
-            focal = photo.focal_35mm * math.hypot(*photo.work_size) / FULL_FRAME_DIAGONAL_MM
             params = np.array(camera.params, dtype=np.float64)
-            params[list(camera.focal_length_idxs())] = focal
+            params[list(camera.focal_length_idxs())] = _prior_focal(photo)
             camera.params = params
             camera.has_prior_focal_length = True
             database.update_camera(camera)
@@ -602,9 +608,10 @@ def _map(pycolmap: Any, work: Path, photos: list[_Photo], options: SfmOptions, p
                 next_image_callback=next_image,
                 cancellation_token=token,
             )
-    if not reconstructions:
-        return None
-    return max(reconstructions.values(), key=lambda reconstruction: reconstruction.num_reg_images())
+        largest = max(reconstructions.values(), key=lambda model: model.num_reg_images(), default=None)
+        bar.n = largest.num_reg_images() if largest is not None else 0  # the bar ends at the photos posed
+        bar.refresh()
+    return largest
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -736,8 +743,7 @@ def run_sfm(
     pycolmap = require_pycolmap()
     pycolmap.set_random_seed(options.seed)
     if scan.ignored_files:
-        ignored = scan.ignored_files
-        say(f"ignoring {_plural(len(ignored), 'file')} that are not images: {_examples(ignored)}")
+        say(f"ignored (not images): {_examples(scan.ignored_files)}")
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
     with _work_folder(folder) as work, _quiet_colmap(pycolmap):
