@@ -230,8 +230,12 @@ def _quiet_colmap(pycolmap: Any) -> Iterator[None]:
 @contextlib.contextmanager
 def _cancel_on_interrupt(token: Any) -> Iterator[None]:
     """Ctrl-C cancels the COLMAP call in progress through ``token`` (then KeyboardInterrupt is raised), so
-    that it stops within moments instead of at the call's end. Only the main thread receives signals."""
-    if threading.current_thread() is not threading.main_thread():
+    that it stops within moments instead of at the call's end. Only the main thread receives signals, and
+    a SIGINT handler other than Python's own (ignored, or the caller's) is left alone."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
         yield
         return
     interrupted = []
