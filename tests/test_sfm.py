@@ -2,6 +2,7 @@
 posed end to end and compared with the bundled COLMAP model, a small awkward folder (EXIF-rotated photos,
 two sizes, subfolders, a non-image file, downscaling), the pieces with exact answers, and bad input."""
 
+import dataclasses
 import json
 import math
 import os
@@ -20,6 +21,7 @@ from gsplat_py.data import load_colmap_scene
 from gsplat_py.data.colmap_dataset import SFM_RECORD_FILE
 from gsplat_py.data.geometry import fit_similarity, split_similarity
 from gsplat_py.data.sfm import (
+    PhotoFolder,
     SfmError,
     SfmOptions,
     _pairs,
@@ -283,9 +285,22 @@ def test_auto_matcher_and_estimate():
     options = SfmOptions(exhaustive_max_images=50)
     assert options.matcher_for(50) == "exhaustive" and options.matcher_for(51) == "sequential"
     assert SfmOptions(matcher="sequential").matcher_for(3) == "sequential"
+
+
+def test_estimate_grows_with_photos_and_size_and_shares_the_cores(tmp_path):
+    for k in range(100):
+        size = (1008, 756) if k < 10 else (252, 189)
+        Image.new("RGB", size).save(tmp_path / f"{k:03d}.png")
+    few_large, many_small = scan_photos(tmp_path), scan_photos(tmp_path)
+    few_large.photos, many_small.photos = many_small.photos[:10], many_small.photos[10:]
     single, double = SfmOptions(num_threads=1), SfmOptions(num_threads=2)
-    assert estimate_sfm_seconds(100, double) == pytest.approx(estimate_sfm_seconds(100, single) / 2)
-    assert 0 < estimate_sfm_seconds(10, double) < estimate_sfm_seconds(100, double)
+    assert estimate_sfm_seconds(few_large, double) == pytest.approx(
+        estimate_sfm_seconds(few_large, single) / 2
+    )
+    ten_small = dataclasses.replace(many_small, photos=many_small.photos[:10])
+    assert 0 < estimate_sfm_seconds(ten_small, double) < estimate_sfm_seconds(few_large, double)
+    assert estimate_sfm_seconds(ten_small, double) < estimate_sfm_seconds(many_small, double)
+    assert estimate_sfm_seconds(dataclasses.replace(many_small, photos=[]), double) == 0.0
 
 
 @pytest.mark.parametrize(
@@ -332,11 +347,12 @@ def test_scan_takes_images_folder_or_top_level_files(tmp_path):
     (tmp_path / "sub").mkdir()
     for name in ("b.JPG", "a.png", "sub/c.jpg", ".hidden.jpg", "notes.txt"):
         (tmp_path / name).write_bytes(b"")
-    assert scan_photos(tmp_path) == (tmp_path, ["a.png", "b.JPG"], ["notes.txt"])
+    assert scan_photos(tmp_path) == PhotoFolder(tmp_path, tmp_path, ["a.png", "b.JPG"], ["notes.txt"])
     (tmp_path / "images" / "day2").mkdir(parents=True)
     for name in ("x.jpg", "day2/y.jpeg", "day2/list.csv"):
         (tmp_path / "images" / name).write_bytes(b"")
-    assert scan_photos(tmp_path) == (tmp_path / "images", ["day2/y.jpeg", "x.jpg"], ["day2/list.csv"])
+    expected = PhotoFolder(tmp_path, tmp_path / "images", ["day2/y.jpeg", "x.jpg"], ["day2/list.csv"])
+    assert scan_photos(tmp_path) == expected
 
 
 # --------------------------------------------------------------------------------------------------------

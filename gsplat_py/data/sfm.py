@@ -93,6 +93,7 @@ __all__ = [
     "SfmResult",
     "estimate_sfm_seconds",
     "existing_model",
+    "PhotoFolder",
     "require_pycolmap",
     "run_sfm",
     "scan_photos",
@@ -261,22 +262,20 @@ def _cancel_on_interrupt(token: Any) -> Iterator[None]:
 
 
 @dataclass
-class _Scan:
+class PhotoFolder:
+    """A folder of photos: ``photos`` are the image files of ``image_folder`` (``folder/images/`` if it
+    exists, subfolders included, else ``folder``'s top-level files), as sorted relative names;
+    ``ignored_files`` the other files there."""
+
     folder: Path
     image_folder: Path
     photos: list[str]
     ignored_files: list[str]
 
 
-def scan_photos(folder: PathLike) -> tuple[Path, list[str], list[str]]:
-    """(the folder of ``folder``'s photos, the photos' names relative to it, the other files ignored).
-
-    SfmError when ``folder`` is not a folder; the photos may be fewer than `run_sfm` needs."""
-    scan = _scan(Path(folder))
-    return scan.image_folder, scan.photos, scan.ignored_files
-
-
-def _scan(folder: Path) -> _Scan:
+def scan_photos(folder: PathLike) -> PhotoFolder:
+    """The photos of ``folder`` (SfmError if it is not a folder; there may be fewer than `run_sfm` needs)."""
+    folder = Path(folder)
     if not folder.is_dir():
         problem = "not a folder" if folder.exists() else "no such folder"
         raise SfmError(f"{folder}: {problem} (expected a folder of photos)")
@@ -292,7 +291,7 @@ def _scan(folder: Path) -> _Scan:
             for name in names
             if not name.startswith(".") and Path(name).suffix.lower() not in IMAGE_EXTENSIONS
         ]
-    return _Scan(folder, image_folder, photos, sorted(others))
+    return PhotoFolder(folder, image_folder, photos, sorted(others))
 
 
 def existing_model(folder: PathLike) -> Path | None:
@@ -323,28 +322,37 @@ def _duration(seconds: float) -> str:
 # The estimate
 
 
-# Seconds on one core of the 2-core machine of BENCHMARKS.md, fitted to the stages' measured times.
-_FEATURE_CORE_SECONDS_PER_MEGAPIXEL = 1.0
-_MATCH_CORE_SECONDS_PER_PAIR = 0.02  # at max_features = 4096, scaling with the square of the features
-_MAPPING_CORE_SECONDS_PER_PHOTO = 1.0
+# CPU seconds measured on the 2-core machine of BENCHMARKS.md (scripts/bench_sfm.py, the bundled photos at
+# 1008x756 and 252x189): SIFT per megapixel SIFT sees; matching and verification per pair, a fixed part plus
+# a part growing with the square of the megapixels (the features found grow with the area); mapping per photo.
+_FEATURE_CPU_SECONDS_PER_MEGAPIXEL = 0.95
+_MATCH_CPU_SECONDS_PER_PAIR = 0.002
+_MATCH_CPU_SECONDS_PER_PAIR_PER_MEGAPIXEL_SQUARED = 0.083
+_MAPPING_CPU_SECONDS_PER_PHOTO = 0.6
 
 
-def estimate_sfm_seconds(
-    num_photos: int, options: SfmOptions | None = None, megapixels: float | None = None
-) -> float:
-    """A rough estimate of `run_sfm`'s time for ``num_photos`` photos of ``megapixels`` after downscaling
-    (default: a 4:3 photo at ``max_image_size``), from timings on 2 cores, divided among the cores."""
+def estimate_sfm_seconds(photos: PhotoFolder, options: SfmOptions | None = None) -> float:
+    """A rough estimate of `run_sfm`'s time on ``photos``, from the first photo's size (read from its
+    header) and CPU timings on 2 cores, shared among ``options.threads()`` cores."""
     options = options or SfmOptions()
-    if megapixels is None:
-        megapixels = options.max_image_size**2 * 0.75 / 1e6
-    pairs = len(_pairs(num_photos, options.matcher_for(num_photos), options.sequential_overlap))
-    feature_share = (min(options.max_features, 4096) / 4096) ** 2
-    core_seconds = (
-        num_photos * megapixels * _FEATURE_CORE_SECONDS_PER_MEGAPIXEL
-        + pairs * _MATCH_CORE_SECONDS_PER_PAIR * feature_share
-        + num_photos * _MAPPING_CORE_SECONDS_PER_PHOTO
+    count = len(photos.photos)
+    if count == 0:
+        return 0.0
+    try:
+        with PILImage.open(photos.image_folder / photos.photos[0]) as image:
+            width, height = image.size
+    except (OSError, ValueError, SyntaxError):
+        width, height = 4, 3  # unreadable: run_sfm will say so; assume 4:3 photos larger than SIFT's size
+    scale = min(1.0, options.max_image_size / max(width, height))
+    megapixels = width * height * scale * scale / 1e6
+    pairs = len(_pairs(count, options.matcher_for(count), options.sequential_overlap))
+    cpu_seconds = (
+        count * megapixels * _FEATURE_CPU_SECONDS_PER_MEGAPIXEL
+        + pairs
+        * (_MATCH_CPU_SECONDS_PER_PAIR + _MATCH_CPU_SECONDS_PER_PAIR_PER_MEGAPIXEL_SQUARED * megapixels**2)
+        + count * _MAPPING_CPU_SECONDS_PER_PHOTO
     )
-    return core_seconds / options.threads()
+    return cpu_seconds / options.threads()
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -401,7 +409,7 @@ def _read_photo(path: Path, name: str, max_size: int, output: Path) -> _Photo:
     )
 
 
-def _read_photos(scan: _Scan, work: Path, options: SfmOptions, progress: bool) -> list[_Photo]:
+def _read_photos(scan: PhotoFolder, work: Path, options: SfmOptions, progress: bool) -> list[_Photo]:
     staging = work / "decoded"
     staging.mkdir()
     jobs = [
@@ -731,7 +739,7 @@ def run_sfm(
     options.validate()
     say = report or (lambda line: None)
     folder = Path(folder)
-    scan = _scan(folder)
+    scan = scan_photos(folder)
     found = existing_model(folder)
     if found is not None and not force:
         return _reused(scan, found)
@@ -818,7 +826,7 @@ def _sizes(sizes: Counter) -> str:
     )
 
 
-def _too_few_posed(scan: _Scan, photos: list[_Photo], registered: list[str]) -> str:
+def _too_few_posed(scan: PhotoFolder, photos: list[_Photo], registered: list[str]) -> str:
     message = (
         f"{scan.image_folder}: only {len(registered)} of {len(photos)} photos could be posed (at least "
         f"{MIN_REGISTERED} are needed): "
@@ -855,7 +863,7 @@ def _write_model(result: SfmResult, model: ColmapModel, options: SfmOptions, pyc
         write_text_atomically(temporary / SFM_RECORD_FILE, json.dumps(record, indent=1) + "\n")
 
 
-def _reused(scan: _Scan, found: Path) -> SfmResult:
+def _reused(scan: PhotoFolder, found: Path) -> SfmResult:
     try:
         model = read_model(found)
     except ColmapError as error:

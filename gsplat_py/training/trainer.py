@@ -201,16 +201,16 @@ class Trainer:
 
     def _load_scene(self) -> SceneData:
         """The scene of ``config.data``; a folder of photos without a COLMAP model is posed first (SfM)."""
-        photos = photos_to_pose(self.config.data)
-        if photos is not None:
-            _, names, _ = scan_photos(photos)
-            if names:
-                minutes = max(1, round(estimate_sfm_seconds(len(names)) / 60))
+        folder = photos_to_pose(self.config.data)
+        if folder is not None:
+            photos = scan_photos(folder)
+            if photos.photos:
+                minutes = max(1, round(estimate_sfm_seconds(photos) / 60))
                 tqdm.write(
-                    f"{photos}: no COLMAP model (sparse/0): computing the camera poses of its "
-                    f"{len(names)} photos first with structure from motion (about {minutes} min)"
+                    f"{folder}: no COLMAP model (sparse/0): computing the camera poses of its "
+                    f"{len(photos.photos)} photos first with structure from motion (about {minutes} min)"
                 )
-            run_sfm(photos, progress=self.progress, report=tqdm.write)
+            run_sfm(folder, progress=self.progress, report=tqdm.write)
         return load_scene(self.config.data)
 
     def _initial_params(self) -> Params:
