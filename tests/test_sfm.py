@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shutil
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -395,6 +396,28 @@ def test_corrupt_photo_is_named_and_nothing_is_written(tmp_path):
     assert message.startswith(f"{broken}: cannot read the image (") and "\n" not in message
     assert "(and 1 more: zz.png); remove or replace it" in message
     assert_nothing_written(tmp_path, [photo.name for photo in PHOTOS[:4]] + ["zz.png"])
+
+
+@needs_pycolmap
+def test_working_folder_of_a_killed_run_is_deleted(tmp_path):
+    """A run killed outright (SIGKILL) cannot clean up; the next run deletes its working folder."""
+    copy_photos(tmp_path, PHOTOS[:2])
+    dead = subprocess_pid_that_exited()
+    stale = tmp_path / f".gsplat_py_sfm-{dead}-1"
+    (stale / "images").mkdir(parents=True)
+    alive = tmp_path / f".gsplat_py_sfm-{os.getpid()}-1"  # a run in progress (this process) is left alone
+    alive.mkdir()
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(SfmError, match="broken.jpg: cannot read the image"):
+        run_sfm(tmp_path, progress=False)
+    assert not stale.exists() and alive.exists()
+
+
+def subprocess_pid_that_exited() -> int:
+    process = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    return int(process.stdout)
 
 
 @needs_pycolmap

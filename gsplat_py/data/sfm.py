@@ -422,7 +422,8 @@ def _read_photos(scan: PhotoFolder, work: Path, options: SfmOptions, progress: b
         path, name, output = job
         try:
             return _read_photo(path, name, options.max_image_size, output)
-        except (OSError, ValueError, SyntaxError) as error:  # PIL raises all three for broken files
+        # PIL raises the first three for broken files, the last for one too large to decode safely
+        except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError) as error:
             failures.append((name, str(error) or type(error).__name__))
             return None
 
@@ -709,9 +710,24 @@ def mean_reprojection_error(points: Points3D) -> float:
 # The whole run
 
 
+def _process_is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def _work_folder(folder: Path) -> Iterator[Path]:
-    """A hidden working folder beside the photos (on their file system), deleted afterwards."""
+    """A hidden working folder beside the photos (on their file system), deleted afterwards. Working
+    folders of runs that were killed (their process is gone) are deleted first."""
+    for stale in folder.glob(f"{WORK_FOLDER_PREFIX}*"):
+        pid = stale.name[len(WORK_FOLDER_PREFIX) :].split("-")[0]
+        if pid.isdigit() and not _process_is_running(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
     work = folder / f"{WORK_FOLDER_PREFIX}{os.getpid()}-{time.time_ns()}"
     try:
         work.mkdir()
