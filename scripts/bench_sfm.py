@@ -34,13 +34,11 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads its OpenMP runtime
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gsplat_py.data.geometry import fit_similarity  # noqa: E402
-from gsplat_py.data.sfm import SfmOptions, run_sfm  # noqa: E402
+from gsplat_py.data.sfm import SfmOptions, camera_centre_errors, run_sfm  # noqa: E402
 from gsplat_py.io.colmap import ColmapModel, read_model  # noqa: E402
 from gsplat_py.training.config import apply_overrides, load_config  # noqa: E402
 from gsplat_py.training.trainer import Trainer  # noqa: E402
@@ -78,19 +76,6 @@ def link_photos(source: Path, folder: Path) -> None:
             (folder / photo.name).symlink_to(photo.resolve())
 
 
-def centre_errors(model: ColmapModel, reference: ColmapModel) -> np.ndarray:
-    def centres(m: ColmapModel) -> dict[str, np.ndarray]:
-        return {Path(i.name).name: -i.rotation().T @ i.tvec for i in m.images.values()}
-
-    ours, theirs = centres(model), centres(reference)
-    names = sorted(set(ours) & set(theirs))
-    source = torch.tensor(np.stack([ours[n] for n in names]))
-    target = torch.tensor(np.stack([theirs[n] for n in names]))
-    transform = fit_similarity(source, target)
-    aligned = source @ transform[:3, :3].T + transform[:3, 3]
-    return ((aligned - target).norm(dim=1) / (target - target.mean(0)).norm(dim=1).max()).numpy()
-
-
 def pose(photos: Path, work: Path, label: str, options: SfmOptions, reference: ColmapModel) -> dict:
     folder = work / label
     link_photos(photos, folder)
@@ -103,7 +88,7 @@ def pose(photos: Path, work: Path, label: str, options: SfmOptions, reference: C
 
     result = run_sfm(folder, options, progress=False, report=report)
     cpu = {step: marks[i + 1][1] - marks[i][1] for i, step in enumerate(STEPS)}
-    errors = centre_errors(read_model(result.model_folder), reference)
+    errors = camera_centre_errors(read_model(result.model_folder), reference)
     row = {
         "label": label,
         "options": vars(options),

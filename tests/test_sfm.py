@@ -28,12 +28,13 @@ from gsplat_py.data.sfm import (
     _pairs,
     _prior_focal,
     _read_photo,
+    camera_centre_errors,
     estimate_sfm_seconds,
     run_sfm,
     scan_photos,
 )
 from gsplat_py.errors import ParameterError
-from gsplat_py.io.colmap import ColmapModel, read_model
+from gsplat_py.io.colmap import read_model
 
 try:
     import pycolmap
@@ -47,24 +48,6 @@ SNOWMIKU = REPO / "data" / "snowmiku"
 PHOTOS = sorted((SNOWMIKU / "images_4").glob("*.jpg"))  # 97 photos at 252x189
 REFERENCE = SNOWMIKU / "sparse" / "0"  # COLMAP's model of the same photos at 1008x756
 REFERENCE_SCALE = 252 / 1008
-
-
-def camera_centres(model: ColmapModel) -> dict[str, np.ndarray]:
-    """Camera centre of each image, by file name (without folders)."""
-    return {Path(image.name).name: -image.rotation().T @ image.tvec for image in model.images.values()}
-
-
-def centre_errors(model: ColmapModel, reference: ColmapModel) -> np.ndarray:
-    """Distances of the model's camera centres, aligned to the reference's by the best similarity, to the
-    reference's, relative to the scene size (the largest distance of a reference centre from their mean)."""
-    ours, theirs = camera_centres(model), camera_centres(reference)
-    names = sorted(set(ours) & set(theirs))
-    source = torch.tensor(np.stack([ours[name] for name in names]))
-    target = torch.tensor(np.stack([theirs[name] for name in names]))
-    transform = fit_similarity(source, target)
-    aligned = source @ transform[:3, :3].T + transform[:3, 3]
-    size = (target - target.mean(0)).norm(dim=1).max()
-    return ((aligned - target).norm(dim=1) / size).numpy()
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -101,7 +84,7 @@ def test_bundled_photos_are_posed_like_the_bundled_model(posed):
     model, reference = read_model(result.model_folder), read_model(REFERENCE)
     assert sorted(image.name for image in model.images.values()) == result.registered
     assert len(model.points) == result.num_points > 1000
-    errors = centre_errors(model, reference)
+    errors = camera_centre_errors(model, reference)
     assert np.median(errors) < 0.015 and errors.max() < 0.05, (np.median(errors), errors.max())
     camera, reference_camera = model.cameras[1], reference.cameras[1]
     assert (camera.model, camera.width, camera.height) == ("OPENCV", 252, 189)
@@ -128,7 +111,7 @@ def test_camera_centre_comparison_catches_swapped_poses(posed):
     model = read_model(result.model_folder)
     first, last = model.images[min(model.images)], model.images[max(model.images)]
     first.qvec, last.qvec, first.tvec, last.tvec = last.qvec, first.qvec, last.tvec, first.tvec
-    assert centre_errors(model, read_model(REFERENCE)).max() > 0.2
+    assert camera_centre_errors(model, read_model(REFERENCE)).max() > 0.2
 
 
 @needs_pycolmap
@@ -224,7 +207,7 @@ def test_awkward_folder_is_posed_at_full_size(awkward):
         xys = np.concatenate([image.xys for image in model.images.values() if image.camera_id == camera_id])
         assert (xys >= 0).all() and (xys < [camera.width, camera.height]).all()
         assert (xys.max(0) > [0.9 * camera.width, 0.9 * camera.height]).all()
-    errors = centre_errors(model, read_model(REFERENCE))
+    errors = camera_centre_errors(model, read_model(REFERENCE))
     assert np.median(errors) < 0.03 and errors.max() < 0.08, errors
 
 
@@ -342,6 +325,24 @@ def test_fit_similarity_recovers_a_similarity_exactly():
     assert torch.allclose(translation, torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64), atol=1e-12)
     mirrored = moved * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)  # no rotation does this exactly
     assert torch.linalg.det(split_similarity(fit_similarity(points, mirrored))[1]) == pytest.approx(1.0)
+
+
+def test_camera_centre_errors_ignore_a_similarity_and_folders():
+    reference = read_model(REFERENCE)
+    moved = read_model(REFERENCE)
+    generator = torch.Generator().manual_seed(1)
+    rotation = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))[0].numpy()
+    rotation *= np.linalg.det(rotation)  # a proper rotation (-1 times a reflection in 3D)
+    for image in moved.images.values():  # centre c -> 3 Q c + t (the comparison reads only the centres)
+        centre = -image.rotation().T @ image.tvec
+        image.tvec = -image.rotation() @ (3.0 * rotation @ centre + np.array([5.0, -1.0, 2.0]))
+        image.name = f"sub/{image.name}"
+    errors = camera_centre_errors(moved, reference)
+    assert len(errors) == len(reference.images) and errors.max() < 1e-9
+    mirrored = read_model(REFERENCE)  # a reflection is no similarity: the centres cannot be aligned
+    for image in mirrored.images.values():
+        image.tvec = -image.rotation() @ ((-image.rotation().T @ image.tvec) * np.array([1.0, 1.0, -1.0]))
+    assert camera_centre_errors(mirrored, reference).max() > 0.1
 
 
 def test_scan_takes_images_folder_or_top_level_files(tmp_path):

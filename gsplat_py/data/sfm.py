@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image as PILImage
 from PIL import ImageOps
 from tqdm.auto import tqdm
@@ -82,10 +83,12 @@ from .colmap_dataset import (
     model_folder,
     photo_folder,
 )
+from .geometry import fit_similarity
 from .undistort import SUPPORTED_MODELS
 
 __all__ = [
     "MATCHERS",
+    "camera_centre_errors",
     "SFM_CAMERA_MODELS",
     "SFM_INSTALL_HINT",
     "SfmError",
@@ -773,10 +776,9 @@ def run_sfm(
     if scan.ignored_files:
         say(f"ignored (not images): {_examples(scan.ignored_files)}")
     seconds: dict[str, float] = {}
-    clock = time.perf_counter()
     with _work_folder(folder) as work, _quiet_colmap(pycolmap):
-        photos = _read_photos(scan, work, options, progress)
-        seconds["photos"] = time.perf_counter() - clock
+        with _timed(seconds, "photos"):
+            photos = _read_photos(scan, work, options, progress)
         cameras = len({photo.work_name.split("/")[0] for photo in photos})
         sizes = Counter(photo.size for photo in photos)
         work_sizes = Counter(photo.work_size for photo in photos)
@@ -784,19 +786,15 @@ def run_sfm(
             f"photos: {len(photos)} read ({_sizes(sizes)}; SIFT at {_sizes(work_sizes)}), "
             f"{_plural(cameras, 'camera')} ({options.camera_model}) in {_duration(seconds['photos'])}"
         )
-
-        clock = time.perf_counter()
-        counts = _features(pycolmap, work, photos, options, progress)
-        seconds["features"] = time.perf_counter() - clock
+        with _timed(seconds, "features"):
+            counts = _features(pycolmap, work, photos, options, progress)
         say(
             f"features: {int(np.median(counts)):,} per photo (median; at most {options.max_features:,}) in "
             f"{_duration(seconds['features'])}"
         )
-
-        clock = time.perf_counter()
         matcher = options.matcher_for(len(photos))
-        pairs, verified = _match(pycolmap, work, photos, matcher, options, progress)
-        seconds["matching"] = time.perf_counter() - clock
+        with _timed(seconds, "matching"):
+            pairs, verified = _match(pycolmap, work, photos, matcher, options, progress)
         why = ""
         if options.matcher == "auto":
             limit = options.exhaustive_max_images
@@ -805,10 +803,8 @@ def run_sfm(
             f"matching: {matcher}{why}: {_plural(pairs, 'pair')}, {verified:,} with a verified geometry, in "
             f"{_duration(seconds['matching'])}"
         )
-
-        clock = time.perf_counter()
-        reconstruction = _map(pycolmap, work, photos, options, progress)
-        seconds["mapping"] = time.perf_counter() - clock
+        with _timed(seconds, "mapping"):
+            reconstruction = _map(pycolmap, work, photos, options, progress)
         model = _colmap_model(reconstruction, photos, pycolmap.INVALID_POINT3D_ID) if reconstruction else None
         registered = sorted(image.name for image in model.images.values()) if model else []
         if len(registered) < MIN_REGISTERED:
@@ -834,6 +830,32 @@ def run_sfm(
             say(f"not posed (left out of training): {_examples(unregistered)}")
         _write_model(result, model, options, pycolmap.__version__)
     return result
+
+
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float], step: str) -> Iterator[None]:
+    """Adds the block's wall time to ``seconds[step]``."""
+    clock = time.perf_counter()
+    yield
+    seconds[step] = time.perf_counter() - clock
+
+
+def camera_centre_errors(model: ColmapModel, reference: ColmapModel) -> np.ndarray:
+    """How far the camera centres of ``model`` are from those of ``reference`` (images matched by file name,
+    folders ignored), after the similarity that best aligns them (`fit_similarity`), relative to the scene's
+    size: the largest distance of a reference centre from their mean. One value per common image."""
+
+    def centres(of: ColmapModel) -> dict[str, np.ndarray]:
+        return {Path(image.name).name: -image.rotation().T @ image.tvec for image in of.images.values()}
+
+    ours, theirs = centres(model), centres(reference)
+    names = sorted(set(ours) & set(theirs))
+    source = torch.tensor(np.stack([ours[name] for name in names]))
+    target = torch.tensor(np.stack([theirs[name] for name in names]))
+    transform = fit_similarity(source, target)
+    aligned = source @ transform[:3, :3].T + transform[:3, 3]
+    size = (target - target.mean(0)).norm(dim=1).max()
+    return ((aligned - target).norm(dim=1) / size).numpy()
 
 
 def _sizes(sizes: Counter) -> str:
