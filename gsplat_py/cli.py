@@ -96,11 +96,16 @@ def _split_overrides(tokens: list[str], parser: argparse.ArgumentParser) -> dict
 def _train_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "train",
-        help="train Gaussians on a COLMAP scene",
-        description="Train Gaussians on a COLMAP scene (images/ or images_N/ plus sparse/0/). Any option "
-        "of gsplat_py/configs/default.toml can also be set as --section.key VALUE.",
+        help="train Gaussians on a COLMAP scene (or a folder of photos)",
+        description="Train Gaussians on a COLMAP scene (images/ or images_N/ plus sparse/0/), or on a folder "
+        "of photos, whose camera poses are computed first. Any option of gsplat_py/configs/default.toml can "
+        "also be set as --section.key VALUE.",
     )
-    parser.add_argument("--data", help="scene folder (default: the bundled sample scene)")
+    parser.add_argument(
+        "--data",
+        help="scene folder, or a folder of photos without a COLMAP model, which is posed first (as by "
+        "`sfm`; default: the bundled sample scene)",
+    )
     parser.add_argument("--data-factor", type=int, help="use images_N/ (downscale by N)")
     parser.add_argument("--steps", type=int, help="number of training steps")
     parser.add_argument("--strategy", choices=("default", "mcmc"), help="densification strategy")
