@@ -132,7 +132,7 @@ def train(data: Path, config_name: str, steps: int, output: Path) -> dict:
         "ssim": record["ssim"],
         "num_gaussians": record["num_gaussians"],
         "train_s": record["elapsed_s"],
-        "views": sorted(record["views"]),
+        "views": sorted(view["name"] for view in record["views"]),
     }
 
 
