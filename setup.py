@@ -92,6 +92,7 @@ class BuildWithSimdKernels(BuildExtension):
 NVCC_FLAGS = ["-O3", "-std=c++17", "-lineinfo"]
 # viewer: `gsplat-py view` and `train --viewer` (viser serves the page; its wheel carries the built client).
 VIEWER_REQUIRES = ["viser>=1.1.1,<2"]
+SFM_REQUIRES = ["pycolmap>=4.2"]
 
 
 def cuda_build_reason():
@@ -159,13 +160,17 @@ setup(
     install_requires=[f"torch=={TORCH_VERSION}", "numpy", "pillow", "plyfile", "tqdm"],
     extras_require={
         # test: zstandard so that the SPZ version 4 tests run; hypothesis for tests/test_bad_*.py; the
-        # viewer's tests drive Debian's Chromium (apt-get install chromium) through Playwright
-        "test": ["pytest", "zstandard", "hypothesis", *VIEWER_REQUIRES, "playwright>=1.45"],
+        # viewer's tests drive Debian's Chromium (apt-get install chromium) through Playwright; pycolmap so
+        # that the structure-from-motion tests run (a 38 MB wheel, no build).
+        "test": ["pytest", "zstandard", "hypothesis", *VIEWER_REQUIRES, "playwright>=1.45", *SFM_REQUIRES],
         # video: MP4 output of `gsplat-py render --video` (PyAV bundles its own FFmpeg).
         "video": ["av>=12"],
         # spz: SPZ version 4 (zstd) export and import; version 3 (gzip) needs nothing.
         "spz": ["zstandard"],
         "viewer": VIEWER_REQUIRES,
+        # sfm: `gsplat-py sfm` and training on a folder of photos (pycolmap: COLMAP's own Python bindings,
+        # CPU SIFT on PyPI; 4.2 is the API gsplat_py.data.sfm is written against).
+        "sfm": SFM_REQUIRES,
         # dev: the checks .ci/run runs (pinned, so formatting does not drift with new releases), and sdists.
         "dev": ["ruff==0.17.6", "mypy==2.4.1", "clang-format==19.1.7", "build"],
     },

@@ -10,12 +10,17 @@
     gsplat-py export --model RUN|FILE [--format ply|compressed-ply|spz|sog|splat] [--sh-degree N]
                      [--spz-version 3|4] [--sog-palette N] [--frame colmap|normalized] [--output FILE]
     gsplat-py view --model RUN|FILE [--data DIR] [--port N] [--host ADDRESS] [--output DIR]
+    gsplat-py sfm FOLDER [--matcher auto|exhaustive|sequential] [--camera-model MODEL] [--single-camera]
+                  [--max-image-size N] [--max-features N] [--force] [--quiet]
     gsplat-py info
 
 ``train`` without ``--data`` trains the bundled sample scene. Options are applied in this order: the
 defaults, the preset or file of ``--config`` (``--strategy mcmc`` alone selects the ``mcmc`` preset, with
 its initialisation and regularisation; with ``--resume``, the run's saved config), the named flags above,
 then ``--section.key VALUE`` overrides of any option (``gsplat_py/configs/default.toml`` lists them all).
+
+``sfm`` computes the camera poses of a folder of photos (``gsplat_py.data.sfm``, through pycolmap) and writes
+the COLMAP model beside them; ``train --data`` on a folder of photos without a model runs it first.
 
 ``render`` and ``export`` take a training output folder, its checkpoint.pt or a splat file (see
 ``gsplat_py.tools.saved_models`` for which world frame each is in, ``gsplat_py.tools.novel_views`` for what a
@@ -45,6 +50,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from .data.sfm import MATCHERS, SFM_CAMERA_MODELS, SFM_INSTALL_HINT, SfmOptions
 from .data.world_frame import FRAME_NAMES
 from .errors import MissingPackageError, ParameterError
 from .io.formats import format_of_name
@@ -67,6 +73,7 @@ FLAGS = {
     "focal_scale": "--focal-scale",
     "model_frame": "--model-frame",
     "data_factor": "--data-factor",
+    "num_threads": "--threads",
 }
 
 
@@ -101,11 +108,16 @@ def _split_overrides(tokens: list[str], parser: argparse.ArgumentParser) -> dict
 def _train_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "train",
-        help="train Gaussians on a COLMAP scene",
-        description="Train Gaussians on a COLMAP scene (images/ or images_N/ plus sparse/0/). Any option "
-        "of gsplat_py/configs/default.toml can also be set as --section.key VALUE.",
+        help="train Gaussians on a COLMAP scene (or a folder of photos)",
+        description="Train Gaussians on a COLMAP scene (images/ or images_N/ plus sparse/0/), or on a folder "
+        "of photos, whose camera poses are computed first. Any option of gsplat_py/configs/default.toml can "
+        "also be set as --section.key VALUE.",
     )
-    parser.add_argument("--data", help="scene folder (default: the bundled sample scene)")
+    parser.add_argument(
+        "--data",
+        help="scene folder, or a folder of photos without a COLMAP model, which is posed first (as by "
+        "`sfm`; default: the bundled sample scene)",
+    )
     parser.add_argument("--data-factor", type=int, help="use images_N/ (downscale by N)")
     parser.add_argument("--steps", type=int, help="number of training steps")
     parser.add_argument("--strategy", choices=("default", "mcmc"), help="densification strategy")
@@ -314,6 +326,49 @@ def _view_parser(subparsers) -> argparse.ArgumentParser:
         help="where 'Save view' writes view_NNN.png and .json (default: RUN/views, else "
         "<model folder>/<model stem>_views)",
     )
+    return parser
+
+
+def _sfm_parser(subparsers) -> argparse.ArgumentParser:
+    defaults = SfmOptions()
+    parser = subparsers.add_parser(
+        "sfm",
+        help="compute the camera poses of a folder of photos (structure from motion)",
+        description="Pose the photos of FOLDER (FOLDER/images/ if it exists, else the images in FOLDER) with "
+        "COLMAP's structure from motion, in process through pycolmap, and write the COLMAP model to "
+        f"FOLDER/sparse/0. Needs pycolmap ({SFM_INSTALL_HINT}). A folder that already holds a model is left "
+        "as it is unless --force.",
+    )
+    parser.add_argument("folder", metavar="FOLDER", help="a folder of photos")
+    parser.add_argument(
+        "--matcher",
+        choices=MATCHERS,
+        help=f"which photo pairs to match (default: {defaults.matcher}: exhaustive up to "
+        f"{defaults.exhaustive_max_images} photos, else sequential, in name order)",
+    )
+    parser.add_argument(
+        "--camera-model",
+        choices=SFM_CAMERA_MODELS,
+        help=f"COLMAP camera model (default: {defaults.camera_model})",
+    )
+    parser.add_argument(
+        "--single-camera",
+        action="store_true",
+        default=None,
+        help="one camera (intrinsics) for all photos (default: one per size, EXIF camera and focal length)",
+    )
+    parser.add_argument(
+        "--max-image-size",
+        type=int,
+        help=f"longest side of the photos SIFT sees, in pixels (default: {defaults.max_image_size})",
+    )
+    parser.add_argument(
+        "--max-features", type=int, help=f"SIFT features per photo (default: {defaults.max_features})"
+    )
+    parser.add_argument("--seed", type=int, help=f"random seed (default: {defaults.seed})")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: every core)")
+    parser.add_argument("--force", action="store_true", help="recompute the model if the folder has one")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
@@ -598,6 +653,33 @@ def _size_text(size: int) -> str:
     return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
 
 
+def _run_sfm(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .data.sfm import run_sfm
+
+    named = {
+        "matcher": args.matcher,
+        "camera_model": args.camera_model,
+        "single_camera": args.single_camera,
+        "max_image_size": args.max_image_size,
+        "max_features": args.max_features,
+        "seed": args.seed,
+        "num_threads": args.threads,
+    }
+    options = SfmOptions(**{name: value for name, value in named.items() if value is not None})
+    result = run_sfm(args.folder, options, force=args.force, progress=not args.quiet, report=tqdm.write)
+    if result.reused:
+        print(
+            f"{PROG}: {result.model_folder} already holds a COLMAP model ({result.summary()}); --force "
+            "recomputes it"
+        )
+    else:
+        total = sum(result.stage_seconds.values())
+        print(f"{PROG}: done: {result.model_folder}  ({result.summary()}; {total / 60:.1f} min)")
+    return 0
+
+
 def _run_info() -> int:
     from . import __version__
     from .rendering import _backend
@@ -615,6 +697,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _render_parser(subparsers)
     _export_parser(subparsers)
     _view_parser(subparsers)
+    _sfm_parser(subparsers)
     _info_parser(subparsers)
     args, unknown = parser.parse_known_args(argv)
     if args.command != "train" and unknown:
@@ -663,6 +746,7 @@ def _run(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         "render": lambda: _run_render(args),
         "export": lambda: _run_export(args),
         "view": lambda: _run_view(args),
+        "sfm": lambda: _run_sfm(args),
         "info": _run_info,
     }
     try:

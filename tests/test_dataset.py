@@ -188,7 +188,7 @@ def test_without_normalisation_the_colmap_frame_is_kept(snowmiku_root, snowmiku_
 
 
 def test_full_resolution_needs_the_images_folder(snowmiku_root):
-    expected = r"images: no such folder \(expected the images the COLMAP model registered\)"
+    expected = r"snowmiku0: images/ is not a folder, and the folder itself holds none of the 97 images"
     with pytest.raises(DatasetError, match=expected):
         load_colmap_scene(snowmiku_root, data_factor=1)
 
@@ -521,7 +521,7 @@ def test_missing_or_broken_model_is_an_error(tmp_path):
     with pytest.raises(DatasetError, match=r"nowhere: no such folder"):
         load_colmap_scene(tmp_path / "nowhere")
     (tmp_path / "images").mkdir()
-    expected = r"sparse: no such folder \(expected the COLMAP model in sparse/0/ or sparse/\)"
+    expected = r"sparse: no such folder \(expected the COLMAP model in sparse/0/ or sparse/; a folder of"
     with pytest.raises(DatasetError, match=expected):
         load_colmap_scene(tmp_path)
     write_scene(tmp_path)

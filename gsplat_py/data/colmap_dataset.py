@@ -5,13 +5,18 @@
     scene.points, scene.point_colors, scene.scene_scale
 
 The folder holds ``sparse/0/`` (or ``sparse/``) with a COLMAP model (.bin or .txt) and ``images/`` with
-the images it registered (names relative to it); ``images_N/`` may hold them downscaled N times.
+the images it registered (names relative to it); ``images_N/`` may hold them downscaled N times. A folder
+without ``images/`` holds its photos itself, beside ``sparse/`` (as `gsplat_py.data.sfm` leaves a folder of
+photos); only its top-level files are images then.
 
 - Images: ``data_factor=1`` reads ``images/``. ``data_factor=N`` reads ``images_N/`` when it exists (a file
   with the registered name, or else the same name with another image extension, e.g. ``.png`` for
   ``.jpg``); otherwise it downscales ``images/`` (PIL Lanczos, to round(w / N) x round(h / N)) and caches
   the result. Images are RGB uint8 (grayscale expanded, alpha dropped). The intrinsics are scaled per axis
-  by (image width / camera width, image height / camera height), whatever the folder.
+  by (image width / camera width, image height / camera height), whatever the folder. Pixels are read as
+  stored, as COLMAP reads them, except for a model that `gsplat_py.data.sfm` made: its record
+  (``SFM_RECORD_FILE`` beside the model) says it posed the photos with their EXIF orientation applied, and
+  the loader applies it too.
 - Cameras: SIMPLE_PINHOLE and PINHOLE are used as they are. SIMPLE_RADIAL, RADIAL, OPENCV, FULL_OPENCV
   and OPENCV_FISHEYE images are undistorted (after downscaling) to a pinhole camera with the same focal
   lengths, cropped so that every pixel comes from inside the source (see `gsplat_py.cameras`), and
@@ -48,6 +53,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image as PILImage
+from PIL import ImageOps
 from PIL.PngImagePlugin import PngInfo
 from torch import Tensor
 
@@ -58,10 +64,24 @@ from .geometry import rigid_inverse
 from .normalize import normalize_scene, transform_camera_to_world, transform_points
 from .undistort import SUPPORTED_MODELS, Intrinsics, Undistortion, plan_undistortion
 
-__all__ = ["DatasetError", "SceneData", "View", "load_colmap_scene", "user_cache_folder"]
+__all__ = [
+    "DatasetError",
+    "IMAGE_EXTENSIONS",
+    "SFM_RECORD_FILE",
+    "SceneData",
+    "View",
+    "image_files",
+    "load_colmap_scene",
+    "model_folder",
+    "photo_folder",
+    "user_cache_folder",
+]
 
 
 IMAGE_EXTENSIONS = frozenset((".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"))
+IMAGES_FOLDER = "images"
+# Written by gsplat_py.data.sfm beside the model files; the loader reads its "exif_orientation_applied".
+SFM_RECORD_FILE = "gsplat_py_sfm.json"
 CACHE_FOLDER_NAME = ".gsplat_py_cache"
 # Bump when the cached pixels would change for the same inputs (resampling, undistortion algorithm).
 CACHE_VERSION = 1
@@ -146,20 +166,32 @@ def load_colmap_scene(
     if not root.is_dir():
         problem = "not a folder" if root.exists() else "no such folder"
         raise DatasetError(f"{root}: {problem} (expected a COLMAP scene: sparse/ and images/)")
-    model_folder = _model_folder(root)
-    model = _read_model(model_folder)
+    models = model_folder(root)
+    if models is None:
+        raise DatasetError(
+            f"{root / 'sparse'}: no such folder (expected the COLMAP model in sparse/0/ or sparse/; a folder "
+            "of photos needs its camera poses computed first, by structure from motion)"
+        )
+    model = _read_model(models)
     registered = sorted(model.images.values(), key=lambda image: image.name)
     if not registered:
-        raise DatasetError(f"{model_folder}: the COLMAP model has no registered images")
-    cameras = _camera_intrinsics(model_folder, model, {image.camera_id for image in registered})
+        raise DatasetError(f"{models}: the COLMAP model has no registered images")
+    cameras = _camera_intrinsics(models, model, {image.camera_id for image in registered})
 
-    image_folder, downscale = _image_folder(root, data_factor)
     names = [image.name for image in registered]
-    paths = _locate_images(image_folder, names, model_folder, stem_fallback=data_factor > 1 and not downscale)
-    needs_cache = downscale or any(not cameras[image.camera_id].is_pinhole for image in registered)
+    image_folder, downscale = _image_folder(root, data_factor, names)
+    paths = _locate_images(
+        image_folder,
+        names,
+        models,
+        stem_fallback=data_factor > 1 and not downscale,
+        recursive=image_folder != root,
+    )
+    orient = _exif_orientation_applied(models)
+    needs_cache = downscale or orient or any(not cameras[image.camera_id].is_pinhole for image in registered)
     cache = _ImageCache(_cache_folder(root, cache_dir) / f"factor_{data_factor}") if needs_cache else None
     images_per_camera = Counter(image.camera_id for image in registered)
-    loader = _ImageLoader(cameras, data_factor if downscale else 1, cache, images_per_camera)
+    loader = _ImageLoader(cameras, data_factor if downscale else 1, cache, images_per_camera, orient)
     jobs = [(image.name, path, image.camera_id) for image, path in zip(registered, paths)]
     executor = ThreadPoolExecutor(max_workers=min(MAX_LOADER_THREADS, os.cpu_count() or 1, len(jobs)))
     try:
@@ -205,13 +237,30 @@ def load_colmap_scene(
 # The model
 
 
-def _model_folder(root: Path) -> Path:
+def model_folder(root: Path) -> Path | None:
+    """The folder of the scene's COLMAP model: ``sparse/0/``, else ``sparse/``; None if neither exists."""
     for folder in (root / "sparse" / "0", root / "sparse"):
         if folder.is_dir():
             return folder
-    raise DatasetError(
-        f"{root / 'sparse'}: no such folder (expected the COLMAP model in sparse/0/ or sparse/)"
-    )
+    return None
+
+
+def _exif_orientation_applied(model_folder: Path) -> bool:
+    """Whether the model's pixel coordinates are those of its photos turned by their EXIF orientation."""
+    try:
+        record = json.loads((model_folder / SFM_RECORD_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError) as error:
+        raise DatasetError(
+            f"{model_folder / SFM_RECORD_FILE}: not a readable JSON record ({error})"
+        ) from None
+    applied = record.get("exif_orientation_applied", False) if isinstance(record, dict) else None
+    if not isinstance(applied, bool):
+        raise DatasetError(
+            f"{model_folder / SFM_RECORD_FILE}: exif_orientation_applied: expected true or false"
+        )
+    return applied
 
 
 def _read_model(folder: Path) -> ColmapModel:
@@ -245,28 +294,34 @@ def _camera_intrinsics(model_folder: Path, model: ColmapModel, camera_ids: set[i
 # Finding the images
 
 
-def _image_folder(root: Path, data_factor: int) -> tuple[Path, bool]:
-    """(folder, whether its images still need downscaling by data_factor)."""
-    full_size = root / "images"
+def photo_folder(root: Path) -> Path:
+    """The folder of a scene's full-size photos: ``images/`` if it is a folder, else the scene folder."""
+    images = root / IMAGES_FOLDER
+    return images if images.is_dir() else root
+
+
+def _image_folder(root: Path, data_factor: int, names: list[str]) -> tuple[Path, bool]:
+    """(folder, whether its images still need downscaling by data_factor) for the registered ``names``."""
     if data_factor > 1:
         downscaled = root / f"images_{data_factor}"
         if downscaled.is_dir():
             return downscaled, False
-        if not full_size.is_dir():
-            raise DatasetError(
-                f"{root}: neither images_{data_factor}/ nor images/ is a folder (expected images)"
-            )
-        return full_size, True
-    if not full_size.is_dir():
-        raise DatasetError(f"{full_size}: no such folder (expected the images the COLMAP model registered)")
-    return full_size, False
+    folder = photo_folder(root)
+    if folder == root and not any((root / name).is_file() for name in names):
+        missing = f"neither images_{data_factor}/ nor images/ is" if data_factor > 1 else "images/ is not"
+        raise DatasetError(
+            f"{root}: {missing} a folder, and the folder itself holds none of the {len(names)} images the "
+            "COLMAP model registers (expected images)"
+        )
+    return folder, data_factor > 1
 
 
-def _image_files(folder: Path) -> list[str]:
-    """The image files under ``folder`` (relative POSIX paths), hidden files and folders left out."""
+def image_files(folder: Path, recursive: bool = True) -> list[str]:
+    """The image files in ``folder`` (and its subfolders if ``recursive``) as sorted relative POSIX paths;
+    hidden files and folders are left out."""
     files: list[str] = []
     for directory, subdirectories, names in os.walk(folder):
-        subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
+        subdirectories[:] = [name for name in subdirectories if recursive and not name.startswith(".")]
         relative = Path(directory).relative_to(folder)
         files.extend(
             (relative / name).as_posix()
@@ -276,13 +331,16 @@ def _image_files(folder: Path) -> list[str]:
     return sorted(files)
 
 
-def _locate_images(folder: Path, names: list[str], model_folder: Path, stem_fallback: bool) -> list[Path]:
+def _locate_images(
+    folder: Path, names: list[str], model_folder: Path, stem_fallback: bool, recursive: bool
+) -> list[Path]:
     """The file of each registered image; DatasetError if any is missing, one warning for unregistered files.
 
     With ``stem_fallback`` (images_N/), a registered name may also match a file with the same path but
-    another image extension, as when the downscaled copies are PNGs of JPEGs.
+    another image extension, as when the downscaled copies are PNGs of JPEGs. ``recursive``: whether image
+    files in subfolders count as the scene's (not for photos kept in the scene folder itself).
     """
-    on_disk = _image_files(folder)
+    on_disk = image_files(folder, recursive)
     by_stem: dict[str, list[str]] = {}
     for file in on_disk:
         by_stem.setdefault(os.path.splitext(file)[0], []).append(file)
@@ -418,12 +476,15 @@ class _ImageLoader:
         downscale: int,
         cache: _ImageCache | None,
         images_per_camera: Counter,
+        orient: bool,
     ):
-        """``cache`` may be None only if no image needs downscaling or undistorting."""
+        """``cache`` may be None only if no image needs downscaling, undistorting or turning upright
+        (``orient``: apply the EXIF orientation)."""
         self.cameras = cameras
         self.downscale = downscale
         self.cache = cache
         self.plans = _UndistortionPlans(images_per_camera)
+        self.orient = orient
 
     def load(self, name: str, path: Path, camera_id: int) -> tuple[Tensor, Intrinsics]:
         """(uint8 [H, W, 3], pinhole intrinsics of those pixels) of the registered image ``name``."""
@@ -433,15 +494,17 @@ class _ImageLoader:
             self.plans.release(camera_id)
 
     def _load(self, name: str, path: Path, camera_id: int) -> tuple[Tensor, Intrinsics]:
-        if self.downscale == 1 and self.cameras[camera_id].is_pinhole:  # used as it is: nothing to cache
-            pixels = _to_tensor(_decode(path))
+        if self.downscale == 1 and self.cameras[camera_id].is_pinhole and not self.orient:
+            pixels = _to_tensor(_decode(path, orient=False))  # used as it is: nothing to cache
             return pixels, self._camera_for(path, camera_id, pixels)
         key = self._cache_key(path, self.cameras[camera_id])
-        assert self.cache is not None, "a cache is given whenever an image is downscaled or undistorted"
+        assert self.cache is not None, (
+            "a cache is given whenever an image is downscaled, undistorted or turned"
+        )
         cached = self.cache.get(name, key)
         if cached is not None:
             return cached
-        image = _decode(path)
+        image = _decode(path, self.orient)
         if self.downscale > 1:
             size = (max(1, round(image.width / self.downscale)), max(1, round(image.height / self.downscale)))
             image = image.resize(size, PILImage.Resampling.LANCZOS)
@@ -484,18 +547,21 @@ class _ImageLoader:
                 *camera.distortion,
             ],
         }
+        if self.orient:  # only then, so that the keys of existing caches stay valid
+            source["exif_orientation_applied"] = True
         return hashlib.sha256(json.dumps(source, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def _decode(path: Path) -> PILImage.Image:
-    """The image at ``path`` as RGB (grayscale expanded, alpha dropped, palettes applied).
+def _decode(path: Path, orient: bool) -> PILImage.Image:
+    """The image at ``path`` as RGB (grayscale expanded, alpha dropped, palettes applied), turned by its
+    EXIF orientation if ``orient``.
 
     DatasetError for a file that is not a complete image, and for one whose header claims more pixels than
     PIL decodes safely (``PIL.Image.MAX_IMAGE_PIXELS`` times 2, ~179 Mpixels: its decompression-bomb
     limit), before decoding it."""
     try:
         with PILImage.open(path) as image:
-            return image.convert("RGB")
+            return (ImageOps.exif_transpose(image) if orient else image).convert("RGB")
     except PILImage.DecompressionBombError as error:
         raise DatasetError(f"{path}: the image is too large to decode ({error})") from None
     except Exception as error:  # a damaged file raises OSError, SyntaxError, EOFError, zlib.error, ...

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["rigid_inverse", "split_similarity", "invert_similarity"]
+__all__ = ["rigid_inverse", "split_similarity", "invert_similarity", "fit_similarity"]
 
 _RIGID_TOLERANCE = 1e-6
 
@@ -50,3 +50,28 @@ def invert_similarity(transform: Tensor) -> Tensor:
     inverse[:3, :3] = rotation.T / scale
     inverse[:3, 3] = -(rotation.T @ translation) / scale
     return inverse
+
+
+def fit_similarity(source: Tensor, target: Tensor) -> Tensor:
+    """The similarity T = [[s R, t], [0, 1]] (float64 4x4) that best maps the points ``source`` [N, 3] onto
+    ``target`` [N, 3] in the least-squares sense, sum |s R x + t - y|^2 (Umeyama 1991: R from the SVD of the
+    cross-covariance, with its reflection removed). Needs N >= 3 points not all on one line."""
+    if source.shape != target.shape or source.ndim != 2 or source.shape[1] != 3 or source.shape[0] < 3:
+        raise ValueError(
+            f"expected two [N, 3] point sets with N >= 3, got {tuple(source.shape)} and {tuple(target.shape)}"
+        )
+    source, target = source.double(), target.double()
+    source_mean, target_mean = source.mean(0), target.mean(0)
+    source_centred, target_centred = source - source_mean, target - target_mean
+    covariance = target_centred.T @ source_centred / len(source)
+    u, singular, vt = torch.linalg.svd(covariance)
+    signs = torch.ones(3, dtype=torch.float64)
+    if torch.linalg.det(u) * torch.linalg.det(vt) < 0:
+        signs[2] = -1.0
+    rotation = u @ torch.diag(signs) @ vt
+    variance = source_centred.square().sum(1).mean()
+    scale = float((singular * signs).sum() / variance)
+    transform = torch.eye(4, dtype=torch.float64)
+    transform[:3, :3] = scale * rotation
+    transform[:3, 3] = target_mean - scale * rotation @ source_mean
+    return transform

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .colmap_dataset import DatasetError, SceneData, load_colmap_scene, user_cache_folder
+from .sfm import existing_model
 
-__all__ = ["DataConfig", "BUNDLED_SCENE_NAME", "bundled_scene", "load_scene", "scene_name"]
+__all__ = ["DataConfig", "BUNDLED_SCENE_NAME", "bundled_scene", "load_scene", "photos_to_pose", "scene_name"]
 
 BUNDLED_SCENE_NAME = "snowmiku"
 _PACKAGE = Path(__file__).resolve().parents[1]
@@ -62,3 +63,12 @@ def load_scene(config: DataConfig) -> SceneData:
         normalize=config.normalize,
         cache_dir=cache_dir,
     )
+
+
+def photos_to_pose(config: DataConfig) -> Path | None:
+    """The folder ``config`` names when it holds no COLMAP model yet, so that structure from motion must
+    pose its photos before it can be loaded (`gsplat_py.data.sfm.run_sfm`); else None."""
+    if config.path is None:
+        return None
+    root = Path(config.path)
+    return root if root.is_dir() and existing_model(root) is None else None

@@ -10,6 +10,9 @@ A process killed while writing (SIGKILL, power loss) cannot remove its temporary
 ``.<target name>.<12 hex digits>.tmp``, until :func:`remove_orphan_temporaries` removes it (the trainer
 does at its next start). A failed write (disk full, read-only file system) raises an ``OSError`` whose
 ``filename`` is the target's path.
+
+A folder of files that belong together (a COLMAP model) is written the same way by `atomic_directory`: it
+is filled under a hidden temporary name beside the target and renamed into place when complete.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -25,6 +29,7 @@ from typing import Any, BinaryIO, cast
 from .paths import PathLike
 
 __all__ = [
+    "atomic_directory",
     "atomic_open",
     "atomic_open_all",
     "remove_orphan_temporaries",
@@ -35,10 +40,14 @@ __all__ = [
 _TEMPORARY_NAME = re.compile(r"\.(?P<target>.+)\.[0-9a-f]{12}\.tmp")
 
 
+def _hidden_name_next_to(path: Path, kind: str) -> Path:
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.{kind}")
+
+
 def _create_temp_next_to(path: Path) -> tuple[int, Path]:
     # Mode 0o666 so that the process umask applies, as it would to a plain open().
     for _ in range(100):
-        temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        temporary = _hidden_name_next_to(path, "tmp")
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         except FileExistsError:
@@ -153,3 +162,37 @@ def remove_orphan_temporaries(folder: PathLike, targets: Iterable[str] | None = 
                 entry.unlink(missing_ok=True)
                 removed.append(entry)
     return removed
+
+
+@contextlib.contextmanager
+def atomic_directory(path: PathLike) -> Iterator[Path]:
+    """An empty folder to fill with ``path``'s new content; it replaces ``path`` when the block succeeds.
+
+    The folder is created next to ``path`` (parents are created). On success an existing ``path`` folder is
+    renamed aside, the new one renamed into place and the old one deleted: an interruption between the two
+    renames leaves no ``path`` but the old content under a hidden ``.NAME.*.old`` name. On any failure the
+    new folder is deleted and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        temporary = _hidden_name_next_to(path, "tmp")
+        try:
+            temporary.mkdir(mode=0o777)  # the process umask applies, as to a plain mkdir
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f"could not create a temporary folder next to {path}")
+    try:
+        yield temporary
+        if path.exists():
+            old = _hidden_name_next_to(path, "old")
+            os.rename(path, old)
+            os.rename(temporary, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(temporary, path)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise

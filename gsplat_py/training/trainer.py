@@ -30,7 +30,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import SceneData, load_scene
-from ..data.scenes import scene_name
+from ..data.scenes import photos_to_pose, scene_name
+from ..data.sfm import estimate_sfm_seconds, run_sfm, scan_photos
 from ..data.world_frame import WorldFrame, frame_comments
 from ..io.atomic import atomic_open_all, remove_orphan_temporaries, write_text_atomically
 from ..io.paths import PathLike
@@ -200,7 +201,7 @@ class Trainer:
         self.device = training_device(config.train.device)
         torch.manual_seed(config.train.seed)
 
-        self.scene = scene if scene is not None else load_scene(config.data)
+        self.scene = scene if scene is not None else self._load_scene()
         if not self.scene.train_views:
             raise TrainingError(f"{self.scene.root}: the scene has no training views")
         self.scene_scale = self.scene.scene_scale
@@ -256,6 +257,20 @@ class Trainer:
         return cls(config, checkpoint=checkpoint, progress=progress)
 
     # ---------------------------------------------------------------------------------- set-up
+
+    def _load_scene(self) -> SceneData:
+        """The scene of ``config.data``; a folder of photos without a COLMAP model is posed first (SfM)."""
+        folder = photos_to_pose(self.config.data)
+        if folder is not None:
+            photos = scan_photos(folder)
+            if photos.photos:
+                minutes = max(1, round(estimate_sfm_seconds(photos) / 60))
+                tqdm.write(
+                    f"{folder}: no COLMAP model (sparse/0): computing the camera poses of its "
+                    f"{len(photos.photos)} photos first with structure from motion (about {minutes} min)"
+                )
+            run_sfm(folder, progress=self.progress, report=tqdm.write)
+        return load_scene(self.config.data)
 
     def _initial_params(self) -> Params:
         model = self.config.model
