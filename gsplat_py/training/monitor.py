@@ -62,7 +62,8 @@ COLLAPSE_CAUSES = (
 )
 EXPLOSION_CAUSES = (
     "a scene scale much smaller than the scene (far points or cameras kept?), a gradient threshold too low "
-    "for these images (strategy.default.grow_grad2d), or images that do not match their poses"
+    "for these images (strategy.default.grow_grad2d), images that do not match their poses, or a limit below "
+    "the size of the initialisation (SfM points)"
 )
 DIVERGENCE_CAUSES = (
     "learning rates too high for the scene's scale (outlier cameras kept, data.drop_outlier_cameras?), "

@@ -631,7 +631,7 @@ class Trainer:
         if self.num_gaussians > limit:
             raise TrainingError(
                 f"step {self.step}: {self.num_gaussians:,} Gaussians, more than monitor.max_gaussians "
-                f"({limit:,}): densification is running away (scene scale {self.scene_scale:.3g}); "
+                f"({limit:,}): the model has grown past the limit (scene scale {self.scene_scale:.3g}); "
                 f"stopped, {self.last_checkpoint_note()} (resume with a higher monitor.max_gaussians to go "
                 f"on). Likely causes: {EXPLOSION_CAUSES}"
             )
