@@ -249,6 +249,21 @@ def test_the_views_with_perturbed_poses_and_only_those_are_named(tmp_path, drop)
     assert record["dropped_views"] == (expected if drop else [])
 
 
+def test_views_with_a_wrong_focal_length_are_named(tmp_path, ring_scene):
+    """An image of the right size whose camera's focal length is 15% off passes the scene check (nothing in
+    the model says it is wrong); the running losses name it."""
+    wrong = {5, 13}
+    scale = torch.tensor([[1.15, 1.0, 1.0], [1.0, 1.15, 1.0], [1.0, 1.0, 1.0]])
+    views = [
+        dataclasses.replace(view, K=view.K * scale) if view.index in wrong else view
+        for view in ring_scene.train_views
+    ]
+    with pytest.warns(UserWarning, match="fit far worse than the others"):
+        train_psnr(dataclasses.replace(ring_scene, train_views=views), tmp_path, steps=600)
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())[-1]
+    assert sorted(view["name"] for view in record["outlier_views"]) == ["005.png", "013.png"]
+
+
 def test_collapse_is_reported(tmp_path, ring_scene):
     config = tiny_config(tmp_path, train__steps=50, train__eval_every=0, train__save_every=0)
     config.strategy.default.refine_start_iter = 5
