@@ -212,18 +212,22 @@ def test_training_on_a_perturbed_model_matches_the_clean_one(tmp_path, ring_scen
 
 
 def test_a_scene_that_cannot_train_is_reported_at_the_check_step(tmp_path, ring_scene):
+    """Training images shuffled against their poses. On this small ring (one blob in the middle of every
+    view) a blurred average still fits fairly well, so the check is made early: measured, the last 50 steps'
+    mean loss over the first 50 steps' is 0.84 at step 100 (0.77 at 200, 0.73 at 300) against 0.40 for the
+    scene with its images in place; the warning needs more than 0.75."""
     views = ring_scene.train_views
     shuffled = [
         dataclasses.replace(view, image=views[(i * 7 + 3) % len(views)].image) for i, view in enumerate(views)
     ]
     broken = dataclasses.replace(ring_scene, train_views=shuffled)
-    with pytest.warns(UserWarning, match=r"step 200: the training loss has not fallen meaningfully"):
-        train_psnr(broken, tmp_path / "broken", steps=200, monitor__check_step=200)
+    with pytest.warns(UserWarning, match=r"step 100: the training loss has not fallen meaningfully"):
+        train_psnr(broken, tmp_path / "broken", steps=100, monitor__check_step=100)
     record = json.loads((tmp_path / "broken" / "run" / "metrics.json").read_text())[-1]
-    assert len(record["warnings"]) >= 1 and "images that do not match their poses" in record["warnings"][0]
+    assert len(record["warnings"]) == 1 and "images that do not match their poses" in record["warnings"][0]
     with warnings.catch_warnings():  # the same scene with its images in place trains without a word
         warnings.simplefilter("error")
-        train_psnr(ring_scene, tmp_path / "clean", steps=200, monitor__check_step=200)
+        train_psnr(ring_scene, tmp_path / "clean", steps=100, monitor__check_step=100)
 
 
 def _yaw(degrees: float) -> torch.Tensor:
