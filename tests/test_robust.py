@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from render_helpers import write_ring_scene
 from test_training import FOCAL, HEIGHT, WIDTH, ring_eyes, synthetic_scene, tiny_config
 
+from gsplat_py.cli import main as cli_main
 from gsplat_py.data import SceneData, load_colmap_scene
 from gsplat_py.data.scene_check import check_scene, robust_threshold
 from gsplat_py.io.colmap import Camera, ColmapModel, Points3D, write_model
@@ -358,3 +360,12 @@ def test_resume_with_appearance_compensation_is_exact(tmp_path, ring_scene):
     assert torch.equal(straight.appearance.deltas, resumed.appearance.deltas)
     assert torch.equal(straight.params["means"], resumed.params["means"])
     assert straight.monitor.state_dict() == resumed.monitor.state_dict()
+
+
+def test_cli_appearance_flag_sets_the_option(tmp_path):
+    write_ring_scene(tmp_path / "scene")
+    run = tmp_path / "run"
+    args = ["train", "--data", str(tmp_path / "scene"), "--data-factor", "1", "--steps", "2", "--quiet"]
+    assert cli_main([*args, "--appearance", "--output", str(run), "--train.save_renders", "false"]) == 0
+    assert load_checkpoint(run)["config"]["appearance"]["enabled"] is True
+    assert load_checkpoint(run)["appearance"]["deltas"].shape == (7, 12)  # 9 views, 0 and 8 held out
