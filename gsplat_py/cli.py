@@ -1,8 +1,8 @@
 """The ``gsplat-py`` command line: the only place that speaks of flags.
 
     gsplat-py train [--data DIR] [--data-factor N] [--steps N] [--strategy default|mcmc] [--pose-opt]
-                    [--config FILE|PRESET] [--output DIR] [--eval-every N] [--resume DIR] [--seed N]
-                    [--device auto|cpu|cuda] [--section.key VALUE ...]
+                    [--appearance] [--config FILE|PRESET] [--output DIR] [--eval-every N] [--resume DIR]
+                    [--seed N] [--device auto|cpu|cuda] [--section.key VALUE ...]
     gsplat-py eval --model RUN [--data DIR] [--split test|train] [--no-renders] [--json] [--quiet]
     gsplat-py render --model RUN|FILE [--data DIR] [--split test|train | --path KIND | --cameras FILE]
                      [--frames N] [--width W] [--height H] [--focal-scale F] [--depth] [--alpha]
@@ -122,6 +122,12 @@ def _train_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, help="number of training steps")
     parser.add_argument("--strategy", choices=("default", "mcmc"), help="densification strategy")
     parser.add_argument("--pose-opt", action="store_true", default=None, help="optimise the camera poses")
+    parser.add_argument(
+        "--appearance",
+        action="store_true",
+        default=None,
+        help="learn a colour transform per training image (exposure, white balance), for the loss only",
+    )
     parser.add_argument("--config", help="a preset name (default, mcmc, fast) or a TOML file")
     parser.add_argument("--output", help="output folder (default: outputs/<scene>-<date>-<time>)")
     parser.add_argument("--eval-every", type=int, help="evaluate every N steps (and at the end)")
@@ -388,6 +394,7 @@ TRAIN_FLAG_OPTIONS = {
     "steps": "train.steps",
     "strategy": "strategy.name",
     "pose_opt": "pose_opt.enabled",
+    "appearance": "appearance.enabled",
     "output": "train.output",
     "eval_every": "train.eval_every",
     "seed": "train.seed",

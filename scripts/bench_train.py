@@ -3,11 +3,17 @@
     python scripts/bench_train.py                          # ../shared/data/snowmiku, images_4, 7k steps
     python scripts/bench_train.py --steps 30000 --eval-steps 1000,2000,3000,7000,15000,30000
     python scripts/bench_train.py --data data/snowmiku --steps 2000 --eval-steps 500,1000,2000
+    python scripts/bench_train.py --perturb --steps 2000 --eval-steps 1000,2000   # clean vs perturbed model
 
 Trains once with the default strategy (or ``--strategy mcmc``, or ``--config PRESET``) and evaluates on
 the held-out views (every 8th image) at the requested steps. Wall time and steps/s count training only
 (evaluation excluded), averaged from step 0. Prints a table with the targets of the training issue and
 writes everything to ``bench_results/bench_train-<date>-<time>.json``.
+
+``--perturb`` trains twice: on the scene as it is, then on a copy of its COLMAP model (next to the results;
+the images are linked, not copied) with one camera moved `OUTLIER_DISTANCE` units away and a fraction
+`FAR_POINT_FRACTION` of the points scattered 50-500 times the cameras' median distance out, as a real SfM
+model may have; it prints the test PSNR of both runs at each evaluation step and what the scene check did.
 """
 
 from __future__ import annotations
@@ -19,17 +25,20 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads its OpenMP runtime
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gsplat_py.training.config import apply_overrides, load_config  # noqa: E402
+from gsplat_py.io.colmap import read_model, write_model  # noqa: E402
+from gsplat_py.training.config import Config, apply_overrides, load_config  # noqa: E402
 from gsplat_py.training.trainer import Trainer  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "snowmiku"
@@ -38,6 +47,8 @@ TARGETS = {  # from the training issue, for the default strategy on snowmiku ima
     "psnr_at_2k": 27.0,
     "psnr_at_7k": 28.0,
 }
+OUTLIER_DISTANCE = 1e6
+FAR_POINT_FRACTION = 0.05
 
 
 def parse_args() -> argparse.Namespace:
@@ -61,7 +72,42 @@ def parse_args() -> argparse.Namespace:
         help="extra option, e.g. --set optim.means_lr 2e-4",
     )
     parser.add_argument("--output", default=str(ROOT / "bench_results"))
+    parser.add_argument(
+        "--perturb",
+        action="store_true",
+        help="also train on a copy of the model with one outlier camera and far points; compare the PSNR",
+    )
     return parser.parse_args()
+
+
+def perturbed_copy(source: Path, target: Path, seed: int = 0) -> tuple[str, int]:
+    """A copy of the scene ``source`` in ``target``: its model with the middle image's camera moved
+    OUTLIER_DISTANCE units along x and FAR_POINT_FRACTION of the points scattered far out (image folders
+    linked). Returns (the moved image's name, the number of points scattered)."""
+    model = read_model(source / "sparse" / "0" if (source / "sparse" / "0").is_dir() else source / "sparse")
+    ids = sorted(model.images, key=lambda i: model.images[i].name)
+    moved = model.images[ids[len(ids) // 2 + 1]]  # not a test view (every 8th by name) for 84 images
+    moved.tvec = moved.tvec - moved.rotation() @ np.array([OUTLIER_DISTANCE, 0.0, 0.0])
+    centres = np.stack([-image.rotation().T @ image.tvec for image in model.images.values()])
+    middle = np.median(centres, axis=0)
+    reach = float(np.median(np.linalg.norm(centres - middle, axis=-1)))
+    rng = np.random.default_rng(seed)
+    far = rng.choice(len(model.points.xyz), round(FAR_POINT_FRACTION * len(model.points.xyz)), replace=False)
+    directions = rng.normal(size=(len(far), 3))
+    directions /= np.linalg.norm(directions, axis=-1, keepdims=True)
+    model.points.xyz[far] = middle + directions * reach * rng.uniform(50, 500, (len(far), 1))
+    write_model(model, target / "sparse" / "0")
+    for folder in source.iterdir():
+        if folder.is_dir() and folder.name.startswith("images"):
+            (target / folder.name).symlink_to(folder.resolve(), target_is_directory=True)
+    return moved.name, len(far)
+
+
+def train(config: Config) -> tuple[Trainer, list[dict], float]:
+    started = time.perf_counter()
+    trainer = Trainer(config, progress=sys.stderr.isatty())
+    setup_s = time.perf_counter() - started
+    return trainer, trainer.train(), setup_s
 
 
 def git_commit() -> str:
@@ -98,10 +144,7 @@ def main() -> None:
         **{key: value for key, value in args.set},
     }
     config = apply_overrides(load_config(preset), overrides)
-    started = time.perf_counter()
-    trainer = Trainer(config, progress=sys.stderr.isatty())
-    setup_s = time.perf_counter() - started
-    records = trainer.train()
+    trainer, records, setup_s = train(config)
 
     rows = [
         {k: r[k] for k in ("step", "psnr", "ssim", "num_gaussians", "elapsed_s", "steps_per_s")}
@@ -152,10 +195,38 @@ def main() -> None:
         "records": rows,
         "targets": [{"name": n, "measured": v, "required": t, "met": v >= t} for n, v, t in checks],
     }
+    if args.perturb:
+        report["perturbed"] = compare_perturbed(config, records, out_dir / f"perturbed-scene-{stamp}")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"bench_train-{stamp}.json"
     path.write_text(json.dumps(report, indent=1) + "\n")
     print(f"\nwrote {path}")
+
+
+def compare_perturbed(config: Config, clean: list[dict], scene: Path) -> dict:
+    """Train ``config`` again on a perturbed copy of its scene (in ``scene``); print and return the test
+    PSNR of both runs per evaluation step and what the scene check found."""
+    moved, scattered = perturbed_copy(Path(config.data.path or ROOT / "data" / "snowmiku"), scene)
+    perturbed_config = replace(
+        config,
+        data=replace(config.data, path=str(scene)),
+        train=replace(config.train, output=config.train.output + "-perturbed"),
+    )
+    trainer, records, _ = train(perturbed_config)
+    check = trainer.scene.check.record()
+    print(
+        f"\nperturbed model: camera of {moved} moved {OUTLIER_DISTANCE:g} units, {scattered} points "
+        f"scattered; excluded cameras {[c['name'] for c in check['excluded_cameras']]}, "
+        f"{check['far_points_dropped']} far points dropped, scene scale {trainer.scene_scale:.4g}"
+    )
+    print(
+        "| step | clean test PSNR (dB) | perturbed test PSNR (dB) | difference (dB) |\n|---:|---:|---:|---:|"
+    )
+    rows = []
+    for a, b in zip(clean, records):
+        rows.append({"step": a["step"], "clean_psnr": a["psnr"], "perturbed_psnr": b["psnr"]})
+        print(f"| {a['step']} | {a['psnr']:.2f} | {b['psnr']:.2f} | {b['psnr'] - a['psnr']:+.2f} |")
+    return {"moved_image": moved, "scattered_points": scattered, "scene_check": check, "records": rows}
 
 
 if __name__ == "__main__":

@@ -2,11 +2,13 @@
 scene (see `gsplat_py.data.colmap_dataset` and `gsplat_py.data.scenes`)."""
 
 from .colmap_dataset import DatasetError, SceneData, View, load_colmap_scene
+from .scene_check import SceneCheck
 from .scenes import DataConfig, bundled_scene, load_scene
 
 __all__ = [
     "DataConfig",
     "DatasetError",
+    "SceneCheck",
     "SceneData",
     "View",
     "bundled_scene",

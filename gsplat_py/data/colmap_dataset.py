@@ -24,9 +24,16 @@ photos); only its top-level files are images then.
   image's top-left corner at (0, 0), pixel centres at (i + 0.5, j + 0.5).
 - Split: images sorted by name; with ``test_every = k > 0`` those at index % k == 0 are test views, the
   rest training views; ``test_every <= 0`` makes every view a training view.
-- Normalisation (``normalize=True``): `gsplat_py.data.normalize`; ``transform`` maps COLMAP's world to
-  the normalised one, and ``scene_scale`` is 1.1 times the largest distance of a camera centre from
-  their mean, in the normalised world (the "extent" of gsplat and Inria).
+- Scene check (`gsplat_py.data.scene_check`): cameras far outside the others and images whose size
+  disagrees with their camera are outliers, left out of both splits (``drop_outlier_cameras``); SfM points
+  far outside the cameras' region are left out of ``points`` (``drop_far_points``). The split is made
+  before, over all registered images, so the other images keep their split.
+- Normalisation (``normalize=True``): `gsplat_py.data.normalize`, computed from the inlier cameras and
+  points only; ``transform`` maps COLMAP's world to the normalised one, and ``scene_scale`` is 1.1 times
+  the largest distance of an inlier camera centre from their mean, in the normalised world. gsplat and
+  Inria take the same "extent" over all cameras, so that one camera registered 1e6 units away sets it
+  (and every learning rate and size threshold scaled by it) 1e5 times too large; without outliers the
+  two are equal.
 
 Cache: ``cache_dir``, else ``<root>/.gsplat_py_cache/`` if it can be written, else
 ``~/.cache/gsplat_py/<hash of the absolute root>``. Each entry is a lossless PNG, one per image, that
@@ -59,9 +66,11 @@ from torch import Tensor
 
 from ..io.atomic import atomic_open
 from ..io.colmap import ColmapError, ColmapModel, read_model
+from ..io.colmap import Image as ColmapImage
 from ..io.paths import PathLike
 from .geometry import rigid_inverse
 from .normalize import normalize_scene, transform_camera_to_world, transform_points
+from .scene_check import SceneCheck, check_scene
 from .undistort import SUPPORTED_MODELS, Intrinsics, Undistortion, plan_undistortion
 
 __all__ = [
@@ -134,7 +143,8 @@ class SceneData:
 
     ``points`` (float32 [P, 3]) are the SfM points in the normalised world and ``point_colors`` (float32
     [P, 3]) their colours in [0, 1]; ``transform`` (float64 [4, 4]) is the similarity x_normalised =
-    transform @ x_colmap (the identity without normalisation); ``scene_scale`` the scene's extent.
+    transform @ x_colmap (the identity without normalisation); ``scene_scale`` the scene's extent;
+    ``check`` what `gsplat_py.data.scene_check` found in the model (empty for a scene built in memory).
     """
 
     root: Path
@@ -145,6 +155,7 @@ class SceneData:
     transform: Tensor
     scene_scale: float
     data_factor: int
+    check: SceneCheck = field(default_factory=SceneCheck)
 
 
 def load_colmap_scene(
@@ -153,12 +164,16 @@ def load_colmap_scene(
     test_every: int = 8,
     normalize: bool = True,
     cache_dir: PathLike | None = None,
+    drop_outlier_cameras: bool = True,
+    drop_far_points: bool = True,
 ) -> SceneData:
     """Load the COLMAP scene in the folder ``root`` (conventions in the module docstring).
 
     ``data_factor`` downscales the images (images_N/ or a cached downscale of images/); ``test_every``
     holds out every k-th image (sorted by name) for testing, none if <= 0; ``normalize`` normalises the
     world frame as gsplat does; ``cache_dir`` overrides where downscaled and undistorted images are cached.
+    ``drop_outlier_cameras`` leaves the cameras `gsplat_py.data.scene_check` finds out of both splits,
+    ``drop_far_points`` the far points out of ``points``; the result's ``check`` says what it found.
     """
     if isinstance(data_factor, bool) or not isinstance(data_factor, int) or data_factor < 1:
         raise ValueError(f"data_factor must be a positive integer, got {data_factor!r}")
@@ -202,12 +217,18 @@ def load_colmap_scene(
 
     world_to_camera = np.stack([image.world_to_camera() for image in registered])
     camera_to_world = rigid_inverse(torch.from_numpy(world_to_camera)).numpy()
-    points = model.points.xyz
-    transform = normalize_scene(camera_to_world, points) if normalize else np.eye(4)
+    check = _check_scene(registered, cameras, loaded, camera_to_world[:, :3, 3], model.points.xyz)
+    check.cameras_kept, check.points_kept = not drop_outlier_cameras, not drop_far_points
+    outliers = {finding.name for finding in check.outlier_cameras}
+    inliers = np.array([name not in outliers for name in names], dtype=bool)
+    near = ~check.far_points
+    # The frame and the scale come from the inliers, whatever is kept: one outlier cannot change them.
+    transform = normalize_scene(camera_to_world[inliers], model.points.xyz[near]) if normalize else np.eye(4)
     camera_to_world = transform_camera_to_world(transform, camera_to_world)
-    points = transform_points(transform, points)
+    kept_points = near if drop_far_points else np.ones(len(near), dtype=bool)
+    points = transform_points(transform, model.points.xyz[kept_points])
     world_to_camera = rigid_inverse(torch.from_numpy(camera_to_world)).numpy()
-    centres = camera_to_world[:, :3, 3]
+    centres = camera_to_world[inliers, :3, 3]
     scene_scale = 1.1 * float(np.linalg.norm(centres - centres.mean(axis=0), axis=-1).max())
 
     views = [
@@ -220,16 +241,41 @@ def load_colmap_scene(
         )
         for index, (image, (pixels, intrinsics)) in enumerate(zip(registered, loaded))
     ]
+    # The split is over all registered images, so that leaving a camera out does not move the others.
     is_test = [test_every > 0 and view.index % test_every == 0 for view in views]
+    used = [view for view, inlier in zip(views, inliers) if inlier or not drop_outlier_cameras]
     return SceneData(
         root=root,
-        train_views=[view for view, test in zip(views, is_test) if not test],
-        test_views=[view for view, test in zip(views, is_test) if test],
+        train_views=[view for view in used if not is_test[view.index]],
+        test_views=[view for view in used if is_test[view.index]],
         points=torch.from_numpy(points).to(torch.float32),
-        point_colors=torch.from_numpy(model.points.rgb).to(torch.float32) / 255.0,
+        point_colors=torch.from_numpy(model.points.rgb[kept_points]).to(torch.float32) / 255.0,
         transform=torch.from_numpy(transform),
         scene_scale=scene_scale,
         data_factor=data_factor,
+        check=check,
+    )
+
+
+def _check_scene(
+    registered: list[ColmapImage],
+    cameras: dict[int, Intrinsics],
+    loaded: list[tuple[Tensor, Intrinsics]],
+    centres: np.ndarray,
+    points: np.ndarray,
+) -> SceneCheck:
+    """`check_scene` of the registered images (in COLMAP's frame); an image's scale is the focal length of
+    its loaded pixels over its camera's (downscaling scales it, undistortion keeps it)."""
+    camera_of = [cameras[image.camera_id] for image in registered]
+    return check_scene(
+        names=[image.name for image in registered],
+        centres=centres,
+        camera_sizes=np.array([(camera.width, camera.height) for camera in camera_of], dtype=np.int64),
+        image_scales=np.array(
+            [(pixels.fx / camera.fx, pixels.fy / camera.fy) for (_, pixels), camera in zip(loaded, camera_of)]
+        ),
+        observations=np.array([int((image.point3D_ids >= 0).sum()) for image in registered], dtype=np.int64),
+        points=points,
     )
 
 

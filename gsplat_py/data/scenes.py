@@ -28,6 +28,8 @@ class DataConfig:
     test_every: int = 8  # every k-th image (sorted by name) is held out; 0 holds out none
     normalize: bool = True  # gsplat's world normalisation (similarity from cameras + principal axes)
     cache_dir: str | None = None  # downscaled/undistorted images; default: DATA/.gsplat_py_cache
+    drop_outlier_cameras: bool = True  # leave cameras far outside the others (or of a wrong size) out
+    drop_far_points: bool = True  # leave SfM points far outside the cameras' region out of the init
 
 
 def bundled_scene() -> Path:
@@ -62,6 +64,8 @@ def load_scene(config: DataConfig) -> SceneData:
         test_every=config.test_every,
         normalize=config.normalize,
         cache_dir=cache_dir,
+        drop_outlier_cameras=config.drop_outlier_cameras,
+        drop_far_points=config.drop_far_points,
     )
 
 

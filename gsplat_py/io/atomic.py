@@ -116,7 +116,10 @@ def atomic_open_all(paths: Sequence[PathLike]) -> Iterator[list[BinaryIO]]:
                 raise _naming(error, file.target) from None
     except BaseException:
         for file, temporary in opened:
-            file.close()
+            # Closing flushes what is still buffered: after a full disk that fails again, and must not
+            # replace the error being raised (the file is discarded anyway; its descriptor is closed).
+            with contextlib.suppress(OSError):
+                file.close()
             temporary.unlink(missing_ok=True)
         raise
 

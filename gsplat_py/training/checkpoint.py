@@ -103,6 +103,23 @@ _FIELDS: dict[str, tuple[type, ...]] = {
     "transform": (Tensor,),
     "scene_scale": (float, int),
 }
+# Fields added after format 1 was fixed: a checkpoint written before them has none, and still resumes.
+_OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {
+    "appearance": (dict, type(None)),
+    "appearance_optimizer": (dict, type(None)),
+    "monitor": (dict, type(None)),
+}
+# The lists of the monitor's state (`gsplat_py.training.monitor.RunMonitor.state_dict`).
+_MONITOR_LISTS = (
+    "view_losses",
+    "visits",
+    "first_losses",
+    "recent_views",
+    "recent_losses",
+    "named_views",
+    "dropped_views",
+    "warnings",
+)
 # The shape of each parameter after its first dimension N ("K": any valid number of SH coefficients - 1).
 _PARAM_SHAPES: dict[str, tuple[Any, ...]] = {
     "means": (3,),
@@ -124,6 +141,13 @@ def checkpoint_problem(checkpoint: Any) -> str | None:
         if not isinstance(checkpoint[name], types) or isinstance(checkpoint[name], bool):
             expected = " or ".join(t.__name__ for t in types)
             return f"{name} is a {type(checkpoint[name]).__name__}, expected {expected}"
+    for name, types in _OPTIONAL_FIELDS.items():
+        if name in checkpoint and not isinstance(checkpoint[name], types):
+            expected = " or ".join(t.__name__ for t in types)
+            return f"{name} is a {type(checkpoint[name]).__name__}, expected {expected}"
+    monitor = checkpoint.get("monitor")
+    if monitor is not None and not all(isinstance(monitor.get(key), list) for key in _MONITOR_LISTS):
+        return f"monitor: expected the lists {', '.join(_MONITOR_LISTS)}"
     if checkpoint["format"] != CHECKPOINT_FORMAT:
         return f"format is {checkpoint['format']!r}"
     if checkpoint["step"] < 0 or not math.isfinite(checkpoint["elapsed_s"]):

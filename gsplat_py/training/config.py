@@ -25,12 +25,15 @@ from ..io.paths import input_file_problem
 from ..model import INIT_TYPES, ModelConfig
 from ..rendering.limits import MAX_SH_DEGREE
 from ..strategy import DefaultStrategy, MCMCStrategy
+from .monitor import STALL_WINDOW
 
 __all__ = [
+    "AppearanceConfig",
     "Config",
     "ConfigError",
     "DataConfig",
     "ModelConfig",
+    "MonitorConfig",
     "OptimConfig",
     "PoseOptConfig",
     "StrategyConfig",
@@ -92,6 +95,19 @@ class PoseOptConfig:
 
 
 @dataclass
+class AppearanceConfig:
+    enabled: bool = False  # learn a colour transform per training image (3x3 + bias), applied for the loss
+    lr: float = 3e-3
+
+
+@dataclass
+class MonitorConfig:
+    check_step: int = 500  # warn if the loss has not fallen meaningfully by this step (0: never)
+    max_gaussians: int = 10_000_000  # stop when densification grows the model past this many
+    drop_outlier_views: bool = False  # leave the training views named as not fitting out from then on
+
+
+@dataclass
 class TrainConfig:
     steps: int = 30_000
     seed: int = 42
@@ -113,6 +129,8 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     pose_opt: PoseOptConfig = field(default_factory=PoseOptConfig)
+    appearance: AppearanceConfig = field(default_factory=AppearanceConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
@@ -223,6 +241,12 @@ OPTION_RULES: dict[str, _Rule] = {
     "strategy.mcmc.min_opacity": _FRACTION,
     "pose_opt.lr": _NON_NEGATIVE,
     "pose_opt.reg": _NON_NEGATIVE,
+    "appearance.lr": _NON_NEGATIVE,
+    "monitor.check_step": _Rule(
+        lambda value: value == 0 or value >= 2 * STALL_WINDOW,
+        f"0 (no check) or a step >= {2 * STALL_WINDOW} (the loss is averaged over {STALL_WINDOW} steps)",
+    ),
+    "monitor.max_gaussians": _between(1),
     "train.steps": _between(1),
     "train.seed": _between(0),
     "train.eval_every": _between(0),  # 0: only at the end

@@ -38,6 +38,7 @@ from ..io.paths import PathLike
 from ..io.ply import write_ply
 from ..model import Params, init_params, params_to_splats, random_points
 from ..rendering import resolve_device
+from .appearance import AppearanceCorrection
 from .checkpoint import (
     CHECKPOINT_FILE,
     CHECKPOINT_FORMAT,
@@ -52,6 +53,14 @@ from .config import Config, config_from_dict, config_to_toml
 from .evaluation import evaluate_views, evaluation_record, image_to_float, load_lpips, render_view
 from .hooks import StepReport, TrainingHook
 from .metrics import l1_ssim_loss
+from .monitor import (
+    COLLAPSE_CAUSES,
+    DIVERGENCE_CAUSES,
+    EXPLOSION_CAUSES,
+    VIEW_EXAMPLES,
+    RunMonitor,
+    flat_image_loss,
+)
 from .pose_opt import PoseCorrection
 
 __all__ = ["Trainer", "TrainingError", "load_checkpoint"]
@@ -65,6 +74,7 @@ _OPTIMISER_OPTIONS = (
     "optim.adam_eps",
     "pose_opt.lr",
     "pose_opt.reg",
+    "appearance.lr",
 )
 # Weight of the newest step in the running average of step times that StepReport.steps_per_s reports:
 # about the last 20 steps, so a hook sees the speed change within a second or two of a densification.
@@ -237,6 +247,15 @@ class Trainer:
                 self.pose_correction.parameters(), lr=config.pose_opt.lr, weight_decay=config.pose_opt.reg
             )
 
+        self.appearance: AppearanceCorrection | None = None
+        self.appearance_optimizer: torch.optim.Optimizer | None = None
+        if config.appearance.enabled:
+            self.appearance = AppearanceCorrection(len(self.scene.train_views)).to(self.device)
+            self.appearance_optimizer = torch.optim.Adam(
+                self.appearance.parameters(), lr=config.appearance.lr
+            )
+        self.monitor = RunMonitor(len(self.scene.train_views), config.monitor.check_step)
+
         self.view_generator = torch.Generator().manual_seed(config.train.seed)
         self.view_order: list[int] = []
         self.step = 0
@@ -247,6 +266,8 @@ class Trainer:
         self._output_open = False
         if checkpoint is not None:
             self._restore(checkpoint)
+        for message in self.scene.check.messages():
+            warnings.warn(f"{self.scene.root}: {message}", stacklevel=2)
 
     @classmethod
     def resume(cls, run: PathLike, config: Config | None = None, progress: bool = True) -> Trainer:
@@ -313,11 +334,14 @@ class Trainer:
     # ---------------------------------------------------------------------------------- training
 
     def _next_view(self) -> int:
-        if not self.view_order:
-            self.view_order = torch.randperm(
-                len(self.scene.train_views), generator=self.view_generator
-            ).tolist()
-        return self.view_order.pop()
+        while True:  # the views left out (monitor.drop_outlier_views) are never more than half
+            if not self.view_order:
+                self.view_order = torch.randperm(
+                    len(self.scene.train_views), generator=self.view_generator
+                ).tolist()
+            view = self.view_order.pop()
+            if view not in self.monitor.dropped_views:
+                return view
 
     def train_step(self) -> tuple[float, torch.Tensor, torch.Tensor]:
         """One optimisation step on one training view; returns (loss, render, target)."""
@@ -345,6 +369,8 @@ class Trainer:
             backgrounds=backgrounds,
             absgrad=getattr(self.strategy, "absgrad", False),
         )
+        if self.appearance is not None:
+            colors = self.appearance(colors, view_index)
         self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, step, info)
 
         target = image_to_float(view.image.to(self.device))[None]
@@ -357,7 +383,7 @@ class Trainer:
         if not math.isfinite(loss_value):
             raise TrainingError(
                 f"the loss became {loss_value} at step {step + 1} (view {view.name}); stopped, "
-                f"{self.last_checkpoint_note()}"
+                f"{self.last_checkpoint_note()}. Likely causes: {DIVERGENCE_CAUSES}"
             )
         loss.backward()
 
@@ -367,11 +393,15 @@ class Trainer:
         if self.pose_optimizer is not None:
             self.pose_optimizer.step()
             self.pose_optimizer.zero_grad(set_to_none=True)
+        if self.appearance_optimizer is not None:
+            self.appearance_optimizer.step()
+            self.appearance_optimizer.zero_grad(set_to_none=True)
 
         self.strategy.step_post_backward(
             self.params, self.optimizers, self.strategy_state, step, info, packed=False, lr=means_lr
         )
         self.step = step + 1
+        self._watch_step(view_index, loss_value)
         return loss_value, colors.detach(), target
 
     def _due(self, every: int, extra: tuple[int, ...] = ()) -> bool:
@@ -405,7 +435,10 @@ class Trainer:
         step_time: float | None = None
         try:
             while self.step < last_step:
-                loss, render, target = self.train_step()
+                try:
+                    loss, render, target = self.train_step()
+                except ValueError as error:  # the renderer refuses non-finite Gaussians: say why they are
+                    raise self._diverged(error) from None
                 bar.update(1)
                 if self.step % 10 == 0 or self.step == train.steps:
                     mse = float((render - target).square().mean())
@@ -486,6 +519,7 @@ class Trainer:
             self.params, self.eval_views, self.config.model.sh_degree_at(self.step), render_dir, self.lpips
         )
         record = evaluation_record(result, self.eval_split, self.num_gaussians, self.step, self.elapsed_s)
+        record.update(self._review_views())
         self.metrics = [r for r in self.metrics if r["step"] != self.step] + [record]
         write_text_atomically(self.output / METRICS_FILE, json.dumps(self.metrics, indent=1) + "\n")
         return record
@@ -541,6 +575,11 @@ class Trainer:
             if self.pose_correction is not None
             else None,
             "pose_optimizer": self.pose_optimizer.state_dict() if self.pose_optimizer is not None else None,
+            "appearance": self.appearance.state_dict() if self.appearance is not None else None,
+            "appearance_optimizer": self.appearance_optimizer.state_dict()
+            if self.appearance_optimizer is not None
+            else None,
+            "monitor": self.monitor.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "view_generator": self.view_generator.get_state(),
@@ -563,8 +602,12 @@ class Trainer:
                 )
             self.pose_correction.load_state_dict(checkpoint["pose_correction"])
             _load_optimizer_state(self.pose_optimizer, checkpoint["pose_optimizer"])
+        self._restore_watching(checkpoint)
         names = tuple(
-            n for n in _OPTIMISER_OPTIONS if self.pose_optimizer is not None or not n.startswith("pose_opt.")
+            n
+            for n in _OPTIMISER_OPTIONS
+            if (self.pose_optimizer is not None or not n.startswith("pose_opt."))
+            and (self.appearance_optimizer is not None or not n.startswith("appearance."))
         )
         changed = _changed_options(config_from_dict(checkpoint["config"]), self.config, names)
         if changed:
@@ -584,3 +627,102 @@ class Trainer:
                 "the scene's normalisation differs from the checkpoint's: is this the same data?",
                 stacklevel=2,
             )
+
+    # ---------------------------------------------------------------------------------- watching the run
+    # (`training/monitor.py` and `training/appearance.py`: failure detection, the views that do not fit,
+    # appearance compensation's state)
+
+    def _watch_step(self, view: int, loss: float) -> None:
+        """After each step: record its loss; stop a run whose model collapsed or ran away (TrainingError);
+        warn, at ``monitor.check_step``, when the loss has not fallen."""
+        self.monitor.record(view, loss)
+        if self.num_gaussians == 0:
+            raise TrainingError(
+                f"step {self.step}: every Gaussian was pruned, nothing is left to train (scene scale "
+                f"{self.scene_scale:.3g}); stopped, {self.last_checkpoint_note()}. Likely causes: "
+                f"{COLLAPSE_CAUSES}"
+            )
+        limit = self.config.monitor.max_gaussians
+        if self.num_gaussians > limit:
+            raise TrainingError(
+                f"step {self.step}: {self.num_gaussians:,} Gaussians, more than monitor.max_gaussians "
+                f"({limit:,}): the model has grown past the limit (scene scale {self.scene_scale:.3g}); "
+                f"stopped, {self.last_checkpoint_note()} (resume with a higher monitor.max_gaussians to go "
+                f"on). Likely causes: {EXPLOSION_CAUSES}"
+            )
+        ssim_weight = self.config.optim.ssim_lambda
+        message = self.monitor.stall_message(
+            self.step, lambda index: flat_image_loss(self.scene.train_views[index].image, ssim_weight)
+        )
+        if message is not None:
+            self._warn(f"{message} (scene scale {self.scene_scale:.3g})")
+
+    def _warn(self, message: str) -> None:
+        """A warning printed above the progress bar and kept for metrics.json."""
+        self.monitor.warnings.append(message)
+        with tqdm.external_write_mode():
+            warnings.warn(message, stacklevel=3)
+
+    def _diverged(self, error: ValueError) -> Exception:
+        """The TrainingError of a step whose render refused the Gaussians because they became non-finite
+        (``error`` itself for any other ValueError)."""
+        if _all_finite(self.params):
+            return error
+        return TrainingError(
+            f"the Gaussian parameters became non-finite (NaN/Inf) at step {self.step + 1} ({error}; scene "
+            f"scale {self.scene_scale:.3g}); stopped, {self.last_checkpoint_note()}. Likely causes: "
+            f"{DIVERGENCE_CAUSES}"
+        )
+
+    def _review_views(self) -> dict:
+        """At an evaluation: name the training views whose running loss is an outlier (warning about the
+        ones not named before), leave them out with ``monitor.drop_outlier_views``; the metrics.json fields
+        of the run's checks."""
+        views = self.scene.train_views
+        outliers, median, threshold = self.monitor.outlier_views()
+        new = [view for view in outliers if view not in self.monitor.named_views]
+        self.monitor.named_views += new
+        dropped = self.monitor.drop(outliers) if self.config.monitor.drop_outlier_views else []
+        if new:
+            what = (
+                f"left out of training from now on ({len(dropped)} of them)"
+                if self.config.monitor.drop_outlier_views
+                else "monitor.drop_outlier_views = true leaves them out"
+            )
+            examples = ", ".join(
+                f"{views[view].name} ({self.monitor.view_losses[view]:.3g})" for view in new[:VIEW_EXAMPLES]
+            )
+            more = f" and {len(new) - VIEW_EXAMPLES} more" if len(new) > VIEW_EXAMPLES else ""
+            self._warn(
+                f"step {self.step}: {len(new)} training view{'s' if len(new) > 1 else ''} fit far worse "
+                f"than the others (running loss above {threshold:.3g}, median {median:.3g}), likely "
+                f"mis-registered (or lit differently: appearance.enabled): {examples}{more}; {what}"
+            )
+        return {
+            "scene_check": self.scene.check.record(),
+            "outlier_views": [
+                {"name": views[view].name, "loss": self.monitor.view_losses[view]} for view in outliers
+            ],
+            "view_loss_median": median if math.isfinite(median) else None,
+            "dropped_views": [views[view].name for view in self.monitor.dropped_views],
+            "warnings": list(self.monitor.warnings),
+        }
+
+    def _restore_watching(self, checkpoint: dict) -> None:
+        """The monitor's and appearance compensation's state from ``checkpoint`` (a checkpoint written before
+        they existed has neither: the monitor starts afresh)."""
+        monitor = checkpoint.get("monitor")
+        if monitor is not None:
+            if len(monitor["view_losses"]) != len(self.scene.train_views):
+                raise TrainingError(
+                    f"the checkpoint's run had {len(monitor['view_losses'])} training views, this scene has "
+                    f"{len(self.scene.train_views)}: is this the same data, with the same data.* options?"
+                )
+            self.monitor.load_state_dict(monitor)
+        if self.appearance is not None and self.appearance_optimizer is not None:
+            if checkpoint.get("appearance") is None:
+                raise TrainingError(
+                    "the checkpoint was trained without appearance compensation; cannot resume with it"
+                )
+            self.appearance.load_state_dict(checkpoint["appearance"])
+            _load_optimizer_state(self.appearance_optimizer, checkpoint["appearance_optimizer"])
