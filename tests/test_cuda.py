@@ -40,8 +40,8 @@ from conftest import (
     requires_grad_copy,
     tile_grid,
 )
+from conftest import rasterization_unpacked as rasterization  # these tests read the [C, N] meta
 
-from gsplat_py import rasterization
 from gsplat_py.rendering._backend import cuda_backend_available
 
 if not torch.cuda.is_available():
@@ -307,7 +307,9 @@ def binned_raster_inputs(seed, channels, tile_size, with_backgrounds):
     }
     inputs = {k: v.float() for k, v in inputs.items() if v is not None}
     tw, th = tile_grid(W, H, tile_size)
-    _, offsets, ids = ops.bin_gaussians_to_tiles(inputs["means2d"], radii, depths.float(), tile_size, tw, th)
+    _, offsets, ids, _ = ops.bin_gaussians_to_tiles(
+        inputs["means2d"], radii, depths.float(), tile_size, tw, th
+    )
     return inputs, offsets, ids
 
 
