@@ -524,3 +524,18 @@ def test_image_fitting_example_logic_fits_an_image():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_are_computed_in_float32(dtype):
+    scene = make_scene(n=80, n_cameras=2, dtype=torch.float32)
+    halves = {k: v.to(dtype) if isinstance(v, torch.Tensor) else v for k, v in scene.items()}
+    expected, _, _ = rasterization(
+        **_args({k: v.float() if isinstance(v, torch.Tensor) else v for k, v in halves.items()})
+    )
+    means = halves["means"].clone().requires_grad_(True)
+    colors, _, _ = rasterization(**{**_args(halves), "means": means})
+    assert colors.dtype == torch.float32
+    torch.testing.assert_close(colors, expected)
+    colors.sum().backward()
+    assert means.grad.dtype == dtype and means.grad.abs().sum() > 0

@@ -144,7 +144,12 @@ BAD_INPUTS = [
         ["C=1", "[2, 3]"],
     ),
     ("quats_int", _replace("quats", lambda t: t.round().long()), "quats", ["floating", "torch.int64"]),
-    ("means_half", _replace("means", lambda t: t.half()), "means", ["floating", "torch.float16"]),
+    (
+        "means_half_with_float64",
+        lambda s: {**s, "means": s["means"].half(), "quats": s["quats"].double()},
+        "quats",
+        ["torch.float32 (from means", "torch.float64"],
+    ),
     (
         "scales_float64",
         _replace("scales", lambda t: t.double()),

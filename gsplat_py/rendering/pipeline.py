@@ -28,6 +28,7 @@ CAMERA_MODELS = ("pinhole", "ortho", "fisheye")
 UNIMPLEMENTED_CAMERA_MODELS = ("ftheta",)  # exist in gsplat, not (yet) here
 BACKENDS = ("auto", "cpp", "reference")
 FLOAT_DTYPES = (torch.float32, torch.float64)
+HALF_DTYPES = (torch.float16, torch.bfloat16)  # accepted as gsplat does, computed in float32
 
 
 # --------------------------------------------------------------------------------------------------
@@ -93,20 +94,26 @@ def _check_shape(name: str, x: object, specs: Sequence[Sequence[Dim]], dims: _Di
     return idx
 
 
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in HALF_DTYPES else dtype
+
+
 def _check_dtype_device(tensors: dict[str, Tensor | None]) -> None:
-    """All given tensors: floating, float32/float64, one common dtype and one common device."""
+    """All given tensors: floating, float32/float64 (half precision counting as float32, in which it is
+    computed), one common dtype and one common device."""
     ref_name, ref = next((name, x) for name, x in tensors.items() if x is not None)
     for name, x in tensors.items():
         if x is None:
             continue
-        if not x.is_floating_point() or x.dtype not in FLOAT_DTYPES:
+        if not x.is_floating_point() or _compute_dtype(x.dtype) not in FLOAT_DTYPES:
             raise ValueError(
-                f"{name}: expected a floating dtype (torch.float32 or torch.float64), got {x.dtype}"
+                f"{name}: expected a floating dtype (torch.float32 or torch.float64; float16 and bfloat16 "
+                f"are computed in float32), got {x.dtype}"
             )
-        if x.dtype != ref.dtype:
+        if _compute_dtype(x.dtype) != _compute_dtype(ref.dtype):
             raise ValueError(
-                f"{name}: expected dtype {ref.dtype} (from {ref_name}; all float inputs must share one "
-                f"dtype), got {x.dtype}"
+                f"{name}: expected dtype {_compute_dtype(ref.dtype)} (from {ref_name}; all float inputs must "
+                f"share one dtype), got {x.dtype}"
             )
         if x.device != ref.device:
             raise ValueError(
@@ -475,6 +482,23 @@ def rasterization(
     }
     _check_dtype_device(float_inputs)
     _check_finite(float_inputs)
+    if any(x is not None and x.dtype in HALF_DTYPES for x in float_inputs.values()):
+        # Half-precision inputs are computed in float32 (their gradients come back in their own dtype).
+        means, quats, scales, covars, opacities, colors, viewmats, Ks, backgrounds, radial_coeffs = (
+            None if x is None else x.float()
+            for x in (
+                means,
+                quats,
+                scales,
+                covars,
+                opacities,
+                colors,
+                viewmats,
+                Ks,
+                backgrounds,
+                radial_coeffs,
+            )
+        )
 
     impl, backend_used = _select_backend(backend, means.device)
     if covars is not None:
