@@ -539,3 +539,34 @@ def test_half_precision_inputs_are_computed_in_float32(dtype):
     torch.testing.assert_close(colors, expected)
     colors.sum().backward()
     assert means.grad.dtype == dtype and means.grad.abs().sum() > 0
+
+
+def test_a_fisheye_view_trains_and_evaluates_with_the_fisheye_model():
+    from gsplat_py.data.colmap_dataset import View
+    from gsplat_py.training.evaluation import render_view
+
+    scene = make_scene(n=100, n_cameras=1, dtype=torch.float32)
+    params = {
+        "means": scene["means"],
+        "quats": scene["quats"],
+        "scales": torch.log(scene["scales"]),
+        "opacities": torch.logit(scene["opacities"].clamp(1e-4, 1 - 1e-4)),
+        "sh0": ((scene["colors"] - 0.5) / 0.28209479177387814)[:, None, :],
+        "shN": torch.zeros(100, 0, 3),
+    }
+    radial = torch.tensor([0.05, -0.01, 0.003, -0.001])
+    view = View(
+        0,
+        "v.png",
+        torch.zeros(scene["height"], scene["width"], 3, dtype=torch.uint8),
+        scene["Ks"][0],
+        scene["viewmats"][0],
+        camera_model="fisheye",
+        radial_coeffs=radial,
+    )
+    got, _, _ = render_view(params, view, sh_degree=0)
+    args = {**_args(scene), "colors": params["sh0"], "sh_degree": 0}
+    expected, _, _ = rasterization(**args, camera_model="fisheye", radial_coeffs=radial[None])
+    pinhole, _, _ = rasterization(**args)
+    torch.testing.assert_close(got, expected, rtol=0, atol=2e-4)  # exp(log s), sigmoid(logit o) round trips
+    assert (got - pinhole).abs().max() > 0.05

@@ -484,20 +484,9 @@ def rasterization(
     _check_finite(float_inputs)
     if any(x is not None and x.dtype in HALF_DTYPES for x in float_inputs.values()):
         # Half-precision inputs are computed in float32 (their gradients come back in their own dtype).
-        means, quats, scales, covars, opacities, colors, viewmats, Ks, backgrounds, radial_coeffs = (
-            None if x is None else x.float()
-            for x in (
-                means,
-                quats,
-                scales,
-                covars,
-                opacities,
-                colors,
-                viewmats,
-                Ks,
-                backgrounds,
-                radial_coeffs,
-            )
+        means, opacities, colors, viewmats, Ks = (x.float() for x in (means, opacities, colors, viewmats, Ks))
+        quats, scales, covars, backgrounds, radial_coeffs = (
+            None if x is None else x.float() for x in (quats, scales, covars, backgrounds, radial_coeffs)
         )
 
     impl, backend_used = _select_backend(backend, means.device)

@@ -81,6 +81,8 @@ def render_view(
         backgrounds=backgrounds,
         absgrad=absgrad,
         packed=packed,
+        camera_model=view.camera_model,
+        radial_coeffs=None if view.radial_coeffs is None else view.radial_coeffs[None].to(device),
     )
 
 
