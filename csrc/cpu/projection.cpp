@@ -36,8 +36,8 @@ struct GradientRows {
           scales(like.v_scales ? size_t(3 * rows) : 0, T(0)),
           covars(like.v_covars ? size_t(kCovarValues * rows) : 0, T(0)) {}
     GaussianGradients<T> view() {
-        return {means.data(), quats.empty() ? nullptr : quats.data(), scales.empty() ? nullptr : scales.data(),
-                covars.empty() ? nullptr : covars.data()};
+        return {means.data(), quats.empty() ? nullptr : quats.data(),
+                scales.empty() ? nullptr : scales.data(), covars.empty() ? nullptr : covars.data()};
     }
 };
 
@@ -72,7 +72,8 @@ int64_t project_gaussians_packed_forward(const ProjectionArgs<T>& a, PackedProje
         }
     });
     std::vector<int64_t> first(size_t(n_ranges) + 1, 0);
-    for (int r = 0; r < n_ranges; ++r) first[size_t(r) + 1] = first[size_t(r)] + int64_t(found[size_t(r)].size());
+    for (int r = 0; r < n_ranges; ++r)
+        first[size_t(r) + 1] = first[size_t(r)] + int64_t(found[size_t(r)].size());
     const int64_t nnz = first.back();
     const ProjectionOutputs<T> out = memory.allocate(nnz);
     parallel_ranges(int64_t(n_ranges), n_ranges, [&](int, int64_t r_begin, int64_t r_end) {
@@ -125,8 +126,8 @@ void project_gaussians_backward(const ProjectionArgs<T>& a, const ProjectionGrad
         const int64_t b = image / C, c = image % C;
         for (int64_t k = 0; k < chunks_per_batch; ++k) {
             const int64_t chunk = b * chunks_per_batch + k;
-            add_camera_grads(cam_partial.data() + (chunk * C + c) * kCameraGradSlots, g.v_viewmats + 16 * image,
-                             g.v_Ks + 9 * image);
+            add_camera_grads(cam_partial.data() + (chunk * C + c) * kCameraGradSlots,
+                             g.v_viewmats + 16 * image, g.v_Ks + 9 * image);
         }
     }
 }
@@ -152,17 +153,19 @@ void project_gaussians_packed_backward(const ProjectionArgs<T>& a, const PackedE
     parallel_for(n_chunks, 1, a.n_threads, [&](int64_t chunk_begin, int64_t chunk_end) {
         T discarded_camera_grads[kCameraGradSlots];
         for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
-            const int64_t i_begin = chunk * kCameraGradChunk, i_end = std::min(nnz, i_begin + kCameraGradChunk);
+            const int64_t i_begin = chunk * kCameraGradChunk,
+                          i_end = std::min(nnz, i_begin + kCameraGradChunk);
             const int64_t first_image = image_of(i_begin);
             if (camera_grads)
-                cam_partial[size_t(chunk)].assign(size_t((image_of(i_end - 1) - first_image + 1) * kCameraGradSlots),
-                                                  T(0));
+                cam_partial[size_t(chunk)].assign(
+                    size_t((image_of(i_end - 1) - first_image + 1) * kCameraGradSlots), T(0));
             for (int64_t i = i_begin; i < i_end; ++i) {
                 const int64_t image = image_of(i), gauss = gaussian_of(i);
-                T* cam = camera_grads ? cam_partial[size_t(chunk)].data() + (image - first_image) * kCameraGradSlots
-                                      : discarded_camera_grads;
-                project_gaussian_vjp<T>(a.gaussian(gauss), a.camera(image), a.width, a.height, a.eps2d, g.at(i),
-                                        targets.row(e.per_entry || !direct ? i : gauss), cam,
+                T* cam = camera_grads
+                             ? cam_partial[size_t(chunk)].data() + (image - first_image) * kCameraGradSlots
+                             : discarded_camera_grads;
+                project_gaussian_vjp<T>(a.gaussian(gauss), a.camera(image), a.width, a.height, a.eps2d,
+                                        g.at(i), targets.row(e.per_entry || !direct ? i : gauss), cam,
                                         cam + kViewmatGradSlots);
             }
         }
@@ -171,11 +174,13 @@ void project_gaussians_packed_backward(const ProjectionArgs<T>& a, const PackedE
     if (!direct) {
         auto target = [&](int64_t i) { return gaussian_of(i); };
         scatter_add_rows(records.means.data(), nnz, 3, target, g.gaussians.v_means, a.n_threads);
-        if (g.gaussians.v_quats) scatter_add_rows(records.quats.data(), nnz, 4, target, g.gaussians.v_quats, a.n_threads);
+        if (g.gaussians.v_quats)
+            scatter_add_rows(records.quats.data(), nnz, 4, target, g.gaussians.v_quats, a.n_threads);
         if (g.gaussians.v_scales)
             scatter_add_rows(records.scales.data(), nnz, 3, target, g.gaussians.v_scales, a.n_threads);
         if (g.gaussians.v_covars)
-            scatter_add_rows(records.covars.data(), nnz, kCovarValues, target, g.gaussians.v_covars, a.n_threads);
+            scatter_add_rows(records.covars.data(), nnz, kCovarValues, target, g.gaussians.v_covars,
+                             a.n_threads);
     }
     if (!camera_grads) return;
     for (int64_t chunk = 0; chunk < n_chunks; ++chunk) {
@@ -183,17 +188,18 @@ void project_gaussians_packed_backward(const ProjectionArgs<T>& a, const PackedE
         const int64_t first_image = image_of(chunk * kCameraGradChunk);
         for (size_t k = 0; k < partial.size() / kCameraGradSlots; ++k) {
             const int64_t image = first_image + int64_t(k);
-            add_camera_grads(partial.data() + k * kCameraGradSlots, g.v_viewmats + 16 * image, g.v_Ks + 9 * image);
+            add_camera_grads(partial.data() + k * kCameraGradSlots, g.v_viewmats + 16 * image,
+                             g.v_Ks + 9 * image);
         }
     }
 }
 
-#define GS_INSTANTIATE_PROJECTION(T)                                                                         \
-    template void project_gaussians_forward<T>(const ProjectionArgs<T>&, const ProjectionOutputs<T>&);      \
-    template int64_t project_gaussians_packed_forward<T>(const ProjectionArgs<T>&,                          \
-                                                         PackedProjectionMemory<T>&);                       \
-    template void project_gaussians_backward<T>(const ProjectionArgs<T>&, const ProjectionGradients<T>&);   \
-    template void project_gaussians_packed_backward<T>(const ProjectionArgs<T>&, const PackedEntries&,      \
+#define GS_INSTANTIATE_PROJECTION(T)                                                                      \
+    template void project_gaussians_forward<T>(const ProjectionArgs<T>&, const ProjectionOutputs<T>&);    \
+    template int64_t project_gaussians_packed_forward<T>(const ProjectionArgs<T>&,                        \
+                                                         PackedProjectionMemory<T>&);                     \
+    template void project_gaussians_backward<T>(const ProjectionArgs<T>&, const ProjectionGradients<T>&); \
+    template void project_gaussians_packed_backward<T>(const ProjectionArgs<T>&, const PackedEntries&,    \
                                                        const ProjectionGradients<T>&);
 GS_INSTANTIATE_PROJECTION(float)
 GS_INSTANTIATE_PROJECTION(double)

@@ -1,8 +1,9 @@
 // Binning of projected Gaussians (entries: [I, N] pairs, or packed ones with their image) into screen
 // tiles on the GPU, in the CPU backend's order: the visible entries are radix-sorted by depth (stable,
 // so ties keep index order), their intersections are written out in that order, and a stable radix sort
-// by tile alone then leaves every tile's list sorted by depth; gsplat's intersection ids follow. Sorting the M intersections by tile bits only (about 15 bits for four 1080p cameras) costs
-// fewer passes than one sort of (tile | depth) keys, and the depth sort runs over N, not M.
+// by tile alone then leaves every tile's list sorted by depth; gsplat's intersection ids follow. Sorting the
+// M intersections by tile bits only (about 15 bits for four 1080p cameras) costs fewer passes than one sort
+// of (tile | depth) keys, and the depth sort runs over N, not M.
 #include <cub/cub.cuh>
 
 #include <cstring>
@@ -109,8 +110,9 @@ __global__ void tile_offsets_kernel(int64_t n_isects, int64_t n_tiles,
 // depth from its entry.
 template <typename T>
 __global__ void isect_ids_kernel(int64_t n_isects, int64_t tiles_per_image, IsectIdLayout layout,
-                                 const uint32_t* __restrict__ sorted_keys, const int32_t* __restrict__ flatten_ids,
-                                 const T* __restrict__ depths, int64_t* __restrict__ isect_ids) {
+                                 const uint32_t* __restrict__ sorted_keys,
+                                 const int32_t* __restrict__ flatten_ids, const T* __restrict__ depths,
+                                 int64_t* __restrict__ isect_ids) {
     const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i >= n_isects) return;
     const int64_t tile = sorted_keys[i];

@@ -2,8 +2,8 @@
 // the same functions as the CPU kernels (csrc/cpu/kernels.h), with a stream. The kernels include no
 // torch header: nvcc compiles them with the CUDA toolkit alone, which is how CI checks them on machines
 // whose torch has no CUDA. Every function launches on `stream` and returns without synchronising, except
-// bin_gaussians_to_tiles and project_gaussians_packed_forward, which must read a count. Errors (a failed launch, an
-// out-of-memory sort) are thrown as std::runtime_error.
+// bin_gaussians_to_tiles and project_gaussians_packed_forward, which must read a count. Errors (a failed
+// launch, an out-of-memory sort) are thrown as std::runtime_error.
 #pragma once
 
 #include <cuda_runtime_api.h>

@@ -41,8 +41,8 @@ template <typename T> struct PairGradients {
 
 // Writes (owned: no other thread has this row) or atomically adds a pair's Gaussian gradients to `row`.
 template <typename T>
-__device__ void write_gaussian_gradients(const GaussianGradients<T>& out, int64_t row, const PairGradients<T>& v,
-                                         bool owned) {
+__device__ void write_gaussian_gradients(const GaussianGradients<T>& out, int64_t row,
+                                         const PairGradients<T>& v, bool owned) {
     auto put = [&](T* target, const T* values, int count) {
         if (!target) return;
         for (int k = 0; k < count; ++k) {
@@ -144,7 +144,8 @@ __global__ void __launch_bounds__(kThreads)
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    project_packed_backward_kernel(const ProjectionArgs<T> a, const PackedEntries e, const ProjectionGradients<T> g) {
+    project_packed_backward_kernel(const ProjectionArgs<T> a, const PackedEntries e,
+                                   const ProjectionGradients<T> g) {
     const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     const bool active = i < e.nnz;
     int64_t image = -1;
@@ -166,7 +167,8 @@ __global__ void __launch_bounds__(kThreads)
     for (int k = 0; k < kCameraGradSlots; ++k) {
         if (uniform) {
             const T sum = warp_sum(v.camera[k]);
-            if (lane == 0 && lane0_image >= 0 && sum != T(0)) atomicAdd(camera_grad_target(g, lane0_image, k), sum);
+            if (lane == 0 && lane0_image >= 0 && sum != T(0))
+                atomicAdd(camera_grad_target(g, lane0_image, k), sum);
         } else if (active && v.camera[k] != T(0)) {
             atomicAdd(camera_grad_target(g, image, k), v.camera[k]);
         }
@@ -198,21 +200,23 @@ int64_t project_gaussians_packed_forward(const ProjectionArgs<T>& args, PackedPr
     count_visible_kernel<T><<<blocks, kThreads, 0, stream>>>(args, block_counts);
     check_launch("count_visible_kernel");
     size_t scan_bytes = 0;
-    check_cuda(cub::DeviceScan::InclusiveSum(nullptr, scan_bytes, block_counts, block_ends, int(blocks), stream),
-               "scan (size query)");
+    check_cuda(
+        cub::DeviceScan::InclusiveSum(nullptr, scan_bytes, block_counts, block_ends, int(blocks), stream),
+        "scan (size query)");
     check_cuda(cub::DeviceScan::InclusiveSum(memory.scratch(scan_bytes), scan_bytes, block_counts, block_ends,
                                              int(blocks), stream),
                "scan");
     int64_t nnz = 0;
-    check_cuda(cudaMemcpyAsync(&nnz, block_ends + blocks - 1, sizeof(int64_t), cudaMemcpyDeviceToHost, stream),
-               "copy visible count");
+    check_cuda(
+        cudaMemcpyAsync(&nnz, block_ends + blocks - 1, sizeof(int64_t), cudaMemcpyDeviceToHost, stream),
+        "copy visible count");
     check_cuda(cudaStreamSynchronize(stream), "packed projection");
     const ProjectionOutputs<T> out = memory.allocate(nnz);
     if (nnz == 0) return 0;
     // the first row of each block, in place of its count
     int64_t* block_offsets = block_counts;
-    starts_from_ends_kernel<<<blocks_for(blocks, kThreads), kThreads, 0, stream>>>(int64_t(blocks), block_ends,
-                                                                                   block_offsets);
+    starts_from_ends_kernel<<<blocks_for(blocks, kThreads), kThreads, 0, stream>>>(int64_t(blocks),
+                                                                                   block_ends, block_offsets);
     check_launch("starts_from_ends_kernel");
     write_visible_kernel<T><<<blocks, kThreads, 0, stream>>>(args, block_offsets, out);
     check_launch("write_visible_kernel");
@@ -237,14 +241,14 @@ void project_gaussians_packed_backward(const ProjectionArgs<T>& args, const Pack
     check_launch("project_packed_backward_kernel");
 }
 
-#define GS_INSTANTIATE_PROJECTION(T)                                                                          \
-    template void project_gaussians_forward<T>(const ProjectionArgs<T>&, const ProjectionOutputs<T>&,        \
-                                               cudaStream_t);                                                \
-    template int64_t project_gaussians_packed_forward<T>(const ProjectionArgs<T>&, PackedProjectionMemory<T>&, \
-                                                         cudaStream_t);                                      \
-    template void project_gaussians_backward<T>(const ProjectionArgs<T>&, const ProjectionGradients<T>&,     \
-                                                cudaStream_t);                                               \
-    template void project_gaussians_packed_backward<T>(const ProjectionArgs<T>&, const PackedEntries&,       \
+#define GS_INSTANTIATE_PROJECTION(T)                                                                     \
+    template void project_gaussians_forward<T>(const ProjectionArgs<T>&, const ProjectionOutputs<T>&,    \
+                                               cudaStream_t);                                            \
+    template int64_t project_gaussians_packed_forward<T>(const ProjectionArgs<T>&,                       \
+                                                         PackedProjectionMemory<T>&, cudaStream_t);      \
+    template void project_gaussians_backward<T>(const ProjectionArgs<T>&, const ProjectionGradients<T>&, \
+                                                cudaStream_t);                                           \
+    template void project_gaussians_packed_backward<T>(const ProjectionArgs<T>&, const PackedEntries&,   \
                                                        const ProjectionGradients<T>&, cudaStream_t);
 GS_INSTANTIATE_PROJECTION(float)
 GS_INSTANTIATE_PROJECTION(double)

@@ -25,10 +25,11 @@ namespace gsplat_py {
 // Constants of the field (Inria 3DGS and gsplat agree on them).
 // Doubles, cast to the kernel's type where used, so the float64 kernels use the exact values.
 constexpr double kAlphaThreshold = 1.0 / 255.0;  // contributions below this are skipped
-constexpr double kMaxAlpha = 0.999;  // alpha is clamped here (keeps 1/(1-alpha) finite); gsplat's (Inria: 0.99)
-constexpr double kTransmittanceMin = 1e-4;       // a pixel stops when T would fall to this
-constexpr double kMaxExtent = 3.33;              // bounding box half-size in standard deviations
-constexpr double kClipMargin = 0.3;              // how far outside the view (in tan fov) J is evaluated
+constexpr double kMaxAlpha =
+    0.999;  // alpha is clamped here (keeps 1/(1-alpha) finite); gsplat's (Inria: 0.99)
+constexpr double kTransmittanceMin = 1e-4;  // a pixel stops when T would fall to this
+constexpr double kMaxExtent = 3.33;         // bounding box half-size in standard deviations
+constexpr double kClipMargin = 0.3;         // how far outside the view (in tan fov) J is evaluated
 
 constexpr double kShC0 = 0.28209479177387814;
 constexpr double kShC1 = 0.4886025119029199;
@@ -196,7 +197,8 @@ template <typename T> GS_HD RadialScale<T> fisheye_scale(T q, const T* k) {
         d2A = (-inv_1q * inv_1q - T(3) * dA) / (T(2) * q);
     }
     // B = theta^2 = q A^2, and the polynomial P(B) = 1 + k1 B + k2 B^2 + k3 B^3 + k4 B^4: g = A P(B).
-    const T B = q * A * A, dB = A * A + T(2) * q * A * dA, d2B = T(4) * A * dA + T(2) * q * (dA * dA + A * d2A);
+    const T B = q * A * A, dB = A * A + T(2) * q * A * dA,
+            d2B = T(4) * A * dA + T(2) * q * (dA * dA + A * d2A);
     const T k1 = k ? k[0] : T(0), k2 = k ? k[1] : T(0), k3 = k ? k[2] : T(0), k4 = k ? k[3] : T(0);
     const T P = T(1) + B * (k1 + B * (k2 + B * (k3 + B * k4)));
     const T dP = k1 + B * (T(2) * k2 + B * (T(3) * k3 + T(4) * k4 * B));
@@ -238,7 +240,7 @@ template <typename T> struct CameraInput {
 template <typename T> struct Projection2D {
     T mean_x, mean_y;
     T J[2][3];
-    Sym2<T> cov;  // J Sigma_c J^T (before eps2d)
+    Sym2<T> cov;             // J Sigma_c J^T (before eps2d)
     ClampedRatio<T> ux, uy;  // pinhole
     T a, b;                  // fisheye: the normalised point
     RadialScale<T> radial;   // fisheye: g(a^2 + b^2)
@@ -311,14 +313,14 @@ GS_HD void fisheye_vjp(const Vec3<T>& p, T fx, T fy, const Projection2D<T>& proj
     const T E[2][3] = {{g + T(2) * a * a * dg, T(2) * a * b * dg, -a * h},
                        {T(2) * a * b * dg, g + T(2) * b * b * dg, -b * h}};
     // dE/da and dE/db
-    const T Ea[2][3] = {{T(6) * a * dg + T(4) * a * a * a * d2g, T(2) * b * dg + T(4) * a * a * b * d2g,
-                         -(h + T(2) * a * a * hq)},
-                        {T(2) * b * dg + T(4) * a * a * b * d2g, T(2) * a * dg + T(4) * a * b * b * d2g,
-                         -T(2) * a * b * hq}};
-    const T Eb[2][3] = {{T(2) * b * dg + T(4) * a * a * b * d2g, T(2) * a * dg + T(4) * a * b * b * d2g,
-                         -T(2) * a * b * hq},
-                        {T(2) * a * dg + T(4) * a * b * b * d2g, T(6) * b * dg + T(4) * b * b * b * d2g,
-                         -(h + T(2) * b * b * hq)}};
+    const T Ea[2][3] = {
+        {T(6) * a * dg + T(4) * a * a * a * d2g, T(2) * b * dg + T(4) * a * a * b * d2g,
+         -(h + T(2) * a * a * hq)},
+        {T(2) * b * dg + T(4) * a * a * b * d2g, T(2) * a * dg + T(4) * a * b * b * d2g, -T(2) * a * b * hq}};
+    const T Eb[2][3] = {
+        {T(2) * b * dg + T(4) * a * a * b * d2g, T(2) * a * dg + T(4) * a * b * b * d2g, -T(2) * a * b * hq},
+        {T(2) * a * dg + T(4) * a * b * b * d2g, T(6) * b * dg + T(4) * b * b * b * d2g,
+         -(h + T(2) * b * b * hq)}};
     const T f[2] = {fx, fy};
     // mean = (fx a g + cx, fy b g + cy): d/da = (fx E00, fy E10), d/db = (fx E01, fy E11)
     T v_a = fx * E[0][0] * v_mean_x + fy * E[1][0] * v_mean_y;
@@ -525,7 +527,8 @@ template <typename T> GS_HD bool depth_visible(const Vec3<T>& p, int model, T ne
 template <typename T>
 GS_HD ProjectedGaussian<T> project_gaussian(const GaussianInput<T>& gauss, const T* opacity,
                                             const CameraInput<T>& cam, int width, int height, T eps2d,
-                                            T near_plane, T far_plane, T radius_clip, bool calc_compensation) {
+                                            T near_plane, T far_plane, T radius_clip,
+                                            bool calc_compensation) {
     ProjectedGaussian<T> out;
     out.visible = false;
     CameraSpaceGaussian<T> g = to_camera_space(gauss, cam.viewmat);
@@ -575,9 +578,9 @@ template <typename T> struct GaussianGradient {
 // Gradients of project_gaussian's differentiable outputs (mean2d, depth, conic, compensation) for a
 // visible Gaussian, accumulated into `out`, v_viewmat and v_K.
 template <typename T>
-GS_HD void project_gaussian_vjp(const GaussianInput<T>& gauss, const CameraInput<T>& cam, int width, int height,
-                                T eps2d, const ProjectedGradient<T>& grad, const GaussianGradient<T>& out,
-                                T* v_viewmat, T* v_K) {
+GS_HD void project_gaussian_vjp(const GaussianInput<T>& gauss, const CameraInput<T>& cam, int width,
+                                int height, T eps2d, const ProjectedGradient<T>& grad,
+                                const GaussianGradient<T>& out, T* v_viewmat, T* v_K) {
     CameraSpaceGaussian<T> g = to_camera_space(gauss, cam.viewmat);
     Projection2D<T> proj = project_camera_space(g.p, g.cov_c, cam, T(width), T(height));
     Conic<T> con = dilate_and_invert(proj.cov, eps2d);
@@ -585,7 +588,8 @@ GS_HD void project_gaussian_vjp(const GaussianInput<T>& gauss, const CameraInput
 
     Vec3<T> v_p = {T(0), T(0), grad.v_depth};
     Mat3<T> v_cov_c = mat3_zero<T>();
-    project_camera_space_vjp(g.p, g.cov_c, cam, proj, grad.v_mean_x, grad.v_mean_y, v_cov2d, v_p, v_cov_c, v_K);
+    project_camera_space_vjp(g.p, g.cov_c, cam, proj, grad.v_mean_x, grad.v_mean_y, v_cov2d, v_p, v_cov_c,
+                             v_K);
 
     // cov_c = R cov R^T: v_cov = R^T v_cov_c R, v_R += 2 v_cov_c R cov
     Mat3<T> v_cov = matmul(matmul(transpose(g.R), v_cov_c), g.R);
@@ -680,9 +684,9 @@ template <typename T> GS_HD Vec3<T> sh_basis_vjp(int degree, T x, T y, T z, cons
            c35 * (xx - yy) * w[14];
     if (degree < 4) return g;
     const T rho = xx + yy;
-    const T w16 = T(kShC40) * w[16], w17 = T(kShC41) * w[17], w18 = T(kShC42) * w[18], w19 = T(kShC43) * w[19],
-            w20 = T(kShC44) * w[20], w21 = T(kShC45) * w[21], w22 = T(kShC46) * w[22], w23 = T(kShC47) * w[23],
-            w24 = T(kShC48) * w[24];
+    const T w16 = T(kShC40) * w[16], w17 = T(kShC41) * w[17], w18 = T(kShC42) * w[18],
+            w19 = T(kShC43) * w[19], w20 = T(kShC44) * w[20], w21 = T(kShC45) * w[21],
+            w22 = T(kShC46) * w[22], w23 = T(kShC47) * w[23], w24 = T(kShC48) * w[24];
     g.x += w16 * y * (T(3) * xx - yy) + w17 * T(6) * x * y * z + w18 * y * (T(6) * zz - T(3) * xx - yy) -
            w19 * T(6) * x * y * z + w20 * x * (T(12) * rho - T(48) * zz) +
            w21 * z * (T(4) * zz - T(9) * xx - T(3) * yy) + w22 * x * (T(12) * zz - T(4) * xx) +

@@ -76,14 +76,14 @@ inline const char* intersection_count_error(int64_t n_isects) {
 // pair = image * N + n with image = b * C + c, and pair's Gaussian is b * N + n.
 template <typename T>
 struct ProjectionArgs {
-    const T* means;          // [B, N, 3]
-    const T* quats;          // [B, N, 4], or null (covars given)
-    const T* scales;         // [B, N, 3], or null (covars given)
-    const T* covars;         // [B, N, 6] upper triangles (xx, xy, xz, yy, yz, zz), or null
-    const T* opacities;      // [B, N] or null
-    const T* viewmats;       // [B, C, 4, 4]
-    const T* Ks;             // [B, C, 3, 3]
-    const T* radial_coeffs;  // [B, C, 4] fisheye k1..k4, or null (equidistant)
+    const T* means;                             // [B, N, 3]
+    const T* quats;                             // [B, N, 4], or null (covars given)
+    const T* scales;                            // [B, N, 3], or null (covars given)
+    const T* covars;                            // [B, N, 6] upper triangles (xx, xy, xz, yy, yz, zz), or null
+    const T* opacities;                         // [B, N] or null
+    const T* viewmats;                          // [B, C, 4, 4]
+    const T* Ks;                                // [B, C, 3, 3]
+    const T* radial_coeffs;                     // [B, C, 4] fisheye k1..k4, or null (equidistant)
     int64_t n_batches, n_cameras, n_gaussians;  // B, C, N
     int width, height;
     T eps2d, near_plane, far_plane, radius_clip;
@@ -93,7 +93,9 @@ struct ProjectionArgs {
 
     GS_HD int64_t n_images() const { return n_batches * n_cameras; }
     GS_HD int64_t n_pairs() const { return n_images() * n_gaussians; }
-    GS_HD int64_t gaussian_of(int64_t image, int64_t n) const { return (image / n_cameras) * n_gaussians + n; }
+    GS_HD int64_t gaussian_of(int64_t image, int64_t n) const {
+        return (image / n_cameras) * n_gaussians + n;
+    }
     GS_HD GaussianInput<T> gaussian(int64_t g) const {
         if (covars) return {means + 3 * g, nullptr, nullptr, covars + kCovarValues * g};
         return {means + 3 * g, quats + 4 * g, scales + 3 * g, nullptr};
@@ -105,8 +107,8 @@ struct ProjectionArgs {
     GS_HD ProjectedGaussian<T> project(int64_t pair) const {
         const int64_t image = pair / n_gaussians;
         const int64_t g = gaussian_of(image, pair % n_gaussians);
-        return project_gaussian<T>(gaussian(g), opacities ? opacities + g : nullptr, camera(image), width, height,
-                                   eps2d, near_plane, far_plane, radius_clip, calc_compensations);
+        return project_gaussian<T>(gaussian(g), opacities ? opacities + g : nullptr, camera(image), width,
+                                   height, eps2d, near_plane, far_plane, radius_clip, calc_compensations);
     }
 };
 
@@ -225,10 +227,10 @@ class DeviceMemory {
 // entries each with its image (image_ids [E]).
 template <typename T>
 struct BinningArgs {
-    const T* means2d;          // [E, 2]
-    const int32_t* radii;      // [E, 2]
-    const T* depths;           // [E]
-    const int64_t* image_ids;  // [E] or null
+    const T* means2d;                                // [E, 2]
+    const int32_t* radii;                            // [E, 2]
+    const T* depths;                                 // [E]
+    const int64_t* image_ids;                        // [E] or null
     int64_t n_entries, n_images, entries_per_image;  // E, I, and N when image_ids is null
     int tile_size, tile_width, tile_height;
     int n_threads;  // of the CPU kernels (OpenMP); the CUDA kernels ignore it
@@ -253,14 +255,17 @@ inline IsectIdLayout isect_id_layout(int64_t n_images, int64_t tiles_per_image) 
     return {bit_width(uint64_t(tiles_per_image)), bit_width(uint64_t(n_images))};
 }
 
-inline bool isect_id_bits_fit(const IsectIdLayout& layout) { return layout.tile_bits + layout.image_bits <= 32; }
+inline bool isect_id_bits_fit(const IsectIdLayout& layout) {
+    return layout.tile_bits + layout.image_bits <= 32;
+}
 
 template <typename T>
 GS_HD int64_t isect_id(const IsectIdLayout& layout, int64_t image, int64_t tile_in_image, T depth) {
     const float depth32 = float(depth);
     uint32_t depth_bits;
     memcpy(&depth_bits, &depth32, sizeof(depth_bits));
-    return int64_t((uint64_t(image) << (32 + layout.tile_bits)) | (uint64_t(tile_in_image) << 32) | depth_bits);
+    return int64_t((uint64_t(image) << (32 + layout.tile_bits)) | (uint64_t(tile_in_image) << 32) |
+                   depth_bits);
 }
 
 // ---- rasterization -------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ struct CpuBackend {
         cpu::project_gaussians_forward(args, out);
     }
     template <typename T>
-    static void project_gaussians_packed_forward(const ProjectionArgs<T>& args, PackedProjectionMemory<T>& memory) {
+    static void project_gaussians_packed_forward(const ProjectionArgs<T>& args,
+                                                 PackedProjectionMemory<T>& memory) {
         cpu::project_gaussians_packed_forward(args, memory);
     }
     template <typename T>

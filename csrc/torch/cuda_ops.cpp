@@ -24,7 +24,8 @@ struct CudaBackend {
         cuda::project_gaussians_forward(args, out, current_stream());
     }
     template <typename T>
-    static void project_gaussians_packed_forward(const ProjectionArgs<T>& args, PackedProjectionMemory<T>& memory) {
+    static void project_gaussians_packed_forward(const ProjectionArgs<T>& args,
+                                                 PackedProjectionMemory<T>& memory) {
         cuda::project_gaussians_packed_forward(args, memory, current_stream());
     }
     template <typename T>

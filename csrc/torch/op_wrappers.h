@@ -111,7 +111,8 @@ struct GaussianGradientTensors {
     template <typename T>
     GaussianGradients<T> pointers() {
         return {means.data_ptr<T>(), quats.numel() ? quats.data_ptr<T>() : nullptr,
-                scales.numel() ? scales.data_ptr<T>() : nullptr, covars.numel() ? covars.data_ptr<T>() : nullptr};
+                scales.numel() ? scales.data_ptr<T>() : nullptr,
+                covars.numel() ? covars.data_ptr<T>() : nullptr};
     }
 };
 
@@ -200,7 +201,8 @@ std::vector<at::Tensor> project_gaussians_forward(
             projection_args<T>(in, opacities, width, height, eps2d, near_plane, far_plane, radius_clip,
                                calc_compensations, camera_model),
             ProjectionOutputs<T>{radii.data_ptr<int32_t>(), means2d.data_ptr<T>(), depths.data_ptr<T>(),
-                                 conics.data_ptr<T>(), compensations.data_ptr<T>(), nullptr, nullptr, nullptr});
+                                 conics.data_ptr<T>(), compensations.data_ptr<T>(), nullptr, nullptr,
+                                 nullptr});
     });
     return {radii, means2d, depths, conics, compensations};
 }
@@ -212,16 +214,13 @@ class PackedProjectionTensors final : public PackedProjectionMemory<T> {
     explicit PackedProjectionTensors(at::TensorOptions options) : options_(options) {}
     ProjectionOutputs<T> allocate(int64_t nnz) override {
         auto ids = options_.dtype(at::kLong);
-        tensors_ = {at::empty({nnz}, ids),
-                    at::empty({nnz}, ids),
-                    at::empty({nnz}, ids),
-                    at::empty({nnz, 2}, options_.dtype(at::kInt)),
-                    at::empty({nnz, 2}, options_),
-                    at::empty({nnz}, options_),
-                    at::empty({nnz, 3}, options_),
-                    at::empty({nnz}, options_)};
-        return {tensors_[3].data_ptr<int32_t>(), tensors_[4].data_ptr<T>(),     tensors_[5].data_ptr<T>(),
-                tensors_[6].data_ptr<T>(),       tensors_[7].data_ptr<T>(),     tensors_[0].data_ptr<int64_t>(),
+        tensors_ = {at::empty({nnz}, ids),         at::empty({nnz}, ids),
+                    at::empty({nnz}, ids),         at::empty({nnz, 2}, options_.dtype(at::kInt)),
+                    at::empty({nnz, 2}, options_), at::empty({nnz}, options_),
+                    at::empty({nnz, 3}, options_), at::empty({nnz}, options_)};
+        return {tensors_[3].data_ptr<int32_t>(), tensors_[4].data_ptr<T>(),
+                tensors_[5].data_ptr<T>(),       tensors_[6].data_ptr<T>(),
+                tensors_[7].data_ptr<T>(),       tensors_[0].data_ptr<int64_t>(),
                 tensors_[1].data_ptr<int64_t>(), tensors_[2].data_ptr<int64_t>()};
     }
     void* scratch(size_t bytes) override {
@@ -285,9 +284,10 @@ std::vector<at::Tensor> project_gaussians_backward(
         using T = scalar_t;
         Backend::project_gaussians_backward(
             projection_backward_args<T>(in, width, height, eps2d, camera_model),
-            ProjectionGradients<T>{radii.data_ptr<int32_t>(), v_means2d_c.data_ptr<T>(), v_depths_c.data_ptr<T>(),
-                                   v_conics_c.data_ptr<T>(), optional_ptr<T>(v_comp_c),
-                                   v_gaussians.pointers<T>(), camera_grads ? v_viewmats.data_ptr<T>() : nullptr,
+            ProjectionGradients<T>{radii.data_ptr<int32_t>(), v_means2d_c.data_ptr<T>(),
+                                   v_depths_c.data_ptr<T>(), v_conics_c.data_ptr<T>(),
+                                   optional_ptr<T>(v_comp_c), v_gaussians.pointers<T>(),
+                                   camera_grads ? v_viewmats.data_ptr<T>() : nullptr,
                                    camera_grads ? v_Ks.data_ptr<T>() : nullptr});
     });
     return {v_gaussians.means, v_gaussians.quats, v_gaussians.scales, v_gaussians.covars, v_viewmats, v_Ks};
@@ -326,7 +326,8 @@ std::vector<at::Tensor> project_gaussians_packed_backward(
                           gaussian_ids.data_ptr<int64_t>(), nnz, per_entry},
             ProjectionGradients<T>{nullptr, v_means2d_c.data_ptr<T>(), v_depths_c.data_ptr<T>(),
                                    v_conics_c.data_ptr<T>(), optional_ptr<T>(v_comp_c),
-                                   v_gaussians.pointers<T>(), camera_grads ? v_viewmats.data_ptr<T>() : nullptr,
+                                   v_gaussians.pointers<T>(),
+                                   camera_grads ? v_viewmats.data_ptr<T>() : nullptr,
                                    camera_grads ? v_Ks.data_ptr<T>() : nullptr});
     });
     return {v_gaussians.means, v_gaussians.quats, v_gaussians.scales, v_gaussians.covars, v_viewmats, v_Ks};

@@ -6,12 +6,12 @@
 
 // The projection's inputs: means [B, N, 3]; quats [B, N, 4] and scales [B, N, 3], or covars [B, N, 6];
 // opacities [B, N]; viewmats [B, C, 4, 4]; Ks [B, C, 3, 3]; radial_coeffs [B, C, 4] (fisheye).
-#define GS_PROJECTION_INPUTS                                                                                \
-    "Tensor means, Tensor? quats, Tensor? scales, Tensor? covars, Tensor? opacities, Tensor viewmats, "    \
-    "Tensor Ks, Tensor? radial_coeffs, int width, int height, float eps2d, float near_plane, "            \
+#define GS_PROJECTION_INPUTS                                                                            \
+    "Tensor means, Tensor? quats, Tensor? scales, Tensor? covars, Tensor? opacities, Tensor viewmats, " \
+    "Tensor Ks, Tensor? radial_coeffs, int width, int height, float eps2d, float near_plane, "          \
     "float far_plane, float radius_clip, bool calc_compensations, int camera_model"
-#define GS_PROJECTION_BACKWARD_INPUTS                                                                       \
-    "Tensor means, Tensor? quats, Tensor? scales, Tensor? covars, Tensor viewmats, Tensor Ks, "            \
+#define GS_PROJECTION_BACKWARD_INPUTS                                                           \
+    "Tensor means, Tensor? quats, Tensor? scales, Tensor? covars, Tensor viewmats, Tensor Ks, " \
     "Tensor? radial_coeffs, int width, int height, float eps2d, int camera_model"
 
 TORCH_LIBRARY(gsplat_py, m) {

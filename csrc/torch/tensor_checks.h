@@ -38,8 +38,8 @@ struct ProjectionInputs {
     const c10::optional<at::Tensor>& radial_coeffs;
 };
 
-inline void check_optional_input(const c10::optional<at::Tensor>& t, const char* name, const at::Tensor& reference,
-                                 int64_t numel) {
+inline void check_optional_input(const c10::optional<at::Tensor>& t, const char* name,
+                                 const at::Tensor& reference, int64_t numel) {
     if (!t.has_value()) return;
     check_input(*t, name, reference);
     TORCH_CHECK(t->numel() == numel, name, " has ", t->numel(), " values, expected ", numel);
@@ -50,8 +50,8 @@ inline void check_projection_inputs(const ProjectionInputs& in, const c10::optio
     check_input(in.means, "means", in.means);
     check_input(in.viewmats, "viewmats", in.means);
     TORCH_CHECK(in.means.dim() == 3 && in.means.size(2) == 3, "means must be [B, N, 3]");
-    TORCH_CHECK(in.viewmats.dim() == 4 && in.viewmats.size(0) == in.means.size(0) && in.viewmats.size(2) == 4 &&
-                    in.viewmats.size(3) == 4,
+    TORCH_CHECK(in.viewmats.dim() == 4 && in.viewmats.size(0) == in.means.size(0) &&
+                    in.viewmats.size(2) == 4 && in.viewmats.size(3) == 4,
                 "viewmats must be [B, C, 4, 4]");
     const int64_t gaussians = in.means.size(0) * in.means.size(1);
     const int64_t cameras = in.viewmats.size(0) * in.viewmats.size(1);
@@ -66,14 +66,18 @@ inline void check_projection_inputs(const ProjectionInputs& in, const c10::optio
     check_optional_input(in.radial_coeffs, "radial_coeffs", in.means, cameras * kFisheyeCoeffs);
 }
 
-inline void check_int_input(const at::Tensor& t, const char* name, const at::Tensor& reference, int64_t numel) {
+inline void check_int_input(const at::Tensor& t, const char* name, const at::Tensor& reference,
+                            int64_t numel) {
     check_input(t, name, reference);
-    TORCH_CHECK(t.scalar_type() == at::kInt && t.numel() == numel, name, " must be int32 with ", numel, " values");
+    TORCH_CHECK(t.scalar_type() == at::kInt && t.numel() == numel, name, " must be int32 with ", numel,
+                " values");
 }
 
-inline void check_id_input(const at::Tensor& t, const char* name, const at::Tensor& reference, int64_t numel) {
+inline void check_id_input(const at::Tensor& t, const char* name, const at::Tensor& reference,
+                           int64_t numel) {
     check_input(t, name, reference);
-    TORCH_CHECK(t.scalar_type() == at::kLong && t.numel() == numel, name, " must be int64 with ", numel, " values");
+    TORCH_CHECK(t.scalar_type() == at::kLong && t.numel() == numel, name, " must be int64 with ", numel,
+                " values");
 }
 
 // The gradients of the projection's outputs (made contiguous by the caller), `rows` of them: [B, C, N]
@@ -91,7 +95,8 @@ inline void check_projection_gradients(const at::Tensor& means, int64_t rows, co
 }
 
 inline void check_sh_inputs(int64_t degree, const at::Tensor& dirs, const at::Tensor& coeffs,
-                            const c10::optional<at::Tensor>& coeff_rows, const c10::optional<at::Tensor>& masks) {
+                            const c10::optional<at::Tensor>& coeff_rows,
+                            const c10::optional<at::Tensor>& masks) {
     check_input(dirs, "dirs", dirs);
     check_input(coeffs, "coeffs", dirs);
     TORCH_CHECK(dirs.dim() == 2 && dirs.size(1) == 3, "dirs must be [M, 3]");
