@@ -13,6 +13,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ._version import __version__  # noqa: E402
-from .rendering import rasterization  # noqa: E402
+from .rendering import RollingShutterType, rasterization, rasterization_2dgs  # noqa: E402
 
-__all__ = ["rasterization", "__version__"]
+__all__ = ["RollingShutterType", "rasterization", "rasterization_2dgs", "__version__"]

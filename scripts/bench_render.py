@@ -11,11 +11,17 @@ Prints markdown tables (for BENCHMARKS.md) with the performance targets, and wri
     python scripts/bench_render.py --quick                 # smoke run: N=10k, C++ only, 2 repeats
     python scripts/bench_render.py --compare-wait-policy   # adds the OMP_WAIT_POLICY comparison
     python scripts/bench_render.py --simd-levels           # only: the rasterize op per SIMD build (below)
+    python scripts/bench_render.py --packed                # only: packed vs unpacked (below)
 
 --simd-levels times the rasterize op alone (forward and backward) and the whole C++ fwd+bwd for every SIMD
 build of the rasterizer this CPU runs (GSPLAT_PY_SIMD forces each, ATEN_CPU_CAPABILITY gives torch's own
 kernels the same level, as on a CPU without the better ones), at --sizes (default 10k and 100k) with 1
 thread and torch's default, in --rounds fresh processes per level (interleaved), and reports medians.
+
+--packed compares rasterization(packed=True) with packed=False at --sizes (default 100k and 1M) with 1 and 8
+cameras (the 8 yawed -40..40 degrees about the first, so each sees part of the scene): the fwd+bwd time
+(median) and the peak memory one fwd+bwd adds to the process (its peak resident set size, measured in a
+fresh process per case: load-independent, unlike the times).
 """
 
 from __future__ import annotations
@@ -87,6 +93,7 @@ class Scene:
     viewmats: Tensor  # [1,4,4]
     Ks: Tensor  # [1,3,3]
     sh_degree: int | None
+    packed: bool = False  # the layout of the benchmark's renders (the layouts' comparison: --packed)
 
     @property
     def n(self) -> int:
@@ -107,6 +114,7 @@ class Scene:
             WIDTH,
             HEIGHT,
             sh_degree=self.sh_degree,
+            packed=self.packed,
             tile_size=TILE_SIZE,
             backend=backend,
         )
@@ -362,7 +370,7 @@ def time_rasterize_op(scene: Scene, repeats: int, cotangents: tuple[Tensor, Tens
             HEIGHT,
             opacities=scene.opacities,
         )
-        _, offsets, ids = ops.bin_gaussians_to_tiles(
+        _, offsets, ids, _ = ops.bin_gaussians_to_tiles(
             means2d, radii, depths, TILE_SIZE, tile_width, tile_height
         )
     n = scene.n
@@ -875,6 +883,107 @@ def machine_info() -> dict:
     }
 
 
+PACKED_CAMERAS = (1, 8)
+PACKED_YAW_DEGREES = 40.0  # the 8 cameras' yaws span -40..40 degrees
+
+
+def yawed_viewmats(n_cameras: int) -> Tensor:
+    """[C, 4, 4] world-to-camera matrices at the origin, yawed about y (one camera: the identity)."""
+    if n_cameras == 1:
+        return torch.eye(4)[None]
+    yaws = torch.deg2rad(torch.linspace(-PACKED_YAW_DEGREES, PACKED_YAW_DEGREES, n_cameras))
+    viewmats = torch.eye(4).repeat(n_cameras, 1, 1)
+    viewmats[:, 0, 0], viewmats[:, 0, 2] = torch.cos(yaws), -torch.sin(yaws)
+    viewmats[:, 2, 0], viewmats[:, 2, 2] = torch.sin(yaws), torch.cos(yaws)
+    return viewmats
+
+
+def peak_rss_bytes() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def current_rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def run_packed_child(args: argparse.Namespace) -> None:
+    """One case of --packed in this fresh process: print its JSON."""
+    n, n_cameras, packed = args.sizes[0], args.packed_cameras, args.packed_layout == "packed"
+    base = make_scene(n, args.sh_degree, args.seed)
+    viewmats = yawed_viewmats(n_cameras)
+    scene = Scene(*base.trainable(), viewmats, base.Ks.expand(n_cameras, 3, 3).contiguous(), args.sh_degree)
+    scene.packed = packed
+    g = torch.Generator().manual_seed(args.seed + 1)
+    cotangents = (
+        torch.randn(n_cameras, HEIGHT, WIDTH, 3, generator=g),
+        torch.randn(n_cameras, HEIGHT, WIDTH, 1, generator=g),
+    )
+    before = current_rss_bytes()
+    timing = time_forward_backward(scene, "cpp", args.repeats, cotangents)
+    peak = peak_rss_bytes()
+    _, _, meta = scene.render("cpp")
+    pairs = meta["means2d"].shape[0] if packed else int((meta["radii"] > 0).all(-1).sum())
+    print(
+        json.dumps(
+            {
+                "n": n,
+                "n_cameras": n_cameras,
+                "packed": packed,
+                "fwd_bwd_s": timing["fwd_bwd_s"],
+                "peak_added_bytes": peak - before,
+                "visible_pairs": pairs,
+                "n_isects": meta["n_isects"],
+            }
+        )
+    )
+
+
+def measure_packed(args: argparse.Namespace) -> list[dict]:
+    results = []
+    for n in args.sizes:
+        for n_cameras in PACKED_CAMERAS:
+            for layout in ("unpacked", "packed"):
+                progress(f"packed comparison: N={n}, C={n_cameras}, {layout}")
+                command = [sys.executable, __file__, "--packed-child", "--sizes", str(n), "--repeats"]
+                command += [str(args.repeats), "--seed", str(args.seed)]
+                command += ["--packed-cameras", str(n_cameras), "--packed-layout", layout]
+                if args.sh_degree is not None:
+                    command += ["--sh-degree", str(args.sh_degree)]
+                output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+                results.append(json.loads(output.strip().splitlines()[-1]))
+    return results
+
+
+def render_packed_report(report: dict) -> str:
+    lines = header_lines(report, "packed vs unpacked rasterization (C++ CPU backend, fwd+bwd)")
+    rows = []
+    cases = report["packed"]
+    for unpacked, packed in zip(cases[::2], cases[1::2]):
+        rows.append(
+            [
+                f"{unpacked['n']:,}",
+                str(unpacked["n_cameras"]),
+                f"{packed['visible_pairs']:,} / {unpacked['n'] * unpacked['n_cameras']:,}",
+                fmt_ms(unpacked["fwd_bwd_s"]),
+                fmt_ms(packed["fwd_bwd_s"]),
+                f"{packed['fwd_bwd_s'] / unpacked['fwd_bwd_s']:.2f}",
+                f"{unpacked['peak_added_bytes'] / 2**20:.0f}",
+                f"{packed['peak_added_bytes'] / 2**20:.0f}",
+                f"{packed['peak_added_bytes'] / unpacked['peak_added_bytes']:.2f}",
+            ]
+        )
+    header = ["N", "C", "visible pairs", "unpacked", "packed", "time ratio", "unpacked MiB", "packed MiB"]
+    lines.append(table(header + ["memory ratio"], rows))
+    lines.append("")
+    lines.append(
+        "Times: medians of fwd+bwd; memory: the peak resident set size one fwd+bwd adds to a fresh process."
+    )
+    return "\n".join(lines)
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -901,7 +1010,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--sh-degree",
         type=int,
-        choices=range(4),
+        choices=range(5),
         default=None,
         help="use SH coefficients of this degree instead of RGB colours",
     )
@@ -924,11 +1033,21 @@ def parse_args() -> argparse.Namespace:
         help="only time the rasterize op and C++ fwd+bwd per SIMD build (see above)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="processes per SIMD level with --simd-levels")
+    parser.add_argument(
+        "--packed", action="store_true", help="only compare packed and unpacked rasterization (see above)"
+    )
+    parser.add_argument("--packed-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--packed-cameras", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--packed-layout", choices=("packed", "unpacked"), default="packed", help=argparse.SUPPRESS
+    )
     parser.add_argument("--wait-policy-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--simd-level-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if (args.simd_levels or args.simd_level_child) and "--sizes" not in sys.argv:
         args.sizes = [10_000, 100_000]
+    if args.packed and "--sizes" not in sys.argv:
+        args.sizes = [100_000, 1_000_000]
     if args.quick:
         args.sizes, args.scaling_n, args.repeats = [10_000], 10_000, 2
     for name in ("sizes", "repeats", "reference_repeats", "scaling_n", "rounds"):
@@ -945,6 +1064,9 @@ def main() -> None:
         return
     if args.simd_level_child:
         run_simd_level_child(args)
+        return
+    if args.packed_child:
+        run_packed_child(args)
         return
 
     default_threads = torch.get_num_threads()
@@ -975,6 +1097,15 @@ def main() -> None:
         output = (
             args.output.with_name("bench_simd_levels.json") if args.output == DEFAULT_OUTPUT else args.output
         )
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nJSON written to {output}")
+        return
+    if args.packed:
+        report["packed"] = measure_packed(args)
+        report["load_average_at_end"] = os.getloadavg()
+        print(render_packed_report(report))
+        output = args.output.with_name("bench_packed.json") if args.output == DEFAULT_OUTPUT else args.output
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(report, indent=2) + "\n")
         print(f"\nJSON written to {output}")

@@ -4,10 +4,17 @@ Everything here is a plain function (import it with ``from conftest import make_
 module can reuse it; nothing is a fixture with side effects.
 """
 
+import functools
 import math
 
 import torch
 from torch import Tensor
+
+from gsplat_py.rendering import rasterization
+
+# rasterization with the [C, N, ...] meta layout (gsplat's packed=False), for the tests that inspect the
+# meta per (camera, Gaussian) or predate packed mode; tests/test_dropin.py compares the two layouts.
+rasterization_unpacked = functools.partial(rasterization, packed=False)
 
 # The three kinds of Gaussians `make_scene` mixes in (fractions of n).
 BEHIND_FRACTION = 0.08
@@ -72,7 +79,7 @@ def make_scene(
     Gaussians behind every camera, huge (and fairly transparent) ones that cover the whole image, tiny
     (sub-pixel) ones, and ones whose centre projects (in camera 0) within 0.3 px of a tile border (tile_size
     only sets where those borders are). Opacities span [0.002, max_opacity] (a few are below 1/255, a few
-    equal max_opacity so that the 0.99 alpha cap is reached when max_opacity >= 0.99).
+    equal max_opacity so that the 0.999 alpha cap is reached when max_opacity >= 0.999).
 
     Returns a dict with means, quats, scales, opacities, colors ([N, channels], or [N, 16, 3] SH
     coefficients when sh_degree is given), viewmats, Ks, width, height, sh_degree, camera_model and, if
@@ -142,7 +149,7 @@ def make_scene(
     is_huge = is_huge[perm]
     opacities[is_huge] = 0.02 + 0.2 * rand(int(is_huge.sum()))  # see-through, or nothing else would show
     if n >= 20:
-        opacities[perm[:5]] = max_opacity  # the 0.99 alpha cap is reached near their centres
+        opacities[perm[:5]] = max_opacity  # the alpha cap is reached near their centres
     if sh_degree is None:
         colors = rand(n, channels)
     else:

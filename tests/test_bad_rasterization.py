@@ -5,8 +5,9 @@ rotation, a ValueError naming `viewmats` where a camera has no position."""
 
 import pytest
 import torch
+from conftest import rasterization_unpacked as rasterization  # these tests read the [C, N] meta
 
-from gsplat_py.rendering import _backend, rasterization
+from gsplat_py.rendering import _backend
 
 W, H = 32, 24
 BACKENDS = ["reference"] + (["cpp"] if _backend.extension_available() else [])

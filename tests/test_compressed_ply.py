@@ -242,3 +242,16 @@ def test_bad_files_are_one_line_errors_naming_the_file_and_element(tmp_path, bui
         read_compressed_ply(path)
     text = str(raised.value)
     assert text.startswith(f"{path}: ") and message in text and "\n" not in text, text
+
+
+def test_sh_degree_4_is_refused_before_writing(tmp_path):
+    splats = GaussianSplats(
+        means=torch.zeros(3, 3),
+        quats=torch.tensor([[1.0, 0.0, 0.0, 0.0]]).expand(3, 4).clone(),
+        log_scales=torch.zeros(3, 3),
+        logit_opacities=torch.zeros(3),
+        sh=torch.zeros(3, 25, 3),
+    )
+    with pytest.raises(ValueError, match="SH degree 4: the compressed PLY stores degrees 0 to 3"):
+        write_compressed_ply(tmp_path / "d4.ply", splats)
+    assert not (tmp_path / "d4.ply").exists()

@@ -28,8 +28,8 @@ from conftest import (
     rotation_y,
     tile_grid,
 )
+from conftest import rasterization_unpacked as rasterization  # these tests read the [C, N] meta
 
-from gsplat_py import rasterization
 from gsplat_py.rendering import _backend
 from gsplat_py.rendering import reference as ref
 
@@ -258,7 +258,7 @@ def test_rasterize_to_pixels_matches_reference(dtype, channels, backgrounds, til
     radii, means2d, depths, conics, colors, opacities, bg = raster_inputs(scene, channels, 4, backgrounds)
     tw, th = tile_grid(width, height, tile_size)
     cast = [t.to(dtype) if t is not None else None for t in (means2d, conics, colors, opacities, bg)]
-    _, offsets, ids = ref.bin_gaussians_to_tiles(cast[0], radii, depths.to(dtype), tile_size, tw, th)
+    _, offsets, ids, _ = ref.bin_gaussians_to_tiles(cast[0], radii, depths.to(dtype), tile_size, tw, th)
     names = ("means2d", "conics", "colors", "opacities", "backgrounds")
     results = {}
     for impl in (ops, ref):
@@ -398,7 +398,7 @@ def test_rasterization_matches_reference_float64(case):
     assert_grads_close([grads[k] for k in ref_grads], list(ref_grads.values()), list(ref_grads))
     # Every input that influences the image receives a non-zero gradient.
     for key, grad in grads.items():
-        if key == "colors" and settings["render_mode"] in ("D", "ED"):
+        if key in ("colors", "backgrounds") and settings["render_mode"] in ("D", "ED"):  # not rendered
             assert grad is None or torch.equal(grad, torch.zeros_like(grad))
         else:
             assert grad is not None and grad.abs().sum() > 0, key
@@ -518,11 +518,11 @@ def _alpha_field(means2d, conics, opacities, width, height):
 
 
 def _assert_away_from_thresholds(alpha, margin=1e-4):
-    """No pixel within `margin` (relative) of the 1/255 threshold or of the 0.99 cap, and T stays >= 2e-4."""
+    """No pixel within `margin` (relative) of the 1/255 threshold or of the alpha cap, and T stays >= 2e-4."""
     near_threshold = (alpha - ALPHA_THRESHOLD).abs() < margin * ALPHA_THRESHOLD
     assert not near_threshold.any(), f"{int(near_threshold.sum())} pixel(s) at the 1/255 threshold"
-    assert alpha.max() < 0.99 - 1e-3, "a pixel reaches the 0.99 alpha cap"
-    blended = torch.where(alpha >= ALPHA_THRESHOLD, alpha.clamp(max=0.99), 0.0)
+    assert alpha.max() < ref.MAX_ALPHA - 1e-4, "a pixel reaches the alpha cap"
+    blended = torch.where(alpha >= ALPHA_THRESHOLD, alpha.clamp(max=ref.MAX_ALPHA), 0.0)
     assert (1 - blended).prod(dim=1).min() > 2e-4, "a pixel reaches the 1e-4 transmittance stop"
 
 
@@ -550,7 +550,7 @@ def test_gradcheck_rasterize_to_pixels(with_backgrounds, channels, one_thread):
     _assert_away_from_thresholds(_alpha_field(means2d, conics, opacities, W, H))
     tw, th = tile_grid(W, H, tile_size)
     # The binning is fixed (from the unperturbed inputs); it is not differentiable anyway.
-    _, offsets, ids = ops.bin_gaussians_to_tiles(means2d, radii, depths, tile_size, tw, th)
+    _, offsets, ids, _ = ops.bin_gaussians_to_tiles(means2d, radii, depths, tile_size, tw, th)
     assert ids.numel() > 2 * means2d.shape[1]  # Gaussians span several tiles
     inputs = [t.clone().requires_grad_(True) for t in (means2d, conics, colors, opacities)]
     if with_backgrounds:
@@ -599,7 +599,7 @@ def _tiny_pipeline_scene(camera_model, sh_degree, channels):
 
 
 def _assert_pipeline_is_smooth(scene, camera_model, antialiased, sh_degree, tile_size):
-    """The discrete decisions of the pipeline (culling, radii, tile rectangles, 1/255 threshold, 0.99 cap,
+    """The discrete decisions of the pipeline (culling, radii, tile rectangles, 1/255 threshold, alpha cap,
     transmittance stop, depth order, the SH clamp at 0, the frustum clamp) cannot flip under a 1e-6
     perturbation of any input."""
     W, H = scene["width"], scene["height"]
@@ -685,7 +685,7 @@ def test_absgrad_matches_reference_op():
     scene = make_scene(300, 3, W, H, dtype=F64, seed=7, tile_size=tile_size, max_opacity=0.95)
     radii, means2d, depths, conics, colors, opacities, bg = raster_inputs(scene, 3, 8, True)
     tw, th = tile_grid(W, H, tile_size)
-    _, offsets, ids = ref.bin_gaussians_to_tiles(means2d, radii, depths, tile_size, tw, th)
+    _, offsets, ids, _ = ref.bin_gaussians_to_tiles(means2d, radii, depths, tile_size, tw, th)
     results = {}
     for impl in (ops, ref):
         m2d = means2d.clone().requires_grad_(True)
@@ -876,8 +876,8 @@ def test_opaque_front_gaussian_hides_the_one_behind():
     row0, col0 = 13, 16
     for dr, dc in [(0, 0), (0, 1), (1, -1), (2, 2), (-3, 1), (0, 5), (6, 0), (-7, -6)]:
         r2 = dr * dr + dc * dc
-        a_f = min(0.99, 1.0 * math.exp(-0.5 * r2 / sig_f**2))
-        a_b = min(0.99, 0.7 * math.exp(-0.5 * r2 / sig_b**2))
+        a_f = min(ref.MAX_ALPHA, 1.0 * math.exp(-0.5 * r2 / sig_f**2))
+        a_b = min(ref.MAX_ALPHA, 0.7 * math.exp(-0.5 * r2 / sig_b**2))
         a_f = a_f if a_f >= ALPHA_THRESHOLD else 0.0
         a_b = a_b if a_b >= ALPHA_THRESHOLD else 0.0
         expected = a_f * colors[0] + (1 - a_f) * a_b * colors[1] + (1 - a_f) * (1 - a_b) * bg
@@ -886,9 +886,11 @@ def test_opaque_front_gaussian_hides_the_one_behind():
         )
         expected_alpha = torch.tensor(1 - (1 - a_f) * (1 - a_b), dtype=F64)
         torch.testing.assert_close(alpha[0, row0 + dr, col0 + dc, 0], expected_alpha, rtol=1e-6, atol=1e-9)
-    # At the centre the front one is capped at 0.99 and the back one shows through only by 1 %.
+    # At the centre the front one is capped at 0.999 (gsplat's cap) and the back one shows through only by
+    # 0.1 %.
+    assert ref.MAX_ALPHA == 0.999
     centre = img[0, row0, col0]
-    assert centre[1] > 0.98 and 0.006 < centre[0] < 0.008 and 0.002 < centre[2] < 0.004
+    assert centre[1] > 0.998 and 0.0006 < centre[0] < 0.0008 and 0.0002 < centre[2] < 0.0004
 
 
 def test_background_shows_exactly_where_no_gaussian_is():
@@ -975,7 +977,7 @@ def _single_pixel_render(impl, opacities):
     colors = torch.eye(n, dtype=F64)[None].contiguous()  # channel k = blending weight of Gaussian k
     depths = torch.arange(n, dtype=F64)[None] + 1.0
     radii = torch.full((1, n, 2), 2, dtype=torch.int32)
-    _, offsets, ids = impl.bin_gaussians_to_tiles(means2d, radii, depths, 16, 1, 1)
+    _, offsets, ids, _ = impl.bin_gaussians_to_tiles(means2d, radii, depths, 16, 1, 1)
     img, alpha = impl.rasterize_to_pixels(means2d, conics, colors, opacities[None], 1, 1, 16, offsets, ids)
     return img[0, 0, 0], alpha[0, 0, 0, 0]
 
@@ -985,10 +987,10 @@ def _single_pixel_render(impl, opacities):
 )
 def test_float64_kernels_use_the_exact_contract_constants(constant):
     if constant == "alpha_cap":
-        # alpha = min(0.99, 1.0) = 0.99 exactly.
+        # alpha = min(0.999, 1.0) = 0.999 exactly (gsplat's cap).
         img, alpha = _single_pixel_render(ops, torch.tensor([1.0], dtype=F64))
-        assert alpha.item() == pytest.approx(0.99, rel=0, abs=1e-15)
-        assert img[0].item() == pytest.approx(0.99, rel=0, abs=1e-15)
+        assert alpha.item() == pytest.approx(0.999, rel=0, abs=1e-15)
+        assert img[0].item() == pytest.approx(0.999, rel=0, abs=1e-15)
     elif constant == "alpha_threshold":
         # alpha = 1/255 + 1e-11 >= 1/255 is blended; 1/255 - 1e-11 is not.
         img, alpha = _single_pixel_render(ops, torch.tensor([1 / 255 + 1e-11, 1 / 255 - 1e-11], dtype=F64))
@@ -1138,7 +1140,7 @@ def test_non_contiguous_inputs_give_identical_results(op):
     else:
         radii, means2d, depths, conics, colors, opacities, bg = raster_inputs(scene, 5, 17, True)
         tw, th = tile_grid(W, H, 16)
-        _, offsets, ids = ops.bin_gaussians_to_tiles(means2d, radii, depths, 16, tw, th)
+        _, offsets, ids, _ = ops.bin_gaussians_to_tiles(means2d, radii, depths, 16, tw, th)
         names = ("means2d", "conics", "colors", "opacities", "backgrounds")
         leaves = [t.clone().requires_grad_(True) for t in (means2d, conics, colors, opacities, bg)]
 

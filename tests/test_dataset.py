@@ -548,3 +548,22 @@ def test_cache_paths_stay_inside_the_cache_folder(tmp_path):
         path = cache.path(name).resolve()
         assert inside in path.parents, (name, path)
     assert cache.path("../x.jpg") != cache.path("../y.jpg")
+
+
+def test_fisheye_images_are_kept_as_they_are_and_render_as_fisheye(tmp_path):
+    coefficients = (0.05, -0.01, 0.003, -0.001)
+    camera = ("OPENCV_FISHEYE", 64, 48, (60.0, 62.0, 31.5, 24.25, *coefficients))
+    pixels = write_scene(tmp_path, camera=camera, names=("a.png", "b.png"))
+    for attempt in ("first", "from the cache"):  # downscaled: the second load reads the cache
+        scene = load_colmap_scene(tmp_path, data_factor=2, test_every=0)
+        for view in scene.train_views:
+            expected = Image.fromarray(pixels[view.name]).resize((32, 24), Image.Resampling.LANCZOS)
+            assert torch.equal(view.image, torch.from_numpy(np.array(expected))), attempt  # not undistorted
+            assert torch.equal(view.K, torch.tensor([[30.0, 0, 15.75], [0, 31.0, 12.125], [0, 0, 1]])), (
+                attempt
+            )
+            assert view.camera_model == "fisheye", attempt
+            assert torch.equal(view.radial_coeffs, torch.tensor(coefficients, dtype=torch.float32)), attempt
+    full = load_colmap_scene(tmp_path, test_every=0)  # full size: no cache at all
+    assert torch.equal(full.train_views[0].image, torch.from_numpy(pixels["a.png"]))
+    assert full.train_views[0].camera_model == "fisheye"

@@ -63,7 +63,7 @@ def render(splats, viewmats, Ks):
     return colors, alphas
 
 
-@pytest.mark.parametrize("degree", [1, 2, 3])
+@pytest.mark.parametrize("degree", [1, 2, 3, 4])
 def test_rotated_sh_seen_along_rotated_directions_is_unchanged(degree):
     g = torch.Generator().manual_seed(degree)
     sh = torch.randn(7, (degree + 1) ** 2, 3, generator=g, dtype=torch.float64)

@@ -311,8 +311,9 @@ def test_error_f_rest_count(tmp_path, count):
         "9 (degree 1)",
         "24 (degree 2)",
         "45 (degree 3)",
+        "72 (degree 4)",
     )
-    assert sorted(VALID_F_REST_COUNTS) == [0, 9, 24, 45]
+    assert sorted(VALID_F_REST_COUNTS) == [0, 9, 24, 45, 72]
     assert "valid counts" in message
 
 
@@ -451,8 +452,8 @@ def test_write_accepts_str_path_and_other_dtypes(tmp_path):
         ("log_scales", torch.zeros(10, 2), "log_scales has shape [10, 2]"),
         ("logit_opacities", torch.zeros(10, 1), "logit_opacities has shape [10, 1]; expected [N]"),
         ("sh", torch.zeros(11, 4, 3), "sh has shape [11, 4, 3]"),
-        ("sh", torch.zeros(10, 5, 3), "K in [1, 4, 9, 16]"),
-        ("sh", torch.zeros(10, 25, 3), "K in [1, 4, 9, 16]"),
+        ("sh", torch.zeros(10, 5, 3), "K in [1, 4, 9, 16, 25]"),
+        ("sh", torch.zeros(10, 36, 3), "K in [1, 4, 9, 16, 25]"),
         ("means", torch.zeros(10, 3, dtype=torch.int32), "means must have a floating-point dtype"),
     ],
 )
@@ -556,8 +557,9 @@ def test_dataclass_helpers():
         "rot_3",
     ]
     assert len(ply_property_names(3)) == 17 + 45
+    assert len(ply_property_names(4)) == 17 + 72  # gsplat's degree 4
     with pytest.raises(ValueError):
-        ply_property_names(4)
+        ply_property_names(5)
     assert math.isclose(
         s.opacities()[0].item(), 1 / (1 + math.exp(-s.logit_opacities[0].item())), rel_tol=1e-6
     )

@@ -21,7 +21,7 @@ def camera(f, cx, cy, dtype=torch.float64):
 
 def render(means2d, conics, colors, opacities, radii, depths, width, height, tile_size=16, **kwargs):
     tw, th = math.ceil(width / tile_size), math.ceil(height / tile_size)
-    _, offsets, ids = ref.bin_gaussians_to_tiles(means2d, radii, depths, tile_size, tw, th)
+    _, offsets, ids, _ = ref.bin_gaussians_to_tiles(means2d, radii, depths, tile_size, tw, th)
     return ref.rasterize_to_pixels(
         means2d, conics, colors, opacities, width, height, tile_size, offsets, ids, **kwargs
     )
@@ -43,7 +43,7 @@ def sequential_render(means2d, conics, colors, opacities, radii, depths, width, 
             dx, dy = means2d[c, n, 0] - px, means2d[c, n, 1] - py
             a, b, cc = conics[c, n]
             sigma = 0.5 * (a * dx * dx + cc * dy * dy) + b * dx * dy
-            alpha = torch.clamp(opacities[c, n] * torch.exp(-sigma), max=0.99)
+            alpha = torch.clamp(opacities[c, n] * torch.exp(-sigma), max=0.999)  # gsplat's cap
             considered = ~done & (sigma >= 0) & (alpha >= 1.0 / 255.0)
             next_T = T * (1 - alpha)
             stop = considered & (next_T <= 1e-4)
@@ -209,7 +209,7 @@ def test_ortho_projection():
     torch.testing.assert_close(depths, torch.tensor([[7.0]], dtype=dtype))
     torch.testing.assert_close(conics, torch.tensor([[[1 / 9.0, 0.0, 1 / 9.0]]], dtype=dtype))
     with pytest.raises(NotImplementedError):
-        ref.project_gaussians(means, quats, scales, viewmats, Ks, 40, 30, camera_model="fisheye")
+        ref.project_gaussians(means, quats, scales, viewmats, Ks, 40, 30, camera_model="ftheta")
 
 
 # ------------------------------------------------------------------------------------------ rasterization
@@ -226,7 +226,7 @@ def test_opaque_front_gaussian_dominates():
     bg = torch.tensor([[0.0, 0.0, 1.0]], dtype=dtype)
     img, alpha = render(means2d, conics, colors, opacities, radii, depths, 17, 17, backgrounds=bg)
 
-    front, back = 0.99, 0.5  # alpha of the front one is capped at 0.99
+    front, back = 0.999, 0.5  # alpha of the front one is capped at 0.999 (gsplat's cap)
     expected = front * colors[0, 1] + (1 - front) * back * colors[0, 0] + (1 - front) * (1 - back) * bg[0]
     torch.testing.assert_close(img[0, 8, 8], expected)
     torch.testing.assert_close(alpha[0, 8, 8, 0], torch.tensor(1 - (1 - front) * (1 - back), dtype=dtype))
@@ -403,7 +403,7 @@ def test_binning_order_and_straddling_gaussian():
         dtype=torch.int32,
     )
     depths = torch.tensor([[5.0, 3.0, 1.0, 2.0, 1.0, 0.5], [0.0, 0.0, 4.0, 0.0, 0.0, 0.0]], dtype=dtype)
-    tiles_per_gauss, offsets, ids = ref.bin_gaussians_to_tiles(means2d, radii, depths, 16, 2, 2)
+    tiles_per_gauss, offsets, ids, _ = ref.bin_gaussians_to_tiles(means2d, radii, depths, 16, 2, 2)
     assert tiles_per_gauss.dtype == offsets.dtype == ids.dtype == torch.int32
     assert tiles_per_gauss.tolist() == [[4, 1, 1, 1, 1, 0], [0, 0, 1, 0, 0, 0]]
     # Tile (0,0) of camera 0: ascending depth, the tie in flat-index order, the straddling one last.
@@ -415,7 +415,7 @@ def test_binning_rectangle_is_clamped_to_the_grid():
     means2d = torch.tensor([[[-3.0, 40.0], [100.0, 100.0]]])
     radii = torch.tensor([[[5, 5], [5, 5]]], dtype=torch.int32)
     depths = torch.tensor([[1.0, 2.0]])
-    tiles_per_gauss, offsets, ids = ref.bin_gaussians_to_tiles(means2d, radii, depths, 16, 3, 3)
+    tiles_per_gauss, offsets, ids, _ = ref.bin_gaussians_to_tiles(means2d, radii, depths, 16, 3, 3)
     # x in [floor(-8/16), ceil(2/16)) = [-1, 1) -> [0, 1); y in [floor(35/16), ceil(45/16)) = [2, 3).
     assert tiles_per_gauss.tolist() == [[1, 0]]
     assert offsets.reshape(-1).tolist() == [0, 0, 0, 0, 0, 0, 0, 1, 1]

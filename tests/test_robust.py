@@ -327,12 +327,22 @@ def dimmed(scene: SceneData, gain: float, every: int) -> SceneData:
     return dataclasses.replace(scene, train_views=views)
 
 
-def test_appearance_compensation_improves_the_test_psnr_under_exposure_changes(tmp_path, ring_scene):
-    scene = dimmed(ring_scene, gain=0.6, every=3)
+def test_appearance_compensation_learns_the_exposures_and_improves_the_test_psnr(tmp_path, ring_scene):
+    gain = 0.6
+    scene = dimmed(ring_scene, gain=gain, every=3)
     without, _ = train_psnr(scene, tmp_path / "without", steps=1000)
-    with_compensation, _ = train_psnr(scene, tmp_path / "with", steps=1000, appearance__enabled=True)
-    # Measured: 26.9 dB without, 28.9 dB with (2.0 dB); asserted with half of that margin.
-    assert with_compensation > without + 1.0, (without, with_compensation)
+    with_compensation, trainer = train_psnr(scene, tmp_path / "with", steps=1000, appearance__enabled=True)
+    assert trainer.appearance is not None
+    grey = torch.full((1, 3), 0.5)
+    with torch.no_grad():
+        gains = torch.stack([trainer.appearance(grey, i)[0] / 0.5 for i in range(len(scene.train_views))])
+    dimmed_views = torch.arange(len(scene.train_views)) % 3 == 0
+    ratio = gains[dimmed_views].mean() / gains[~dimmed_views].mean()
+    # Measured: the dimmed photos' transforms scale colours by 0.59x the others' (mean over channels), and
+    # the held-out views score 26.7 dB without, 27.6 dB with (at 2000 steps: 30.0 and 30.3 dB, the model
+    # fitting the averaged brightness better by then).
+    assert abs(ratio - gain) < 0.1, gains
+    assert with_compensation > without + 0.5, (without, with_compensation)
 
 
 def test_resume_with_appearance_compensation_is_exact(tmp_path, ring_scene):

@@ -377,3 +377,10 @@ def test_writer_refuses_bad_arguments_before_writing(tmp_path):
     with pytest.raises(ValueError, match="a.sog: cannot write splats: means has a non-finite value"):
         write_sog(tmp_path / "a.sog", empty)
     assert not (tmp_path / "a.sog").exists()
+
+
+def test_sh_degree_4_is_refused_before_writing(tmp_path):
+    splats = model(20, 4)
+    with pytest.raises(ValueError, match="SH degree 4: SOG stores degrees 0 to 3"):
+        write_sog(tmp_path / "d4.sog", splats)
+    assert not (tmp_path / "d4.sog").exists()

@@ -880,7 +880,7 @@ def scene_params(n=300, sh_degree=1):
     return {k: nn.Parameter(v.contiguous()) for k, v in params.items()}, scene
 
 
-def render(params, scene, sh_degree):
+def render(params, scene, sh_degree, packed=False):
     colors = torch.cat([params["sh0"], params["shN"]], dim=1)
     return gsplat_py.rasterization(
         params["means"],
@@ -894,12 +894,14 @@ def render(params, scene, sh_degree):
         scene["height"],
         sh_degree=sh_degree,
         absgrad=True,
+        packed=packed,
     )
 
 
+@pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("sh_degree", [0, 1])
 @pytest.mark.parametrize("strategy_name", ["default", "mcmc"])
-def test_strategies_on_real_renders(strategy_name, sh_degree):
+def test_strategies_on_real_renders(strategy_name, sh_degree, packed):
     torch.manual_seed(0)
     params, scene = scene_params(sh_degree=sh_degree)
     optimizers = {name: torch.optim.Adam([p], lr=1e-3, fused=True) for name, p in params.items()}
@@ -915,16 +917,17 @@ def test_strategies_on_real_renders(strategy_name, sh_degree):
 
     reports = []
     for step in range(7):
-        image, _, info = render(params, scene, sh_degree)
+        image, _, info = render(params, scene, sh_degree, packed)
         strategy.step_pre_backward(params, optimizers, state, step, info)
         loss = (image - target).abs().mean()
         loss.backward()
-        assert info["means2d"].absgrad.shape == info["means2d"].grad.shape == (2, len(params["means"]), 2)
+        rows = (len(info["gaussian_ids"]),) if packed else (2, len(params["means"]))
+        assert info["means2d"].absgrad.shape == info["means2d"].grad.shape == (*rows, 2)
         for optimizer in optimizers.values():
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         if strategy_name == "default":
-            reports.append(strategy.step_post_backward(params, optimizers, state, step, info))
+            reports.append(strategy.step_post_backward(params, optimizers, state, step, info, packed))
             assert state["grad2d"].shape == state["count"].shape == (len(params["means"]),)
         else:
             reports.append(strategy.step_post_backward(params, optimizers, state, step, info, lr=1e-4))

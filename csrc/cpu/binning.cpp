@@ -1,6 +1,7 @@
-// Binning of projected Gaussians into screen tiles. The visible Gaussians are first sorted by depth
-// (a stable radix sort of the depth bits, so ties keep index order); a counting sort by (camera, tile)
-// that visits them in that order then leaves every tile's list sorted by depth.
+// Binning of projected Gaussians (entries: [I, N] pairs, or packed ones with their image) into screen
+// tiles. The visible entries are first sorted by depth (a stable radix sort of the depth bits, so ties keep
+// index order); a counting sort by (image, tile) that visits them in that order then leaves every tile's
+// list sorted by depth. gsplat's intersection ids (image | tile | depth) are written alongside.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -55,7 +56,7 @@ template <typename T> typename SortKey<T>::type order_preserving_bits(T value) {
 template <typename U> struct BinItem {
     U key;  // depth, as order-preserving bits
     int32_t id;
-    int32_t tile_base;  // first tile of its camera
+    int32_t image;
     TileRect rect;
 };
 
@@ -80,9 +81,8 @@ template <typename T>
 int64_t bin_gaussians_to_tiles(const BinningArgs<T>& a, int32_t* tiles_per_gauss, int32_t* isect_offsets,
                                DeviceMemory& memory) {
     using U = typename SortKey<T>::type;
-    const int64_t C = a.n_cameras, N = a.n_gaussians;
-    const int64_t tiles_per_camera = int64_t(a.tile_width) * a.tile_height;
-    const int64_t n_tiles = C * tiles_per_camera, total = C * N;
+    const int64_t tiles_per_image = int64_t(a.tile_width) * a.tile_height;
+    const int64_t n_tiles = a.n_images * tiles_per_image, total = a.n_entries;
 
     std::vector<TileRect> rects(static_cast<size_t>(total));
     parallel_for(total, kRectGrain, a.n_threads, [&](int64_t begin, int64_t end) {
@@ -96,8 +96,8 @@ int64_t bin_gaussians_to_tiles(const BinningArgs<T>& a, int32_t* tiles_per_gauss
     items.reserve(size_t(total));
     for (int64_t idx = 0; idx < total; ++idx)
         if (tiles_per_gauss[idx] > 0)
-            items.push_back({order_preserving_bits(a.depths[idx]), int32_t(idx),
-                             int32_t((idx / N) * tiles_per_camera), rects[idx]});
+            items.push_back(
+                {order_preserving_bits(a.depths[idx]), int32_t(idx), int32_t(a.image_of(idx)), rects[idx]});
     radix_sort(items);
 
     // Tile sizes, their offsets, then every tile's members in depth order.
@@ -105,17 +105,27 @@ int64_t bin_gaussians_to_tiles(const BinningArgs<T>& a, int32_t* tiles_per_gauss
     for (const BinItem<U>& item : items)
         for (int y = item.rect.y0; y < item.rect.y1; ++y)
             for (int x = item.rect.x0; x < item.rect.x1; ++x)
-                ++tile_start[item.tile_base + int64_t(y) * a.tile_width + x + 1];
+                ++tile_start[int64_t(item.image) * tiles_per_image + int64_t(y) * a.tile_width + x + 1];
     for (int64_t t = 0; t < n_tiles; ++t) tile_start[t + 1] += tile_start[t];
     const int64_t M = tile_start[n_tiles];
     if (const char* error = intersection_count_error(M)) throw std::runtime_error(error);
 
     int32_t* ids = memory.flatten_ids(M);
+    const IsectIdLayout layout = isect_id_layout(a.n_images, tiles_per_image);
+    const bool with_isect_ids = isect_id_bits_fit(layout);
+    int64_t* isect_ids = memory.isect_ids(with_isect_ids ? M : 0);
     std::vector<int64_t> cursor(tile_start.begin(), tile_start.end() - 1);
-    for (const BinItem<U>& item : items)
+    for (const BinItem<U>& item : items) {
+        // the item's image and depth bits; each tile adds its own
+        const int64_t item_key = with_isect_ids ? isect_id(layout, item.image, 0, a.depths[item.id]) : 0;
         for (int y = item.rect.y0; y < item.rect.y1; ++y)
-            for (int x = item.rect.x0; x < item.rect.x1; ++x)
-                ids[cursor[item.tile_base + int64_t(y) * a.tile_width + x]++] = item.id;
+            for (int x = item.rect.x0; x < item.rect.x1; ++x) {
+                const int64_t tile = int64_t(y) * a.tile_width + x;
+                const int64_t slot = cursor[int64_t(item.image) * tiles_per_image + tile]++;
+                ids[slot] = item.id;
+                if (with_isect_ids) isect_ids[slot] = item_key | (tile << 32);
+            }
+    }
     for (int64_t t = 0; t < n_tiles; ++t) isect_offsets[t] = int32_t(tile_start[t]);
     return M;
 }

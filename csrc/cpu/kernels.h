@@ -12,17 +12,23 @@ namespace gsplat_py::cpu {
 
 template <typename T>
 void project_gaussians_forward(const ProjectionArgs<T>& args, const ProjectionOutputs<T>& out);
+// The visible pairs only, in pair order, into the outputs `memory` allocates; returns their number.
+template <typename T>
+int64_t project_gaussians_packed_forward(const ProjectionArgs<T>& args, PackedProjectionMemory<T>& memory);
 template <typename T>
 void project_gaussians_backward(const ProjectionArgs<T>& args, const ProjectionGradients<T>& grads);
+template <typename T>
+void project_gaussians_packed_backward(const ProjectionArgs<T>& args, const PackedEntries& entries,
+                                       const ProjectionGradients<T>& grads);
 
 template <typename T>
 void spherical_harmonics_forward(const ShArgs<T>& args, T* colors);
-// Writes every element of v_dirs [M, 3] and v_coeffs [M, K, 3].
+// Writes every element of v_dirs [M, 3] and the rows of v_coeffs the directions use.
 template <typename T>
 void spherical_harmonics_backward(const ShArgs<T>& args, const T* v_colors, T* v_dirs, T* v_coeffs);
 
-// Fills tiles_per_gauss [C, N] and isect_offsets [C, TH, TW], and the flatten_ids it allocates through
-// `memory`: each tile's Gaussians sorted by depth, ties in index order. Returns the number of
+// Fills tiles_per_gauss [E] and isect_offsets [I, TH, TW], and the flatten_ids and isect_ids it allocates
+// through `memory`: each tile's entries sorted by depth, ties in index order. Returns the number of
 // intersections.
 template <typename T>
 int64_t bin_gaussians_to_tiles(const BinningArgs<T>& args, int32_t* tiles_per_gauss, int32_t* isect_offsets,

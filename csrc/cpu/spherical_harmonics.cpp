@@ -1,4 +1,5 @@
-// Spherical harmonics colours (forward and backward) for a flat batch of directions.
+// Spherical harmonics colours (forward and backward) for a flat batch of directions, each with its row of
+// coefficients.
 #include <algorithm>
 #include <cmath>
 
@@ -39,7 +40,7 @@ void spherical_harmonics_forward(const ShArgs<T>& a, T* out) {
             }
             const UnitDir<T> u = normalise(a.dirs + 3 * i);
             sh_basis(a.degree, u.x, u.y, u.z, basis);
-            const T* c = a.coeffs + i * K * 3;
+            const T* c = a.coeffs + a.row(i) * K * 3;
             for (int ch = 0; ch < 3; ++ch) {
                 T sum = T(0);
                 for (int k = 0; k < bases; ++k) sum += basis[k] * c[3 * k + ch];
@@ -56,9 +57,9 @@ void spherical_harmonics_backward(const ShArgs<T>& a, const T* v_colors, T* v_di
     parallel_for(M, kShGrain, a.n_threads, [&](int64_t begin, int64_t end) {
         T basis[kMaxShBases], w[kMaxShBases];
         for (int64_t i = begin; i < end; ++i) {
-            // Every output element is written exactly once (the outputs are not pre-zeroed): one pass
-            // over the [M, K, 3] gradient instead of a memset followed by the writes.
-            T* vcoef = v_coeffs + i * K * 3;
+            // Every row of a direction is written exactly once (the outputs are not pre-zeroed, except the
+            // rows no direction picks): one pass over the gradient instead of a memset and the writes.
+            T* vcoef = v_coeffs + a.row(i) * K * 3;
             if (a.masks && !a.masks[i]) {
                 std::fill(vcoef, vcoef + K * 3, T(0));
                 v_dirs[3 * i] = v_dirs[3 * i + 1] = v_dirs[3 * i + 2] = T(0);
@@ -67,7 +68,7 @@ void spherical_harmonics_backward(const ShArgs<T>& a, const T* v_colors, T* v_di
             const UnitDir<T> u = normalise(a.dirs + 3 * i);
             sh_basis(a.degree, u.x, u.y, u.z, basis);
             const T* vc = v_colors + 3 * i;
-            const T* c = a.coeffs + i * K * 3;
+            const T* c = a.coeffs + a.row(i) * K * 3;
             for (int k = 0; k < bases; ++k) {
                 w[k] = c[3 * k] * vc[0] + c[3 * k + 1] * vc[1] + c[3 * k + 2] * vc[2];
                 for (int ch = 0; ch < 3; ++ch) vcoef[3 * k + ch] = basis[k] * vc[ch];

@@ -1,8 +1,9 @@
-// Binning of projected Gaussians into screen tiles on the GPU, in the CPU backend's order: the visible
-// Gaussians are radix-sorted by depth (stable, so ties keep index order), their intersections are
-// written out in that order, and a stable radix sort by tile alone then leaves every tile's list sorted
-// by depth. Sorting the M intersections by tile bits only (about 15 bits for four 1080p cameras) costs
-// fewer passes than one sort of (tile | depth) keys, and the depth sort runs over N, not M.
+// Binning of projected Gaussians (entries: [I, N] pairs, or packed ones with their image) into screen
+// tiles on the GPU, in the CPU backend's order: the visible entries are radix-sorted by depth (stable,
+// so ties keep index order), their intersections are written out in that order, and a stable radix sort
+// by tile alone then leaves every tile's list sorted by depth; gsplat's intersection ids follow. Sorting the
+// M intersections by tile bits only (about 15 bits for four 1080p cameras) costs fewer passes than one sort
+// of (tile | depth) keys, and the depth sort runs over N, not M.
 #include <cub/cub.cuh>
 
 #include <cstring>
@@ -56,7 +57,7 @@ __global__ void count_tiles_kernel(const BinningArgs<T> a, int32_t* __restrict__
                                    typename SortKey<T>::type* __restrict__ depth_keys,
                                    int32_t* __restrict__ ids) {
     const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (idx >= a.n_cameras * a.n_gaussians) return;
+    if (idx >= a.n_entries) return;
     const int count =
         tile_rect(a.means2d + 2 * idx, a.radii + 2 * idx, a.tile_size, a.tile_width, a.tile_height).count();
     tiles_per_gauss[idx] = count;
@@ -78,13 +79,13 @@ __global__ void write_intersections_kernel(const BinningArgs<T> a,
                                            const int64_t* __restrict__ cumulative,
                                            uint32_t* __restrict__ tile_keys, int32_t* __restrict__ tile_ids) {
     const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (j >= a.n_cameras * a.n_gaussians) return;
+    if (j >= a.n_entries) return;
     const int32_t idx = depth_sorted_ids[j];
     const int count = tiles_per_gauss[idx];
     if (count == 0) return;
     const TileRect r = tile_rect(a.means2d + 2 * int64_t(idx), a.radii + 2 * int64_t(idx), a.tile_size,
                                  a.tile_width, a.tile_height);
-    const uint32_t tile_base = uint32_t(idx / a.n_gaussians) * uint32_t(a.tile_width * a.tile_height);
+    const uint32_t tile_base = uint32_t(a.image_of(idx)) * uint32_t(a.tile_width * a.tile_height);
     int64_t out = cumulative[j] - count;
     for (int y = r.y0; y < r.y1; ++y)
         for (int x = r.x0; x < r.x1; ++x, ++out) {
@@ -103,6 +104,19 @@ __global__ void tile_offsets_kernel(int64_t n_isects, int64_t n_tiles,
     for (int64_t t = previous + 1; t <= tile; ++t) offsets[t] = int32_t(i);
     if (i == n_isects - 1)
         for (int64_t t = tile + 1; t < n_tiles; ++t) offsets[t] = int32_t(n_isects);
+}
+
+// isect_ids[i] of the i-th intersection in sorted order: its image and tile from the sorted tile key, its
+// depth from its entry.
+template <typename T>
+__global__ void isect_ids_kernel(int64_t n_isects, int64_t tiles_per_image, IsectIdLayout layout,
+                                 const uint32_t* __restrict__ sorted_keys,
+                                 const int32_t* __restrict__ flatten_ids, const T* __restrict__ depths,
+                                 int64_t* __restrict__ isect_ids) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= n_isects) return;
+    const int64_t tile = sorted_keys[i];
+    isect_ids[i] = isect_id(layout, tile / tiles_per_image, tile % tiles_per_image, depths[flatten_ids[i]]);
 }
 
 int bits_for(uint64_t max_value) {
@@ -130,12 +144,16 @@ template <typename T>
 int64_t bin_gaussians_to_tiles(const BinningArgs<T>& a, int32_t* tiles_per_gauss, int32_t* isect_offsets,
                                DeviceMemory& memory, cudaStream_t stream) {
     using Key = typename SortKey<T>::type;
-    const int64_t total = a.n_cameras * a.n_gaussians;
-    const int64_t n_tiles = a.n_cameras * int64_t(a.tile_width) * a.tile_height;
+    const int64_t total = a.n_entries;
+    const int64_t tiles_per_image = int64_t(a.tile_width) * a.tile_height;
+    const int64_t n_tiles = a.n_images * tiles_per_image;
     if (n_tiles >= (int64_t(1) << 32)) throw std::runtime_error("gsplat_py CUDA: too many tiles");
+    const IsectIdLayout layout = isect_id_layout(a.n_images, tiles_per_image);
+    const bool with_isect_ids = isect_id_bits_fit(layout);
     if (total == 0) {
         check_cuda(cudaMemsetAsync(isect_offsets, 0, n_tiles * sizeof(int32_t), stream), "memset offsets");
         memory.flatten_ids(0);
+        memory.isect_ids(0);
         return 0;
     }
 
@@ -166,6 +184,7 @@ int64_t bin_gaussians_to_tiles(const BinningArgs<T>& a, int32_t* tiles_per_gauss
         throw std::runtime_error(std::string("gsplat_py CUDA: ") + error);
 
     int32_t* flatten_ids = memory.flatten_ids(n_isects);
+    int64_t* isect_ids = memory.isect_ids(with_isect_ids ? n_isects : 0);
     if (n_isects == 0) {
         check_cuda(cudaMemsetAsync(isect_offsets, 0, n_tiles * sizeof(int32_t), stream), "memset offsets");
         return 0;
@@ -180,6 +199,11 @@ int64_t bin_gaussians_to_tiles(const BinningArgs<T>& a, int32_t* tiles_per_gauss
     tile_offsets_kernel<<<blocks_for(n_isects, kThreads), kThreads, 0, stream>>>(
         n_isects, n_tiles, tile_keys + n_isects, isect_offsets);
     check_launch("tile_offsets_kernel");
+    if (with_isect_ids) {
+        isect_ids_kernel<T><<<blocks_for(n_isects, kThreads), kThreads, 0, stream>>>(
+            n_isects, tiles_per_image, layout, tile_keys + n_isects, flatten_ids, a.depths, isect_ids);
+        check_launch("isect_ids_kernel");
+    }
     return n_isects;
 }
 

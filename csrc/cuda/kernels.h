@@ -2,8 +2,8 @@
 // the same functions as the CPU kernels (csrc/cpu/kernels.h), with a stream. The kernels include no
 // torch header: nvcc compiles them with the CUDA toolkit alone, which is how CI checks them on machines
 // whose torch has no CUDA. Every function launches on `stream` and returns without synchronising, except
-// bin_gaussians_to_tiles, which must read the number of intersections. Errors (a failed launch, an
-// out-of-memory sort) are thrown as std::runtime_error.
+// bin_gaussians_to_tiles and project_gaussians_packed_forward, which must read a count. Errors (a failed
+// launch, an out-of-memory sort) are thrown as std::runtime_error.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -17,19 +17,27 @@ namespace gsplat_py::cuda {
 template <typename T>
 void project_gaussians_forward(const ProjectionArgs<T>& args, const ProjectionOutputs<T>& out,
                                cudaStream_t stream);
+// The visible pairs only, in pair order (the CPU backend's), into the outputs `memory` allocates; returns
+// their number (it synchronises to read it, like the binning).
+template <typename T>
+int64_t project_gaussians_packed_forward(const ProjectionArgs<T>& args, PackedProjectionMemory<T>& memory,
+                                         cudaStream_t stream);
 template <typename T>
 void project_gaussians_backward(const ProjectionArgs<T>& args, const ProjectionGradients<T>& grads,
                                 cudaStream_t stream);
+template <typename T>
+void project_gaussians_packed_backward(const ProjectionArgs<T>& args, const PackedEntries& entries,
+                                       const ProjectionGradients<T>& grads, cudaStream_t stream);
 
 template <typename T>
 void spherical_harmonics_forward(const ShArgs<T>& args, T* colors, cudaStream_t stream);
-// Writes every element of v_dirs [M, 3] and v_coeffs [M, K, 3].
+// Writes every element of v_dirs [M, 3] and the rows of v_coeffs the directions use.
 template <typename T>
 void spherical_harmonics_backward(const ShArgs<T>& args, const T* v_colors, T* v_dirs, T* v_coeffs,
                                   cudaStream_t stream);
 
-// Fills tiles_per_gauss [C, N] and isect_offsets [C, TH, TW], and the flatten_ids it allocates through
-// `memory`: each tile's Gaussians sorted by depth, ties in index order (the CPU backend's order).
+// Fills tiles_per_gauss [E] and isect_offsets [I, TH, TW], and the flatten_ids and isect_ids it allocates
+// through `memory`: each tile's entries sorted by depth, ties in index order (the CPU backend's order).
 // Returns the number of intersections.
 template <typename T>
 int64_t bin_gaussians_to_tiles(const BinningArgs<T>& args, int32_t* tiles_per_gauss, int32_t* isect_offsets,

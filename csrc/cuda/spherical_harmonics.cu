@@ -1,4 +1,5 @@
-// Spherical harmonics colours on the GPU: one thread per direction, the basis of gsplat_math.h.
+// Spherical harmonics colours on the GPU: one thread per direction (with its row of coefficients), the
+// basis of gsplat_math.h.
 #include <type_traits>
 
 #include "cuda_common.cuh"
@@ -12,7 +13,7 @@ namespace {
 // A warp handles 32 consecutive directions and moves their coefficient rows between device memory and
 // shared memory together, so the loads and stores are coalesced (a thread reading or writing its own
 // 48-value row would touch 32 rows at once per instruction: measured 4x slower than bandwidth).
-// Warps per block: their staged rows stay within 48 KB of shared memory.
+// Warps per block: their staged rows stay within 48 KB of shared memory (39 KB at degree 4).
 template <typename T> __host__ __device__ constexpr int warps_per_block() { return sizeof(T) == 4 ? 4 : 2; }
 
 template <typename T> struct UnitDir {
@@ -47,7 +48,7 @@ template <typename T, int kDegree> struct WarpRows {
         const int64_t stride = 3 * a.bases;
         for (int p = lane; p < count * kUsed; p += 32) {
             const int e = p / kUsed, r = p - e * kUsed;
-            rows[e * kPitch + r] = a.coeffs[(first + e) * stride + r];
+            rows[e * kPitch + r] = a.coeffs[a.row(first + e) * stride + r];
         }
         __syncwarp();
     }
@@ -124,21 +125,21 @@ __global__ void sh_backward_kernel(const ShArgs<T> a, const T* __restrict__ v_co
     }
     __syncwarp();
     const int out_row = int(3 * a.bases);
-    T* out = v_coeffs + w.first * out_row;
     for (int p = w.lane; p < w.count * out_row; p += 32) {
         const int e = p / out_row, r = p - e * out_row, k = r / 3, ch = r - 3 * k;
         const T* row = w.rows + e * Rows::kPitch;
-        out[p] = k < kBases ? row[k] * row[kBases + ch] : T(0);
+        v_coeffs[a.row(w.first + e) * out_row + r] = k < kBases ? row[k] * row[kBases + ch] : T(0);
     }
 }
 
-static_assert(kMaxShDegree == 3, "with_degree instantiates the kernels for the degrees 0..3");
+static_assert(kMaxShDegree == 4, "with_degree instantiates the kernels for the degrees 0..4");
 template <typename Launch> void with_degree(int degree, Launch launch) {
     switch (degree) {
         case 0: return launch(std::integral_constant<int, 0>{});
         case 1: return launch(std::integral_constant<int, 1>{});
         case 2: return launch(std::integral_constant<int, 2>{});
         case 3: return launch(std::integral_constant<int, 3>{});
+        case 4: return launch(std::integral_constant<int, 4>{});
         default: throw std::runtime_error(std::string("gsplat_py CUDA: ") + sh_error(degree, kMaxShBases));
     }
 }

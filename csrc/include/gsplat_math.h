@@ -1,6 +1,6 @@
 // The math of Gaussian splatting, shared by the CPU and CUDA backends: quaternion to rotation, 3D
-// covariance, EWA projection (pinhole and orthographic) with eps2d dilation and antialiasing
-// compensation, spherical harmonics up to degree 3, the alpha-blending step, and the hand-written
+// covariance, EWA projection (pinhole, orthographic and fisheye) with eps2d dilation and antialiasing
+// compensation, spherical harmonics up to degree 4, the alpha-blending step, and the hand-written
 // vector-Jacobian product (VJP) of each. Everything is a header-only inline template so the CPU kernels
 // run it in float and double (gradcheck on the real code) and nvcc compiles the same source.
 //
@@ -25,10 +25,11 @@ namespace gsplat_py {
 // Constants of the field (Inria 3DGS and gsplat agree on them).
 // Doubles, cast to the kernel's type where used, so the float64 kernels use the exact values.
 constexpr double kAlphaThreshold = 1.0 / 255.0;  // contributions below this are skipped
-constexpr double kMaxAlpha = 0.99;               // alpha is clamped here (keeps 1/(1-alpha) finite)
-constexpr double kTransmittanceMin = 1e-4;       // a pixel stops when T would fall to this
-constexpr double kMaxExtent = 3.33;              // bounding box half-size in standard deviations
-constexpr double kClipMargin = 0.3;              // how far outside the view (in tan fov) J is evaluated
+constexpr double kMaxAlpha =
+    0.999;  // alpha is clamped here (keeps 1/(1-alpha) finite); gsplat's (Inria: 0.99)
+constexpr double kTransmittanceMin = 1e-4;  // a pixel stops when T would fall to this
+constexpr double kMaxExtent = 3.33;         // bounding box half-size in standard deviations
+constexpr double kClipMargin = 0.3;         // how far outside the view (in tan fov) J is evaluated
 
 constexpr double kShC0 = 0.28209479177387814;
 constexpr double kShC1 = 0.4886025119029199;
@@ -38,8 +39,11 @@ constexpr double kShC20 = 1.0925484305920792, kShC21 = -1.0925484305920792, kShC
 constexpr double kShC30 = -0.5900435899266435, kShC31 = 2.890611442640554, kShC32 = -0.4570457994644658,
                  kShC33 = 0.3731763325901154, kShC34 = -0.4570457994644658, kShC35 = 1.445305721320277,
                  kShC36 = -0.5900435899266435;
+constexpr double kShC40 = 2.5033429417967046, kShC41 = -1.7701307697799304, kShC42 = 0.9461746957575601,
+                 kShC43 = -0.6690465435572892, kShC44 = 0.10578554691520431, kShC45 = -0.6690465435572892,
+                 kShC46 = 0.47308734787878004, kShC47 = -1.7701307697799304, kShC48 = 0.6258357354491761;
 
-enum CameraModel : int { kPinhole = 0, kOrtho = 1 };
+enum CameraModel : int { kPinhole = 0, kOrtho = 1, kFisheye = 2 };
 
 // Camera intrinsics: K is row-major 3x3 with fx, fy, cx, cy at these entries; their gradients (v_K
 // below) are in the order fx, fy, cx, cy, intrinsic i of which sits at K_index_of_intrinsic(i).
@@ -161,6 +165,52 @@ GS_HD void covariance_vjp(const T* q, const T* s, const Mat3<T>& R, const Mat3<T
 }
 
 // ---------------------------------------------------------------------------------------------
+// Fisheye lens (OpenCV's fisheye model, COLMAP's OPENCV_FISHEYE; equidistant when k = 0). On the
+// normalised image plane (a, b) = (x, y) / z, with q = a^2 + b^2 and theta = atan(sqrt(q)) the angle off
+// the axis, the point moves to (a, b) g(q), g = theta_d / sqrt(q),
+// theta_d = theta (1 + k1 theta^2 + k2 theta^4 + k3 theta^6 + k4 theta^8).
+// g and its first two derivatives in q are smooth at q = 0, where their closed forms cancel: below
+// kFisheyeSeriesLimit A(q) = atan(sqrt(q)) / sqrt(q) comes from its series, sum_n (-q)^n / (2n + 1)
+// (16 terms: below 1e-15 relative for the value and both derivatives there).
+constexpr double kFisheyeSeriesLimit = 0.0625;
+constexpr int kFisheyeSeriesTerms = 16;
+constexpr int kFisheyeCoeffs = 4;  // k1..k4
+
+template <typename T> struct RadialScale {
+    T g, dg, d2g;  // g(q) and its derivatives in q
+};
+
+template <typename T> GS_HD RadialScale<T> fisheye_scale(T q, const T* k) {
+    T A, dA, d2A;  // atan(sqrt(q)) / sqrt(q) and its derivatives
+    if (q < T(kFisheyeSeriesLimit)) {
+        A = dA = d2A = T(0);
+        for (int n = kFisheyeSeriesTerms - 1; n >= 0; --n) {
+            const T coeff = T(n % 2 ? -1 : 1) / T(2 * n + 1);
+            A = A * q + coeff;
+            if (n >= 1) dA = dA * q + T(n) * coeff;
+            if (n >= 2) d2A = d2A * q + T(n * (n - 1)) * coeff;
+        }
+    } else {
+        const T t = std::sqrt(q), inv_1q = T(1) / (T(1) + q);
+        A = std::atan(t) / t;
+        dA = (inv_1q - A) / (T(2) * q);
+        d2A = (-inv_1q * inv_1q - T(3) * dA) / (T(2) * q);
+    }
+    // B = theta^2 = q A^2, and the polynomial P(B) = 1 + k1 B + k2 B^2 + k3 B^3 + k4 B^4: g = A P(B).
+    const T B = q * A * A, dB = A * A + T(2) * q * A * dA,
+            d2B = T(4) * A * dA + T(2) * q * (dA * dA + A * d2A);
+    const T k1 = k ? k[0] : T(0), k2 = k ? k[1] : T(0), k3 = k ? k[2] : T(0), k4 = k ? k[3] : T(0);
+    const T P = T(1) + B * (k1 + B * (k2 + B * (k3 + B * k4)));
+    const T dP = k1 + B * (T(2) * k2 + B * (T(3) * k3 + T(4) * k4 * B));
+    const T d2P = T(2) * k2 + B * (T(6) * k3 + T(12) * k4 * B);
+    RadialScale<T> s;
+    s.g = A * P;
+    s.dg = dA * P + A * dP * dB;
+    s.d2g = d2A * P + T(2) * dA * dP * dB + A * (d2P * dB * dB + dP * d2B);
+    return s;
+}
+
+// ---------------------------------------------------------------------------------------------
 // EWA projection of a camera-space Gaussian to the image plane.
 // Where x/z is clamped so the Jacobian stays sane far outside the view: 0 inside, +1/-1 at the
 // upper/lower bound.
@@ -178,26 +228,56 @@ template <typename T> GS_HD ClampedRatio<T> clamp_view_ratio(T ratio, T f, T c, 
     return {ratio, 0};
 }
 
+// A camera: world->camera matrix (row-major 4x4), K (row-major 3x3, kKFx... above), the lens model, and
+// for the fisheye model its radial coefficients k1..k4 (null: equidistant).
+template <typename T> struct CameraInput {
+    const T* viewmat;
+    const T* K;
+    const T* radial;
+    int model;
+};
+
 template <typename T> struct Projection2D {
     T mean_x, mean_y;
     T J[2][3];
-    Sym2<T> cov;  // J Sigma_c J^T (before eps2d)
-    ClampedRatio<T> ux, uy;
+    Sym2<T> cov;             // J Sigma_c J^T (before eps2d)
+    ClampedRatio<T> ux, uy;  // pinhole
+    T a, b;                  // fisheye: the normalised point
+    RadialScale<T> radial;   // fisheye: g(a^2 + b^2)
 };
 
 template <typename T>
-GS_HD Projection2D<T> project_camera_space(const Vec3<T>& p, const Mat3<T>& cov_c, T fx, T fy, T cx, T cy,
-                                           T width, T height, int camera_model) {
+GS_HD Projection2D<T> project_camera_space(const Vec3<T>& p, const Mat3<T>& cov_c, const CameraInput<T>& cam,
+                                           T width, T height) {
+    const T fx = cam.K[kKFx], fy = cam.K[kKFy], cx = cam.K[kKCx], cy = cam.K[kKCy];
     Projection2D<T> out;
-    if (camera_model == kOrtho) {
+    out.ux = {T(0), 0};
+    out.uy = {T(0), 0};
+    out.a = out.b = T(0);
+    out.radial = {T(1), T(0), T(0)};
+    if (cam.model == kOrtho) {
         out.mean_x = fx * p.x + cx;
         out.mean_y = fy * p.y + cy;
         // clang-format off: a row of J per line
         out.J[0][0] = fx; out.J[0][1] = T(0); out.J[0][2] = T(0);
         out.J[1][0] = T(0); out.J[1][1] = fy; out.J[1][2] = T(0);
         // clang-format on
-        out.ux = {T(0), 0};
-        out.uy = {T(0), 0};
+    } else if (cam.model == kFisheye) {
+        const T rz = T(1) / p.z, a = p.x * rz, b = p.y * rz, q = a * a + b * b;
+        const RadialScale<T> s = fisheye_scale(q, cam.radial);
+        out.a = a;
+        out.b = b;
+        out.radial = s;
+        out.mean_x = fx * a * s.g + cx;
+        out.mean_y = fy * b * s.g + cy;
+        // d(mean)/d(a, b) times d(a, b)/d(x, y, z) = [[1, 0, -a], [0, 1, -b]] / z
+        const T cross = T(2) * a * b * s.dg, h = s.g + T(2) * q * s.dg;
+        // clang-format off: a row of J per line
+        out.J[0][0] = fx * (s.g + T(2) * a * a * s.dg) * rz; out.J[0][1] = fx * cross * rz;
+        out.J[0][2] = -fx * a * h * rz;
+        out.J[1][0] = fy * cross * rz; out.J[1][1] = fy * (s.g + T(2) * b * b * s.dg) * rz;
+        out.J[1][2] = -fy * b * h * rz;
+        // clang-format on
     } else {
         T rz = T(1) / p.z;
         out.ux = clamp_view_ratio(p.x * rz, fx, cx, width);
@@ -221,12 +301,60 @@ GS_HD Projection2D<T> project_camera_space(const Vec3<T>& p, const Mat3<T>& cov_
     return out;
 }
 
+// The fisheye part of project_camera_space_vjp: the gradients of the mean and of J (vJ) into v_p and
+// v_K. J = diag(fx, fy) E / z with E a function of the normalised point (a, b); the derivatives of E
+// in a and b use g'' (fisheye_scale).
+template <typename T>
+GS_HD void fisheye_vjp(const Vec3<T>& p, T fx, T fy, const Projection2D<T>& proj, T v_mean_x, T v_mean_y,
+                       const T (&vJ)[2][3], Vec3<T>& v_p, T* v_K) {
+    const T rz = T(1) / p.z, a = proj.a, b = proj.b, q = a * a + b * b;
+    const T g = proj.radial.g, dg = proj.radial.dg, d2g = proj.radial.d2g;
+    const T h = g + T(2) * q * dg, hq = T(3) * dg + T(2) * q * d2g;  // hq = dh/dq
+    const T E[2][3] = {{g + T(2) * a * a * dg, T(2) * a * b * dg, -a * h},
+                       {T(2) * a * b * dg, g + T(2) * b * b * dg, -b * h}};
+    // dE/da and dE/db
+    const T Ea[2][3] = {
+        {T(6) * a * dg + T(4) * a * a * a * d2g, T(2) * b * dg + T(4) * a * a * b * d2g,
+         -(h + T(2) * a * a * hq)},
+        {T(2) * b * dg + T(4) * a * a * b * d2g, T(2) * a * dg + T(4) * a * b * b * d2g, -T(2) * a * b * hq}};
+    const T Eb[2][3] = {
+        {T(2) * b * dg + T(4) * a * a * b * d2g, T(2) * a * dg + T(4) * a * b * b * d2g, -T(2) * a * b * hq},
+        {T(2) * a * dg + T(4) * a * b * b * d2g, T(6) * b * dg + T(4) * b * b * b * d2g,
+         -(h + T(2) * b * b * hq)}};
+    const T f[2] = {fx, fy};
+    // mean = (fx a g + cx, fy b g + cy): d/da = (fx E00, fy E10), d/db = (fx E01, fy E11)
+    T v_a = fx * E[0][0] * v_mean_x + fy * E[1][0] * v_mean_y;
+    T v_b = fx * E[0][1] * v_mean_x + fy * E[1][1] * v_mean_y;
+    T v_z = T(0);
+    v_K[0] += a * g * v_mean_x;
+    v_K[1] += b * g * v_mean_y;
+    v_K[2] += v_mean_x;
+    v_K[3] += v_mean_y;
+    for (int i = 0; i < 2; ++i) {
+        T row_a = T(0), row_b = T(0), row_e = T(0);
+        for (int j = 0; j < 3; ++j) {
+            row_a += vJ[i][j] * Ea[i][j];
+            row_b += vJ[i][j] * Eb[i][j];
+            row_e += vJ[i][j] * E[i][j];
+        }
+        v_a += f[i] * rz * row_a;
+        v_b += f[i] * rz * row_b;
+        v_K[i] += rz * row_e;
+        v_z -= f[i] * rz * rz * row_e;  // J is proportional to 1/z at fixed (a, b)
+    }
+    // (a, b) = (x, y) / z
+    v_p.x += v_a * rz;
+    v_p.y += v_b * rz;
+    v_p.z += v_z - (a * v_a + b * v_b) * rz;
+}
+
 // VJP of project_camera_space. v_cov is the gradient of (a, b, c). Accumulates into v_p, v_cov_c
 // (full symmetric 3x3 gradient) and v_K = (fx, fy, cx, cy).
 template <typename T>
-GS_HD void project_camera_space_vjp(const Vec3<T>& p, const Mat3<T>& cov_c, T fx, T fy, T cx, T cy,
-                                    int camera_model, const Projection2D<T>& proj, T v_mean_x, T v_mean_y,
-                                    const Sym2<T>& v_cov, Vec3<T>& v_p, Mat3<T>& v_cov_c, T* v_K) {
+GS_HD void project_camera_space_vjp(const Vec3<T>& p, const Mat3<T>& cov_c, const CameraInput<T>& cam,
+                                    const Projection2D<T>& proj, T v_mean_x, T v_mean_y, const Sym2<T>& v_cov,
+                                    Vec3<T>& v_p, Mat3<T>& v_cov_c, T* v_K) {
+    const T fx = cam.K[kKFx], fy = cam.K[kKFy];
     const T(*J)[3] = proj.J;
     T G[2][2] = {{v_cov.a, T(0.5) * v_cov.b}, {T(0.5) * v_cov.b, v_cov.c}};
     // v_cov_c += J^T G J
@@ -242,13 +370,17 @@ GS_HD void project_camera_space_vjp(const Vec3<T>& p, const Mat3<T>& cov_c, T fx
             vJ[i][j] =
                 T(2) * (GJ[i][0] * cov_c.m[0][j] + GJ[i][1] * cov_c.m[1][j] + GJ[i][2] * cov_c.m[2][j]);
 
-    if (camera_model == kOrtho) {
+    if (cam.model == kOrtho) {
         v_p.x += fx * v_mean_x;
         v_p.y += fy * v_mean_y;
         v_K[0] += p.x * v_mean_x + vJ[0][0];
         v_K[1] += p.y * v_mean_y + vJ[1][1];
         v_K[2] += v_mean_x;
         v_K[3] += v_mean_y;
+        return;
+    }
+    if (cam.model == kFisheye) {
+        fisheye_vjp(p, fx, fy, proj, v_mean_x, v_mean_y, vJ, v_p, v_K);
         return;
     }
     T rz = T(1) / p.z, rz2 = rz * rz;
@@ -333,7 +465,16 @@ GS_HD Sym2<T> dilate_and_invert_vjp(const Sym2<T>& cov, T eps2d, const Conic<T>&
 
 // ---------------------------------------------------------------------------------------------
 // The whole projection of one Gaussian into one camera, and its VJP.
-// viewmat: row-major 4x4 world->camera; K: row-major 3x3 (kKFx, kKFy, kKCx, kKCy above).
+// A Gaussian: its mean, and its world covariance either from a quaternion and scales (covar null) or
+// given as the upper triangle (xx, xy, xz, yy, yz, zz) of the symmetric matrix (quat and scale null).
+template <typename T> struct GaussianInput {
+    const T* mean;
+    const T* quat;
+    const T* scale;
+    const T* covar;
+};
+constexpr int kCovarValues = 6;
+
 template <typename T> struct ProjectedGaussian {
     bool visible;
     int32_t radius_x, radius_y;
@@ -344,40 +485,55 @@ template <typename T> struct ProjectedGaussian {
 
 template <typename T> struct CameraSpaceGaussian {
     Mat3<T> R;      // camera rotation
-    Mat3<T> Rq;     // the Gaussian's rotation
-    Mat3<T> M;      // Rq S, the covariance's factor
+    Mat3<T> Rq;     // the Gaussian's rotation (quat input)
+    Mat3<T> M;      // Rq S, the covariance's factor (quat input)
     Mat3<T> cov;    // world covariance
     Mat3<T> cov_c;  // camera covariance
     Vec3<T> p;      // camera-space mean
 };
 
 template <typename T>
-GS_HD CameraSpaceGaussian<T> to_camera_space(const T* mean, const T* quat, const T* scale, const T* viewmat) {
+GS_HD CameraSpaceGaussian<T> to_camera_space(const GaussianInput<T>& gauss, const T* viewmat) {
     CameraSpaceGaussian<T> g;
     for (int i = 0; i < 3; ++i)
         for (int j = 0; j < 3; ++j) g.R.m[i][j] = viewmat[i * 4 + j];
-    Vec3<T> m = {mean[0], mean[1], mean[2]};
+    Vec3<T> m = {gauss.mean[0], gauss.mean[1], gauss.mean[2]};
     g.p = matvec(g.R, m);
     g.p.x += viewmat[3];
     g.p.y += viewmat[7];
     g.p.z += viewmat[11];
-    g.Rq = quat_to_rotmat(quat);
-    g.cov = covariance_from(g.Rq, scale, &g.M);
+    if (gauss.covar) {
+        const T* c = gauss.covar;
+        // clang-format off: a row per line
+        g.cov.m[0][0] = c[0]; g.cov.m[0][1] = c[1]; g.cov.m[0][2] = c[2];
+        g.cov.m[1][0] = c[1]; g.cov.m[1][1] = c[3]; g.cov.m[1][2] = c[4];
+        g.cov.m[2][0] = c[2]; g.cov.m[2][1] = c[4]; g.cov.m[2][2] = c[5];
+        // clang-format on
+    } else {
+        g.Rq = quat_to_rotmat(gauss.quat);
+        g.cov = covariance_from(g.Rq, gauss.scale, &g.M);
+    }
     g.cov_c = matmul(matmul(g.R, g.cov), transpose(g.R));
     return g;
 }
 
+// The camera must see the Gaussian's centre: within the depth range, and in front of a fisheye lens
+// (whose model is defined on the normalised plane, z > 0).
+template <typename T> GS_HD bool depth_visible(const Vec3<T>& p, int model, T near_plane, T far_plane) {
+    if (!(p.z >= near_plane && p.z <= far_plane)) return false;  // also rejects NaN depth
+    return model != kFisheye || p.z > T(0);
+}
+
 template <typename T>
-GS_HD ProjectedGaussian<T> project_gaussian(const T* mean, const T* quat, const T* scale, const T* opacity,
-                                            const T* viewmat, const T* K, int width, int height, T eps2d,
-                                            T near_plane, T far_plane, T radius_clip, bool calc_compensation,
-                                            int camera_model) {
+GS_HD ProjectedGaussian<T> project_gaussian(const GaussianInput<T>& gauss, const T* opacity,
+                                            const CameraInput<T>& cam, int width, int height, T eps2d,
+                                            T near_plane, T far_plane, T radius_clip,
+                                            bool calc_compensation) {
     ProjectedGaussian<T> out;
     out.visible = false;
-    CameraSpaceGaussian<T> g = to_camera_space(mean, quat, scale, viewmat);
-    if (!(g.p.z >= near_plane && g.p.z <= far_plane)) return out;  // also rejects NaN depth
-    Projection2D<T> proj = project_camera_space(g.p, g.cov_c, K[kKFx], K[kKFy], K[kKCx], K[kKCy], T(width),
-                                                T(height), camera_model);
+    CameraSpaceGaussian<T> g = to_camera_space(gauss, cam.viewmat);
+    if (!depth_visible(g.p, cam.model, near_plane, far_plane)) return out;
+    Projection2D<T> proj = project_camera_space(g.p, g.cov_c, cam, T(width), T(height));
     Conic<T> con = dilate_and_invert(proj.cov, eps2d);
     if (!(con.det > T(0))) return out;
     T extend = T(kMaxExtent);
@@ -404,24 +560,36 @@ GS_HD ProjectedGaussian<T> project_gaussian(const T* mean, const T* quat, const 
     return out;
 }
 
-// Gradients of project_gaussian's differentiable outputs (mean2d, depth, conic, compensation) for a
-// visible Gaussian. v_mean, v_quat, v_scale, v_viewmat (4x4, row-major) and v_K (fx, fy, cx, cy) are
-// accumulated into.
-template <typename T>
-GS_HD void project_gaussian_vjp(const T* mean, const T* quat, const T* scale, const T* viewmat, const T* K,
-                                int width, int height, T eps2d, int camera_model, T v_mean_x, T v_mean_y,
-                                T v_depth, const Sym2<T>& v_conic, T v_compensation, T* v_mean, T* v_quat,
-                                T* v_scale, T* v_viewmat, T* v_K) {
-    CameraSpaceGaussian<T> g = to_camera_space(mean, quat, scale, viewmat);
-    Projection2D<T> proj = project_camera_space(g.p, g.cov_c, K[kKFx], K[kKFy], K[kKCx], K[kKCy], T(width),
-                                                T(height), camera_model);
-    Conic<T> con = dilate_and_invert(proj.cov, eps2d);
-    Sym2<T> v_cov2d = dilate_and_invert_vjp(proj.cov, eps2d, con, v_conic, v_compensation);
+// The gradients of one projected Gaussian's outputs, and where its input gradients are accumulated:
+// v_quat and v_scale (quat input) or v_covar (covariance input, upper triangle: an off-diagonal value
+// gets both of its entries' gradients); v_viewmat (4x4, row-major) and v_K (fx, fy, cx, cy).
+template <typename T> struct ProjectedGradient {
+    T v_mean_x, v_mean_y, v_depth;
+    Sym2<T> v_conic;
+    T v_compensation;
+};
+template <typename T> struct GaussianGradient {
+    T* v_mean;
+    T* v_quat;
+    T* v_scale;
+    T* v_covar;
+};
 
-    Vec3<T> v_p = {T(0), T(0), v_depth};
+// Gradients of project_gaussian's differentiable outputs (mean2d, depth, conic, compensation) for a
+// visible Gaussian, accumulated into `out`, v_viewmat and v_K.
+template <typename T>
+GS_HD void project_gaussian_vjp(const GaussianInput<T>& gauss, const CameraInput<T>& cam, int width,
+                                int height, T eps2d, const ProjectedGradient<T>& grad,
+                                const GaussianGradient<T>& out, T* v_viewmat, T* v_K) {
+    CameraSpaceGaussian<T> g = to_camera_space(gauss, cam.viewmat);
+    Projection2D<T> proj = project_camera_space(g.p, g.cov_c, cam, T(width), T(height));
+    Conic<T> con = dilate_and_invert(proj.cov, eps2d);
+    Sym2<T> v_cov2d = dilate_and_invert_vjp(proj.cov, eps2d, con, grad.v_conic, grad.v_compensation);
+
+    Vec3<T> v_p = {T(0), T(0), grad.v_depth};
     Mat3<T> v_cov_c = mat3_zero<T>();
-    project_camera_space_vjp(g.p, g.cov_c, K[kKFx], K[kKFy], K[kKCx], K[kKCy], camera_model, proj, v_mean_x,
-                             v_mean_y, v_cov2d, v_p, v_cov_c, v_K);
+    project_camera_space_vjp(g.p, g.cov_c, cam, proj, grad.v_mean_x, grad.v_mean_y, v_cov2d, v_p, v_cov_c,
+                             v_K);
 
     // cov_c = R cov R^T: v_cov = R^T v_cov_c R, v_R += 2 v_cov_c R cov
     Mat3<T> v_cov = matmul(matmul(transpose(g.R), v_cov_c), g.R);
@@ -430,17 +598,28 @@ GS_HD void project_gaussian_vjp(const T* mean, const T* quat, const T* scale, co
     Vec3<T> v_world = matTvec(g.R, v_p);
     const T vp[3] = {v_p.x, v_p.y, v_p.z};
     for (int i = 0; i < 3; ++i) {
-        for (int j = 0; j < 3; ++j) v_viewmat[i * 4 + j] += T(2) * v_R.m[i][j] + vp[i] * mean[j];
+        for (int j = 0; j < 3; ++j) v_viewmat[i * 4 + j] += T(2) * v_R.m[i][j] + vp[i] * gauss.mean[j];
         v_viewmat[i * 4 + 3] += vp[i];
     }
-    v_mean[0] += v_world.x;
-    v_mean[1] += v_world.y;
-    v_mean[2] += v_world.z;
-    covariance_vjp(quat, scale, g.Rq, g.M, v_cov, v_quat, v_scale);
+    out.v_mean[0] += v_world.x;
+    out.v_mean[1] += v_world.y;
+    out.v_mean[2] += v_world.z;
+    if (gauss.covar) {
+        out.v_covar[0] += v_cov.m[0][0];
+        out.v_covar[1] += v_cov.m[0][1] + v_cov.m[1][0];
+        out.v_covar[2] += v_cov.m[0][2] + v_cov.m[2][0];
+        out.v_covar[3] += v_cov.m[1][1];
+        out.v_covar[4] += v_cov.m[1][2] + v_cov.m[2][1];
+        out.v_covar[5] += v_cov.m[2][2];
+    } else {
+        covariance_vjp(gauss.quat, gauss.scale, g.Rq, g.M, v_cov, out.v_quat, out.v_scale);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Spherical harmonics (real basis of Inria 3DGS), degree 0..3, on a normalised direction.
+// Spherical harmonics (the real basis of Inria 3DGS and gsplat), degree 0..4, on a normalised
+// direction. Each basis function is written as a homogeneous polynomial (equal to the usual form on the
+// unit sphere); the callers project the gradient onto the sphere's tangent plane.
 GS_HD constexpr int sh_num_bases(int degree) { return (degree + 1) * (degree + 1); }
 
 template <typename T> GS_HD void sh_basis(int degree, T x, T y, T z, T* b) {
@@ -464,6 +643,17 @@ template <typename T> GS_HD void sh_basis(int degree, T x, T y, T z, T* b) {
     b[13] = T(kShC34) * x * (T(4) * zz - xx - yy);
     b[14] = T(kShC35) * z * (xx - yy);
     b[15] = T(kShC36) * x * (xx - T(3) * yy);
+    if (degree < 4) return;
+    const T rho = xx + yy;  // squared distance from the z axis
+    b[16] = T(kShC40) * x * y * (xx - yy);
+    b[17] = T(kShC41) * y * z * (T(3) * xx - yy);
+    b[18] = T(kShC42) * x * y * (T(6) * zz - rho);
+    b[19] = T(kShC43) * y * z * (T(4) * zz - T(3) * rho);
+    b[20] = T(kShC44) * (T(3) * rho * rho - T(24) * zz * rho + T(8) * zz * zz);
+    b[21] = T(kShC45) * x * z * (T(4) * zz - T(3) * rho);
+    b[22] = T(kShC46) * (xx - yy) * (T(6) * zz - rho);
+    b[23] = T(kShC47) * x * z * (xx - T(3) * yy);
+    b[24] = T(kShC48) * (xx * xx - T(6) * xx * yy + yy * yy);
 }
 
 // Gradient of sum_k w[k] * basis_k(x, y, z) with respect to (x, y, z).
@@ -492,6 +682,22 @@ template <typename T> GS_HD Vec3<T> sh_basis_vjp(int degree, T x, T y, T z, cons
     g.z += c31 * x * y * w[10] + c32 * T(8) * y * z * w[11] +
            c33 * (T(6) * zz - T(3) * xx - T(3) * yy) * w[12] + c34 * T(8) * x * z * w[13] +
            c35 * (xx - yy) * w[14];
+    if (degree < 4) return g;
+    const T rho = xx + yy;
+    const T w16 = T(kShC40) * w[16], w17 = T(kShC41) * w[17], w18 = T(kShC42) * w[18],
+            w19 = T(kShC43) * w[19], w20 = T(kShC44) * w[20], w21 = T(kShC45) * w[21],
+            w22 = T(kShC46) * w[22], w23 = T(kShC47) * w[23], w24 = T(kShC48) * w[24];
+    g.x += w16 * y * (T(3) * xx - yy) + w17 * T(6) * x * y * z + w18 * y * (T(6) * zz - T(3) * xx - yy) -
+           w19 * T(6) * x * y * z + w20 * x * (T(12) * rho - T(48) * zz) +
+           w21 * z * (T(4) * zz - T(9) * xx - T(3) * yy) + w22 * x * (T(12) * zz - T(4) * xx) +
+           w23 * z * (T(3) * xx - T(3) * yy) + w24 * x * (T(4) * xx - T(12) * yy);
+    g.y += w16 * x * (xx - T(3) * yy) + w17 * T(3) * z * (xx - yy) + w18 * x * (T(6) * zz - xx - T(3) * yy) +
+           w19 * z * (T(4) * zz - T(3) * xx - T(9) * yy) + w20 * y * (T(12) * rho - T(48) * zz) -
+           w21 * T(6) * x * y * z + w22 * y * (T(4) * yy - T(12) * zz) - w23 * T(6) * x * y * z +
+           w24 * y * (T(4) * yy - T(12) * xx);
+    g.z += w17 * y * (T(3) * xx - yy) + w18 * T(12) * x * y * z + w19 * y * (T(12) * zz - T(3) * rho) +
+           w20 * z * (T(32) * zz - T(48) * rho) + w21 * x * (T(12) * zz - T(3) * rho) +
+           w22 * T(12) * z * (xx - yy) + w23 * x * (xx - T(3) * yy);
     return g;
 }
 

@@ -4,13 +4,16 @@
 // (csrc/torch/); the kernels assume the checks passed.
 //
 // Pointers are to contiguous memory on the device of the call (host memory for the CPU kernels); the
-// comments give shapes with C cameras, N Gaussians, M intersections, D channels and K SH bases.
-// Beyond gsplat_math.h it includes only <cstddef> and <cstdint>: raster_kernels.cpp, compiled once per
-// instruction set, includes it and must not share library template code with the rest (see there).
+// comments give shapes with B batches, C cameras, N Gaussians per batch, M intersections, D channels
+// and K SH bases.
+// Beyond gsplat_math.h it includes only C headers (<cstddef>, <cstdint>, <cstring>): raster_kernels.cpp,
+// compiled once per instruction set, includes it and must not share library template code with the rest
+// (see there).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "gsplat_math.h"
 
@@ -28,7 +31,7 @@ namespace gsplat_py {
 constexpr int kMaxShDegree = GSPLAT_PY_MAX_SH_DEGREE;
 constexpr int kMaxShBases = sh_num_bases(kMaxShDegree);  // per colour channel
 constexpr int kMaxTileSize = GSPLAT_PY_MAX_TILE_SIZE;    // pixels on a side
-static_assert(kMaxShDegree >= 0 && kMaxShDegree <= 3, "sh_basis (gsplat_math.h) has the degrees 0..3");
+static_assert(kMaxShDegree >= 0 && kMaxShDegree <= 4, "sh_basis (gsplat_math.h) has the degrees 0..4");
 static_assert(kMaxTileSize >= 1, "a tile has at least one pixel");
 
 // Gaussians (C * N) and intersections (M) are counted up to this: their ids are int32 (flatten_ids,
@@ -56,9 +59,11 @@ inline const char* sh_error(int64_t degree, int64_t bases) {
     return nullptr;
 }
 
-inline const char* gaussian_count_error(int64_t n_cameras, int64_t n_gaussians) {
-    if (n_cameras * n_gaussians <= kMaxIdCount) return nullptr;
-    return "too many Gaussians (C * N) for int32 ids";
+// The projected Gaussians the binning and rasterization index with int32 ids: B * C * N pairs, or the
+// packed entries.
+inline const char* entry_count_error(int64_t n_entries) {
+    if (n_entries <= kMaxIdCount) return nullptr;
+    return "too many projected Gaussians (B * C * N, or packed entries) for int32 ids";
 }
 
 inline const char* intersection_count_error(int64_t n_isects) {
@@ -67,69 +72,144 @@ inline const char* intersection_count_error(int64_t n_isects) {
 }
 
 // ---- projection ----------------------------------------------------------------------------------
+// B batches of N Gaussians, each seen by its own C cameras: the (camera, Gaussian) pairs are indexed
+// pair = image * N + n with image = b * C + c, and pair's Gaussian is b * N + n.
 template <typename T>
 struct ProjectionArgs {
-    const T* means;      // [N, 3]
-    const T* quats;      // [N, 4]
-    const T* scales;     // [N, 3]
-    const T* opacities;  // [N] or null
-    const T* viewmats;   // [C, 4, 4]
-    const T* Ks;         // [C, 3, 3]
-    int64_t n_gaussians, n_cameras;
+    const T* means;                             // [B, N, 3]
+    const T* quats;                             // [B, N, 4], or null (covars given)
+    const T* scales;                            // [B, N, 3], or null (covars given)
+    const T* covars;                            // [B, N, 6] upper triangles (xx, xy, xz, yy, yz, zz), or null
+    const T* opacities;                         // [B, N] or null
+    const T* viewmats;                          // [B, C, 4, 4]
+    const T* Ks;                                // [B, C, 3, 3]
+    const T* radial_coeffs;                     // [B, C, 4] fisheye k1..k4, or null (equidistant)
+    int64_t n_batches, n_cameras, n_gaussians;  // B, C, N
     int width, height;
     T eps2d, near_plane, far_plane, radius_clip;
     bool calc_compensations;
     int camera_model;
     int n_threads;  // of the CPU kernels (OpenMP); the CUDA kernels ignore it
+
+    GS_HD int64_t n_images() const { return n_batches * n_cameras; }
+    GS_HD int64_t n_pairs() const { return n_images() * n_gaussians; }
+    GS_HD int64_t gaussian_of(int64_t image, int64_t n) const {
+        return (image / n_cameras) * n_gaussians + n;
+    }
+    GS_HD GaussianInput<T> gaussian(int64_t g) const {
+        if (covars) return {means + 3 * g, nullptr, nullptr, covars + kCovarValues * g};
+        return {means + 3 * g, quats + 4 * g, scales + 3 * g, nullptr};
+    }
+    GS_HD CameraInput<T> camera(int64_t image) const {
+        return {viewmats + 16 * image, Ks + 9 * image,
+                radial_coeffs ? radial_coeffs + kFisheyeCoeffs * image : nullptr, camera_model};
+    }
+    GS_HD ProjectedGaussian<T> project(int64_t pair) const {
+        const int64_t image = pair / n_gaussians;
+        const int64_t g = gaussian_of(image, pair % n_gaussians);
+        return project_gaussian<T>(gaussian(g), opacities ? opacities + g : nullptr, camera(image), width,
+                                   height, eps2d, near_plane, far_plane, radius_clip, calc_compensations);
+    }
 };
 
 template <typename T>
-struct ProjectionOutputs {  // all zero-filled by the caller
-    int32_t* radii;         // [C, N, 2]
-    T* means2d;             // [C, N, 2]
-    T* depths;              // [C, N]
-    T* conics;              // [C, N, 3]
-    T* compensations;       // [C, N]
+struct ProjectionOutputs {  // unpacked: [B, C, N, ...] zero-filled by the caller; packed: [nnz, ...]
+    int32_t* radii;         // [.., 2]
+    T* means2d;             // [.., 2]
+    T* depths;              // [..]
+    T* conics;              // [.., 3]
+    T* compensations;       // [..]
+    // packed only (else null): each entry's batch b, camera c and Gaussian n (within its batch)
+    int64_t* batch_ids;
+    int64_t* camera_ids;
+    int64_t* gaussian_ids;
 
-    // The visible Gaussian g as (camera, Gaussian) pair idx = c * N + n.
-    GS_HD void store(int64_t idx, const ProjectedGaussian<T>& g) const {
-        radii[2 * idx] = g.radius_x;
-        radii[2 * idx + 1] = g.radius_y;
-        means2d[2 * idx] = g.mean_x;
-        means2d[2 * idx + 1] = g.mean_y;
-        depths[idx] = g.depth;
-        conics[3 * idx] = g.conic.a;
-        conics[3 * idx + 1] = g.conic.b;
-        conics[3 * idx + 2] = g.conic.c;
-        compensations[idx] = g.compensation;
+    // The visible Gaussian g into row `row` (the pair index, or the packed entry).
+    GS_HD void store(int64_t row, const ProjectedGaussian<T>& g) const {
+        radii[2 * row] = g.radius_x;
+        radii[2 * row + 1] = g.radius_y;
+        means2d[2 * row] = g.mean_x;
+        means2d[2 * row + 1] = g.mean_y;
+        depths[row] = g.depth;
+        conics[3 * row] = g.conic.a;
+        conics[3 * row + 1] = g.conic.b;
+        conics[3 * row + 2] = g.conic.c;
+        compensations[row] = g.compensation;
+    }
+    // The ids of packed entry `row`, which is `pair`.
+    GS_HD void store_ids(int64_t row, int64_t pair, int64_t n_cameras, int64_t n_gaussians) const {
+        const int64_t image = pair / n_gaussians;
+        batch_ids[row] = image / n_cameras;
+        camera_ids[row] = image % n_cameras;
+        gaussian_ids[row] = pair % n_gaussians;
+    }
+};
+
+// Memory on the device of the call for the packed projection: the outputs, allocated once the kernel
+// knows how many pairs are visible, and scratch (valid until the call returns).
+template <typename T>
+class PackedProjectionMemory {
+  public:
+    virtual ~PackedProjectionMemory() = default;
+    virtual ProjectionOutputs<T> allocate(int64_t nnz) = 0;
+    virtual void* scratch(size_t bytes) = 0;
+};
+
+// Gradients of the Gaussians: [B, N, ...] accumulated into (zero-filled by the caller), or, in packed
+// mode with per_entry, one row per entry [nnz, ...] (sparse gradients). v_quats and v_scales, or
+// v_covars, are null according to the input.
+template <typename T>
+struct GaussianGradients {
+    T* v_means;
+    T* v_quats;
+    T* v_scales;
+    T* v_covars;
+    GS_HD GaussianGradient<T> row(int64_t r) const {
+        return {v_means + 3 * r, v_quats ? v_quats + 4 * r : nullptr, v_scales ? v_scales + 3 * r : nullptr,
+                v_covars ? v_covars + kCovarValues * r : nullptr};
     }
 };
 
 template <typename T>
 struct ProjectionGradients {
-    const int32_t* radii;      // [C, N, 2]
-    const T* v_means2d;        // [C, N, 2]
-    const T* v_depths;         // [C, N]
-    const T* v_conics;         // [C, N, 3]
-    const T* v_compensations;  // [C, N] or null
-    // accumulated into (zero-filled by the caller):
-    T* v_means;     // [N, 3]
-    T* v_quats;     // [N, 4]
-    T* v_scales;    // [N, 3]
-    T* v_viewmats;  // [C, 4, 4], or null: no camera gradients
-    T* v_Ks;        // [C, 3, 3], or null likewise
+    const int32_t* radii;      // [B, C, N, 2] (unpacked); packed entries are all visible
+    const T* v_means2d;        // [B, C, N, 2] or [nnz, 2]
+    const T* v_depths;         // [B, C, N] or [nnz]
+    const T* v_conics;         // [B, C, N, 3] or [nnz, 3]
+    const T* v_compensations;  // [B, C, N] or [nnz], or null
+    GaussianGradients<T> gaussians;
+    T* v_viewmats;  // [B, C, 4, 4] accumulated into, or null: no camera gradients
+    T* v_Ks;        // [B, C, 3, 3] likewise
+    GS_HD ProjectedGradient<T> at(int64_t row) const {
+        return {v_means2d[2 * row],
+                v_means2d[2 * row + 1],
+                v_depths[row],
+                {v_conics[3 * row], v_conics[3 * row + 1], v_conics[3 * row + 2]},
+                v_compensations ? v_compensations[row] : T(0)};
+    }
+};
+
+// The packed entries of a backward pass (the forward's ids) and the layout of the Gaussians' gradients.
+struct PackedEntries {
+    const int64_t* batch_ids;     // [nnz]
+    const int64_t* camera_ids;    // [nnz]
+    const int64_t* gaussian_ids;  // [nnz]
+    int64_t nnz;
+    bool per_entry;  // gradients of the Gaussians one row per entry (sparse) rather than per Gaussian
 };
 
 // ---- spherical harmonics -------------------------------------------------------------------------
 template <typename T>
 struct ShArgs {
     int degree;
-    const T* dirs;      // [M, 3]
-    const T* coeffs;    // [M, K, 3]
-    const bool* masks;  // [M] or null
-    int64_t count;      // M
-    int64_t bases;      // K (>= (degree + 1)^2)
-    int n_threads;      // of the CPU kernels (OpenMP); the CUDA kernels ignore it
+    const T* dirs;              // [M, 3]
+    const T* coeffs;            // [M, K, 3], or [R, K, 3] rows picked by coeff_rows
+    const int64_t* coeff_rows;  // [M] distinct rows of coeffs, or null (direction i uses row i)
+    const bool* masks;          // [M] or null
+    int64_t count;              // M
+    int64_t bases;              // K (>= (degree + 1)^2)
+    int n_threads;              // of the CPU kernels (OpenMP); the CUDA kernels ignore it
+    GS_HD int64_t row(int64_t i) const { return coeff_rows ? coeff_rows[i] : i; }
 };
 
 // ---- tile binning --------------------------------------------------------------------------------
@@ -140,17 +220,53 @@ class DeviceMemory {
     virtual ~DeviceMemory() = default;
     virtual void* scratch(size_t bytes) = 0;             // valid until the call returns
     virtual int32_t* flatten_ids(int64_t n_isects) = 0;  // the result [M]
+    virtual int64_t* isect_ids(int64_t n_isects) = 0;    // the result [M]
 };
 
+// The projected Gaussians are E entries: I images of N each ([I, N, ...], image_ids null), or packed
+// entries each with its image (image_ids [E]).
 template <typename T>
 struct BinningArgs {
-    const T* means2d;      // [C, N, 2]
-    const int32_t* radii;  // [C, N, 2]
-    const T* depths;       // [C, N]
-    int64_t n_cameras, n_gaussians;
+    const T* means2d;                                // [E, 2]
+    const int32_t* radii;                            // [E, 2]
+    const T* depths;                                 // [E]
+    const int64_t* image_ids;                        // [E] or null
+    int64_t n_entries, n_images, entries_per_image;  // E, I, and N when image_ids is null
     int tile_size, tile_width, tile_height;
     int n_threads;  // of the CPU kernels (OpenMP); the CUDA kernels ignore it
+    GS_HD int64_t image_of(int64_t e) const { return image_ids ? image_ids[e] : e / entries_per_image; }
 };
+
+// gsplat's intersection ids, image | tile | depth: the image in the top bits, then the tile within its
+// image in tile_bits, then the depth's float32 bits in the low 32. Valid when image_bits + tile_bits
+// <= 32 (isect_id_bits_fit), as gsplat requires.
+struct IsectIdLayout {
+    int tile_bits, image_bits;
+};
+
+GS_HD int bit_width(uint64_t value) {
+    int bits = 0;
+    while (value >> bits) ++bits;
+    return bits;
+}
+
+// gsplat's widths: floor(log2(n)) + 1 bits for n tiles per image and n images.
+inline IsectIdLayout isect_id_layout(int64_t n_images, int64_t tiles_per_image) {
+    return {bit_width(uint64_t(tiles_per_image)), bit_width(uint64_t(n_images))};
+}
+
+inline bool isect_id_bits_fit(const IsectIdLayout& layout) {
+    return layout.tile_bits + layout.image_bits <= 32;
+}
+
+template <typename T>
+GS_HD int64_t isect_id(const IsectIdLayout& layout, int64_t image, int64_t tile_in_image, T depth) {
+    const float depth32 = float(depth);
+    uint32_t depth_bits;
+    memcpy(&depth_bits, &depth32, sizeof(depth_bits));
+    return int64_t((uint64_t(image) << (32 + layout.tile_bits)) | (uint64_t(tile_in_image) << 32) |
+                   depth_bits);
+}
 
 // ---- rasterization -------------------------------------------------------------------------------
 template <typename T>

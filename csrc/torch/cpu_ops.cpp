@@ -20,9 +20,19 @@ struct CpuBackend {
         cpu::project_gaussians_forward(args, out);
     }
     template <typename T>
+    static void project_gaussians_packed_forward(const ProjectionArgs<T>& args,
+                                                 PackedProjectionMemory<T>& memory) {
+        cpu::project_gaussians_packed_forward(args, memory);
+    }
+    template <typename T>
     static void project_gaussians_backward(const ProjectionArgs<T>& args,
                                            const ProjectionGradients<T>& grads) {
         cpu::project_gaussians_backward(args, grads);
+    }
+    template <typename T>
+    static void project_gaussians_packed_backward(const ProjectionArgs<T>& args, const PackedEntries& entries,
+                                                  const ProjectionGradients<T>& grads) {
+        cpu::project_gaussians_packed_backward(args, entries, grads);
     }
     template <typename T>
     static void spherical_harmonics_forward(const ShArgs<T>& args, T* colors) {

@@ -24,9 +24,19 @@ struct CudaBackend {
         cuda::project_gaussians_forward(args, out, current_stream());
     }
     template <typename T>
+    static void project_gaussians_packed_forward(const ProjectionArgs<T>& args,
+                                                 PackedProjectionMemory<T>& memory) {
+        cuda::project_gaussians_packed_forward(args, memory, current_stream());
+    }
+    template <typename T>
     static void project_gaussians_backward(const ProjectionArgs<T>& args,
                                            const ProjectionGradients<T>& grads) {
         cuda::project_gaussians_backward(args, grads, current_stream());
+    }
+    template <typename T>
+    static void project_gaussians_packed_backward(const ProjectionArgs<T>& args, const PackedEntries& entries,
+                                                  const ProjectionGradients<T>& grads) {
+        cuda::project_gaussians_packed_backward(args, entries, grads, current_stream());
     }
     template <typename T>
     static void spherical_harmonics_forward(const ShArgs<T>& args, T* colors) {

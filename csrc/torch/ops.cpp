@@ -4,23 +4,34 @@
 #include <Python.h>
 #include <torch/library.h>
 
+// The projection's inputs: means [B, N, 3]; quats [B, N, 4] and scales [B, N, 3], or covars [B, N, 6];
+// opacities [B, N]; viewmats [B, C, 4, 4]; Ks [B, C, 3, 3]; radial_coeffs [B, C, 4] (fisheye).
+#define GS_PROJECTION_INPUTS                                                                            \
+    "Tensor means, Tensor? quats, Tensor? scales, Tensor? covars, Tensor? opacities, Tensor viewmats, " \
+    "Tensor Ks, Tensor? radial_coeffs, int width, int height, float eps2d, float near_plane, "          \
+    "float far_plane, float radius_clip, bool calc_compensations, int camera_model"
+#define GS_PROJECTION_BACKWARD_INPUTS                                                           \
+    "Tensor means, Tensor? quats, Tensor? scales, Tensor? covars, Tensor viewmats, Tensor Ks, " \
+    "Tensor? radial_coeffs, int width, int height, float eps2d, int camera_model"
+
 TORCH_LIBRARY(gsplat_py, m) {
+    m.def("project_gaussians_forward(" GS_PROJECTION_INPUTS ") -> Tensor[]");
+    m.def("project_gaussians_packed_forward(" GS_PROJECTION_INPUTS ") -> Tensor[]");
+    m.def("project_gaussians_backward(" GS_PROJECTION_BACKWARD_INPUTS
+          ", Tensor radii, Tensor v_means2d, Tensor v_depths, Tensor v_conics, Tensor? v_compensations, "
+          "bool camera_grads) -> Tensor[]");
+    m.def("project_gaussians_packed_backward(" GS_PROJECTION_BACKWARD_INPUTS
+          ", Tensor batch_ids, Tensor camera_ids, Tensor gaussian_ids, Tensor v_means2d, Tensor v_depths, "
+          "Tensor v_conics, Tensor? v_compensations, bool camera_grads, bool per_entry) -> Tensor[]");
     m.def(
-        "project_gaussians_forward(Tensor means, Tensor quats, Tensor scales, Tensor? opacities, "
-        "Tensor viewmats, Tensor Ks, int width, int height, float eps2d, float near_plane, "
-        "float far_plane, float radius_clip, bool calc_compensations, int camera_model) -> Tensor[]");
+        "spherical_harmonics_forward(int degree, Tensor dirs, Tensor coeffs, Tensor? coeff_rows, "
+        "Tensor? masks) -> Tensor");
     m.def(
-        "project_gaussians_backward(Tensor means, Tensor quats, Tensor scales, Tensor viewmats, "
-        "Tensor Ks, int width, int height, float eps2d, int camera_model, Tensor radii, "
-        "Tensor v_means2d, Tensor v_depths, Tensor v_conics, Tensor? v_compensations, bool camera_grads) -> "
-        "Tensor[]");
-    m.def("spherical_harmonics_forward(int degree, Tensor dirs, Tensor coeffs, Tensor? masks) -> Tensor");
+        "spherical_harmonics_backward(int degree, Tensor dirs, Tensor coeffs, Tensor? coeff_rows, "
+        "Tensor? masks, Tensor v_colors) -> Tensor[]");
     m.def(
-        "spherical_harmonics_backward(int degree, Tensor dirs, Tensor coeffs, Tensor? masks, "
-        "Tensor v_colors) -> Tensor[]");
-    m.def(
-        "bin_gaussians_to_tiles(Tensor means2d, Tensor radii, Tensor depths, int tile_size, "
-        "int tile_width, int tile_height) -> Tensor[]");
+        "bin_gaussians_to_tiles(Tensor means2d, Tensor radii, Tensor depths, Tensor? image_ids, "
+        "int n_images, int tile_size, int tile_width, int tile_height) -> Tensor[]");
     m.def("simd_level() -> str");
     m.def("ssim_forward(Tensor img1, Tensor img2) -> Tensor");
     m.def("ssim_backward(Tensor img1, Tensor img2, Tensor v_result) -> Tensor");

@@ -26,49 +26,85 @@ void check_numeric(const char* error, const Got&... got) {
     TORCH_CHECK(error == nullptr, error, ", got ", got...);
 }
 
-inline void check_projection_inputs(const at::Tensor& means, const at::Tensor& quats,
-                                    const at::Tensor& scales, const c10::optional<at::Tensor>& opacities,
-                                    const at::Tensor& viewmats, const at::Tensor& Ks) {
-    check_input(means, "means", means);
-    check_input(quats, "quats", means);
-    check_input(scales, "scales", means);
-    check_input(viewmats, "viewmats", means);
-    check_input(Ks, "Ks", means);
-    if (opacities.has_value()) check_input(*opacities, "opacities", means);
+// The projection's inputs: means [B, N, 3]; quats [B, N, 4] and scales [B, N, 3], or covars [B, N, 6];
+// viewmats [B, C, 4, 4], Ks [B, C, 3, 3], radial_coeffs [B, C, 4] (fisheye) or none.
+struct ProjectionInputs {
+    const at::Tensor& means;
+    const c10::optional<at::Tensor>& quats;
+    const c10::optional<at::Tensor>& scales;
+    const c10::optional<at::Tensor>& covars;
+    const at::Tensor& viewmats;
+    const at::Tensor& Ks;
+    const c10::optional<at::Tensor>& radial_coeffs;
+};
+
+inline void check_optional_input(const c10::optional<at::Tensor>& t, const char* name,
+                                 const at::Tensor& reference, int64_t numel) {
+    if (!t.has_value()) return;
+    check_input(*t, name, reference);
+    TORCH_CHECK(t->numel() == numel, name, " has ", t->numel(), " values, expected ", numel);
 }
 
-// The forward's checks, and the forward's outputs and their gradients (made contiguous by the caller)
-// against the inputs: the backward reads C * N of each.
-inline void check_projection_backward_inputs(const at::Tensor& means, const at::Tensor& quats,
-                                             const at::Tensor& scales, const at::Tensor& viewmats,
-                                             const at::Tensor& Ks, const at::Tensor& radii,
-                                             const at::Tensor& v_means2d, const at::Tensor& v_depths,
-                                             const at::Tensor& v_conics,
-                                             const c10::optional<at::Tensor>& v_compensations) {
-    check_projection_inputs(means, quats, scales, c10::nullopt, viewmats, Ks);
-    const int64_t C = viewmats.size(0), N = means.size(0);
-    check_input(radii, "radii", means);
-    TORCH_CHECK(radii.scalar_type() == at::kInt, "radii must be int32");
-    TORCH_CHECK(radii.numel() == C * N * 2, "radii must be [C, N, 2]");
+// Per-Gaussian and per-camera inputs against means [B, N, 3] and viewmats [B, C, 4, 4]; opacities [B, N].
+inline void check_projection_inputs(const ProjectionInputs& in, const c10::optional<at::Tensor>& opacities) {
+    check_input(in.means, "means", in.means);
+    check_input(in.viewmats, "viewmats", in.means);
+    TORCH_CHECK(in.means.dim() == 3 && in.means.size(2) == 3, "means must be [B, N, 3]");
+    TORCH_CHECK(in.viewmats.dim() == 4 && in.viewmats.size(0) == in.means.size(0) &&
+                    in.viewmats.size(2) == 4 && in.viewmats.size(3) == 4,
+                "viewmats must be [B, C, 4, 4]");
+    const int64_t gaussians = in.means.size(0) * in.means.size(1);
+    const int64_t cameras = in.viewmats.size(0) * in.viewmats.size(1);
+    TORCH_CHECK(in.covars.has_value() != (in.quats.has_value() && in.scales.has_value()),
+                "give either quats and scales or covars");
+    check_optional_input(in.quats, "quats", in.means, gaussians * 4);
+    check_optional_input(in.scales, "scales", in.means, gaussians * 3);
+    check_optional_input(in.covars, "covars", in.means, gaussians * kCovarValues);
+    check_optional_input(opacities, "opacities", in.means, gaussians);
+    check_input(in.Ks, "Ks", in.means);
+    TORCH_CHECK(in.Ks.numel() == cameras * 9, "Ks must be [B, C, 3, 3]");
+    check_optional_input(in.radial_coeffs, "radial_coeffs", in.means, cameras * kFisheyeCoeffs);
+}
+
+inline void check_int_input(const at::Tensor& t, const char* name, const at::Tensor& reference,
+                            int64_t numel) {
+    check_input(t, name, reference);
+    TORCH_CHECK(t.scalar_type() == at::kInt && t.numel() == numel, name, " must be int32 with ", numel,
+                " values");
+}
+
+inline void check_id_input(const at::Tensor& t, const char* name, const at::Tensor& reference,
+                           int64_t numel) {
+    check_input(t, name, reference);
+    TORCH_CHECK(t.scalar_type() == at::kLong && t.numel() == numel, name, " must be int64 with ", numel,
+                " values");
+}
+
+// The gradients of the projection's outputs (made contiguous by the caller), `rows` of them: [B, C, N]
+// pairs, or packed entries.
+inline void check_projection_gradients(const at::Tensor& means, int64_t rows, const at::Tensor& v_means2d,
+                                       const at::Tensor& v_depths, const at::Tensor& v_conics,
+                                       const c10::optional<at::Tensor>& v_compensations) {
     check_input(v_means2d, "v_means2d", means);
-    TORCH_CHECK(v_means2d.numel() == C * N * 2, "v_means2d must be [C, N, 2]");
+    TORCH_CHECK(v_means2d.numel() == rows * 2, "v_means2d must have 2 values per row");
     check_input(v_depths, "v_depths", means);
-    TORCH_CHECK(v_depths.numel() == C * N, "v_depths must be [C, N]");
+    TORCH_CHECK(v_depths.numel() == rows, "v_depths must have a value per row");
     check_input(v_conics, "v_conics", means);
-    TORCH_CHECK(v_conics.numel() == C * N * 3, "v_conics must be [C, N, 3]");
-    if (v_compensations.has_value()) {
-        check_input(*v_compensations, "v_compensations", means);
-        TORCH_CHECK(v_compensations->numel() == C * N, "v_compensations must be [C, N]");
-    }
+    TORCH_CHECK(v_conics.numel() == rows * 3, "v_conics must have 3 values per row");
+    check_optional_input(v_compensations, "v_compensations", means, rows);
 }
 
 inline void check_sh_inputs(int64_t degree, const at::Tensor& dirs, const at::Tensor& coeffs,
+                            const c10::optional<at::Tensor>& coeff_rows,
                             const c10::optional<at::Tensor>& masks) {
     check_input(dirs, "dirs", dirs);
     check_input(coeffs, "coeffs", dirs);
     TORCH_CHECK(dirs.dim() == 2 && dirs.size(1) == 3, "dirs must be [M, 3]");
-    TORCH_CHECK(coeffs.dim() == 3 && coeffs.size(0) == dirs.size(0) && coeffs.size(2) == 3,
-                "coeffs must be [M, K, 3]");
+    TORCH_CHECK(coeffs.dim() == 3 && coeffs.size(2) == 3, "coeffs must be [R, K, 3]");
+    if (coeff_rows.has_value())
+        check_id_input(*coeff_rows, "coeff_rows", dirs, dirs.size(0));
+    else
+        TORCH_CHECK(coeffs.size(0) == dirs.size(0), "coeffs must be [M, K, 3] without coeff_rows");
     check_numeric(sh_error(degree, coeffs.size(1)), "degree ", degree, " and K = ", coeffs.size(1));
     if (masks.has_value()) {
         check_input(*masks, "masks", dirs);
@@ -78,15 +114,21 @@ inline void check_sh_inputs(int64_t degree, const at::Tensor& dirs, const at::Te
 }
 
 inline void check_binning_inputs(const at::Tensor& means2d, const at::Tensor& radii, const at::Tensor& depths,
+                                 const c10::optional<at::Tensor>& image_ids, int64_t n_images,
                                  int64_t tile_size) {
     check_input(means2d, "means2d", means2d);
-    check_input(radii, "radii", means2d);
     check_input(depths, "depths", means2d);
-    TORCH_CHECK(means2d.dim() == 3 && means2d.size(2) == 2, "means2d must be [C, N, 2]");
-    TORCH_CHECK(radii.scalar_type() == at::kInt, "radii must be int32");
+    const int64_t entries = depths.numel();
+    TORCH_CHECK(means2d.numel() == 2 * entries, "means2d must have 2 values per entry of depths");
+    check_int_input(radii, "radii", means2d, 2 * entries);
+    TORCH_CHECK(n_images >= 0, "n_images must be >= 0");
+    if (image_ids.has_value())
+        check_id_input(*image_ids, "image_ids", means2d, entries);
+    else
+        TORCH_CHECK(n_images > 0 ? entries % n_images == 0 : entries == 0,
+                    "without image_ids, depths must hold N entries per image");
     check_numeric(tile_size_error(tile_size), tile_size);
-    check_numeric(gaussian_count_error(means2d.size(0), means2d.size(1)), "C = ", means2d.size(0),
-                  " and N = ", means2d.size(1));
+    check_numeric(entry_count_error(entries), entries, " entries");
 }
 
 inline void check_raster_inputs(const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& colors,

@@ -17,11 +17,13 @@ photos); only its top-level files are images then.
   stored, as COLMAP reads them, except for a model that `gsplat_py.data.sfm` made: its record
   (``SFM_RECORD_FILE`` beside the model) says it posed the photos with their EXIF orientation applied, and
   the loader applies it too.
-- Cameras: SIMPLE_PINHOLE and PINHOLE are used as they are. SIMPLE_RADIAL, RADIAL, OPENCV, FULL_OPENCV
-  and OPENCV_FISHEYE images are undistorted (after downscaling) to a pinhole camera with the same focal
-  lengths, cropped so that every pixel comes from inside the source (see `gsplat_py.cameras`), and
-  cached. K always matches ``image`` exactly, in COLMAP's (and the rasterizer's) pixel convention: the
-  image's top-left corner at (0, 0), pixel centres at (i + 0.5, j + 0.5).
+- Cameras: SIMPLE_PINHOLE and PINHOLE are used as they are. OPENCV_FISHEYE images are kept as they are
+  too (no crop): their views render with the rasterizer's fisheye model (``camera_model="fisheye"`` and
+  the camera's k1..k4 as ``radial_coeffs``). SIMPLE_RADIAL, RADIAL, OPENCV and FULL_OPENCV images are
+  undistorted (after downscaling) to a pinhole camera with the same focal lengths, cropped so that every
+  pixel comes from inside the source (see `gsplat_py.cameras`), and cached. K always matches ``image``
+  exactly, in COLMAP's (and the rasterizer's) pixel convention: the image's top-left corner at (0, 0),
+  pixel centres at (i + 0.5, j + 0.5).
 - Split: images sorted by name; with ``test_every = k > 0`` those at index % k == 0 are test views, the
   rest training views; ``test_every <= 0`` makes every view a training view.
 - Scene check (`gsplat_py.data.scene_check`): cameras far outside the others and images whose size
@@ -71,7 +73,7 @@ from ..io.paths import PathLike
 from .geometry import rigid_inverse
 from .normalize import normalize_scene, transform_camera_to_world, transform_points
 from .scene_check import SceneCheck, check_scene
-from .undistort import SUPPORTED_MODELS, Intrinsics, Undistortion, plan_undistortion
+from .undistort import FISHEYE_MODELS, SUPPORTED_MODELS, Intrinsics, Undistortion, plan_undistortion
 
 __all__ = [
     "DatasetError",
@@ -113,9 +115,11 @@ class View:
     """One registered image, ready to train on or to evaluate against.
 
     ``index`` is its position among all registered images sorted by name, ``name`` its COLMAP name (its
-    path relative to the images folder). ``image`` is uint8 [H, W, 3] RGB, undistorted and cropped; ``K``
-    (float32 [3, 3]) the pinhole intrinsics of exactly these pixels; ``world_to_camera`` (float32 [4, 4])
-    maps the normalised world to the OpenCV camera frame (x right, y down, z forward).
+    path relative to the images folder). ``image`` is uint8 [H, W, 3] RGB, undistorted and cropped (or a
+    fisheye image as it is); ``K`` (float32 [3, 3]) the intrinsics of exactly these pixels;
+    ``world_to_camera`` (float32 [4, 4]) maps the normalised world to the OpenCV camera frame (x right, y
+    down, z forward). ``camera_model`` is rasterization's ("pinhole" or "fisheye"), ``radial_coeffs``
+    (float32 [4], fisheye k1..k4, else None) its distortion.
     """
 
     index: int
@@ -123,6 +127,8 @@ class View:
     image: Tensor = field(repr=False)
     K: Tensor = field(repr=False)
     world_to_camera: Tensor = field(repr=False)
+    camera_model: str = "pinhole"
+    radial_coeffs: Tensor | None = field(default=None, repr=False)
 
     @property
     def width(self) -> int:
@@ -203,7 +209,9 @@ def load_colmap_scene(
         recursive=image_folder != root,
     )
     orient = _exif_orientation_applied(models)
-    needs_cache = downscale or orient or any(not cameras[image.camera_id].is_pinhole for image in registered)
+    needs_cache = (
+        downscale or orient or any(_needs_undistortion(cameras[image.camera_id]) for image in registered)
+    )
     cache = _ImageCache(_cache_folder(root, cache_dir) / f"factor_{data_factor}") if needs_cache else None
     images_per_camera = Counter(image.camera_id for image in registered)
     loader = _ImageLoader(cameras, data_factor if downscale else 1, cache, images_per_camera, orient)
@@ -238,6 +246,7 @@ def load_colmap_scene(
             image=pixels,
             K=intrinsics.K().to(torch.float32),
             world_to_camera=torch.from_numpy(world_to_camera[index]).to(torch.float32),
+            **_lens(intrinsics),
         )
         for index, (image, (pixels, intrinsics)) in enumerate(zip(registered, loaded))
     ]
@@ -281,6 +290,21 @@ def _check_scene(
 
 # --------------------------------------------------------------------------------------------------------
 # The model
+
+
+def _needs_undistortion(camera: Intrinsics) -> bool:
+    """Whether the images of ``camera`` are undistorted to a pinhole camera (fisheye ones are kept)."""
+    return not camera.is_pinhole and camera.model not in FISHEYE_MODELS
+
+
+def _lens(intrinsics: Intrinsics) -> dict:
+    """The View fields of the lens the pixels of ``intrinsics`` were taken with."""
+    if intrinsics.model in FISHEYE_MODELS:
+        return {
+            "camera_model": "fisheye",
+            "radial_coeffs": torch.tensor(intrinsics.distortion, dtype=torch.float32),
+        }
+    return {}
 
 
 def model_folder(root: Path) -> Path | None:
@@ -540,7 +564,7 @@ class _ImageLoader:
             self.plans.release(camera_id)
 
     def _load(self, name: str, path: Path, camera_id: int) -> tuple[Tensor, Intrinsics]:
-        if self.downscale == 1 and self.cameras[camera_id].is_pinhole and not self.orient:
+        if self.downscale == 1 and not _needs_undistortion(self.cameras[camera_id]) and not self.orient:
             pixels = _to_tensor(_decode(path, orient=False))  # used as it is: nothing to cache
             return pixels, self._camera_for(path, camera_id, pixels)
         key = self._cache_key(path, self.cameras[camera_id])
@@ -549,14 +573,17 @@ class _ImageLoader:
         )
         cached = self.cache.get(name, key)
         if cached is not None:
-            return cached
+            pixels, intrinsics = cached
+            if not _needs_undistortion(self.cameras[camera_id]):  # the cache stores pinhole intrinsics only
+                intrinsics = self._camera_for(path, camera_id, pixels)
+            return pixels, intrinsics
         image = _decode(path, self.orient)
         if self.downscale > 1:
             size = (max(1, round(image.width / self.downscale)), max(1, round(image.height / self.downscale)))
             image = image.resize(size, PILImage.Resampling.LANCZOS)
         pixels = _to_tensor(image)
         intrinsics = self._camera_for(path, camera_id, pixels)
-        if not intrinsics.is_pinhole:
+        if _needs_undistortion(intrinsics):
             plan = self.plans.get(camera_id, intrinsics)
             pixels, intrinsics = plan.apply(pixels), plan.target
         self.cache.put(name, key, pixels, intrinsics)
@@ -582,6 +609,7 @@ class _ImageLoader:
             "size": stat.st_size,
             "mtime_ns": stat.st_mtime_ns,
             "downscale": self.downscale,
+            "undistorted": _needs_undistortion(camera),  # fisheye images were undistorted before
             "camera": [
                 camera.model,
                 camera.width,

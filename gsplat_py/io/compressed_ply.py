@@ -82,6 +82,10 @@ _TYPE_NAMES = {"f4": "float", "f8": "double", "u1": "uchar", "u2": "ushort", "u4
 _TYPE_NAMES |= {"i2": "short", "i4": "int"}
 
 
+MAX_SH_DEGREE_IN_FORMAT = 3  # SuperSplat's compressed PLY: f_rest of SH bands 1 to 3
+SH_PROPERTY_COUNTS = tuple(3 * ((d + 1) ** 2 - 1) for d in range(1, MAX_SH_DEGREE_IN_FORMAT + 1))  # 9, 24, 45
+
+
 def _unorm(t: np.ndarray, bits: int) -> np.ndarray:
     top = (1 << bits) - 1
     return np.clip(np.floor(t * top + 0.5), 0, top).astype(np.uint32)
@@ -121,7 +125,13 @@ def _header(chunks: int, count: int, rest: int, comments: Sequence[str]) -> byte
 
 def write_compressed_ply(path: PathLike, splats: GaussianSplats, comments: Sequence[str] = ()) -> None:
     """Write ``splats`` as a compressed PLY, atomically; ``comments`` become header comment lines. ValueError
-    before writing for invalid or no Gaussians or a comment that is not one line of ASCII."""
+    before writing for invalid or no Gaussians, a comment that is not one line of ASCII or an SH degree
+    above the format's 3."""
+    if splats.sh_degree > MAX_SH_DEGREE_IN_FORMAT:
+        raise ValueError(
+            f"{os.fspath(path)}: SH degree {splats.sh_degree}: the compressed PLY stores degrees 0 to "
+            f"{MAX_SH_DEGREE_IN_FORMAT}"
+        )
     arrays = splat_arrays(path, splats)
     for text in comments:
         if not text.isascii() or "\n" in text or "\r" in text:
@@ -218,7 +228,7 @@ def read_compressed_ply(path: PathLike) -> GaussianSplats:
     if "sh" in [element.name for element in ply.elements]:
         sh_element = ply["sh"]
         names = [prop.name for prop in sh_element.properties]
-        if len(names) not in (9, 24, 45):
+        if len(names) not in SH_PROPERTY_COUNTS:
             raise SplatFormatError(f"{location}: element sh: {len(names)} properties; expected 9, 24 or 45")
         if len(sh_element.data) != count:
             raise SplatFormatError(

@@ -157,10 +157,14 @@ def write_sog(
 ) -> None:
     """Write ``splats`` as a ``.sog`` bundle, atomically. ``comments`` go to meta.json's ``asset.comments``,
     ``generator`` to ``asset.generator``; ``palette_size`` (1 to 65536; default :func:`sh_palette_size`)
-    bounds the entries of the SH palette. ValueError before writing for invalid or no Gaussians or a
-    palette size out of range."""
+    bounds the entries of the SH palette. ValueError before writing for invalid or no Gaussians, a
+    palette size out of range or an SH degree above 3."""
     if palette_size is not None and not 1 <= palette_size <= MAX_PALETTE:
         raise ValueError(f"SOG palette size {palette_size}: expected 1 to {MAX_PALETTE}")
+    if splats.sh_degree > max(_COEFFICIENTS_PER_CHANNEL):
+        raise ValueError(
+            f"{path}: SH degree {splats.sh_degree}: SOG stores degrees 0 to {max(_COEFFICIENTS_PER_CHANNEL)}"
+        )
     arrays = splat_arrays(path, splats)
     count = len(arrays.means)
     order = morton_order(arrays.means)

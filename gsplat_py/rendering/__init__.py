@@ -2,6 +2,8 @@
 else of the package).
 
 - `pipeline.rasterization`: gsplat's ``rasterization`` (the public entry point);
+  `pipeline.rasterization_2dgs`:
+  gsplat's 2DGS entry point, the place its implementation lands (raises NotImplementedError until then);
 - `ops`: the four ops as autograd wrappers around the compiled C++/CUDA kernels (``gsplat_py._C``);
 - `reference`: the same four ops in plain PyTorch, the test oracle and the fallback without the extension;
 - `limits`: the limits the kernels are built around; `_backend`: loading the extension, choosing a device.
@@ -9,13 +11,15 @@ else of the package).
 
 from . import ops, reference
 from ._backend import cuda_backend_available, extension_available, resolve_device
-from .pipeline import rasterization
+from .pipeline import RollingShutterType, rasterization, rasterization_2dgs
 
 __all__ = [
     "cuda_backend_available",
     "extension_available",
     "ops",
+    "RollingShutterType",
     "rasterization",
+    "rasterization_2dgs",
     "reference",
     "resolve_device",
 ]

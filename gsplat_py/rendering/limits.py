@@ -4,7 +4,7 @@ setup.py passes them to the C++ and CUDA compilers as macros (see ``compile_defi
 fixed-size arrays, their boundary checks and the Python argument checks all agree.
 """
 
-MAX_SH_DEGREE = 3  # spherical-harmonics degree: (MAX_SH_DEGREE + 1) ** 2 bases per colour channel
+MAX_SH_DEGREE = 4  # spherical-harmonics degree (gsplat's): (MAX_SH_DEGREE + 1) ** 2 bases per colour channel
 MAX_TILE_SIZE = 64  # tile side in pixels: the CPU kernels keep a tile's 4x4 pixel blocks in fixed-size arrays
 
 

@@ -1,12 +1,20 @@
 """Autograd wrappers around the compiled ops (torch.ops.gsplat_py.*), with the same signatures as
-gsplat_py.reference. Backward passes are the hand-written C++ ones."""
+gsplat_py.reference. Backward passes are the hand-written C++ ones.
+
+Leading batch dimensions are flattened to one before the ops are called (means [..., N, 3] becomes
+[B, N, 3], viewmats [..., C, 4, 4] becomes [B, C, 4, 4]) and restored on the outputs and gradients.
+"""
+
+import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from ._backend import require_extension
+from .results import PackedProjection, TileBins
 
-CAMERA_MODELS = {"pinhole": 0, "ortho": 1}
+CAMERA_MODELS = {"pinhole": 0, "ortho": 1, "fisheye": 2}
 
 
 def _ops():
@@ -29,78 +37,141 @@ def _camera_model_id(camera_model: str) -> int:
     return CAMERA_MODELS[camera_model]
 
 
+class _Inputs(NamedTuple):
+    """The projection's tensors with one batch dimension: means [B, N, 3], quats [B, N, 4] and scales
+    [B, N, 3] or covars [B, N, 6], viewmats [B, C, 4, 4], Ks [B, C, 3, 3], radial_coeffs [B, C, 4]."""
+
+    means: Tensor
+    quats: Tensor | None
+    scales: Tensor | None
+    covars: Tensor | None
+    viewmats: Tensor
+    Ks: Tensor
+    radial_coeffs: Tensor | None
+
+
+def _flatten(means, quats, scales, covars, viewmats, Ks, radial_coeffs) -> _Inputs:
+    B, N, C = math.prod(means.shape[:-2]), means.shape[-2], viewmats.shape[-3]
+
+    def flat(t: Tensor, *tail: int) -> Tensor:
+        return t.reshape(B, *tail).contiguous()
+
+    def flat_optional(t: Tensor | None, *tail: int) -> Tensor | None:
+        return None if t is None else flat(t, *tail)
+
+    if covars is not None:
+        quats = scales = None
+    return _Inputs(
+        flat(means, N, 3),
+        flat_optional(quats, N, 4),
+        flat_optional(scales, N, 3),
+        flat_optional(covars, N, 6),
+        flat(viewmats, C, 4, 4),
+        flat(Ks, C, 3, 3),
+        None if radial_coeffs is None else flat(radial_coeffs.detach(), C, 4),
+    )
+
+
+def _flat_opacities(opacities: Tensor | None, means: Tensor) -> Tensor | None:
+    return None if opacities is None else opacities.detach().reshape(means.shape[:-1]).contiguous()
+
+
+class _Settings(NamedTuple):
+    width: int
+    height: int
+    eps2d: float
+    near_plane: float
+    far_plane: float
+    radius_clip: float
+    calc_compensations: bool
+    camera_model: int
+
+
+def _camera_gradients(ctx, grads, shapes, camera_grads: bool) -> tuple:
+    """The gradients of (viewmats, Ks) in the shapes of those inputs; None where not needed."""
+    return tuple(
+        grad.reshape(shape) if camera_grads and needed else None
+        for grad, shape, needed in zip(grads[4:6], shapes[4:6], ctx.needs_input_grad[4:6])
+    )
+
+
+def _input_gradients(ctx, grads, shapes, camera_grads: bool) -> tuple:
+    """The gradients of (means, quats, scales, covars, viewmats, Ks) in the shapes of those inputs; None
+    where an input is absent or needs none."""
+    v_gaussians = tuple(
+        grad.reshape(shape) if shape is not None and needed else None
+        for grad, shape, needed in zip(grads[:4], shapes[:4], ctx.needs_input_grad[:4])
+    )
+    return v_gaussians + _camera_gradients(ctx, grads, shapes, camera_grads)
+
+
 class _ProjectGaussians(torch.autograd.Function):
     @staticmethod
-    def forward(
-        ctx,
-        means,
-        quats,
-        scales,
-        viewmats,
-        Ks,
-        opacities,
-        width,
-        height,
-        eps2d,
-        near_plane,
-        far_plane,
-        radius_clip,
-        calc_compensations,
-        camera_model,
-    ):
+    def forward(ctx, means, quats, scales, covars, viewmats, Ks, opacities, radial_coeffs, settings):
+        flat = _flatten(means, quats, scales, covars, viewmats, Ks, radial_coeffs)
         radii, means2d, depths, conics, compensations = _ops().project_gaussians_forward(
-            means,
-            quats,
-            scales,
-            opacities,
-            viewmats,
-            Ks,
-            width,
-            height,
-            eps2d,
-            near_plane,
-            far_plane,
-            radius_clip,
-            calc_compensations,
-            camera_model,
+            flat.means,
+            flat.quats,
+            flat.scales,
+            flat.covars,
+            _flat_opacities(opacities, flat.means),
+            flat.viewmats,
+            flat.Ks,
+            flat.radial_coeffs,
+            *settings,
         )
-        ctx.save_for_backward(means, quats, scales, viewmats, Ks, radii)
-        ctx.settings = (width, height, eps2d, camera_model, calc_compensations)
+        ctx.save_for_backward(*flat, radii)
+        ctx.settings = settings
+        ctx.shapes = [None if t is None else t.shape for t in (means, quats, scales, covars, viewmats, Ks)]
         ctx.mark_non_differentiable(radii)
-        return radii, means2d, depths, conics, compensations
+        shape = viewmats.shape[:-2] + means.shape[-2:-1]  # [..., C, N]
+        return (
+            radii.reshape(*shape, 2),
+            means2d.reshape(*shape, 2),
+            depths.reshape(shape),
+            conics.reshape(*shape, 3),
+            compensations.reshape(shape),
+        )
 
     @staticmethod
     def backward(ctx, _v_radii, v_means2d, v_depths, v_conics, v_compensations):
-        means, quats, scales, viewmats, Ks, radii = ctx.saved_tensors
-        width, height, eps2d, camera_model, calc_compensations = ctx.settings
+        *inputs, radii = ctx.saved_tensors
+        s: _Settings = ctx.settings
         # Camera gradients sum over every Gaussian: skipped unless a camera input needs them.
-        camera_grads = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
-        v_means, v_quats, v_scales, v_viewmats, v_Ks = _ops().project_gaussians_backward(
-            means,
-            quats,
-            scales,
-            viewmats,
-            Ks,
-            width,
-            height,
-            eps2d,
-            camera_model,
+        camera_grads = ctx.needs_input_grad[4] or ctx.needs_input_grad[5]
+        grads = _ops().project_gaussians_backward(
+            *inputs,
+            s.width,
+            s.height,
+            s.eps2d,
+            s.camera_model,
             radii,
             v_means2d,
             v_depths,
             v_conics,
-            v_compensations if calc_compensations else None,
+            v_compensations if s.calc_compensations else None,
             camera_grads,
         )
-        if not camera_grads:
-            v_viewmats = v_Ks = None
-        return (v_means, v_quats, v_scales, v_viewmats, v_Ks) + (None,) * 9
+        return _input_gradients(ctx, grads, ctx.shapes, camera_grads) + (None, None, None)
+
+
+def _settings(width, height, eps2d, near_plane, far_plane, radius_clip, calc_compensations, camera_model):
+    return _Settings(
+        int(width),
+        int(height),
+        float(eps2d),
+        float(near_plane),
+        float(far_plane),
+        float(radius_clip),
+        bool(calc_compensations),
+        _camera_model_id(camera_model),
+    )
 
 
 def project_gaussians(
     means: Tensor,
-    quats: Tensor,
-    scales: Tensor,
+    quats: Tensor | None,
+    scales: Tensor | None,
     viewmats: Tensor,
     Ks: Tensor,
     width: int,
@@ -112,71 +183,218 @@ def project_gaussians(
     opacities: Tensor | None = None,
     calc_compensations: bool = False,
     camera_model: str = "pinhole",
+    covars: Tensor | None = None,
+    radial_coeffs: Tensor | None = None,
 ):
-    """EWA projection of N Gaussians into C cameras; see docs/architecture.md.
+    """EWA projection of Gaussians into cameras, every (camera, Gaussian) pair; see docs/architecture.md.
 
-    Returns (radii [C,N,2] int32, means2d [C,N,2], depths [C,N], conics [C,N,3], compensations [C,N] or None).
+    means [..., N, 3]; quats [..., N, 4] and scales [..., N, 3], or covars [..., N, 6] (upper triangle
+    xx, xy, xz, yy, yz, zz); viewmats [..., C, 4, 4], Ks [..., C, 3, 3]; radial_coeffs [..., C, 4] (fisheye
+    k1..k4). Returns (radii [..., C, N, 2] int32, means2d [..., C, N, 2], depths [..., C, N],
+    conics [..., C, N, 3], compensations [..., C, N] or None).
     """
-    model = _camera_model_id(camera_model)
-    contiguous = [t.contiguous() for t in (means, quats, scales, viewmats, Ks)]
-    opacities = opacities.detach().contiguous() if opacities is not None else None
+    settings = _settings(
+        width, height, eps2d, near_plane, far_plane, radius_clip, calc_compensations, camera_model
+    )
     radii, means2d, depths, conics, compensations = _ProjectGaussians.apply(
-        *contiguous,
-        opacities,
-        int(width),
-        int(height),
-        float(eps2d),
-        float(near_plane),
-        float(far_plane),
-        float(radius_clip),
-        bool(calc_compensations),
-        model,
+        means, quats, scales, covars, viewmats, Ks, opacities, radial_coeffs, settings
     )
     return radii, means2d, depths, conics, (compensations if calc_compensations else None)
 
 
+def _sparse_rows(
+    values: Tensor, batch_ids: Tensor, gaussian_ids: Tensor, shape: torch.Size, coalesced: bool
+) -> Tensor:
+    """A COO tensor of `shape` ([..., N, X]) holding one row of `values` per packed entry."""
+    batch = shape[:-2]
+    indices = list(torch.unravel_index(batch_ids, batch)) if batch else []
+    indices.append(gaussian_ids)
+    return torch.sparse_coo_tensor(
+        torch.stack(indices), values, shape, is_coalesced=coalesced, check_invariants=False
+    )
+
+
+class _ProjectGaussiansPacked(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx, means, quats, scales, covars, viewmats, Ks, opacities, radial_coeffs, settings, sparse_grad
+    ):
+        flat = _flatten(means, quats, scales, covars, viewmats, Ks, radial_coeffs)
+        outputs = _ops().project_gaussians_packed_forward(
+            flat.means,
+            flat.quats,
+            flat.scales,
+            flat.covars,
+            _flat_opacities(opacities, flat.means),
+            flat.viewmats,
+            flat.Ks,
+            flat.radial_coeffs,
+            *settings,
+        )
+        ctx.save_for_backward(*flat, *outputs[:3])
+        ctx.settings = settings
+        ctx.sparse_grad = sparse_grad
+        ctx.shapes = [None if t is None else t.shape for t in (means, quats, scales, covars, viewmats, Ks)]
+        ctx.mark_non_differentiable(*outputs[:4])
+        return tuple(outputs)
+
+    @staticmethod
+    def backward(ctx, _v_b, _v_c, _v_g, _v_radii, v_means2d, v_depths, v_conics, v_compensations):
+        *inputs, batch_ids, camera_ids, gaussian_ids = ctx.saved_tensors
+        s: _Settings = ctx.settings
+        camera_grads = ctx.needs_input_grad[4] or ctx.needs_input_grad[5]
+        grads = list(
+            _ops().project_gaussians_packed_backward(
+                *inputs,
+                s.width,
+                s.height,
+                s.eps2d,
+                s.camera_model,
+                batch_ids,
+                camera_ids,
+                gaussian_ids,
+                v_means2d,
+                v_depths,
+                v_conics,
+                v_compensations if s.calc_compensations else None,
+                camera_grads,
+                ctx.sparse_grad,
+            )
+        )
+        if ctx.sparse_grad:
+            coalesced = inputs[4].shape[1] == 1  # one camera per batch: each Gaussian at most once, in order
+            sparse = [
+                None
+                if shape is None or not needed
+                else _sparse_rows(grad, batch_ids, gaussian_ids, shape, coalesced)
+                for grad, shape, needed in zip(grads[:4], ctx.shapes[:4], ctx.needs_input_grad[:4])
+            ]
+            cameras = _camera_gradients(ctx, grads, ctx.shapes, camera_grads)
+            return tuple(sparse) + cameras + (None, None, None, None)
+        return _input_gradients(ctx, grads, ctx.shapes, camera_grads) + (None, None, None, None)
+
+
+def project_gaussians_packed(
+    means: Tensor,
+    quats: Tensor | None,
+    scales: Tensor | None,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    eps2d: float = 0.3,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    radius_clip: float = 0.0,
+    opacities: Tensor | None = None,
+    calc_compensations: bool = False,
+    camera_model: str = "pinhole",
+    covars: Tensor | None = None,
+    radial_coeffs: Tensor | None = None,
+    sparse_grad: bool = False,
+) -> PackedProjection:
+    """`project_gaussians` keeping only the visible pairs: the dense [..., C, N] outputs never exist.
+
+    With sparse_grad, the gradients of means, quats, scales and covars are sparse COO tensors with a row
+    per visible pair (uncoalesced when a Gaussian is seen by several cameras).
+    """
+    settings = _settings(
+        width, height, eps2d, near_plane, far_plane, radius_clip, calc_compensations, camera_model
+    )
+    outputs = _ProjectGaussiansPacked.apply(
+        means, quats, scales, covars, viewmats, Ks, opacities, radial_coeffs, settings, bool(sparse_grad)
+    )
+    batch_ids, camera_ids, gaussian_ids, radii, means2d, depths, conics, compensations = outputs
+    return PackedProjection(
+        batch_ids,
+        camera_ids,
+        gaussian_ids,
+        radii,
+        means2d,
+        depths,
+        conics,
+        compensations if calc_compensations else None,
+    )
+
+
 class _SphericalHarmonics(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, dirs, coeffs, degree, masks):
-        colors = _ops().spherical_harmonics_forward(degree, dirs, coeffs, masks)
-        ctx.save_for_backward(dirs, coeffs, masks if masks is not None else dirs.new_empty(0))
+    def forward(ctx, dirs, coeffs, degree, coeff_rows, masks):
+        colors = _ops().spherical_harmonics_forward(degree, dirs, coeffs, coeff_rows, masks)
+        ctx.save_for_backward(dirs, coeffs)
         ctx.degree = degree
-        ctx.has_masks = masks is not None
+        ctx.coeff_rows, ctx.masks = coeff_rows, masks  # not differentiable: kept as they are
         return colors
 
     @staticmethod
     def backward(ctx, v_colors):
-        dirs, coeffs, masks = ctx.saved_tensors
+        dirs, coeffs = ctx.saved_tensors
         v_dirs, v_coeffs = _ops().spherical_harmonics_backward(
-            ctx.degree, dirs, coeffs, masks if ctx.has_masks else None, v_colors
+            ctx.degree, dirs, coeffs, ctx.coeff_rows, ctx.masks, v_colors
         )
-        return v_dirs, v_coeffs, None, None
+        return v_dirs, v_coeffs, None, None, None
 
 
-def spherical_harmonics(degree: int, dirs: Tensor, coeffs: Tensor, masks: Tensor | None = None) -> Tensor:
-    """Raw SH colour (no +0.5, no clamp) of directions dirs [...,3] with coefficients [...,K,3]."""
+def spherical_harmonics(
+    degree: int,
+    dirs: Tensor,
+    coeffs: Tensor,
+    masks: Tensor | None = None,
+    coeff_rows: Tensor | None = None,
+) -> Tensor:
+    """Raw SH colour (no +0.5, no clamp) of directions dirs [...,3] with coefficients [...,K,3].
+
+    With coeff_rows [...] (distinct integers), direction i uses coeffs.reshape(-1, K, 3)[coeff_rows[i]]
+    instead: coefficients shared by many directions are read in place rather than gathered.
+    """
     batch = dirs.shape[:-1]
     K = coeffs.shape[-2]
     flat_dirs = dirs.reshape(-1, 3).contiguous()
     flat_coeffs = coeffs.reshape(-1, K, 3).contiguous()
     flat_masks = masks.reshape(-1).contiguous().bool() if masks is not None else None
-    colors = _SphericalHarmonics.apply(flat_dirs, flat_coeffs, int(degree), flat_masks)
+    rows = coeff_rows.reshape(-1).contiguous().long() if coeff_rows is not None else None
+    colors = _SphericalHarmonics.apply(flat_dirs, flat_coeffs, int(degree), rows, flat_masks)
     return colors.reshape(*batch, 3)
 
 
 def bin_gaussians_to_tiles(
-    means2d: Tensor, radii: Tensor, depths: Tensor, tile_size: int, tile_width: int, tile_height: int
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(tiles_per_gauss [C,N], isect_offsets [C,TH,TW], flatten_ids [M]); not differentiable."""
-    return tuple(
-        _ops().bin_gaussians_to_tiles(
-            means2d.detach().contiguous(),
-            radii.contiguous(),
-            depths.detach().contiguous(),
-            int(tile_size),
-            int(tile_width),
-            int(tile_height),
-        )
+    means2d: Tensor,
+    radii: Tensor,
+    depths: Tensor,
+    tile_size: int,
+    tile_width: int,
+    tile_height: int,
+    image_ids: Tensor | None = None,
+    n_images: int | None = None,
+) -> TileBins:
+    """The tiles each projected Gaussian touches, each tile's list sorted by depth; not differentiable.
+
+    Unpacked: means2d [..., N, 2], radii [..., N, 2], depths [..., N], one image per leading index.
+    Packed: means2d [nnz, 2], radii [nnz, 2], depths [nnz], image_ids [nnz] (in 0..n_images-1).
+    """
+    if image_ids is None:
+        batch = depths.shape[:-1]
+        n_images = math.prod(batch)
+        image_ids_arg = None
+    else:
+        batch = torch.Size([int(n_images)])  # type: ignore[arg-type]
+        image_ids_arg = image_ids.contiguous().long()
+    tiles_per_gauss, isect_offsets, flatten_ids, isect_ids = _ops().bin_gaussians_to_tiles(
+        means2d.detach().contiguous(),
+        radii.contiguous(),
+        depths.detach().contiguous(),
+        image_ids_arg,
+        int(n_images),  # type: ignore[arg-type]
+        int(tile_size),
+        int(tile_width),
+        int(tile_height),
+    )
+    encoded = isect_ids.numel() == flatten_ids.numel()  # empty when the ids do not fit in 64 bits
+    return TileBins(
+        tiles_per_gauss,
+        isect_offsets.reshape(*batch, int(tile_height), int(tile_width)),
+        flatten_ids,
+        isect_ids if encoded else None,
     )
 
 
@@ -260,7 +478,8 @@ class _RasterizeToPixels(torch.autograd.Function):
             )
         )
         if absgrad:
-            ctx.absgrad_holder[0].absgrad = v_means2d_abs
+            holder = ctx.absgrad_holder[0]
+            holder.absgrad = v_means2d_abs.reshape(holder.shape)
         return (
             v_means2d,
             v_conics,
@@ -283,24 +502,36 @@ def rasterize_to_pixels(
     backgrounds: Tensor | None = None,
     absgrad: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """Tile-based front-to-back alpha blending; (render_colors [C,H,W,D], render_alphas [C,H,W,1]).
+    """Tile-based front-to-back alpha blending of the binned Gaussians into the images of isect_offsets
+    [..., TH, TW]; (render_colors [..., H, W, D], render_alphas [..., H, W, 1]).
 
+    The Gaussians are rows: means2d [..., N, 2] (or packed [nnz, 2]), conics [..., 3], colors [..., D],
+    opacities [...], in the layout flatten_ids indexes; backgrounds [..., D], one per image.
     With absgrad=True, backward sets means2d.absgrad (sum over pixels of |d loss / d means2d|).
     """
-    inputs = [t.contiguous() for t in (means2d, conics, colors, opacities)]
-    bg = backgrounds.contiguous() if backgrounds is not None else None
-    # The caller's means2d (not its contiguous copy) receives .absgrad; a list keeps it out of the graph.
-    return _RasterizeToPixels.apply(
+    images = isect_offsets.shape[:-2]
+    D = colors.shape[-1]
+    inputs = [
+        means2d.reshape(-1, 2).contiguous(),
+        conics.reshape(-1, 3).contiguous(),
+        colors.reshape(-1, D).contiguous(),
+        opacities.reshape(-1).contiguous(),
+    ]
+    bg = backgrounds.reshape(-1, D).contiguous() if backgrounds is not None else None
+    offsets = isect_offsets.reshape(-1, *isect_offsets.shape[-2:]).contiguous()
+    # The caller's means2d (not its reshaped copy) receives .absgrad; a list keeps it out of the graph.
+    render_colors, render_alphas = _RasterizeToPixels.apply(
         *inputs,
         bg,
         int(width),
         int(height),
         int(tile_size),
-        isect_offsets.contiguous(),
+        offsets,
         flatten_ids.contiguous(),
         bool(absgrad),
         [means2d],
     )
+    return render_colors.reshape(*images, height, width, D), render_alphas.reshape(*images, height, width, 1)
 
 
 class _SsimSame(torch.autograd.Function):

@@ -7,6 +7,7 @@ signatures: ``gsplat_py.ops`` (compiled C++ with hand-written backward) and ``gs
 
 from __future__ import annotations
 
+import enum
 import math
 import operator
 import warnings
@@ -19,14 +20,15 @@ from torch import Tensor
 from . import _backend
 from .limits import MAX_SH_DEGREE, MAX_TILE_SIZE
 
-__all__ = ["rasterization"]
+__all__ = ["RollingShutterType", "rasterization", "rasterization_2dgs"]
 
 RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
 RASTERIZE_MODES = ("classic", "antialiased")
-CAMERA_MODELS = ("pinhole", "ortho")
-UNIMPLEMENTED_CAMERA_MODELS = ("fisheye", "ftheta")  # exist in gsplat, not (yet) here
+CAMERA_MODELS = ("pinhole", "ortho", "fisheye")
+UNIMPLEMENTED_CAMERA_MODELS = ("ftheta",)  # exist in gsplat, not (yet) here
 BACKENDS = ("auto", "cpp", "reference")
 FLOAT_DTYPES = (torch.float32, torch.float64)
+HALF_DTYPES = (torch.float16, torch.bfloat16)  # accepted as gsplat does, computed in float32
 
 
 # --------------------------------------------------------------------------------------------------
@@ -92,20 +94,26 @@ def _check_shape(name: str, x: object, specs: Sequence[Sequence[Dim]], dims: _Di
     return idx
 
 
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in HALF_DTYPES else dtype
+
+
 def _check_dtype_device(tensors: dict[str, Tensor | None]) -> None:
-    """All given tensors: floating, float32/float64, one common dtype and one common device."""
+    """All given tensors: floating, float32/float64 (half precision counting as float32, in which it is
+    computed), one common dtype and one common device."""
     ref_name, ref = next((name, x) for name, x in tensors.items() if x is not None)
     for name, x in tensors.items():
         if x is None:
             continue
-        if not x.is_floating_point() or x.dtype not in FLOAT_DTYPES:
+        if not x.is_floating_point() or _compute_dtype(x.dtype) not in FLOAT_DTYPES:
             raise ValueError(
-                f"{name}: expected a floating dtype (torch.float32 or torch.float64), got {x.dtype}"
+                f"{name}: expected a floating dtype (torch.float32 or torch.float64; float16 and bfloat16 "
+                f"are computed in float32), got {x.dtype}"
             )
-        if x.dtype != ref.dtype:
+        if _compute_dtype(x.dtype) != _compute_dtype(ref.dtype):
             raise ValueError(
-                f"{name}: expected dtype {ref.dtype} (from {ref_name}; all float inputs must share one "
-                f"dtype), got {x.dtype}"
+                f"{name}: expected dtype {_compute_dtype(ref.dtype)} (from {ref_name}; all float inputs must "
+                f"share one dtype), got {x.dtype}"
             )
         if x.device != ref.device:
             raise ValueError(
@@ -134,8 +142,14 @@ def _check_finite(tensors: dict[str, Tensor | None]) -> None:
             )
 
 
-def _check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
+def _check_int(
+    name: str, value: object, minimum: int, maximum: int | None = None, integral_float: bool = False
+) -> int:
+    """An int (numpy ints and 0-dim integer tensors too; with integral_float, also a float such as 640.0,
+    which gsplat accepts for image sizes) in minimum..maximum."""
     expected = f"an int >= {minimum}" if maximum is None else f"an int in {minimum}..{maximum}"
+    if integral_float and isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or isinstance(value, float):
         raise ValueError(f"{name}: expected {expected}, got {value!r} ({type(value).__name__})")
     try:
@@ -244,26 +258,61 @@ def _zero_link(tensors: Sequence[Tensor | None]) -> Tensor | None:
 
 
 def _camera_positions(viewmats: Tensor) -> Tensor:
-    """[C, 3] camera centres (the translation of the inverse of each world-to-camera matrix), differentiable;
-    ValueError naming ``viewmats`` for a matrix that has no inverse."""
+    """[..., C, 3] camera centres (the translation of the inverse of each world-to-camera matrix),
+    differentiable; ValueError naming ``viewmats`` for a matrix that has no inverse."""
     inverses, info = torch.linalg.inv_ex(viewmats)
-    singular = torch.nonzero(info).flatten().tolist()
+    singular = torch.nonzero(info.reshape(-1)).flatten().tolist()
     if singular:
         raise ValueError(
             f"viewmats: camera {singular[0]} has a singular world-to-camera matrix (expected an invertible "
-            f"[4, 4] rigid transform; {len(singular)} of {len(viewmats)} cameras are singular)"
+            f"[4, 4] rigid transform; {len(singular)} of {info.numel()} cameras are singular)"
         )
-    return inverses[:, :3, 3]
+    return inverses[..., :3, 3]
+
+
+class RollingShutterType(enum.Enum):
+    """gsplat's shutter types; only GLOBAL (the default) is implemented."""
+
+    ROLLING_TOP_TO_BOTTOM = 0
+    ROLLING_LEFT_TO_RIGHT = 1
+    ROLLING_BOTTOM_TO_TOP = 2
+    ROLLING_RIGHT_TO_LEFT = 3
+    GLOBAL = 4
+
+
+def _check_unimplemented(**options: object) -> None:
+    """NotImplementedError naming the first gsplat option that is set to something this library lacks."""
+    for name, value in options.items():
+        if name == "rolling_shutter":
+            if getattr(value, "name", value) != "GLOBAL":
+                raise NotImplementedError(
+                    f"rolling_shutter={value!r}: only the global shutter is implemented"
+                )
+        elif value is not None and value is not False:
+            raise NotImplementedError(f"{name}: not implemented in gsplat_py (got {_short(value)})")
+
+
+def _short(value: object) -> str:
+    if isinstance(value, Tensor):
+        return f"a tensor of shape {_fmt_shape(value.shape)}"
+    return repr(value)
+
+
+def _batch_dims(means: object) -> tuple[int, ...]:
+    if not isinstance(means, Tensor) or means.dim() < 2:
+        _check_shape("means", means, [("N", 3)], _Dims(), note=" (with any leading batch dimensions)")
+    assert isinstance(means, Tensor)
+    return tuple(int(d) for d in means.shape[:-2])
 
 
 def rasterization(
-    means: Tensor,  # [N, 3]
-    quats: Tensor,  # [N, 4] wxyz, any norm
-    scales: Tensor,  # [N, 3]
-    opacities: Tensor,  # [N]
-    colors: Tensor,  # [(C,) N, D] or [(C,) N, K, 3] SH coefficients
-    viewmats: Tensor,  # [C, 4, 4] world-to-camera
-    Ks: Tensor,  # [C, 3, 3]
+    means: Tensor,  # [..., N, 3]
+    quats: Tensor | None,  # [..., N, 4] wxyz, any norm (None with covars)
+    scales: Tensor | None,  # [..., N, 3] (None with covars)
+    opacities: Tensor,  # [..., N]
+    colors: Tensor,  # [..., (C,) N, D] or [..., (C,) N, K, 3] SH coefficients
+    viewmats: Tensor,  # [..., C, 4, 4] world-to-camera
+    Ks: Tensor,  # [..., C, 3, 3]
     width: int,
     height: int,
     near_plane: float = 0.01,
@@ -271,194 +320,299 @@ def rasterization(
     radius_clip: float = 0.0,
     eps2d: float = 0.3,
     sh_degree: int | None = None,
-    backgrounds: Tensor | None = None,  # [C, D]
-    render_mode: str = "RGB",
-    rasterize_mode: str = "classic",
-    absgrad: bool = False,
+    packed: bool = True,
     tile_size: int = 16,
+    backgrounds: Tensor | None = None,  # [..., C, D]
+    render_mode: str = "RGB",
+    sparse_grad: bool = False,
+    absgrad: bool = False,
+    rasterize_mode: str = "classic",
+    channel_chunk: int = 32,
+    distributed: bool = False,
     camera_model: str = "pinhole",
+    segmented: bool = False,
+    covars: Tensor | None = None,  # [..., N, 3, 3]
+    with_ut: bool = False,
+    with_eval3d: bool = False,
+    radial_coeffs: Tensor | None = None,  # [..., C, 4] (fisheye)
+    tangential_coeffs: Tensor | None = None,
+    thin_prism_coeffs: Tensor | None = None,
+    ftheta_coeffs: object = None,
+    rolling_shutter: object = RollingShutterType.GLOBAL,
+    viewmats_rs: Tensor | None = None,
+    *,
     backend: str = "auto",
 ) -> tuple[Tensor, Tensor, dict]:
-    """Rasterize N 3D Gaussians into C images, with the semantics of ``gsplat.rasterization`` 1.5.
+    """Rasterize N 3D Gaussians into C images, with the signature and semantics of
+    ``gsplat.rasterization`` 1.5.3 (same positional order, defaults, shapes and meta keys).
 
     Args:
-        means: Gaussian centres ``[N, 3]``.
-        quats: rotations as quaternions ``(w, x, y, z)`` ``[N, 4]``, need not be normalised.
-        scales: per-axis scales (linear, not log) ``[N, 3]``.
-        opacities: opacities ``[N]`` (post-sigmoid).
-        colors: if ``sh_degree`` is None, features ``[N, D]`` or ``[C, N, D]``; otherwise SH coefficients
-            ``[N, K, 3]`` or ``[C, N, K, 3]`` with ``K >= (sh_degree + 1)**2``.
-        viewmats: world-to-camera matrices ``[C, 4, 4]``.
-        Ks: intrinsics ``[C, 3, 3]``.
-        width, height: image size in pixels.
+        means: Gaussian centres ``[..., N, 3]``; leading dimensions are independent batches (scenes), each
+            rendered by its own cameras.
+        quats: rotations as quaternions ``(w, x, y, z)`` ``[..., N, 4]``, need not be normalised.
+        scales: per-axis scales (linear, not log) ``[..., N, 3]``.
+        opacities: opacities ``[..., N]`` (post-sigmoid).
+        colors: if ``sh_degree`` is None, features ``[..., N, D]`` or ``[..., C, N, D]``; otherwise SH
+            coefficients ``[..., N, K, 3]`` or ``[..., C, N, K, 3]`` with ``K >= (sh_degree + 1)**2``.
+        viewmats: world-to-camera matrices ``[..., C, 4, 4]``.
+        Ks: intrinsics ``[..., C, 3, 3]``.
+        width, height: image size in pixels (ints, or integral floats).
         near_plane, far_plane: depth range outside which Gaussians are culled.
         radius_clip: Gaussians whose 2D radius (pixels) is <= this in both axes are culled.
         eps2d: added to the diagonal of the 2D covariance (low-pass filter).
-        sh_degree: SH degree 0..3 or None (``colors`` are then the rendered features).
-        backgrounds: ``[C, D]`` background per camera, D = channels rendered except the depth channel
-            of "RGB+D"/"RGB+ED" (a zero is appended for it); ``[C, 1]`` for "D"/"ED".
+        sh_degree: SH degree 0..4 or None (``colors`` are then the rendered features).
+        packed: keep only the visible (camera, Gaussian) pairs (``[nnz, ...]`` meta with ``batch_ids``,
+            ``camera_ids`` and ``gaussian_ids``): the memory is that of the visible pairs, not ``C * N``.
+            False: the ``[..., C, N, ...]`` layout.
+        tile_size: tile size in pixels.
+        backgrounds: ``[..., C, D]`` background per image, D = channels rendered except the depth channel
+            of "RGB+D"/"RGB+ED" (a zero is appended for it); "D"/"ED" render on a zero background, as gsplat.
         render_mode: "RGB", "D" (accumulated depth), "ED" (expected depth), "RGB+D" or "RGB+ED".
-        rasterize_mode: "classic" or "antialiased" (opacities multiplied by the Mip-Splatting
-            compensation factor).
+        sparse_grad: with ``packed``, the gradients of means, quats, scales (or covars) are sparse COO
+            tensors with a row per visible pair (gsplat's ``SparseAdam``-style optimisers consume them).
         absgrad: if True, ``meta["means2d"].absgrad`` holds the summed absolute per-pixel 2D-mean
             gradients after backward (AbsGS).
-        tile_size: tile size in pixels.
-        camera_model: "pinhole" or "ortho" ("fisheye" and "ftheta" are not implemented yet).
-        backend: "auto" (the compiled CPU or CUDA ops for the tensors' device if built, else the
-            reference), "cpp" (compiled ops, an error if they are not built for that device) or
+        rasterize_mode: "classic" or "antialiased" (opacities multiplied by the Mip-Splatting
+            compensation factor).
+        channel_chunk: accepted for gsplat's signature; every channel count renders in one pass here.
+        distributed: multi-GPU rendering is not implemented (True raises NotImplementedError).
+        camera_model: "pinhole", "ortho" or "fisheye" (OpenCV's fisheye model, equidistant without
+            ``radial_coeffs``); "ftheta" raises NotImplementedError.
+        segmented: accepted for gsplat's signature (a sorting strategy there; the numbers are the same).
+        covars: world covariances ``[..., N, 3, 3]`` instead of ``quats`` and ``scales`` (then ignored).
+        radial_coeffs: fisheye k1..k4 ``[..., C, 4]``.
+        with_ut, with_eval3d, tangential_coeffs, thin_prism_coeffs, ftheta_coeffs, rolling_shutter,
+            viewmats_rs: gsplat's unscented-transform and distortion options; anything but their
+            defaults raises NotImplementedError naming the option.
+        backend: (keyword only) "auto" (the compiled CPU or CUDA ops for the tensors' device if built,
+            else the reference), "cpp" (compiled ops, an error if they are not built for that device) or
             "reference" (plain PyTorch).
 
     Returns:
-        ``(render_colors [C, H, W, D'], render_alphas [C, H, W, 1], meta)`` where ``D'`` is the number
-        of rendered channels (including the depth channel for depth modes) and ``meta`` holds the
-        intermediate results (radii, means2d, depths, conics, opacities, compensations, tiles_per_gauss,
-        isect_offsets, flatten_ids, n_isects, width, height, tile_size, tile_width, tile_height,
-        n_cameras, render_mode, rasterize_mode, backend).
+        ``(render_colors [..., C, H, W, D'], render_alphas [..., C, H, W, 1], meta)`` where ``D'`` is the
+        number of rendered channels (including the depth channel for depth modes) and ``meta`` holds
+        gsplat's intermediate results (batch_ids, camera_ids, gaussian_ids, radii, means2d, depths,
+        conics, opacities, tile_width, tile_height, tiles_per_gauss, isect_ids, flatten_ids,
+        isect_offsets, width, height, tile_size, n_batches, n_cameras) and ours (compensations, n_isects,
+        render_mode, rasterize_mode, backend). ``isect_ids`` is None when images and tiles need more
+        than 32 bits (gsplat cannot encode them either).
     """
+    # ---- options this library does not implement ----------------------------------------------------
+    _check_unimplemented(
+        distributed=distributed,
+        with_ut=with_ut,
+        with_eval3d=with_eval3d,
+        tangential_coeffs=tangential_coeffs,
+        thin_prism_coeffs=thin_prism_coeffs,
+        ftheta_coeffs=ftheta_coeffs,
+        rolling_shutter=rolling_shutter,
+        viewmats_rs=viewmats_rs,
+    )
+
     # ---- scalar / mode arguments --------------------------------------------------------------
     render_mode = _check_choice("render_mode", render_mode, RENDER_MODES)
     rasterize_mode = _check_choice("rasterize_mode", rasterize_mode, RASTERIZE_MODES)
     camera_model = _check_camera_model(camera_model)
+    if radial_coeffs is not None and camera_model != "fisheye":
+        raise NotImplementedError(
+            f"radial_coeffs with camera_model={camera_model!r}: only the fisheye model's radial "
+            f"coefficients are implemented"
+        )
     backend = _check_choice("backend", backend, BACKENDS)
-    width = _check_int("width", width, 1)
-    height = _check_int("height", height, 1)
+    width = _check_int("width", width, 1, integral_float=True)
+    height = _check_int("height", height, 1, integral_float=True)
     tile_size = _check_int("tile_size", tile_size, 1, MAX_TILE_SIZE)
+    _check_int("channel_chunk", channel_chunk, 1)
     if sh_degree is not None:
         sh_degree = _check_int("sh_degree", sh_degree, 0, MAX_SH_DEGREE)
     near_plane = _check_real("near_plane", near_plane)
     far_plane = _check_real("far_plane", far_plane, allow_inf=True)
     radius_clip = _check_real("radius_clip", radius_clip)
     eps2d = _check_real("eps2d", eps2d)
-    absgrad = bool(absgrad)
+    absgrad, packed, sparse_grad = bool(absgrad), bool(packed), bool(sparse_grad)
+    if sparse_grad and not packed:
+        raise ValueError("sparse_grad: sparse gradients need packed=True (a row per visible pair)")
 
     # ---- tensor shapes ------------------------------------------------------------------------
+    batch = _batch_dims(means)
     dims = _Dims()
     dims.mins["C"] = (1, "at least one camera")
     dims.mins["D"] = (1, "at least one channel")
-    _check_shape("means", means, [("N", 3)], dims)
-    _check_shape("quats", quats, [("N", 4)], dims)
-    _check_shape("scales", scales, [("N", 3)], dims)
-    _check_shape("opacities", opacities, [("N",)], dims)
-    _check_shape("viewmats", viewmats, [("C", 4, 4)], dims)
-    _check_shape("Ks", Ks, [("C", 3, 3)], dims)
+    _check_shape("means", means, [(*batch, "N", 3)], dims)
+    if covars is not None:
+        _check_shape("covars", covars, [(*batch, "N", 3, 3)], dims)
+    else:
+        _check_shape("quats", quats, [(*batch, "N", 4)], dims, note=" (or pass covars)")
+        _check_shape("scales", scales, [(*batch, "N", 3)], dims, note=" (or pass covars)")
+    _check_shape("opacities", opacities, [(*batch, "N")], dims)
+    _check_shape("viewmats", viewmats, [(*batch, "C", 4, 4)], dims)
+    _check_shape("Ks", Ks, [(*batch, "C", 3, 3)], dims)
+    if radial_coeffs is not None:
+        _check_shape("radial_coeffs", radial_coeffs, [(*batch, "C", 4)], dims, note=" (fisheye k1..k4)")
     if sh_degree is None:
-        per_camera_colors = _check_shape("colors", colors, [("N", "D"), ("C", "N", "D")], dims) == 1
-        n_color_channels = dims.sizes["D"][0]
+        specs: list[tuple[Dim, ...]] = [(*batch, "N", "D"), (*batch, "C", "N", "D")]
+        per_camera_colors = _check_shape("colors", colors, specs, dims) == 1
     else:
         dims.mins["K"] = ((sh_degree + 1) ** 2, f"sh_degree={sh_degree}")
-        per_camera_colors = _check_shape("colors", colors, [("N", "K", 3), ("C", "N", "K", 3)], dims) == 1
-        n_color_channels = 3
+        specs = [(*batch, "N", "K", 3), (*batch, "C", "N", "K", 3)]
+        per_camera_colors = _check_shape("colors", colors, specs, dims) == 1
         dims.sizes["D"] = (3, "colors, SH")
     if backgrounds is not None:
         if render_mode in ("D", "ED"):
-            _check_shape(
-                "backgrounds",
-                backgrounds,
-                [("C", 1)],
-                dims,
-                note=f" (render_mode={render_mode!r} renders only the depth channel)",
-            )
+            # gsplat renders depth on a zero background whatever the backgrounds hold.
+            _check_shape("backgrounds", backgrounds, [(*batch, "C", "X")], dims)
         else:
-            _check_shape("backgrounds", backgrounds, [("C", "D")], dims)
+            _check_shape("backgrounds", backgrounds, [(*batch, "C", "D")], dims)
     N = dims.sizes["N"][0]
     C = dims.sizes["C"][0]
+    B = math.prod(batch)
 
     # ---- dtypes, devices, values --------------------------------------------------------------
     float_inputs = {
         "means": means,
-        "quats": quats,
-        "scales": scales,
+        "quats": quats if covars is None else None,
+        "scales": scales if covars is None else None,
+        "covars": covars,
         "opacities": opacities,
         "colors": colors,
         "viewmats": viewmats,
         "Ks": Ks,
         "backgrounds": backgrounds,
+        "radial_coeffs": radial_coeffs,
     }
     _check_dtype_device(float_inputs)
     _check_finite(float_inputs)
+    if any(x is not None and x.dtype in HALF_DTYPES for x in float_inputs.values()):
+        # Half-precision inputs are computed in float32 (their gradients come back in their own dtype).
+        means, opacities, colors, viewmats, Ks = (x.float() for x in (means, opacities, colors, viewmats, Ks))
+        quats, scales, covars, backgrounds, radial_coeffs = (
+            None if x is None else x.float() for x in (quats, scales, covars, backgrounds, radial_coeffs)
+        )
 
     impl, backend_used = _select_backend(backend, means.device)
-
-    # The ops expect contiguous tensors; .contiguous() is a no-op (same tensor) when already so.
-    means, quats, scales, opacities, colors, viewmats, Ks = (
-        t.contiguous() for t in (means, quats, scales, opacities, colors, viewmats, Ks)
-    )
-    if backgrounds is not None:
-        backgrounds = backgrounds.contiguous()
-    user_inputs = (means, quats, scales, opacities, colors, viewmats, Ks, backgrounds)
+    if covars is not None:
+        quats = scales = None
+        rows, cols = (0, 0, 0, 1, 1, 2), (0, 1, 2, 1, 2, 2)
+        covars = covars[..., rows, cols]  # [..., N, 6] upper triangles, as the ops take them
+    if render_mode in ("D", "ED") and backgrounds is not None:
+        backgrounds = None  # zero background, as gsplat
 
     tile_width = math.ceil(width / tile_size)
     tile_height = math.ceil(height / tile_size)
     device = means.device
     antialiased = rasterize_mode == "antialiased"
+    projection_args = dict(
+        eps2d=eps2d,
+        near_plane=near_plane,
+        far_plane=far_plane,
+        radius_clip=radius_clip,
+        opacities=opacities,
+        calc_compensations=antialiased,
+        camera_model=camera_model,
+        covars=covars,
+        radial_coeffs=radial_coeffs,
+    )
 
-    # ---- 1. projection --------------------------------------------------------------------------
-    if N > 0:
-        radii, means2d, depths, conics, compensations = impl.project_gaussians(
-            means,
-            quats,
-            scales,
-            viewmats,
-            Ks,
-            width,
-            height,
-            eps2d=eps2d,
-            near_plane=near_plane,
-            far_plane=far_plane,
-            radius_clip=radius_clip,
-            opacities=opacities,
-            calc_compensations=antialiased,
-            camera_model=camera_model,
-        )
-        means2d = means2d.contiguous()
-    else:  # nothing to project: empty intermediates (ops are not required to handle N=0)
-        radii = torch.zeros((C, 0, 2), dtype=torch.int32, device=device)
-        means2d = means.new_zeros((C, 0, 2)).requires_grad_(means.requires_grad)
-        depths = means.new_zeros((C, 0))
-        conics = means.new_zeros((C, 0, 3))
-        compensations = means.new_zeros((C, 0)) if antialiased else None
-
-    if antialiased:
-        opacities_cn = opacities[None, :] * compensations  # [C, N]
+    # ---- 1. projection; 2. colours ---------------------------------------------------------------
+    batch_ids = camera_ids = gaussian_ids = image_ids = None
+    if packed:
+        if N > 0:
+            proj = impl.project_gaussians_packed(
+                means, quats, scales, viewmats, Ks, width, height, sparse_grad=sparse_grad, **projection_args
+            )
+            batch_ids, camera_ids, gaussian_ids, radii, means2d, depths, conics, compensations = proj
+        else:
+            batch_ids = camera_ids = gaussian_ids = torch.zeros((0,), dtype=torch.int64, device=device)
+            radii = torch.zeros((0, 2), dtype=torch.int32, device=device)
+            means2d = means.new_zeros((0, 2)).requires_grad_(means.requires_grad)
+            depths = means.new_zeros((0,))
+            conics = means.new_zeros((0, 3))
+            compensations = means.new_zeros((0,)) if antialiased else None
+        image_ids = camera_ids if B == 1 else batch_ids * C + camera_ids
+        # Gathers below use index_select: its backward (index_add_) is several times faster on the CPU than
+        # that of advanced indexing (index_put_ with accumulate).
+        # Each entry's Gaussian among the B * N (and, for per-camera colours, its row among B * C * N).
+        entry_gaussians = gaussian_ids if B == 1 else batch_ids * N + gaussian_ids
+        opacities_used = opacities.reshape(-1).index_select(0, entry_gaussians)
+        if antialiased:
+            opacities_used = opacities_used * compensations
+        color_rows = image_ids * N + gaussian_ids if per_camera_colors else entry_gaussians
+        if sh_degree is None:
+            colors_used = colors.reshape(-1, colors.shape[-1]).index_select(0, color_rows)
+        elif N > 0:
+            campos = _camera_positions(viewmats).reshape(-1, 3)  # [B * C, 3]
+            dirs = means.reshape(-1, 3).index_select(0, entry_gaussians) - campos.index_select(0, image_ids)
+            K = colors.shape[-2]
+            # Coefficients read in place (no [nnz, K, 3] gather) where every entry has its own row: per-
+            # camera colours, or one camera per batch.
+            in_place = per_camera_colors or C == 1
+            coeffs = colors.reshape(-1, K, 3)
+            colors_used = impl.spherical_harmonics(
+                sh_degree,
+                dirs,
+                coeffs if in_place else coeffs.index_select(0, color_rows),
+                coeff_rows=color_rows if in_place else None,
+            )
+            colors_used = torch.clamp_min(colors_used + 0.5, 0.0)
+        else:
+            colors_used = means.new_zeros((0, 3))
     else:
-        opacities_cn = opacities[None, :].expand(C, N).contiguous()  # [C, N]
-
-    # ---- 2. colours ------------------------------------------------------------------------------
-    if sh_degree is None:
-        colors_cn = colors if per_camera_colors else colors[None].expand(C, N, n_color_channels)
-    elif N > 0:
-        campos = _camera_positions(viewmats)  # [C, 3]; viewmat gradient flows via view dirs
-        dirs = means[None, :, :] - campos[:, None, :]  # [C, N, 3]
-        # The op reads only the first (sh_degree + 1)^2 bases, so the coefficients go in unsliced: a slice
-        # would cost a copy forward and a zero-filled [N, K, 3] gradient backward. With one camera, a view
-        # instead of an expand keeps the backward from reducing over a size-1 dimension (another copy).
-        coeffs = colors
-        if not per_camera_colors:
-            coeffs = coeffs[None] if C == 1 else coeffs[None].expand(C, *colors.shape)
-        masks = (radii > 0).all(dim=-1)  # [C, N]
-        colors_cn = impl.spherical_harmonics(sh_degree, dirs.contiguous(), coeffs.contiguous(), masks=masks)
-        colors_cn = torch.clamp_min(colors_cn + 0.5, 0.0)
-    else:
-        colors_cn = means.new_zeros((C, 0, 3))
+        if N > 0:
+            radii, means2d, depths, conics, compensations = impl.project_gaussians(
+                means, quats, scales, viewmats, Ks, width, height, **projection_args
+            )
+        else:  # nothing to project: empty intermediates (ops are not required to handle N=0)
+            radii = torch.zeros((*batch, C, 0, 2), dtype=torch.int32, device=device)
+            means2d = means.new_zeros((*batch, C, 0, 2)).requires_grad_(means.requires_grad)
+            depths = means.new_zeros((*batch, C, 0))
+            conics = means.new_zeros((*batch, C, 0, 3))
+            compensations = means.new_zeros((*batch, C, 0)) if antialiased else None
+        if antialiased:
+            opacities_used = opacities[..., None, :] * compensations  # [..., C, N]
+        else:
+            opacities_used = opacities[..., None, :].expand(*batch, C, N).contiguous()  # [..., C, N]
+        if sh_degree is None:
+            colors_used = colors if per_camera_colors else colors[..., None, :, :].expand(*batch, C, N, -1)
+        elif N > 0:
+            campos = _camera_positions(viewmats)  # [..., C, 3]; viewmat gradient flows via view dirs
+            dirs = means[..., None, :, :] - campos[..., :, None, :]  # [..., C, N, 3]
+            # The op reads only the first (sh_degree + 1)^2 bases, so the coefficients go in unsliced: a
+            # slice would cost a copy forward and a zero-filled [N, K, 3] gradient backward. With one camera,
+            # a view instead of an expand keeps the backward from reducing over a size-1 dimension.
+            coeffs = colors
+            if not per_camera_colors:
+                coeffs = coeffs[..., None, :, :, :]
+                if C > 1:
+                    coeffs = coeffs.expand(*batch, C, *colors.shape[-3:])
+            masks = (radii > 0).all(dim=-1)  # [..., C, N]
+            colors_used = impl.spherical_harmonics(
+                sh_degree, dirs.contiguous(), coeffs.contiguous(), masks=masks
+            )
+            colors_used = torch.clamp_min(colors_used + 0.5, 0.0)
+        else:
+            colors_used = means.new_zeros((*batch, C, 0, 3))
 
     if render_mode in ("RGB+D", "RGB+ED"):
-        colors_cn = torch.cat([colors_cn, depths[..., None]], dim=-1)
+        colors_used = torch.cat([colors_used, depths[..., None]], dim=-1)
         if backgrounds is not None:
-            backgrounds = torch.cat([backgrounds, backgrounds.new_zeros((C, 1))], dim=-1)
+            backgrounds = torch.cat([backgrounds, backgrounds.new_zeros((*batch, C, 1))], dim=-1)
     elif render_mode in ("D", "ED"):
-        colors_cn = depths[..., None]
-    colors_cn = colors_cn.contiguous()
-    n_channels = colors_cn.shape[-1]
+        colors_used = depths[..., None]
+    colors_used = colors_used.contiguous()
+    n_channels = colors_used.shape[-1]
 
     # ---- 3. tile binning -------------------------------------------------------------------------
-    if N > 0:
-        tiles_per_gauss, isect_offsets, flatten_ids = impl.bin_gaussians_to_tiles(
-            means2d, radii, depths, tile_size, tile_width, tile_height
+    n_entries = means2d.shape[0] if packed else N
+    if n_entries > 0:
+        tiles_per_gauss, isect_offsets, flatten_ids, isect_ids = impl.bin_gaussians_to_tiles(
+            means2d, radii, depths, tile_size, tile_width, tile_height, image_ids=image_ids, n_images=B * C
         )
+        isect_offsets = isect_offsets.reshape(*batch, C, tile_height, tile_width)
     else:
-        tiles_per_gauss = torch.zeros((C, 0), dtype=torch.int32, device=device)
-        isect_offsets = torch.zeros((C, tile_height, tile_width), dtype=torch.int32, device=device)
+        tiles_per_gauss = torch.zeros(depths.shape, dtype=torch.int32, device=device)
+        isect_offsets = torch.zeros((*batch, C, tile_height, tile_width), dtype=torch.int32, device=device)
         flatten_ids = torch.zeros((0,), dtype=torch.int32, device=device)
+        isect_ids = torch.zeros((0,), dtype=torch.int64, device=device)
     n_isects = int(flatten_ids.numel())
 
     if means2d.requires_grad:
@@ -469,8 +623,8 @@ def rasterization(
         render_colors, render_alphas = impl.rasterize_to_pixels(
             means2d,
             conics,
-            colors_cn,
-            opacities_cn,
+            colors_used,
+            opacities_used,
             width,
             height,
             tile_size,
@@ -481,12 +635,14 @@ def rasterization(
         )
     else:
         # Nothing visible (N=0 or everything culled): background and alpha 0, with zero gradients.
+        image_shape = (*batch, C, height, width)
         if backgrounds is not None:
-            render_colors = backgrounds[:, None, None, :].expand(C, height, width, n_channels).contiguous()
+            render_colors = backgrounds[..., None, None, :].expand(*image_shape, n_channels).contiguous()
         else:
-            render_colors = means.new_zeros((C, height, width, n_channels))
-        render_alphas = means.new_zeros((C, height, width, 1))
-        link = _zero_link(user_inputs + (means2d, depths, conics, colors_cn, opacities_cn))
+            render_colors = means.new_zeros((*image_shape, n_channels))
+        render_alphas = means.new_zeros((*image_shape, 1))
+        user_inputs = (means, quats, scales, covars, opacities, colors, viewmats, Ks, backgrounds)
+        link = _zero_link(user_inputs + (means2d, depths, conics, colors_used, opacities_used))
         if link is not None:
             render_colors = render_colors + link
             render_alphas = render_alphas + link
@@ -500,26 +656,35 @@ def rasterization(
         )
 
     meta = {
-        "camera_ids": None,  # gsplat's packed-mode fields; this implementation is never packed
-        "gaussian_ids": None,
+        "batch_ids": batch_ids,
+        "camera_ids": camera_ids,
+        "gaussian_ids": gaussian_ids,
         "radii": radii,
         "means2d": means2d,
         "depths": depths,
         "conics": conics,
-        "opacities": opacities_cn,
+        "opacities": opacities_used,
         "compensations": compensations,
+        "tile_width": tile_width,
+        "tile_height": tile_height,
         "tiles_per_gauss": tiles_per_gauss,
-        "isect_offsets": isect_offsets,
+        "isect_ids": isect_ids,
         "flatten_ids": flatten_ids,
+        "isect_offsets": isect_offsets,
         "n_isects": n_isects,
         "width": width,
         "height": height,
         "tile_size": tile_size,
-        "tile_width": tile_width,
-        "tile_height": tile_height,
+        "n_batches": B,
         "n_cameras": C,
         "render_mode": render_mode,
         "rasterize_mode": rasterize_mode,
         "backend": backend_used,
     }
     return render_colors, render_alphas, meta
+
+
+def rasterization_2dgs(*args: object, **kwargs: object) -> tuple[Tensor, ...]:
+    """gsplat's 2D Gaussian splatting rasterizer (``gsplat.rasterization_2dgs``); its implementation
+    lands here with the 2DGS work. Until then any call raises NotImplementedError."""
+    raise NotImplementedError("rasterization_2dgs: 2D Gaussian splatting is not implemented in gsplat_py yet")

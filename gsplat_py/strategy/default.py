@@ -72,7 +72,10 @@ class DefaultStrategy(Strategy):
     Differences from gsplat 1.5: no opacity reset at step 0 (gsplat resets there, which throws away the
     initial opacities; Inria counts steps from 1 so never does; gsplat PR #735); visibility,
     accumulation and the screen-radius maximum are computed densely and exactly (gsplat writes the
-    maximum radius with a racy scatter); packed rasterization output is not supported.
+    maximum radius with a racy scatter).
+
+    Packed meta (``gaussian_ids`` set: one row per visible (camera, Gaussian) pair) is read from ``info``
+    itself; the ``packed`` argument of ``step_post_backward`` is accepted for gsplat's signature.
     """
 
     prune_opa: float = 0.005
@@ -127,9 +130,9 @@ class DefaultStrategy(Strategy):
         lr: float | None = None,
     ) -> dict[str, Any]:
         """Accumulate this step's gradient statistics, then refine and reset opacities when due (``lr`` is
-        not used)."""
-        if packed:
-            raise ValueError("packed=True: gsplat_py.rasterization never produces packed output")
+        not used; whether ``info`` is packed is read from it)."""
+        if packed and info.get("gaussian_ids") is None:
+            raise ValueError("packed=True: info has no gaussian_ids (rasterize with packed=True)")
         if step >= self.refine_stop_iter:
             return {}
         self._update_state(params, state, info)
@@ -175,8 +178,9 @@ class DefaultStrategy(Strategy):
             )
             raise ValueError(f"info[{self.key_for_gradient!r}] has no {hint}")
         n_gaussians = len(params["means"])
-        n_cameras = grads.shape[0]
-        if grads.shape[1] != n_gaussians:
+        gaussian_ids = info.get("gaussian_ids")
+        n_cameras = info["n_cameras"]
+        if gaussian_ids is None and grads.shape[1] != n_gaussians:
             raise ValueError(
                 f"info[{self.key_for_gradient!r}]: gradient for {grads.shape[1]} Gaussians, but params has "
                 f"{n_gaussians}; rasterize the current params after every refinement"
@@ -193,15 +197,21 @@ class DefaultStrategy(Strategy):
 
         width, height = info["width"], info["height"]
         ndc_scale_sq = grads.new_tensor([(width / 2.0 * n_cameras) ** 2, (height / 2.0 * n_cameras) ** 2])
-        radii = info["radii"]  # [C, N, 2]
+        radii = info["radii"]  # [C, N, 2], or packed [nnz, 2]
         visible = (torch.minimum(radii[..., 0], radii[..., 1]) > 0).to(grads.dtype)  # [C, N], 1 = visible
         norms = torch.matmul(grads * grads, ndc_scale_sq).sqrt_().mul_(visible)  # [C, N]
+        if self.refine_scale2d_stop_iter > 0:
+            screen_fraction = radii.amax(dim=-1).to(grads.dtype).mul_(visible).div_(float(max(width, height)))
+        if gaussian_ids is not None:  # packed: a row per visible pair, scattered to its Gaussian
+            state["grad2d"].index_add_(0, gaussian_ids, norms)
+            state["count"].index_add_(0, gaussian_ids, visible)
+            if self.refine_scale2d_stop_iter > 0:
+                state["radii"].scatter_reduce_(0, gaussian_ids, screen_fraction, "amax")
+            return
         for camera in range(n_cameras):
             state["grad2d"].add_(norms[camera])
             state["count"].add_(visible[camera])
-
         if self.refine_scale2d_stop_iter > 0:
-            screen_fraction = radii.amax(dim=-1).to(grads.dtype).mul_(visible).div_(float(max(width, height)))
             for camera in range(n_cameras):
                 torch.maximum(state["radii"], screen_fraction[camera], out=state["radii"])
 

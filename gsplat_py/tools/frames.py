@@ -19,6 +19,7 @@ from ..data.geometry import invert_similarity, split_similarity
 from ..data.world_frame import WorldFrame
 from ..errors import ParameterError
 from ..model import GaussianSplats
+from ..rendering.limits import MAX_SH_DEGREE
 from ..rendering.reference import spherical_harmonics
 
 __all__ = [
@@ -86,7 +87,7 @@ def _multiply_quaternions(a: Tensor, b: Tensor) -> Tensor:
 
 @lru_cache(maxsize=1)
 def _sample_directions() -> Tensor:
-    """64 unit vectors spread over the sphere (Fibonacci lattice): more than the 16 SH bases of degree 3,
+    """64 unit vectors spread over the sphere (Fibonacci lattice): more than the 25 SH bases of degree 4,
     in general position, so a band's rotation is determined exactly by its values there."""
     count = 64
     index = torch.arange(count, dtype=torch.float64) + 0.5
@@ -110,8 +111,9 @@ def rotate_sh(sh: Tensor, rotation: Tensor) -> Tensor:
     within itself; its matrix is solved from the basis at sample directions (least squares, exact here)."""
     k = sh.shape[1]
     degree = math.isqrt(k) - 1
-    if (degree + 1) ** 2 != k or not 0 <= degree <= 3:
-        raise ValueError(f"sh has {k} coefficients per channel; expected 1, 4, 9 or 16")
+    if (degree + 1) ** 2 != k or not 0 <= degree <= MAX_SH_DEGREE:
+        expected = ", ".join(str((d + 1) ** 2) for d in range(MAX_SH_DEGREE + 1))
+        raise ValueError(f"sh has {k} coefficients per channel; expected one of {expected}")
     if degree == 0:
         return sh.clone()
     dirs = _sample_directions()

@@ -286,6 +286,11 @@ def select_cameras(
         views = scene.test_views if path == "test" else scene.train_views
         if not views:
             raise ValueError(f"{scene.root}: the scene has no {path} views")
+        if any(view.camera_model != "pinhole" for view in views):
+            raise ValueError(
+                f"{scene.root}: its {path} views are fisheye (OPENCV_FISHEYE) and render renders pinhole "
+                "cameras; score them with eval"
+            )
         cameras = resize_cameras(cameras_from_views(views), width, height, focal_scale)
         _check_float32(cameras)
         if resized:

@@ -56,8 +56,10 @@ def render_view(
     viewmat: Tensor | None = None,
     backgrounds: Tensor | None = None,
     absgrad: bool = False,
+    packed: bool = False,
 ) -> tuple[Tensor, Tensor, dict]:
-    """Render ``params`` from ``view`` (its own pose unless ``viewmat`` [4, 4] is given).
+    """Render ``params`` from ``view`` (its own pose unless ``viewmat`` [4, 4] is given); ``packed`` is
+    rasterization's layout of the meta.
 
     Returns ``rasterization``'s (colors [1, H, W, 3], alphas [1, H, W, 1], meta). Renders on the device of
     ``params``; the view's camera is moved there.
@@ -78,6 +80,9 @@ def render_view(
         sh_degree=sh_degree,
         backgrounds=backgrounds,
         absgrad=absgrad,
+        packed=packed,
+        camera_model=view.camera_model,
+        radial_coeffs=None if view.radial_coeffs is None else view.radial_coeffs[None].to(device),
     )
 
 

@@ -141,7 +141,7 @@ def make_case(
         radii, means2d, depths, conics, _ = ops.project_gaussians(
             means, quats, scales, viewmats, Ks, width, height, opacities=opacities
         )
-        _, isect_offsets, flatten_ids = ops.bin_gaussians_to_tiles(
+        _, isect_offsets, flatten_ids, _ = ops.bin_gaussians_to_tiles(
             means2d, radii, depths, tile_size, tile_width, tile_height
         )
     inputs = {
