@@ -51,6 +51,7 @@ from .config import Config, config_from_dict, config_to_toml
 from .evaluation import evaluate_views, evaluation_record, image_to_float, load_lpips, render_view
 from .hooks import StepReport, TrainingHook
 from .metrics import l1_ssim_loss
+from .optimizer import adam_step, visible_rows
 from .pose_opt import PoseCorrection
 
 __all__ = ["Trainer", "TrainingError", "load_checkpoint"]
@@ -346,8 +347,10 @@ class Trainer:
             )
         loss.backward()
 
+        # One fused Adam call for every Gaussian parameter (torch's fused Adam's update, one parallel region).
+        visible = visible_rows(info["radii"]) if optim.visible_adam else None
+        adam_step(self.optimizers.values(), visible=visible)
         for optimizer in self.optimizers.values():
-            optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         if self.pose_optimizer is not None:
             self.pose_optimizer.step()

@@ -1,0 +1,109 @@
+"""One fused Adam step over every Gaussian parameter.
+
+The trainer (and the densification strategies, as in gsplat) keep one ``torch.optim.Adam`` per
+parameter; :func:`adam_step` steps them all in one call of the compiled ``adam_step`` op (C++ on the CPU,
+one OpenMP region for every tensor; CUDA on a GPU) instead of one fused Adam call (and, on the CPU, one
+parallel region) per optimizer. The optimizers' state stays torch's (``step``, ``exp_avg``,
+``exp_avg_sq``), so checkpoints, ``load_state_dict`` and the strategies' row edits are unchanged, and the
+update is torch's fused Adam's (``csrc/include/adam_math.h``): the same bits, except in the last
+(numel mod 16) values of a tensor, which torch's CPU kernel rounds in a scalar loop of its own.
+
+``visible`` gives gsplat's "visible Adam" (``SelectiveAdam``): rows of Gaussians no camera of the step
+saw are left as they are (parameters and moments), instead of moving on their momentum alone. The step
+count still advances for every row; unlike gsplat's ``SelectiveAdam``, the update keeps Adam's bias
+correction, so with every row visible it is the plain step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+from ..errors import ParameterError
+from ..rendering import _backend
+
+__all__ = ["adam_step", "visible_rows"]
+
+
+def _compiled_op_runs_on(device: torch.device) -> bool:
+    if not _backend.extension_available():
+        return False
+    return device.type == "cpu" or (device.type == "cuda" and _backend.cuda_backend_available())
+
+
+def _check_plain_adam(optimizer: torch.optim.Optimizer, index: int) -> None:
+    if not isinstance(optimizer, torch.optim.Adam):
+        raise ParameterError(
+            "optimizers", f"expected torch.optim.Adam, got {type(optimizer).__name__} at {index}"
+        )
+    for group in optimizer.param_groups:
+        unsupported = [
+            name
+            for name, plain in (("weight_decay", 0), ("amsgrad", False), ("maximize", False))
+            if group.get(name, plain) != plain
+        ]
+        if unsupported:
+            raise ParameterError(
+                "optimizers", f"optimizer {index} sets {', '.join(unsupported)}; only plain Adam is fused"
+            )
+
+
+def visible_rows(radii: Tensor) -> Tensor:
+    """[N] bool: the Gaussians with a positive radius in some camera (``radii`` [C, N, 2], rasterization's
+    ``meta["radii"]``), the rows :func:`adam_step` updates with ``visible``."""
+    return (radii > 0).all(dim=-1).any(dim=0)
+
+
+@torch.no_grad()
+def adam_step(optimizers: Iterable[torch.optim.Optimizer], visible: Tensor | None = None) -> None:
+    """Step every ``torch.optim.Adam`` of ``optimizers`` (plain Adam: no weight decay, amsgrad or
+    maximize; ParameterError otherwise) in one fused call; parameters without a gradient are skipped, as
+    ``Optimizer.step`` skips them. ``visible`` [N] bool (every parameter then has N rows) restricts the
+    update to the rows where it is True (visible Adam). The optimizers' step hooks are not run.
+
+    Without the compiled extension, or on a device it does not cover, each optimizer runs its own
+    ``step()`` (``visible`` then raises ParameterError)."""
+    optimizers = list(optimizers)
+    for index, optimizer in enumerate(optimizers):
+        _check_plain_adam(optimizer, index)
+    entries = [
+        (optimizer, group, param)
+        for optimizer in optimizers
+        for group in optimizer.param_groups
+        for param in group["params"]
+        if param.grad is not None
+    ]
+    if not entries:
+        return
+    device = entries[0][2].device
+    if not _compiled_op_runs_on(device):
+        if visible is not None:
+            raise ParameterError("visible", f"visible Adam needs gsplat_py's compiled ops on {device}")
+        for optimizer in optimizers:
+            optimizer.step()
+        return
+    params, grads, exp_avgs, exp_avg_sqs = [], [], [], []
+    lrs, beta1s, beta2s, epss, steps = [], [], [], [], []
+    for optimizer, group, param in entries:
+        state = optimizer.state[param]
+        if not state:  # as torch.optim.Adam initialises it
+            on_device = group.get("fused") or group.get("capturable")
+            state["step"] = torch.zeros((), dtype=torch.float32, device=param.device if on_device else "cpu")
+            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["step"] += 1
+        beta1, beta2 = group["betas"]
+        params.append(param)
+        grads.append(param.grad.contiguous())
+        exp_avgs.append(state["exp_avg"])
+        exp_avg_sqs.append(state["exp_avg_sq"])
+        lrs.append(float(group["lr"]))
+        beta1s.append(float(beta1))
+        beta2s.append(float(beta2))
+        epss.append(float(group["eps"]))
+        steps.append(float(state["step"]))
+    torch.ops.gsplat_py.adam_step(
+        params, grads, exp_avgs, exp_avg_sqs, lrs, beta1s, beta2s, epss, steps, visible
+    )
