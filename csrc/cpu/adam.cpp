@@ -6,10 +6,10 @@
 // by row), spread statically over the threads; each value is updated independently, so the result does
 // not depend on the number of threads.
 #include <algorithm>
-#include <string>
 #include <vector>
 
 #include "adam_math.h"
+#include "cpu_common.h"
 #include "kernels.h"
 
 namespace gsplat_py::cpu {
@@ -68,31 +68,18 @@ void update_rows_baseline(const AdamCoefficients<T>& c, T* param, const T* grad,
     update_rows(c, param, grad, exp_avg, exp_avg_sq, rows, row_size, visible);
 }
 
-#if defined(__x86_64__)
 template <typename T>
-__attribute__((target("arch=x86-64-v4,prefer-vector-width=512"))) void update_rows_x86_64_v4(
-    const AdamCoefficients<T>& c, T* param, const T* grad, T* exp_avg, T* exp_avg_sq, int64_t rows,
-    int64_t row_size, const bool* visible) {
+GS_TARGET_X86_64_V3 void update_rows_x86_64_v3(const AdamCoefficients<T>& c, T* param, const T* grad,
+                                               T* exp_avg, T* exp_avg_sq, int64_t rows, int64_t row_size,
+                                               const bool* visible) {
     update_rows(c, param, grad, exp_avg, exp_avg_sq, rows, row_size, visible);
 }
 
 template <typename T>
-__attribute__((target("arch=x86-64-v3"))) void update_rows_x86_64_v3(const AdamCoefficients<T>& c, T* param,
-                                                                     const T* grad, T* exp_avg, T* exp_avg_sq,
-                                                                     int64_t rows, int64_t row_size,
-                                                                     const bool* visible) {
+GS_TARGET_X86_64_V4 void update_rows_x86_64_v4(const AdamCoefficients<T>& c, T* param, const T* grad,
+                                               T* exp_avg, T* exp_avg_sq, int64_t rows, int64_t row_size,
+                                               const bool* visible) {
     update_rows(c, param, grad, exp_avg, exp_avg_sq, rows, row_size, visible);
-}
-#endif
-
-template <typename T>
-UpdateRows<T> update_rows_for_this_cpu() {
-    const std::string level = simd_level();
-#if defined(__x86_64__)
-    if (level == "x86-64-v4") return update_rows_x86_64_v4<T>;
-    if (level == "x86-64-v3") return update_rows_x86_64_v3<T>;
-#endif
-    return update_rows_baseline<T>;
 }
 
 struct Item {
@@ -104,7 +91,8 @@ struct Item {
 
 template <typename T>
 void adam_step(const AdamArgs<T>& a) {
-    static const UpdateRows<T> update = update_rows_for_this_cpu<T>();
+    static const UpdateRows<T> update = for_simd_level<UpdateRows<T>>(
+        update_rows_x86_64_v4<T>, update_rows_x86_64_v3<T>, update_rows_baseline<T>);
     std::vector<AdamCoefficients<T>> coefficients;
     std::vector<Item> items;
     int64_t values = 0;
