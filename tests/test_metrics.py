@@ -261,21 +261,6 @@ torch.save(results, sys.argv[1])
 def test_fused_ssim_gives_the_same_bits_on_every_simd_level(tmp_path):
     """The compiled SSIM's rows are built per SIMD level without fma contraction: every level, forced with
     GSPLAT_PY_SIMD in a subprocess, gives exactly the best level's value and gradient."""
-    import os
-    import subprocess
-    import sys
+    from test_simd_levels import assert_every_level_gives_the_same_bits
 
-    from test_simd_levels import available_levels
-
-    results = {}
-    for level in available_levels():
-        out = tmp_path / f"{level}.pt"
-        env = dict(os.environ, GSPLAT_PY_SIMD=level)
-        subprocess.run([sys.executable, "-c", SSIM_CHILD, str(out)], check=True, env=env)
-        results[level] = torch.load(out)
-        assert results[level]["level"] == level
-    best = results[available_levels()[-1]]
-    for level, result in results.items():
-        for key in ("torch.float32", "torch.float64"):
-            for a, b in zip(result[key], best[key]):
-                assert torch.equal(a, b), (level, key)
+    assert_every_level_gives_the_same_bits(SSIM_CHILD, tmp_path)

@@ -1,16 +1,12 @@
 """The fused Adam step (gsplat_py.training.optimizer.adam_step, the compiled adam_step op) against
-torch's own fused Adam: the same bits wherever torch's CPU kernel takes its vector path (all but the last
-numel mod 16 values of a tensor, which torch rounds in a scalar loop of its own: there within a few ulps),
-on every SIMD level; visible Adam (rows left untouched); the checks; the fallback without the op; and a
+torch's own fused Adam: the same bits (the op takes torch's vector path's rounding; the last numel mod 16
+values of a tensor, which torch rounds in a scalar loop of its own, go through torch's kernel), on every
+SIMD level; visible Adam (rows left untouched); the checks; the fallback without the op; and a
 training run with visible Adam on."""
-
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from test_simd_levels import assert_every_level_gives_the_same_bits
 from test_training import ring_eyes, synthetic_scene, tiny_config
 
 from gsplat_py.errors import ParameterError
@@ -21,7 +17,6 @@ from gsplat_py.training.trainer import Trainer
 
 pytestmark = pytest.mark.skipif(not _backend.extension_available(), reason="C++ extension not built")
 
-TESTS = Path(__file__).resolve().parent
 # One tensor of each row size a Gaussian has (means, quats, opacities, shN), two row counts: 160 rows
 # (every numel a multiple of 16) and 1003 (a remainder for torch's scalar loop).
 ROW_SHAPES = [(3,), (4,), (), (15, 3)]
@@ -61,15 +56,10 @@ def param_and_moments(o):
     return p.detach(), state["exp_avg"], state["exp_avg_sq"], state["step"]
 
 
-def assert_matches_torch(ours, theirs, exact: bool):
+def assert_matches_torch(ours, theirs):
     for a, b in zip(ours, theirs):
         for x, y in zip(param_and_moments(a), param_and_moments(b)):
-            if exact:
-                assert torch.equal(x, y)
-            else:
-                body = x.numel() - x.numel() % 16
-                assert torch.equal(x.flatten()[:body], y.flatten()[:body])
-                torch.testing.assert_close(x, y, rtol=1e-6, atol=0.0)
+            assert torch.equal(x, y)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -85,7 +75,7 @@ def test_adam_step_matches_torch_fused_adam(dtype, rows):
         adam_step(ours)
         for o in theirs:
             o.step()
-        assert_matches_torch(ours, theirs, exact=rows % 16 == 0)
+        assert_matches_torch(ours, theirs)
     assert float(param_and_moments(ours[0])[3]) == 6.0
 
 
@@ -101,7 +91,7 @@ def test_a_changed_setting_is_seen():
     for o in theirs:
         o.step()
     with pytest.raises(AssertionError):
-        assert_matches_torch(ours, theirs, exact=True)
+        assert_matches_torch(ours, theirs)
 
 
 def test_visible_rows_stay_as_they_were_and_the_others_take_the_plain_step():
@@ -117,7 +107,7 @@ def test_visible_rows_stay_as_they_were_and_the_others_take_the_plain_step():
     set_gradients(masked, 1)
     set_gradients(plain, 1)
     adam_step(masked, visible=visible)
-    adam_step(plain)
+    adam_step(plain, visible=torch.ones(rows, dtype=torch.bool))  # the op's arithmetic in every row
     for m, p, b in zip(masked, plain, before):
         for x, y, z in zip(param_and_moments(m)[:3], param_and_moments(p)[:3], param_and_moments(b)[:3]):
             assert torch.equal(x[visible], y[visible])
@@ -133,7 +123,7 @@ def test_visible_rows_of_radii():
 
 CHILD = r"""
 import sys, torch
-sys.path.insert(0, sys.argv[1])
+sys.path.insert(0, "tests")
 from test_optimizer import make_optimizers, set_gradients, param_and_moments
 from gsplat_py.rendering import ops
 from gsplat_py.training.optimizer import adam_step
@@ -145,25 +135,12 @@ for dtype in (torch.float32, torch.float64):
         set_gradients(optimizers, step)
         adam_step(optimizers, visible=visible if step == 2 else None)
     results[str(dtype)] = [t for o in optimizers for t in param_and_moments(o)[:3]]
-torch.save(results, sys.argv[2])
+torch.save(results, sys.argv[1])
 """
 
 
 def test_every_simd_level_gives_the_same_bits(tmp_path):
-    from test_simd_levels import available_levels
-
-    results = {}
-    for level in available_levels():
-        out = tmp_path / f"{level}.pt"
-        env = dict(os.environ, GSPLAT_PY_SIMD=level)
-        subprocess.run([sys.executable, "-c", CHILD, str(TESTS), str(out)], check=True, env=env)
-        results[level] = torch.load(out)
-        assert results[level]["level"] == level
-    best = results[available_levels()[-1]]
-    for level, result in results.items():
-        for key in ("torch.float32", "torch.float64"):
-            for a, b in zip(result[key], best[key]):
-                assert torch.equal(a, b), (level, key)
+    assert_every_level_gives_the_same_bits(CHILD, tmp_path)
 
 
 def test_only_plain_adam_is_accepted():
@@ -197,7 +174,7 @@ def test_without_the_op_each_optimizer_steps_itself(monkeypatch):
     adam_step(ours)
     for o in theirs:
         o.step()
-    assert_matches_torch(ours, theirs, exact=True)
+    assert_matches_torch(ours, theirs)
     with pytest.raises(ParameterError, match="visible Adam needs"):
         adam_step(ours, visible=torch.ones(1003, dtype=torch.bool))
 

@@ -5,8 +5,8 @@ parameter; :func:`adam_step` steps them all in one call of the compiled ``adam_s
 one OpenMP region for every tensor; CUDA on a GPU) instead of one fused Adam call (and, on the CPU, one
 parallel region) per optimizer. The optimizers' state stays torch's (``step``, ``exp_avg``,
 ``exp_avg_sq``), so checkpoints, ``load_state_dict`` and the strategies' row edits are unchanged, and the
-update is torch's fused Adam's (``csrc/include/adam_math.h``): the same bits, except in the last
-(numel mod 16) values of a tensor, which torch's CPU kernel rounds in a scalar loop of its own.
+update is torch's fused Adam's (``csrc/include/adam_math.h``), the same bits: the last (numel mod 16)
+values of a tensor, which torch's CPU kernel rounds in a scalar loop of its own, go through torch's kernel.
 
 ``visible`` gives gsplat's "visible Adam" (``SelectiveAdam``): rows of Gaussians no camera of the step
 saw are left as they are (parameters and moments), instead of moving on their momentum alone. The step
@@ -25,6 +25,10 @@ from ..errors import ParameterError
 from ..rendering import _backend
 
 __all__ = ["adam_step", "visible_rows"]
+
+# torch's CPU fused Adam splits a tensor into 64-byte units and runs its vector loop over whole vectors of
+# at most 16 values: the values past the last multiple of 16 take its scalar loop.
+_TORCH_TAIL_MULTIPLE = 16
 
 
 def _compiled_op_runs_on(device: torch.device) -> bool:
@@ -84,8 +88,13 @@ def adam_step(optimizers: Iterable[torch.optim.Optimizer], visible: Tensor | Non
         for optimizer in optimizers:
             optimizer.step()
         return
+    # torch's CPU kernel rounds the last (numel mod 16) values of a tensor in a scalar loop of its own,
+    # not as its vector path (and the op) does: on the CPU, without `visible`, those few values are left
+    # to torch's kernel, so that the step is torch's fused Adam's, bit for bit.
+    leave_tails_to_torch = visible is None and device.type == "cpu"
     params, grads, exp_avgs, exp_avg_sqs = [], [], [], []
     lrs, beta1s, beta2s, epss, steps = [], [], [], [], []
+    tails = []
     for optimizer, group, param in entries:
         state = optimizer.state[param]
         if not state:  # as torch.optim.Adam initialises it
@@ -95,15 +104,37 @@ def adam_step(optimizers: Iterable[torch.optim.Optimizer], visible: Tensor | Non
             state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         state["step"] += 1
         beta1, beta2 = group["betas"]
-        params.append(param)
-        grads.append(param.grad.contiguous())
-        exp_avgs.append(state["exp_avg"])
-        exp_avg_sqs.append(state["exp_avg_sq"])
-        lrs.append(float(group["lr"]))
-        beta1s.append(float(beta1))
-        beta2s.append(float(beta2))
-        epss.append(float(group["eps"]))
+        tensors = [param, param.grad.contiguous(), state["exp_avg"], state["exp_avg_sq"]]
+        settings = {
+            "lr": float(group["lr"]),
+            "beta1": float(beta1),
+            "beta2": float(beta2),
+            "eps": float(group["eps"]),
+        }
+        body = param.numel() - param.numel() % _TORCH_TAIL_MULTIPLE
+        if leave_tails_to_torch and body < param.numel():
+            tails.append(([t.view(-1)[body:] for t in tensors], state["step"], settings))
+            tensors = [t.view(-1)[:body] for t in tensors]
+        for values, tensor in zip((params, grads, exp_avgs, exp_avg_sqs), tensors):
+            values.append(tensor)
+        lrs.append(settings["lr"])
+        beta1s.append(settings["beta1"])
+        beta2s.append(settings["beta2"])
+        epss.append(settings["eps"])
         steps.append(float(state["step"]))
     torch.ops.gsplat_py.adam_step(
         params, grads, exp_avgs, exp_avg_sqs, lrs, beta1s, beta2s, epss, steps, visible
     )
+    for (param, grad, exp_avg, exp_avg_sq), step, settings in tails:
+        torch._fused_adam_(
+            [param],
+            [grad],
+            [exp_avg],
+            [exp_avg_sq],
+            [],
+            [step],
+            amsgrad=False,
+            weight_decay=0.0,
+            maximize=False,
+            **settings,
+        )
