@@ -92,9 +92,16 @@ def adam_step(optimizers: Iterable[torch.optim.Optimizer], visible: Tensor | Non
     # not as its vector path (and the op) does: on the CPU, without `visible`, those few values are left
     # to torch's kernel, so that the step is torch's fused Adam's, bit for bit.
     leave_tails_to_torch = visible is None and device.type == "cpu"
-    params, grads, exp_avgs, exp_avg_sqs = [], [], [], []
-    lrs, beta1s, beta2s, epss, steps = [], [], [], [], []
-    tails = []
+    params: list[Tensor] = []
+    grads: list[Tensor] = []
+    exp_avgs: list[Tensor] = []
+    exp_avg_sqs: list[Tensor] = []
+    lrs: list[float] = []
+    beta1s: list[float] = []
+    beta2s: list[float] = []
+    epss: list[float] = []
+    steps: list[float] = []
+    tails: list[tuple[list[Tensor], Tensor, tuple[float, float, float, float]]] = []
     for optimizer, group, param in entries:
         state = optimizer.state[param]
         if not state:  # as torch.optim.Adam initialises it
@@ -103,29 +110,24 @@ def adam_step(optimizers: Iterable[torch.optim.Optimizer], visible: Tensor | Non
             state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         state["step"] += 1
-        beta1, beta2 = group["betas"]
         tensors = [param, param.grad.contiguous(), state["exp_avg"], state["exp_avg_sq"]]
-        settings = {
-            "lr": float(group["lr"]),
-            "beta1": float(beta1),
-            "beta2": float(beta2),
-            "eps": float(group["eps"]),
-        }
+        lr, eps = float(group["lr"]), float(group["eps"])
+        beta1, beta2 = (float(beta) for beta in group["betas"])
         body = param.numel() - param.numel() % _TORCH_TAIL_MULTIPLE
         if leave_tails_to_torch and body < param.numel():
-            tails.append(([t.view(-1)[body:] for t in tensors], state["step"], settings))
+            tails.append(([t.view(-1)[body:] for t in tensors], state["step"], (lr, beta1, beta2, eps)))
             tensors = [t.view(-1)[:body] for t in tensors]
         for values, tensor in zip((params, grads, exp_avgs, exp_avg_sqs), tensors):
             values.append(tensor)
-        lrs.append(settings["lr"])
-        beta1s.append(settings["beta1"])
-        beta2s.append(settings["beta2"])
-        epss.append(settings["eps"])
+        lrs.append(lr)
+        beta1s.append(beta1)
+        beta2s.append(beta2)
+        epss.append(eps)
         steps.append(float(state["step"]))
     torch.ops.gsplat_py.adam_step(
         params, grads, exp_avgs, exp_avg_sqs, lrs, beta1s, beta2s, epss, steps, visible
     )
-    for (param, grad, exp_avg, exp_avg_sq), step, settings in tails:
+    for (param, grad, exp_avg, exp_avg_sq), step, (lr, beta1, beta2, eps) in tails:
         torch._fused_adam_(
             [param],
             [grad],
@@ -133,8 +135,11 @@ def adam_step(optimizers: Iterable[torch.optim.Optimizer], visible: Tensor | Non
             [exp_avg_sq],
             [],
             [step],
+            lr=lr,
+            beta1=beta1,
+            beta2=beta2,
+            eps=eps,
             amsgrad=False,
             weight_decay=0.0,
             maximize=False,
-            **settings,
         )
