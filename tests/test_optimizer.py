@@ -1,8 +1,8 @@
 """The fused Adam step (gsplat_py.training.optimizer.adam_step, the compiled adam_step op) against
 torch's own fused Adam: the same bits (the op takes torch's vector path's rounding; the last numel mod 16
 values of a tensor, which torch rounds in a scalar loop of its own, go through torch's kernel), on every
-SIMD level; visible Adam (rows left untouched); the checks; the fallback without the op; and a
-training run with visible Adam on."""
+SIMD level; visible Adam (rows left untouched); the checks; the fallback without the op; a
+training run with visible Adam on; and, with a GPU, the CUDA kernel against the CPU op."""
 
 import pytest
 import torch
@@ -199,3 +199,31 @@ def test_training_with_visible_adam_keeps_unseen_gaussians(tmp_path):
                 continue
             assert torch.equal(p[:10], before[name][:10]) == visible_adam, (name, visible_adam)
             assert not torch.equal(p[10:], before[name][10:]), name
+
+
+@pytest.mark.skipif(
+    not (torch.cuda.is_available() and _backend.cuda_backend_available()),
+    reason="needs a GPU and the CUDA kernels",
+)
+def test_cuda_adam_step_gives_the_cpu_op_bits():
+    """The CUDA kernel and the CPU op share adam_math.h (coefficients in double on the host, explicit fma):
+    the same bits, with and without a visible mask. On the CPU the op does every row here (an all-true
+    mask), since without a mask the CPU leaves each tensor's last values to torch's kernel."""
+    rows = 1003
+    on_cpu = make_optimizers(rows, torch.float32)
+    on_cuda = []
+    for o in on_cpu:
+        (p,) = o.param_groups[0]["params"]
+        q = p.detach().cuda().requires_grad_(True)
+        on_cuda.append(torch.optim.Adam([q], **{k: v for k, v in o.param_groups[0].items() if k != "params"}))
+    visible = torch.arange(rows) % 3 != 0
+    for step in range(3):
+        set_gradients(on_cpu, step)
+        for a, b in zip(on_cpu, on_cuda):
+            b.param_groups[0]["params"][0].grad = a.param_groups[0]["params"][0].grad.cuda()
+        mask = visible if step == 2 else torch.ones(rows, dtype=torch.bool)
+        adam_step(on_cpu, visible=mask)
+        adam_step(on_cuda, visible=mask.cuda() if step == 2 else None)
+    for a, b in zip(on_cpu, on_cuda):
+        for x, y in zip(param_and_moments(a)[:3], param_and_moments(b)[:3]):
+            assert torch.equal(x, y.cpu())
