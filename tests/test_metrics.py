@@ -237,3 +237,30 @@ def test_fused_ssim_matches_the_composed_ops(shape, monkeypatch):
     assert torch.autograd.gradcheck(lambda a: ops.ssim_same(a, y[:1, :5, :6]), (small,))
     x32, y32 = x.detach().float(), y.float()
     assert torch.allclose(ops.ssim_same(x32, y32), composed.detach().float(), atol=2e-6)
+
+
+SSIM_CHILD = r"""
+import sys, torch
+from gsplat_py.rendering import ops
+results = {"level": ops.simd_level()}
+for dtype in (torch.float32, torch.float64):
+    g = torch.Generator().manual_seed(7)
+    x = torch.rand(2, 37, 53, 3, generator=g, dtype=dtype, requires_grad=True)
+    y = torch.rand(2, 37, 53, 3, generator=g, dtype=dtype)
+    value = ops.ssim_same(x, y)
+    (value * torch.tensor([1.0, -2.0], dtype=dtype)).sum().backward()
+    results[str(dtype)] = [value.detach(), x.grad]
+torch.save(results, sys.argv[1])
+"""
+
+
+@pytest.mark.skipif(
+    not __import__("gsplat_py.rendering._backend", fromlist=["x"]).extension_available(),
+    reason="C++ extension not built",
+)
+def test_fused_ssim_gives_the_same_bits_on_every_simd_level(tmp_path):
+    """The compiled SSIM's rows are built per SIMD level without fma contraction: every level, forced with
+    GSPLAT_PY_SIMD in a subprocess, gives exactly the best level's value and gradient."""
+    from test_simd_levels import assert_every_level_gives_the_same_bits
+
+    assert_every_level_gives_the_same_bits(SSIM_CHILD, tmp_path)

@@ -65,6 +65,24 @@ def available_levels():
     return order[: order.index(best) + 1]
 
 
+def assert_every_level_gives_the_same_bits(child: str, tmp_path: Path) -> None:
+    """Runs `child` (Python code that saves {"level": simd_level(), key: [tensors]} to sys.argv[1]) once per
+    available level, forced with GSPLAT_PY_SIMD, and checks that every level saved the best one's bits."""
+    results = {}
+    for level in available_levels():
+        out = tmp_path / f"{level}-bits.pt"
+        env = dict(os.environ, GSPLAT_PY_SIMD=level)
+        subprocess.run([sys.executable, "-c", child, str(out)], check=True, env=env, cwd=TESTS.parent)
+        results[level] = torch.load(out)
+        assert results[level]["level"] == level
+    best = results[available_levels()[-1]]
+    for level, result in results.items():
+        for key, tensors in best.items():
+            if key != "level":
+                for a, b in zip(result[key], tensors, strict=True):
+                    assert torch.equal(a, b), (level, key)
+
+
 def test_every_simd_level_gives_the_same_render_and_gradients(tmp_path):
     levels = available_levels()
     results = {level: run_level(level, tmp_path) for level in levels}

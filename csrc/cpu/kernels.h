@@ -43,11 +43,16 @@ template <typename T>
 void rasterize_backward(const RasterArgs<T>& args, const RasterBackwardInputs<T>& in,
                         const RasterGradients<T>& grads);
 
+// Adam (adam_math.h) over every tensor of args, in place; rows whose `visible` entry is false untouched.
+template <typename T>
+void adam_step(const AdamArgs<T>& args);
+
 // SSIM (11x11 Gaussian window, sigma 1.5, zero "same" padding) of [B, H, W, C] images: one value per
-// image into result [B]; the backward writes every element of v_img1 [B, H, W, C].
+// image into result [B], and the blurred maps the backward reads into maps [B, C, 5, H, W]; the backward
+// writes every element of v_img1 [B, H, W, C].
 template <typename T>
-void ssim_forward(const SsimArgs<T>& args, T* result);
+void ssim_forward(const SsimArgs<T>& args, T* result, T* maps);
 template <typename T>
-void ssim_backward(const SsimArgs<T>& args, const T* v_result, T* v_img1);
+void ssim_backward(const SsimArgs<T>& args, const T* maps, const T* v_result, T* v_img1);
 
 }  // namespace gsplat_py::cpu

@@ -1,5 +1,4 @@
-// SSIM with an 11x11 Gaussian window (sigma 1.5) and zero "same" padding (the Inria 3DGS training loss),
-// forward and backward in one pass each over planar copies of the images.
+// SSIM with an 11x11 Gaussian window (sigma 1.5) and zero "same" padding (the Inria 3DGS training loss).
 //
 // Per channel, with G the separable Gaussian blur (zero padded, output the size of the input):
 //   mx = G x, my = G y, sxx = G(x^2) - mx^2, syy = G(y^2) - my^2, sxy = G(xy) - mx my
@@ -7,7 +6,16 @@
 // Backward: with g the gradient of each S value (v / (H W C)), the gradients of S with respect to the
 // blurred maps are blurred back (G is symmetric with zero padding, so it is its own adjoint):
 //   dx = G(g dS/dmx) + 2 x G(g dS/dE[x^2]) + y G(g dS/dE[xy]).
+// The forward keeps its five blurred maps per channel for the backward, which then only blurs the three
+// gradient maps. Each call is one OpenMP region (a training step used to open 78, one per blur pass and
+// plane): the horizontal passes of every row of every map, then, after one barrier, the vertical passes,
+// each row combined at once (S in the forward, the image gradient in the backward). The arithmetic is
+// the same, operation for operation, as when every pass was its own loop, so are the results.
+// The rows of each pass are compiled for every SIMD level (cpu_common.h) without fma contraction, so
+// every level gives the bits the baseline build gives; AVX-512 blurs 16 floats per instruction.
 // The plain-PyTorch `gsplat_py.training.metrics.ssim(padding="same")` is the oracle for both.
+#pragma GCC optimize("fp-contract=off")
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -19,14 +27,16 @@ namespace gsplat_py::cpu {
 namespace {
 
 constexpr int kRadius = 5;  // window 11
+constexpr int kTaps = 2 * kRadius + 1;
 constexpr double kSigma = 1.5;
 constexpr double kC1 = 0.01 * 0.01;
 constexpr double kC2 = 0.03 * 0.03;
-constexpr int64_t kBlurRowGrain = 16;  // rows per thread at least
+constexpr int kGradientMaps = 3;        // g dS/dmx, g dS/dE[x^2], g dS/dE[xy]
+constexpr int64_t kRowsPerThread = 16;  // at least, or the region costs more than it saves
 
 template <typename T>
 std::vector<T> gaussian_window() {
-    std::vector<T> w(2 * kRadius + 1);
+    std::vector<T> w(kTaps);
     double sum = 0.0;
     for (int k = -kRadius; k <= kRadius; ++k) sum += std::exp(-double(k * k) / (2.0 * kSigma * kSigma));
     for (int k = -kRadius; k <= kRadius; ++k)
@@ -34,39 +44,28 @@ std::vector<T> gaussian_window() {
     return w;
 }
 
-// Blur `count` planes of H x W in place (zero padding), using `scratch` (H x W). Rows are split over
-// the threads; the horizontal pass goes through a zero-padded copy of the row so that its 11-tap loop
-// has fixed bounds and vectorises.
+// out[c] = sum_k w[k] in[c + k - kRadius] over a row of W values, zero outside the row; `padded` is the
+// row's zero-padded copy (W + 2 kRadius, zero ends), so the 11-tap loop has fixed bounds and vectorises.
 template <typename T>
-void blur_planes(T* planes, int count, int64_t H, int64_t W, const T* w, T* scratch, int n_threads) {
-    for (int p = 0; p < count; ++p) {
-        T* plane = planes + p * H * W;
-        parallel_for(H, kBlurRowGrain, n_threads, [&](int64_t begin, int64_t end) {
-            std::vector<T> padded(W + 2 * kRadius, T(0));
-            for (int64_t r = begin; r < end; ++r) {
-                std::copy(plane + r * W, plane + (r + 1) * W, padded.begin() + kRadius);
-                T* out = scratch + r * W;
-                for (int64_t c = 0; c < W; ++c) out[c] = T(0);
-                for (int k = 0; k <= 2 * kRadius; ++k) {
-                    const T wk = w[k];
-                    const T* in = padded.data() + k;
-                    for (int64_t c = 0; c < W; ++c) out[c] += wk * in[c];
-                }
-            }
-        });
-        parallel_for(H, kBlurRowGrain, n_threads, [&](int64_t begin, int64_t end) {
-            for (int64_t r = begin; r < end; ++r) {
-                T* out = plane + r * W;
-                const int64_t k0 = std::max<int64_t>(-kRadius, -r),
-                              k1 = std::min<int64_t>(kRadius, H - 1 - r);
-                for (int64_t c = 0; c < W; ++c) out[c] = T(0);
-                for (int64_t k = k0; k <= k1; ++k) {
-                    const T wk = w[k + kRadius];
-                    const T* in = scratch + (r + k) * W;
-                    for (int64_t c = 0; c < W; ++c) out[c] += wk * in[c];
-                }
-            }
-        });
+__attribute__((always_inline)) inline void blur_row(const T* padded, int64_t W, const T* w, T* out) {
+    for (int64_t c = 0; c < W; ++c) out[c] = T(0);
+    for (int k = 0; k < kTaps; ++k) {
+        const T wk = w[k];
+        const T* in = padded + k;
+        for (int64_t c = 0; c < W; ++c) out[c] += wk * in[c];
+    }
+}
+
+// Row r of the vertical blur of an H x W plane (zero padded).
+template <typename T>
+__attribute__((always_inline)) inline void blur_column_row(const T* plane, int64_t H, int64_t W, int64_t r,
+                                                           const T* w, T* out) {
+    const int64_t k0 = std::max<int64_t>(-kRadius, -r), k1 = std::min<int64_t>(kRadius, H - 1 - r);
+    for (int64_t c = 0; c < W; ++c) out[c] = T(0);
+    for (int64_t k = k0; k <= k1; ++k) {
+        const T wk = w[k + kRadius];
+        const T* in = plane + (r + k) * W;
+        for (int64_t c = 0; c < W; ++c) out[c] += wk * in[c];
     }
 }
 
@@ -76,7 +75,7 @@ struct SsimTerms {
 
 // S and its partial derivatives with respect to mx, E[x^2] and E[xy] (my, E[y^2] are constants).
 template <typename T>
-inline SsimTerms ssim_terms(T mx, T my, T exx, T eyy, T exy) {
+__attribute__((always_inline)) inline SsimTerms ssim_terms(T mx, T my, T exx, T eyy, T exy) {
     const double mxd = mx, myd = my;
     const double sxx = exx - mxd * mxd, syy = eyy - myd * myd, sxy = exy - mxd * myd;
     const double a1 = 2.0 * mxd * myd + kC1, a2 = 2.0 * sxy + kC2;
@@ -89,91 +88,171 @@ inline SsimTerms ssim_terms(T mx, T my, T exx, T eyy, T exy) {
     return {s, ds_dmx, ds_dsxx, ds_dsxy};
 }
 
-// One (image, channel) plane of both images, x and y (n = H x W each, planar), and its five blurred
-// maps: G x, G y, G x^2, G y^2, G xy.
-template <typename T>
-struct PlaneStats {
-    int64_t H, W, C, n;
-    int n_threads;
-    std::vector<T> window, x, y, maps, scratch;
-
-    explicit PlaneStats(const SsimArgs<T>& a)
-        : H(a.height),
-          W(a.width),
-          C(a.channels),
-          n(a.height * a.width),
-          n_threads(a.n_threads),
-          window(gaussian_window<T>()),
-          x(n),
-          y(n),
-          maps(5 * n),
-          scratch(n) {}
-
-    // Load channel c of image b from channels-last [B, H, W, C] data and blur.
-    void load(const T* img1, const T* img2, int64_t b, int64_t c) {
-        for (int64_t i = 0; i < n; ++i) {
-            x[i] = img1[(b * n + i) * C + c];
-            y[i] = img2[(b * n + i) * C + c];
-            maps[i] = x[i];
-            maps[n + i] = y[i];
-            maps[2 * n + i] = x[i] * x[i];
-            maps[3 * n + i] = y[i] * y[i];
-            maps[4 * n + i] = x[i] * y[i];
-        }
-        blur_planes(maps.data(), 5, H, W, window.data(), scratch.data(), n_threads);
-    }
-
-    SsimTerms terms(int64_t i) const {
-        return ssim_terms<T>(maps[i], maps[n + i], maps[2 * n + i], maps[3 * n + i], maps[4 * n + i]);
+// The planes of [B, H, W, C] images: plane p = b * C + c, pixel i = row * W + column.
+struct Layout {
+    int64_t B, H, W, C, n, planes;
+    template <typename T>
+    explicit Layout(const SsimArgs<T>& a)
+        : B(a.batch), H(a.height), W(a.width), C(a.channels), n(a.height * a.width), planes(B * C) {}
+    int64_t pixel(int64_t p, int64_t i) const { return ((p / C) * n + i) * C + p % C; }
+    // At most n_threads threads, each with kRowsPerThread rows of `rows` at least.
+    int threads(int64_t rows, int n_threads) const {
+        return int(
+            std::clamp<int64_t>((rows + kRowsPerThread - 1) / kRowsPerThread, 1, std::max(n_threads, 1)));
     }
 };
+
+// What one call's rows read and write: the images, the blurred maps, and the horizontal passes.
+template <typename T>
+struct Job {
+    const SsimArgs<T>* a;
+    Layout L;
+    const T* w;         // the window
+    T* horizontal;      // [planes, maps, H, W]: the horizontal passes (kSsimMaps maps, or kGradientMaps)
+    T* maps_out;        // [planes, kSsimMaps, H, W]: the blurred maps (forward)
+    const T* maps;      // the same, read by the backward
+    double* s;          // [planes, H, W]: S per pixel (forward)
+    const T* v_result;  // [B] (backward)
+    T* v_img1;          // [B, H, W, C] (backward)
+};
+
+enum class Pass { kForwardHorizontal, kForwardVertical, kBackwardHorizontal, kBackwardVertical };
+
+// Row `row` (plane row / H, image row row % H) of one pass; `scratch` is the calling thread's
+// (kSsimMaps (W + 2 kRadius) values, zero at both ends of each padded row).
+template <typename T>
+__attribute__((always_inline)) inline void run_row(const Job<T>& job, Pass pass, int64_t row, T* scratch) {
+    const SsimArgs<T>& a = *job.a;
+    const Layout& L = job.L;
+    const int64_t H = L.H, W = L.W, n = L.n, padded_size = W + 2 * kRadius;
+    const int64_t p = row / H, r = row % H;
+    switch (pass) {
+        case Pass::kForwardHorizontal: {
+            for (int64_t c = 0; c < W; ++c) {
+                const T x = a.img1[L.pixel(p, r * W + c)], y = a.img2[L.pixel(p, r * W + c)];
+                const T sources[kSsimMaps] = {x, y, x * x, y * y, x * y};
+                for (int m = 0; m < kSsimMaps; ++m) scratch[m * padded_size + kRadius + c] = sources[m];
+            }
+            for (int m = 0; m < kSsimMaps; ++m)
+                blur_row(scratch + m * padded_size, W, job.w,
+                         job.horizontal + (p * kSsimMaps + m) * n + r * W);
+            return;
+        }
+        case Pass::kForwardVertical: {
+            T* plane_maps = job.maps_out + p * kSsimMaps * n;
+            for (int m = 0; m < kSsimMaps; ++m)
+                blur_column_row(job.horizontal + (p * kSsimMaps + m) * n, H, W, r, job.w,
+                                plane_maps + m * n + r * W);
+            for (int64_t i = r * W; i < (r + 1) * W; ++i)
+                job.s[p * n + i] = ssim_terms<T>(plane_maps[i], plane_maps[n + i], plane_maps[2 * n + i],
+                                                 plane_maps[3 * n + i], plane_maps[4 * n + i])
+                                       .s;
+            return;
+        }
+        case Pass::kBackwardHorizontal: {
+            const T* plane_maps = job.maps + p * kSsimMaps * n;
+            const double g = double(job.v_result[p / L.C]) / double(n * L.C);
+            for (int64_t c = 0; c < W; ++c) {
+                const int64_t i = r * W + c;
+                const SsimTerms t = ssim_terms<T>(plane_maps[i], plane_maps[n + i], plane_maps[2 * n + i],
+                                                  plane_maps[3 * n + i], plane_maps[4 * n + i]);
+                const T gradients[kGradientMaps] = {T(g * t.ds_dmx), T(g * t.ds_dexx), T(g * t.ds_dexy)};
+                for (int m = 0; m < kGradientMaps; ++m) scratch[m * padded_size + kRadius + c] = gradients[m];
+            }
+            for (int m = 0; m < kGradientMaps; ++m)
+                blur_row(scratch + m * padded_size, W, job.w,
+                         job.horizontal + (p * kGradientMaps + m) * n + r * W);
+            return;
+        }
+        case Pass::kBackwardVertical: {
+            T* blurred = scratch;  // kGradientMaps rows of W
+            for (int m = 0; m < kGradientMaps; ++m)
+                blur_column_row(job.horizontal + (p * kGradientMaps + m) * n, H, W, r, job.w,
+                                blurred + m * W);
+            for (int64_t c = 0; c < W; ++c) {
+                const int64_t pixel = L.pixel(p, r * W + c);
+                job.v_img1[pixel] =
+                    blurred[c] + T(2) * a.img1[pixel] * blurred[W + c] + a.img2[pixel] * blurred[2 * W + c];
+            }
+            return;
+        }
+    }
+}
+
+// Rows [begin, end) of one pass, for each SIMD level.
+template <typename T>
+using RunRows = void (*)(const Job<T>&, Pass, int64_t, int64_t, T*);
+
+template <typename T>
+void run_rows_baseline(const Job<T>& job, Pass pass, int64_t begin, int64_t end, T* scratch) {
+    for (int64_t row = begin; row < end; ++row) run_row(job, pass, row, scratch);
+}
+
+template <typename T>
+GS_TARGET_X86_64_V3 void run_rows_x86_64_v3(const Job<T>& job, Pass pass, int64_t begin, int64_t end,
+                                            T* scratch) {
+    for (int64_t row = begin; row < end; ++row) run_row(job, pass, row, scratch);
+}
+
+template <typename T>
+GS_TARGET_X86_64_V4 void run_rows_x86_64_v4(const Job<T>& job, Pass pass, int64_t begin, int64_t end,
+                                            T* scratch) {
+    for (int64_t row = begin; row < end; ++row) run_row(job, pass, row, scratch);
+}
+
+// The two passes of a call in one parallel region: every row of `first`, a barrier, every row of
+// `second`, each thread with the same contiguous share of rows in both.
+template <typename T>
+void run_passes(const Job<T>& job, Pass first, Pass second) {
+    static const RunRows<T> run_rows =
+        for_simd_level<RunRows<T>>(run_rows_x86_64_v4<T>, run_rows_x86_64_v3<T>, run_rows_baseline<T>);
+    const int64_t rows = job.L.planes * job.L.H;
+#pragma omp parallel num_threads(job.L.threads(rows, job.a->n_threads))
+    {
+        std::vector<T> scratch(kSsimMaps * (job.L.W + 2 * kRadius), T(0));
+        const int threads = omp_get_num_threads(), thread = omp_get_thread_num();
+        const int64_t per_thread = (rows + threads - 1) / threads;
+        const int64_t begin = std::min(rows, thread * per_thread), end = std::min(rows, begin + per_thread);
+        run_rows(job, first, begin, end, scratch.data());
+#pragma omp barrier
+        run_rows(job, second, begin, end, scratch.data());
+    }
+}
 
 }  // namespace
 
 template <typename T>
-void ssim_forward(const SsimArgs<T>& a, T* result) {
-    const int64_t B = a.batch, C = a.channels, n = a.height * a.width;
-    std::vector<double> sums(B * C, 0.0);
-    PlaneStats<T> plane(a);
-    for (int64_t bc = 0; bc < B * C; ++bc) {
-        plane.load(a.img1, a.img2, bc / C, bc % C);
-        double sum = 0.0;
-        for (int64_t i = 0; i < n; ++i) sum += plane.terms(i).s;
-        sums[bc] = sum;
-    }
-    for (int64_t b = 0; b < B; ++b) {  // fixed order: deterministic for any thread count
+void ssim_forward(const SsimArgs<T>& a, T* result, T* maps) {
+    const Layout L(a);
+    const std::vector<T> window = gaussian_window<T>();
+    std::vector<T> horizontal(L.planes * kSsimMaps * L.n);
+    std::vector<double> s(L.planes * L.n);
+    run_passes(Job<T>{&a, L, window.data(), horizontal.data(), maps, nullptr, s.data(), nullptr, nullptr},
+               Pass::kForwardHorizontal, Pass::kForwardVertical);
+    // Sums in a fixed order: the same bits for any thread count.
+    for (int64_t b = 0; b < L.B; ++b) {
         double total = 0.0;
-        for (int64_t c = 0; c < C; ++c) total += sums[b * C + c];
-        result[b] = T(total / double(n * C));
+        for (int64_t c = 0; c < L.C; ++c) {
+            double sum = 0.0;
+            for (int64_t i = 0; i < L.n; ++i) sum += s[(b * L.C + c) * L.n + i];
+            total += sum;
+        }
+        result[b] = T(total / double(L.n * L.C));
     }
 }
 
 template <typename T>
-void ssim_backward(const SsimArgs<T>& a, const T* v_result, T* v_img1) {
-    const int64_t B = a.batch, C = a.channels, n = a.height * a.width;
-    PlaneStats<T> plane(a);
-    std::vector<T> grads(3 * n);
-    for (int64_t bc = 0; bc < B * C; ++bc) {
-        const int64_t b = bc / C, c = bc % C;
-        plane.load(a.img1, a.img2, b, c);
-        const double g = double(v_result[b]) / double(n * C);
-        for (int64_t i = 0; i < n; ++i) {
-            const SsimTerms t = plane.terms(i);
-            grads[i] = T(g * t.ds_dmx);
-            grads[n + i] = T(g * t.ds_dexx);
-            grads[2 * n + i] = T(g * t.ds_dexy);
-        }
-        blur_planes(grads.data(), 3, plane.H, plane.W, plane.window.data(), plane.scratch.data(),
-                    a.n_threads);
-        for (int64_t i = 0; i < n; ++i)
-            v_img1[(b * n + i) * C + c] =
-                grads[i] + T(2) * plane.x[i] * grads[n + i] + plane.y[i] * grads[2 * n + i];
-    }
+void ssim_backward(const SsimArgs<T>& a, const T* maps, const T* v_result, T* v_img1) {
+    const Layout L(a);
+    const std::vector<T> window = gaussian_window<T>();
+    std::vector<T> horizontal(L.planes * kGradientMaps * L.n);
+    run_passes(Job<T>{&a, L, window.data(), horizontal.data(), nullptr, maps, nullptr, v_result, v_img1},
+               Pass::kBackwardHorizontal, Pass::kBackwardVertical);
 }
 
-template void ssim_forward<float>(const SsimArgs<float>&, float*);
-template void ssim_forward<double>(const SsimArgs<double>&, double*);
-template void ssim_backward<float>(const SsimArgs<float>&, const float*, float*);
-template void ssim_backward<double>(const SsimArgs<double>&, const double*, double*);
+template void ssim_forward<float>(const SsimArgs<float>&, float*, float*);
+template void ssim_forward<double>(const SsimArgs<double>&, double*, double*);
+template void ssim_backward<float>(const SsimArgs<float>&, const float*, const float*, float*);
+template void ssim_backward<double>(const SsimArgs<double>&, const double*, const double*, double*);
 
 }  // namespace gsplat_py::cpu

@@ -53,4 +53,8 @@ template <typename T>
 void rasterize_backward(const RasterArgs<T>& args, const RasterBackwardInputs<T>& in,
                         const RasterGradients<T>& grads, cudaStream_t stream);
 
+// Adam (adam_math.h) over every tensor of args, in place; rows whose `visible` entry is false untouched.
+template <typename T>
+void adam_step(const AdamArgs<T>& args, cudaStream_t stream);
+
 }  // namespace gsplat_py::cuda

@@ -314,7 +314,31 @@ struct RasterGradients {  // accumulated into (zero-filled by the caller)
     T* v_backgrounds;     // [C, D] or null
 };
 
+// ---- Adam (adam_math.h) ---------------------------------------------------------------------------
+// One parameter tensor of an adam_step: `rows` rows of `row_size` values in each of the four arrays, and
+// its optimiser's settings; `step` counts this step (1 on the first).
+template <typename T>
+struct AdamTensor {
+    T* param;
+    const T* grad;
+    T* exp_avg;
+    T* exp_avg_sq;
+    int64_t rows, row_size;
+    double lr, beta1, beta2, eps, step;
+};
+
+template <typename T>
+struct AdamArgs {
+    const AdamTensor<T>* tensors;  // `count` of them, in host memory for either backend
+    int count;
+    const bool* visible;  // [rows] (every tensor has as many): a false row is left as it is; null: all rows
+    int n_threads;        // OpenMP (CPU)
+};
+
 // ---- SSIM (the CPU backend alone has it) ---------------------------------------------------------
+// The blurred maps per channel (G x, G y, G x^2, G y^2, G xy) the forward keeps for the backward.
+constexpr int kSsimMaps = 5;
+
 template <typename T>
 struct SsimArgs {
     const T* img1;  // [B, H, W, C]

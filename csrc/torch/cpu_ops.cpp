@@ -1,6 +1,7 @@
 // The CPU ops: the kernels of csrc/cpu (kernels.h) behind the shared op wrappers (op_wrappers.h),
 // registered for the CPU dispatch key, with the ops only the CPU backend has (SSIM, simd_level).
 #include <string>
+#include <vector>
 
 #include "../cpu/kernels.h"
 #include "op_wrappers.h"
@@ -57,6 +58,10 @@ struct CpuBackend {
                                    const RasterGradients<T>& grads) {
         cpu::rasterize_backward(args, in, grads);
     }
+    template <typename T>
+    static void adam_step(const AdamArgs<T>& args) {
+        cpu::adam_step(args);
+    }
 };
 
 template <typename T>
@@ -72,25 +77,34 @@ SsimArgs<T> ssim_args(const at::Tensor& img1, const at::Tensor& img2) {
     return a;
 }
 
-// SSIM of [B, H, W, C] images: one value per image.
-at::Tensor ssim_forward(const at::Tensor& img1, const at::Tensor& img2) {
+// SSIM of [B, H, W, C] images: one value per image, and with keep_maps the blurred maps
+// [B, C, kSsimMaps, H, W] the backward reads (else an empty tensor).
+std::vector<at::Tensor> ssim_forward(const at::Tensor& img1, const at::Tensor& img2, bool keep_maps) {
     check_ssim_inputs(img1, img2);
     at::Tensor result = at::empty({img1.size(0)}, img1.options());
+    at::Tensor maps =
+        at::empty({img1.size(0), img1.size(3), kSsimMaps, img1.size(1), img1.size(2)}, img1.options());
     AT_DISPATCH_FLOATING_TYPES(img1.scalar_type(), "ssim_forward", [&] {
         using T = scalar_t;
-        cpu::ssim_forward(ssim_args<T>(img1, img2), result.data_ptr<T>());
+        cpu::ssim_forward(ssim_args<T>(img1, img2), result.data_ptr<T>(), maps.data_ptr<T>());
     });
-    return result;
+    return {result, keep_maps ? maps : at::empty({0}, img1.options())};
 }
 
-at::Tensor ssim_backward(const at::Tensor& img1, const at::Tensor& img2, const at::Tensor& v_result) {
+at::Tensor ssim_backward(const at::Tensor& img1, const at::Tensor& img2, const at::Tensor& maps,
+                         const at::Tensor& v_result) {
     check_ssim_inputs(img1, img2);
+    check_input(maps, "maps", img1);
+    TORCH_CHECK(maps.scalar_type() == img1.scalar_type(), "maps must have the images' dtype");
+    TORCH_CHECK(maps.numel() == img1.numel() * kSsimMaps, "maps must be [B, C, ", kSsimMaps,
+                ", H, W]: ssim_forward's with keep_maps");
     TORCH_CHECK(v_result.numel() == img1.size(0), "v_result must have one value per image");
     at::Tensor v_img1 = at::empty(img1.sizes(), img1.options());
     const at::Tensor v_res = v_result.contiguous().to(img1.scalar_type());
     AT_DISPATCH_FLOATING_TYPES(img1.scalar_type(), "ssim_backward", [&] {
         using T = scalar_t;
-        cpu::ssim_backward(ssim_args<T>(img1, img2), v_res.data_ptr<T>(), v_img1.data_ptr<T>());
+        cpu::ssim_backward(ssim_args<T>(img1, img2), maps.data_ptr<T>(), v_res.data_ptr<T>(),
+                           v_img1.data_ptr<T>());
     });
     return v_img1;
 }

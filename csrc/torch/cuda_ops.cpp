@@ -61,6 +61,10 @@ struct CudaBackend {
                                    const RasterGradients<T>& grads) {
         cuda::rasterize_backward(args, in, grads, current_stream());
     }
+    template <typename T>
+    static void adam_step(const AdamArgs<T>& args) {
+        cuda::adam_step(args, current_stream());
+    }
 };
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "op_args.h"
@@ -466,6 +467,42 @@ std::vector<at::Tensor> rasterize_backward(const at::Tensor& means2d, const at::
     return {v_means2d, v_means2d_abs, v_conics, v_colors, v_opacities, v_backgrounds};
 }
 
+// Adam over several parameter tensors in one call (adam_math.h): params, exp_avgs and exp_avg_sqs in
+// place; the settings have one value per tensor, steps the step count each reaches now (1 on the first).
+template <typename Backend>
+void adam_step(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+               at::TensorList exp_avg_sqs, at::ArrayRef<double> lrs, at::ArrayRef<double> beta1s,
+               at::ArrayRef<double> beta2s, at::ArrayRef<double> epss, at::ArrayRef<double> steps,
+               const c10::optional<at::Tensor>& visible) {
+    const size_t count = params.size();
+    const size_t n_settings = std::min({lrs.size(), beta1s.size(), beta2s.size(), epss.size(), steps.size()});
+    TORCH_CHECK(lrs.size() == n_settings && beta1s.size() == n_settings && beta2s.size() == n_settings &&
+                    epss.size() == n_settings && steps.size() == n_settings,
+                "lrs, beta1s, beta2s, epss and steps must have one value per parameter");
+    check_adam_inputs(params, grads, exp_avgs, exp_avg_sqs, n_settings, visible);
+    const typename Backend::Guard guard(params[0].device());
+    AT_DISPATCH_FLOATING_TYPES(params[0].scalar_type(), "adam_step", [&] {
+        using T = scalar_t;
+        std::vector<AdamTensor<T>> tensors(count);
+        for (size_t i = 0; i < count; ++i) {
+            const int64_t rows = params[i].dim() > 0 ? params[i].size(0) : 1;
+            tensors[i] = AdamTensor<T>{params[i].data_ptr<T>(),
+                                       grads[i].data_ptr<T>(),
+                                       exp_avgs[i].data_ptr<T>(),
+                                       exp_avg_sqs[i].data_ptr<T>(),
+                                       rows,
+                                       rows > 0 ? params[i].numel() / rows : 0,
+                                       lrs[i],
+                                       beta1s[i],
+                                       beta2s[i],
+                                       epss[i],
+                                       steps[i]};
+        }
+        Backend::adam_step(
+            AdamArgs<T>{tensors.data(), int(count), optional_ptr<bool>(visible), kernel_threads()});
+    });
+}
+
 // The ops above for Backend's dispatch key (the schemas are in ops.cpp).
 template <typename Backend>
 void register_ops(torch::Library& m) {
@@ -478,6 +515,7 @@ void register_ops(torch::Library& m) {
     m.impl("bin_gaussians_to_tiles", &bin_gaussians_to_tiles<Backend>);
     m.impl("rasterize_forward", &rasterize_forward<Backend>);
     m.impl("rasterize_backward", &rasterize_backward<Backend>);
+    m.impl("adam_step", &adam_step<Backend>);
 }
 
 }  // namespace gsplat_py::torch_ops

@@ -33,8 +33,11 @@ TORCH_LIBRARY(gsplat_py, m) {
         "bin_gaussians_to_tiles(Tensor means2d, Tensor radii, Tensor depths, Tensor? image_ids, "
         "int n_images, int tile_size, int tile_width, int tile_height) -> Tensor[]");
     m.def("simd_level() -> str");
-    m.def("ssim_forward(Tensor img1, Tensor img2) -> Tensor");
-    m.def("ssim_backward(Tensor img1, Tensor img2, Tensor v_result) -> Tensor");
+    m.def(
+        "adam_step(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
+        "float[] lrs, float[] beta1s, float[] beta2s, float[] epss, float[] steps, Tensor? visible) -> ()");
+    m.def("ssim_forward(Tensor img1, Tensor img2, bool keep_maps) -> Tensor[]");
+    m.def("ssim_backward(Tensor img1, Tensor img2, Tensor maps, Tensor v_result) -> Tensor");
     m.def(
         "rasterize_forward(Tensor means2d, Tensor conics, Tensor colors, Tensor opacities, "
         "Tensor? backgrounds, int width, int height, int tile_size, Tensor isect_offsets, "

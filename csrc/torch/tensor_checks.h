@@ -166,6 +166,37 @@ inline void check_raster_backward_inputs(const at::Tensor& means2d, const at::Te
     TORCH_CHECK(v_render_alphas.numel() == pixels, "v_render_alphas must be [C, H, W, 1]");
 }
 
+// Four lists of one tensor per parameter and five of its settings; `visible` has one entry per row.
+inline void check_adam_inputs(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                              at::TensorList exp_avg_sqs, size_t n_settings,
+                              const c10::optional<at::Tensor>& visible) {
+    const size_t count = params.size();
+    TORCH_CHECK(count > 0, "params must hold at least one tensor");
+    TORCH_CHECK(grads.size() == count && exp_avgs.size() == count && exp_avg_sqs.size() == count,
+                "params, grads, exp_avgs and exp_avg_sqs must have one tensor per parameter");
+    TORCH_CHECK(n_settings == count,
+                "the settings (lrs, beta1s, beta2s, epss, steps) need one value per parameter");
+    const at::Tensor& first = params[0];
+    TORCH_CHECK(first.scalar_type() == at::kFloat || first.scalar_type() == at::kDouble,
+                "params must be float32 or float64");
+    for (size_t i = 0; i < count; ++i) {
+        for (const at::Tensor& t : {params[i], grads[i], exp_avgs[i], exp_avg_sqs[i]}) {
+            check_input(t, "every tensor of adam_step", first);
+            TORCH_CHECK(t.scalar_type() == first.scalar_type(),
+                        "every tensor of adam_step must have one dtype");
+            TORCH_CHECK(t.sizes() == params[i].sizes(), "params[", i,
+                        "]: its grad and moments must have its shape");
+        }
+        if (visible.has_value())
+            TORCH_CHECK(params[i].dim() > 0 && params[i].size(0) == visible->numel(), "params[", i,
+                        "] must have one row per entry of visible");
+    }
+    if (visible.has_value()) {
+        check_input(*visible, "visible", first);
+        TORCH_CHECK(visible->scalar_type() == at::kBool, "visible must be bool");
+    }
+}
+
 inline void check_ssim_inputs(const at::Tensor& img1, const at::Tensor& img2) {
     check_input(img1, "img1", img1);
     check_input(img2, "img2", img1);

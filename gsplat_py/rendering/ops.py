@@ -537,13 +537,15 @@ def rasterize_to_pixels(
 class _SsimSame(torch.autograd.Function):
     @staticmethod
     def forward(ctx, img1, img2):
-        ctx.save_for_backward(img1, img2)
-        return _ops().ssim_forward(img1, img2)
+        # The blurred maps are kept for the backward, which then does not blur the images again.
+        result, maps = _ops().ssim_forward(img1, img2, ctx.needs_input_grad[0])
+        ctx.save_for_backward(img1, img2, maps)
+        return result
 
     @staticmethod
     def backward(ctx, v_result):
-        img1, img2 = ctx.saved_tensors
-        return _ops().ssim_backward(img1, img2, v_result), None
+        img1, img2, maps = ctx.saved_tensors
+        return _ops().ssim_backward(img1, img2, maps, v_result), None
 
 
 def ssim_same(img1: Tensor, img2: Tensor) -> Tensor:

@@ -78,6 +78,9 @@ class OptimConfig:
     opacity_reg: float = 0.0  # + opacity_reg * mean(opacity)  (MCMC uses 0.01)
     scale_reg: float = 0.0  # + scale_reg * mean(scale)  (MCMC uses 0.01)
     random_background: bool = False  # composite renders over a random colour each step
+    # Adam updates only the Gaussians some camera of the step saw (gsplat's "visible Adam"); the others
+    # keep their values and moments instead of drifting on momentum. Changes the results: off by default.
+    visible_adam: bool = False
 
 
 @dataclass

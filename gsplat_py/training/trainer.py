@@ -61,6 +61,7 @@ from .monitor import (
     RunMonitor,
     flat_image_loss,
 )
+from .optimizer import adam_step, visible_rows
 from .pose_opt import PoseCorrection
 
 __all__ = ["Trainer", "TrainingError", "load_checkpoint"]
@@ -387,8 +388,10 @@ class Trainer:
             )
         loss.backward()
 
+        # One fused Adam call for every Gaussian parameter (torch's fused Adam's update, one parallel region).
+        visible = visible_rows(info["radii"]) if optim.visible_adam else None
+        adam_step(self.optimizers.values(), visible=visible)
         for optimizer in self.optimizers.values():
-            optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         if self.pose_optimizer is not None:
             self.pose_optimizer.step()
