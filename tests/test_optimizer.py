@@ -123,7 +123,6 @@ def test_visible_rows_of_radii():
 
 CHILD = r"""
 import sys, torch
-sys.path.insert(0, "tests")
 from test_optimizer import make_optimizers, set_gradients, param_and_moments
 from gsplat_py.rendering import ops
 from gsplat_py.training.optimizer import adam_step

@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import relative_error
 
+import gsplat_py
 from gsplat_py.rendering import _backend
 
 pytestmark = pytest.mark.skipif(not _backend.extension_available(), reason="C++ extension not built")
@@ -68,11 +69,14 @@ def available_levels():
 def assert_every_level_gives_the_same_bits(child: str, tmp_path: Path) -> None:
     """Runs `child` (Python code that saves {"level": simd_level(), key: [tensors]} to sys.argv[1]) once per
     available level, forced with GSPLAT_PY_SIMD, and checks that every level saved the best one's bits."""
+    # The child imports the gsplat_py under test (the repository's, or the installed one when that is what
+    # these tests import: CI runs the sdist's tests against the installed package) and the test modules.
+    path = [str(TESTS), str(Path(gsplat_py.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
     results = {}
     for level in available_levels():
         out = tmp_path / f"{level}-bits.pt"
-        env = dict(os.environ, GSPLAT_PY_SIMD=level)
-        subprocess.run([sys.executable, "-c", child, str(out)], check=True, env=env, cwd=TESTS.parent)
+        env = dict(os.environ, GSPLAT_PY_SIMD=level, PYTHONPATH=os.pathsep.join(filter(None, path)))
+        subprocess.run([sys.executable, "-c", child, str(out)], check=True, env=env, cwd=tmp_path)
         results[level] = torch.load(out)
         assert results[level]["level"] == level
     best = results[available_levels()[-1]]
