@@ -10,6 +10,7 @@
 
 #include "cuda_common.cuh"
 #include "kernels.h"
+#include "scan.cuh"
 
 namespace gsplat_py::cuda {
 
@@ -169,17 +170,8 @@ int64_t bin_gaussians_to_tiles(const BinningArgs<T>& a, int32_t* tiles_per_gauss
     gather_counts_kernel<<<blocks_for(total, kThreads), kThreads, 0, stream>>>(total, depth_sorted_ids,
                                                                                tiles_per_gauss, cumulative);
     check_launch("gather_counts_kernel");
-    size_t scan_bytes = 0;
-    check_cuda(cub::DeviceScan::InclusiveSum(nullptr, scan_bytes, cumulative, cumulative, int(total), stream),
-               "scan (size query)");
-    check_cuda(cub::DeviceScan::InclusiveSum(memory.scratch(scan_bytes), scan_bytes, cumulative, cumulative,
-                                             int(total), stream),
-               "scan");
-    int64_t n_isects = 0;
-    check_cuda(
-        cudaMemcpyAsync(&n_isects, cumulative + total - 1, sizeof(int64_t), cudaMemcpyDeviceToHost, stream),
-        "copy intersection count");
-    check_cuda(cudaStreamSynchronize(stream), "binning");
+    const int64_t n_isects = inclusive_sum_with_total(cumulative, cumulative, total, memory, stream,
+                                                      "binning: intersection count");
     if (const char* error = intersection_count_error(n_isects))
         throw std::runtime_error(std::string("gsplat_py CUDA: ") + error);
 

@@ -4,11 +4,13 @@
 // atomic add per block. Packed: two passes over the pairs (count the visible ones per block; then, with
 // the block offsets scanned, project again and write them), so the outputs come in pair order as on the
 // CPU, and the dense [B, C, N] outputs never exist.
+
 #include <cub/cub.cuh>
 
 #include "cuda_common.cuh"
 #include "gsplat_math.h"
 #include "kernels.h"
+#include "scan.cuh"
 
 namespace gsplat_py::cuda {
 
@@ -199,18 +201,8 @@ int64_t project_gaussians_packed_forward(const ProjectionArgs<T>& args, PackedPr
     int64_t* block_ends = block_counts + blocks;
     count_visible_kernel<T><<<blocks, kThreads, 0, stream>>>(args, block_counts);
     check_launch("count_visible_kernel");
-    size_t scan_bytes = 0;
-    check_cuda(
-        cub::DeviceScan::InclusiveSum(nullptr, scan_bytes, block_counts, block_ends, int(blocks), stream),
-        "scan (size query)");
-    check_cuda(cub::DeviceScan::InclusiveSum(memory.scratch(scan_bytes), scan_bytes, block_counts, block_ends,
-                                             int(blocks), stream),
-               "scan");
-    int64_t nnz = 0;
-    check_cuda(
-        cudaMemcpyAsync(&nnz, block_ends + blocks - 1, sizeof(int64_t), cudaMemcpyDeviceToHost, stream),
-        "copy visible count");
-    check_cuda(cudaStreamSynchronize(stream), "packed projection");
+    const int64_t nnz = inclusive_sum_with_total(block_counts, block_ends, blocks, memory, stream,
+                                                 "packed projection: visible count");
     const ProjectionOutputs<T> out = memory.allocate(nnz);
     if (nnz == 0) return 0;
     // the first row of each block, in place of its count
