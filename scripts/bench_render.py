@@ -102,6 +102,19 @@ class Scene:
     def trainable(self) -> tuple[Tensor, ...]:
         return self.means, self.quats, self.scales, self.opacities, self.colors
 
+    def project(self):
+        """The compiled projection op on this scene's Gaussians and camera (the first op of a render)."""
+        return ops.project_gaussians(
+            self.means,
+            self.quats,
+            self.scales,
+            self.viewmats,
+            self.Ks,
+            WIDTH,
+            HEIGHT,
+            opacities=self.opacities,
+        )
+
     def render(self, backend: str):
         return gsplat_py.rasterization(
             self.means,
@@ -215,19 +228,7 @@ def time_forward_steps(scene: Scene, repeats: int) -> dict:
     tile_width, tile_height = math.ceil(WIDTH / TILE_SIZE), math.ceil(HEIGHT / TILE_SIZE)
     steps = {}
 
-    def project():
-        return ops.project_gaussians(
-            scene.means,
-            scene.quats,
-            scene.scales,
-            scene.viewmats,
-            scene.Ks,
-            WIDTH,
-            HEIGHT,
-            opacities=scene.opacities,
-        )
-
-    steps["projection_s"], steps["projection_samples_s"], projected = time_median(project, repeats)
+    steps["projection_s"], steps["projection_samples_s"], projected = time_median(scene.project, repeats)
     radii, means2d, depths, conics, _ = projected
 
     if scene.sh_degree is None:
@@ -252,7 +253,7 @@ def time_forward_steps(scene: Scene, repeats: int) -> dict:
         return ops.bin_gaussians_to_tiles(means2d, radii, depths, TILE_SIZE, tile_width, tile_height)
 
     steps["binning_s"], steps["binning_samples_s"], binned = time_median(bin_to_tiles, repeats)
-    _, isect_offsets, flatten_ids = binned
+    isect_offsets, flatten_ids = binned.isect_offsets, binned.flatten_ids
 
     def rasterize():
         return ops.rasterize_to_pixels(
@@ -360,19 +361,9 @@ def time_rasterize_op(scene: Scene, repeats: int, cotangents: tuple[Tensor, Tens
     """The rasterize op alone, forward and backward, on the scene's projected and binned Gaussians."""
     tile_width, tile_height = math.ceil(WIDTH / TILE_SIZE), math.ceil(HEIGHT / TILE_SIZE)
     with torch.no_grad():
-        radii, means2d, depths, conics, _ = ops.project_gaussians(
-            scene.means,
-            scene.quats,
-            scene.scales,
-            scene.viewmats,
-            scene.Ks,
-            WIDTH,
-            HEIGHT,
-            opacities=scene.opacities,
-        )
-        _, offsets, ids, _ = ops.bin_gaussians_to_tiles(
-            means2d, radii, depths, TILE_SIZE, tile_width, tile_height
-        )
+        radii, means2d, depths, conics, _ = scene.project()
+        binned = ops.bin_gaussians_to_tiles(means2d, radii, depths, TILE_SIZE, tile_width, tile_height)
+        offsets, ids = binned.isect_offsets, binned.flatten_ids
     n = scene.n
     args = (
         means2d.contiguous(),
