@@ -284,15 +284,31 @@ def test_clicking_a_training_camera_moves_the_view_there(view_server, model, sce
         while np.abs(screenshot(page)[patch].astype(int) - without[patch]).mean() < 10:
             assert time.monotonic() < deadline, "the training camera's photo did not show"
             page.wait_for_timeout(500)
+        target = cameras[index]
+
+        def at(camera, place) -> bool:
+            return torch.allclose(camera.camera_to_world(), place.camera_to_world(), atol=1e-4 * (1 + size))
+
+        # On a busy machine the page may drop the click (the view stays where it was: clicked once more) or
+        # still be gliding towards the camera when it next holds still for a second (saved again until it
+        # arrives or the time is up).
         box = canvas_box(page)
-        page.mouse.click(box["x"] + u, box["y"] + v)
-        wait_until_still(page)
-        _, jumped_json = click_save(page, views)
+        jumped = start
+        deadline = time.monotonic() + PAGE_WAIT_MS / 1000.0
+        for _ in range(2):
+            page.mouse.click(box["x"] + u, box["y"] + v)
+            while True:
+                wait_until_still(page)
+                jumped = saved_camera(click_save(page, views)[1])
+                if at(jumped, target) or at(jumped, start) or time.monotonic() > deadline:
+                    break
+                page.wait_for_timeout(500)
+            if not at(jumped, start):
+                break
     finally:
         context.close()
 
-    jumped, target = saved_camera(jumped_json), cameras[index]
-    assert torch.allclose(jumped.camera_to_world(), target.camera_to_world(), atol=1e-4 * (1 + size))
+    assert at(jumped, target), (jumped.camera_to_world(), target.camera_to_world())
     # the vertical field of view is the training camera's (the canvas keeps its own aspect ratio)
     assert jumped.K[1, 1] / jumped.height == pytest.approx(float(target.K[1, 1] / target.height), rel=1e-4)
 
