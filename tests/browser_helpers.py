@@ -180,6 +180,20 @@ def wait_for_exact_frame(page, after: int = 0) -> tuple[int, int, int]:
     raise AssertionError(f"no exact frame after frame {after}; the status reads: {page.inner_text('body')}")
 
 
+def wait_for_exact_frame_of_the_canvas(page) -> tuple[int, int, int]:
+    """Waits for an exact frame the size of the canvas: (width, height, frame). The page lays itself out
+    after it connects (the control panel takes its share of the width), and a first frame may be rendered
+    for the canvas size before that; the viewer renders again for the new size."""
+    deadline = time.monotonic() + PAGE_WAIT_MS / 1000.0
+    frame = 0
+    while time.monotonic() < deadline:
+        width, height, frame = wait_for_exact_frame(page, after=frame)
+        box = canvas_box(page)
+        if (width, height) == (round(box["width"]), round(box["height"])):
+            return width, height, frame
+    raise AssertionError(f"no exact frame the size of the canvas ({canvas_box(page)}) after frame {frame}")
+
+
 def canvas_box(page) -> dict:
     return page.locator("canvas").first.bounding_box()
 

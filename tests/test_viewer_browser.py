@@ -20,6 +20,7 @@ from browser_helpers import (
     require_browser,
     screenshot,
     wait_for_exact_frame,
+    wait_for_exact_frame_of_the_canvas,
 )
 from PIL import Image
 from render_helpers import CANONICAL_TO_COLMAP, random_splats, write_ring_scene
@@ -148,9 +149,7 @@ def test_the_first_frame_is_the_render_of_the_pages_camera(view_server, model, s
     context = launch_chromium(playwright, tmp_path / "profile")
     try:
         page = open_page(context, url)
-        width, height, frame = wait_for_exact_frame(page)
-        box = canvas_box(page)
-        assert (width, height) == (round(box["width"]), round(box["height"]))
+        width, height, frame = wait_for_exact_frame_of_the_canvas(page)
         close_notifications(page)
         page.get_by_label("Training cameras").uncheck()  # hide the frustums drawn over the picture
         shown = screenshot(page)
