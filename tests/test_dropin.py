@@ -103,7 +103,6 @@ def test_signature_has_gsplats_positional_order_and_defaults():
 @pytest.mark.parametrize(
     "option, value",
     [
-        ("distributed", True),
         ("with_ut", True),
         ("with_eval3d", True),
         ("tangential_coeffs", torch.zeros(1, 2)),

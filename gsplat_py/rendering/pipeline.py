@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from . import _backend
+from . import distributed as _distributed
 from .limits import MAX_SH_DEGREE, MAX_TILE_SIZE
 
 __all__ = ["RollingShutterType", "rasterization", "rasterization_2dgs"]
@@ -375,7 +376,14 @@ def rasterization(
         rasterize_mode: "classic" or "antialiased" (opacities multiplied by the Mip-Splatting
             compensation factor).
         channel_chunk: accepted for gsplat's signature; every channel count renders in one pass here.
-        distributed: multi-GPU rendering is not implemented (True raises NotImplementedError).
+        distributed: needs an initialised default ``torch.distributed`` process group (any backend). Each
+            rank passes its shard of the Gaussians and its own cameras (any number per rank) and gets the
+            images of its own cameras rendered with every rank's Gaussians; gradients flow back to each
+            rank's Gaussians and cameras (`gsplat_py.rendering.distributed`). No batch dimensions,
+            per-camera colours or absgrad (as gsplat). ``meta`` describes this rank's images (global
+            ``gaussian_ids``); ``meta["projected"]`` is the meta of this rank's Gaussians in every rank's
+            cameras (radii, means2d with its gradient after backward, ``n_cameras`` of the world), what a
+            densification strategy needs. Every rank must make the same call and run backward.
         camera_model: "pinhole", "ortho" or "fisheye" (OpenCV's fisheye model, equidistant without
             ``radial_coeffs``); "ftheta" raises NotImplementedError.
         segmented: accepted for gsplat's signature (a sorting strategy there; the numbers are the same).
@@ -399,7 +407,6 @@ def rasterization(
     """
     # ---- options this library does not implement ----------------------------------------------------
     _check_unimplemented(
-        distributed=distributed,
         with_ut=with_ut,
         with_eval3d=with_eval3d,
         tangential_coeffs=tangential_coeffs,
@@ -466,6 +473,15 @@ def rasterization(
     N = dims.sizes["N"][0]
     C = dims.sizes["C"][0]
     B = math.prod(batch)
+    if distributed:
+        if batch:
+            raise ValueError(
+                f"distributed: batch dimensions are not supported (means has {_fmt_shape(means.shape)})"
+            )
+        if per_camera_colors:
+            raise ValueError("distributed: per-camera colors are not supported (pass colors [N, ...])")
+        if absgrad:
+            raise ValueError("distributed: absgrad is not supported (its sums stay on the rasterizing rank)")
 
     # ---- dtypes, devices, values --------------------------------------------------------------
     float_inputs = {
@@ -496,6 +512,10 @@ def rasterization(
         covars = covars[..., rows, cols]  # [..., N, 6] upper triangles, as the ops take them
     if render_mode in ("D", "ED") and backgrounds is not None:
         backgrounds = None  # zero background, as gsplat
+    world = None
+    if distributed:  # project into the cameras of every rank
+        world, viewmats, Ks, radial_coeffs = _distributed.gather_cameras(viewmats, Ks, radial_coeffs, N)
+        C = viewmats.shape[0]
 
     tile_width = math.ceil(width / tile_size)
     tile_height = math.ceil(height / tile_size)
@@ -592,6 +612,43 @@ def rasterization(
         else:
             colors_used = means.new_zeros((*batch, C, 0, 3))
 
+    projected = None
+    if world is not None:  # send each camera's projections to the rank that owns it
+        if means2d.requires_grad:
+            means2d.retain_grad()  # the owner's densification statistics
+        projected = {
+            "radii": radii,
+            "means2d": means2d,
+            "gaussian_ids": gaussian_ids,
+            "camera_ids": camera_ids,
+            "width": width,
+            "height": height,
+            "n_cameras": C,
+        }
+        float_fields = {
+            "means2d": means2d,
+            "depths": depths,
+            "conics": conics,
+            "opacities": opacities_used,
+            "colors": colors_used,
+        }
+        if compensations is not None:
+            float_fields["compensations"] = compensations
+        int_fields = {"radii": radii}
+        if packed:
+            int_fields.update(camera_ids=camera_ids, gaussian_ids=gaussian_ids)
+        link = _zero_link((means, quats, scales, covars, opacities, colors, world.cameras))
+        floats, ints = _distributed.exchange_projections(world, packed, float_fields, int_fields, link)
+        means2d, depths, conics = floats["means2d"], floats["depths"], floats["conics"]
+        opacities_used, colors_used = floats["opacities"], floats["colors"]
+        compensations = floats.get("compensations")
+        radii = ints["radii"]
+        C, N = world.local_cameras, sum(world.gaussian_counts)
+        if packed:
+            camera_ids = image_ids = ints["camera_ids"]
+            gaussian_ids = ints["gaussian_ids"]
+            batch_ids = torch.zeros_like(camera_ids)
+
     if render_mode in ("RGB+D", "RGB+ED"):
         colors_used = torch.cat([colors_used, depths[..., None]], dim=-1)
         if backgrounds is not None:
@@ -681,6 +738,8 @@ def rasterization(
         "rasterize_mode": rasterize_mode,
         "backend": backend_used,
     }
+    if projected is not None:
+        meta["projected"] = projected
     return render_colors, render_alphas, meta
 
 
