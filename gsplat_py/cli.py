@@ -2,7 +2,7 @@
 
     gsplat-py train [--data DIR] [--data-factor N] [--steps N] [--strategy default|mcmc] [--pose-opt]
                     [--appearance] [--config FILE|PRESET] [--output DIR] [--eval-every N] [--resume DIR]
-                    [--seed N] [--device auto|cpu|cuda] [--section.key VALUE ...]
+                    [--seed N] [--device auto|cpu|cuda] [--nproc N] [--timeout S] [--section.key VALUE ...]
     gsplat-py eval --model RUN [--data DIR] [--split test|train] [--no-renders] [--json] [--quiet]
     gsplat-py render --model RUN|FILE [--data DIR] [--split test|train | --path KIND | --cameras FILE]
                      [--frames N] [--width W] [--height H] [--focal-scale F] [--depth] [--alpha]
@@ -60,6 +60,7 @@ from .tools.camera_paths import PATH_KINDS
 from .tools.export import EXPORT_FORMATS
 from .tools.novel_views import DEFAULT_FRAMES, SPLITS
 from .tools.viewer import DEFAULT_HOST, DEFAULT_PORT, VIEWER_INSTALL_HINT
+from .training.distributed import DEFAULT_TIMEOUT_S
 
 __all__ = ["main"]
 
@@ -74,6 +75,7 @@ FLAGS = {
     "model_frame": "--model-frame",
     "data_factor": "--data-factor",
     "num_threads": "--threads",
+    "timeout_s": "--timeout",
 }
 
 
@@ -139,6 +141,20 @@ def _train_parser(subparsers) -> argparse.ArgumentParser:
         "(the default, train.device)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="train on N processes on this machine, sharing the Gaussians (each renders train.batch_size "
+        "views a step; under torchrun, WORLD_SIZE sets the number)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        help=f"with several processes: seconds a process waits for the others before stopping the run "
+        f"(default: {DEFAULT_TIMEOUT_S:g})",
+    )
     parser.add_argument(
         "--viewer",
         action="store_true",
@@ -413,7 +429,14 @@ def _named_overrides(args: argparse.Namespace) -> dict[str, str]:
 def _run_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     from .training.checkpoint import load_checkpoint
     from .training.config import ConfigError, apply_overrides, config_from_dict, load_config
-    from .training.trainer import Trainer
+    from .training.distributed import (
+        DistributedTrainer,
+        launch,
+        processes_from_environment,
+        quiet_unless_first,
+        start_process_group,
+    )
+    from .training.trainer import Trainer, training_device
 
     def preset(name: str):
         try:
@@ -441,12 +464,29 @@ def _run_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         if flags and error.option in named and error.option not in overrides:
             raise ConfigError(f"{flags[0]}: {error}") from None
         raise
+    processes = processes_from_environment()
+    if processes is None and args.nproc != 1:
+        if args.viewer:
+            raise ValueError("--viewer: not available with several processes (--nproc)")
+        return launch([sys.executable, "-m", "gsplat_py", *args.argv], args.nproc, args.timeout)
     if args.viewer:
         from .tools.viewer import check_port_free, require_viser
 
         require_viser()
         check_port_free(args.host, args.port)  # before the scene loads; the viewer checks again
-    trainer = Trainer(config, checkpoint=checkpoint, progress=not args.quiet)
+    if processes is not None or config.train.batch_size > 1:
+        if processes is not None:
+            if args.nproc not in (1, processes.world_size):
+                raise ValueError(
+                    f"--nproc {args.nproc}: this process is one of WORLD_SIZE={processes.world_size}"
+                )
+            quiet_unless_first(processes)
+            start_process_group(processes, training_device(config.train.device), args.timeout)
+        trainer: Trainer = DistributedTrainer(
+            config, processes, checkpoint=checkpoint, progress=not args.quiet
+        )
+    else:
+        trainer = Trainer(config, checkpoint=checkpoint, progress=not args.quiet)
     viewer = _live_viewer(trainer, args) if args.viewer else None
     try:
         trainer.train()
@@ -707,6 +747,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _sfm_parser(subparsers)
     _info_parser(subparsers)
     args, unknown = parser.parse_known_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what `train --nproc` runs in each process
     if args.command != "train" and unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     overrides = _split_overrides(unknown, train_parser) if args.command == "train" else {}

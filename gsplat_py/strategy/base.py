@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from .ops import Optimizers, Params
 
@@ -31,6 +31,10 @@ class Strategy:
     ``optimizers`` (see ``gsplat_py.strategy.ops``); it returns a small dict describing what it did
     that step, for logging (empty when it did nothing worth reporting).
     """
+
+    # The entries of the state with one row per Gaussian (None until first filled): what a training run on
+    # several processes splits and gathers with the Gaussians.
+    PER_GAUSSIAN_STATE: ClassVar[tuple[str, ...]] = ()
 
     def initialize_state(self, scene_scale: float = 1.0) -> dict[str, Any]:
         """The running state to pass to the ``step_*`` calls; ``scene_scale`` is the scene extent."""

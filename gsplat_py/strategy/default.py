@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -77,6 +77,8 @@ class DefaultStrategy(Strategy):
     Packed meta (``gaussian_ids`` set: one row per visible (camera, Gaussian) pair) is read from ``info``
     itself; the ``packed`` argument of ``step_post_backward`` is accepted for gsplat's signature.
     """
+
+    PER_GAUSSIAN_STATE: ClassVar[tuple[str, ...]] = ("grad2d", "count", "radii")
 
     prune_opa: float = 0.005
     grow_grad2d: float = 0.0002
@@ -185,7 +187,7 @@ class DefaultStrategy(Strategy):
                 f"info[{self.key_for_gradient!r}]: gradient for {grads.shape[1]} Gaussians, but params has "
                 f"{n_gaussians}; rasterize the current params after every refinement"
             )
-        tracked = ("grad2d", "count", "radii") if self.refine_scale2d_stop_iter > 0 else ("grad2d", "count")
+        tracked = self.PER_GAUSSIAN_STATE if self.refine_scale2d_stop_iter > 0 else ("grad2d", "count")
         for key in tracked:
             if state[key] is None:
                 state[key] = grads.new_zeros(n_gaussians)

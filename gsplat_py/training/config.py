@@ -120,6 +120,7 @@ class TrainConfig:
     save_renders: bool = True  # test renders beside the ground truth at each evaluation
     output: str | None = None  # default: outputs/<scene>-<date>-<time>
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    batch_size: int = 1  # training views per step and process (training/distributed.py)
     device: str = (
         "auto"  # "cpu", "cuda" (or "cuda:N"), or "auto": the GPU when gsplat_py's CUDA kernels are built
     )
@@ -257,6 +258,7 @@ OPTION_RULES: dict[str, _Rule] = {
     "train.save_every": _between(0),  # 0: only at the end
     "train.output": _PATH,
     "train.threads": _between(0, 4096),  # 0 keeps torch's default
+    "train.batch_size": _between(1, 4096),
     "train.device": _DEVICE,
 }
 

@@ -30,6 +30,7 @@ from .metrics import psnr, ssim
 
 __all__ = [
     "render_view",
+    "render_views",
     "evaluate_views",
     "score_render",
     "summarize_scores",
@@ -64,25 +65,50 @@ def render_view(
     Returns ``rasterization``'s (colors [1, H, W, 3], alphas [1, H, W, 1], meta). Renders on the device of
     ``params``; the view's camera is moved there.
     """
+    viewmats = None if viewmat is None else viewmat[None]
+    return render_views(params, [view], sh_degree, viewmats, backgrounds, absgrad=absgrad, packed=packed)
+
+
+def render_views(
+    params: Params,
+    views: Sequence[View],
+    sh_degree: int,
+    viewmats: Tensor | None = None,
+    backgrounds: Tensor | None = None,
+    absgrad: bool = False,
+    packed: bool = False,
+    distributed: bool = False,
+) -> tuple[Tensor, Tensor, dict]:
+    """Render ``params`` from ``views`` in one call (they share one image size and camera model), from their
+    own poses unless ``viewmats`` [V, 4, 4] are given; ``distributed``: ``params`` is this process's shard and
+    ``views`` its cameras (rasterization's ``distributed``). Returns rasterization's (colors [V, H, W, 3],
+    alphas [V, H, W, 1], meta), on the device of ``params``."""
     device = params["means"].device
-    if viewmat is None:
-        viewmat = view.world_to_camera
+    first = views[0]
+    if viewmats is None:
+        viewmats = torch.stack([view.world_to_camera for view in views])
+    radial = None
+    if first.radial_coeffs is not None:
+        radial = torch.stack([view.radial_coeffs for view in views if view.radial_coeffs is not None]).to(
+            device
+        )
     return rasterization(
         params["means"],
         params["quats"],
         torch.exp(params["scales"]),
         torch.sigmoid(params["opacities"]),
         render_colors(params),
-        viewmat[None].to(device),
-        view.K[None].to(device),
-        view.width,
-        view.height,
+        viewmats.to(device),
+        torch.stack([view.K for view in views]).to(device),
+        first.width,
+        first.height,
         sh_degree=sh_degree,
         backgrounds=backgrounds,
         absgrad=absgrad,
         packed=packed,
-        camera_model=view.camera_model,
-        radial_coeffs=None if view.radial_coeffs is None else view.radial_coeffs[None].to(device),
+        camera_model=first.camera_model,
+        radial_coeffs=radial,
+        distributed=distributed,
     )
 
 

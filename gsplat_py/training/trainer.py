@@ -182,12 +182,16 @@ def _changed_options(old: Config, new: Config, names: tuple[str, ...]) -> list[s
 
 
 class Trainer:
-    """Trains Gaussians on one scene as ``config`` says (see ``gsplat_py.training.config``).
+    """Trains Gaussians on one scene as ``config`` says (see ``gsplat_py.training.config``), one view per
+    step in one process (``train.batch_size`` 1; `gsplat_py.training.distributed.DistributedTrainer` batches
+    views and runs on several processes).
 
     ``scene`` overrides loading ``config.data`` (tests pass synthetic scenes); ``checkpoint`` (a dict from
     :func:`load_checkpoint`) restores a run's exact state instead of initialising; ``hooks`` watch (and may
     pause) training (`gsplat_py.training.hooks`).
     """
+
+    batches_views = False  # renders train.batch_size views per step
 
     def __init__(
         self,
@@ -198,6 +202,11 @@ class Trainer:
         hooks: Sequence[TrainingHook] = (),
     ):
         config.validate()
+        if config.train.batch_size != 1 and not self.batches_views:
+            raise TrainingError(
+                f"train.batch_size: {config.train.batch_size} views per step need "
+                "gsplat_py.training.distributed.DistributedTrainer (Trainer renders one)"
+            )
         self.hooks = list(hooks)
         output = Path(config.train.output) if config.train.output else _default_output(config)
         # The trainer's own copy, with the output folder it chose: the caller's config is left as it was.
@@ -419,8 +428,7 @@ class Trainer:
         ``config.train.steps``), evaluating and checkpointing on schedule; returns the records."""
         train = self.config.train
         last_step = train.steps if until is None else min(until, train.steps)
-        self._open_output()
-        write_text_atomically(self.output / CONFIG_FILE, config_to_toml(self.config))
+        self._start_output()
         if self.resumed:
             # A kill between the two renames of a save leaves point_cloud.ply one save behind checkpoint.pt.
             self._save(checkpoint=False)
@@ -498,6 +506,11 @@ class Trainer:
             bar.close()
         return self.metrics
 
+    def _start_output(self) -> None:
+        """At the start of `train`: the output folder and the effective config."""
+        self._open_output()
+        write_text_atomically(self.output / CONFIG_FILE, config_to_toml(self.config))
+
     def _open_output(self) -> None:
         """Before the first write: create the output folder, remove what interrupted saves left in it."""
         if not self._output_open:
@@ -511,15 +524,19 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------- evaluation
 
-    def evaluate(self) -> dict:
-        """Score the current model on the held-out views (the training views if none are held out) and
-        append the record to ``metrics.json``."""
+    def evaluate(self, params: Params | None = None) -> dict:
+        """Score the current model (``params``, by default the trainer's) on the held-out views (the training
+        views if none are held out) and append the record to ``metrics.json``."""
         self._open_output()
         render_dir = (
             self.output / RENDERS_FOLDER / f"step_{self.step:06d}" if self.config.train.save_renders else None
         )
         result = evaluate_views(
-            self.params, self.eval_views, self.config.model.sh_degree_at(self.step), render_dir, self.lpips
+            self.params if params is None else params,
+            self.eval_views,
+            self.config.model.sh_degree_at(self.step),
+            render_dir,
+            self.lpips,
         )
         record = evaluation_record(result, self.eval_split, self.num_gaussians, self.step, self.elapsed_s)
         record.update(self._review_views())
@@ -550,16 +567,20 @@ class Trainer:
 
     def _save(self, checkpoint: bool) -> None:
         """Write point_cloud.ply, and with ``checkpoint`` checkpoint.pt too, as one save."""
+        self._write_run_files(self.params, self._checkpoint() if checkpoint else None)
+
+    def _write_run_files(self, params: Params, checkpoint: dict | None) -> None:
+        """Write point_cloud.ply of ``params`` and ``checkpoint`` (unless None) as checkpoint.pt, one save."""
         self._open_output()
         note = self.last_checkpoint_note()
-        paths = [self.output / CHECKPOINT_FILE] if checkpoint else []
+        paths = [self.output / CHECKPOINT_FILE] if checkpoint is not None else []
         try:
             with atomic_open_all([*paths, self.output / PLY_FILE]) as files:
-                if checkpoint:
-                    torch.save(self._checkpoint(), files[0])
+                if checkpoint is not None:
+                    torch.save(checkpoint, files[0])
                 write_ply(
                     files[-1],
-                    params_to_splats(self.params),
+                    params_to_splats(params),
                     frame_comments(WorldFrame.normalized(self.scene.transform)),
                 )
         except OSError as error:
