@@ -222,7 +222,7 @@ def quiet_unless_first(processes: Processes) -> None:
 def _optimizer_rows(state: dict, rows) -> dict:
     """An Adam state dict with the per-row tensors (moments) indexed by ``rows``."""
     per_param = {
-        key: {name: value[rows] if name != "step" else value for name, value in entry.items()}
+        key: {name: value[rows].contiguous() if name != "step" else value for name, value in entry.items()}
         for key, entry in state["state"].items()
     }
     return {**state, "state": per_param}
@@ -235,10 +235,10 @@ def shard_checkpoint(checkpoint: dict, rank: int, world_size: int, per_gaussian_
     state = checkpoint["strategy_state"]
     return {
         **checkpoint,
-        "params": {name: value[rows] for name, value in checkpoint["params"].items()},
+        "params": {name: value[rows].contiguous() for name, value in checkpoint["params"].items()},
         "optimizers": {name: _optimizer_rows(opt, rows) for name, opt in checkpoint["optimizers"].items()},
         "strategy_state": {
-            key: value[rows] if key in per_gaussian_state and value is not None else value
+            key: value[rows].contiguous() if key in per_gaussian_state and value is not None else value
             for key, value in state.items()
         },
     }

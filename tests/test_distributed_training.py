@@ -1,0 +1,203 @@
+"""Training on two processes (gloo on the CPU) on the bundled scene: the same run as one process with the same
+batch, checkpoints that resume with either number of processes, and a killed process that stops the other.
+
+Each run is a ``python -m gsplat_py train`` of the gsplat_py under test, from a scratch folder.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from bad_input import cli_error
+
+import gsplat_py
+from gsplat_py.strategy.default import DefaultStrategy
+from gsplat_py.training.checkpoint import load_checkpoint
+from gsplat_py.training.distributed import processes_from_environment, shard_checkpoint
+
+PACKAGE_PARENT = Path(gsplat_py.__file__).resolve().parents[1]
+TIMEOUT_S = 300  # one run on a loaded 2-core machine
+# 21 steps of the fast recipe, refining at step 20 only: the evaluation at step 20 is before any random
+# sampling (the same numbers on one or two processes), the one at 21 after one refinement (the same counts).
+RUN = [
+    "--config", "fast", "--steps", "21", "--eval-every", "0", "--train.eval_steps", "20",
+    "--train.save_renders", "false", "--strategy.default.refine_start_iter", "10",
+    "--strategy.default.refine_every", "10", "--quiet",
+]  # fmt: skip
+
+
+def gsplat_py_command(*args: str, cwd: Path, environment: dict | None = None, **popen) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE_PARENT), **(environment or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "gsplat_py", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
+def train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    process = gsplat_py_command("train", *args, cwd=cwd)
+    try:
+        out, err = process.communicate(timeout=TIMEOUT_S)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err[-3000:]
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def metrics(run: Path) -> dict[int, dict]:
+    return {record["step"]: record for record in json.loads((run / "metrics.json").read_text())}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """The same training on two processes (one view each a step) and on one (two views a step)."""
+    scratch = tmp_path_factory.mktemp("distributed_training")
+    two, one = scratch / "two", scratch / "one"
+    train(*RUN, "--nproc", "2", "--output", str(two), cwd=scratch)
+    train(*RUN, "--train.batch_size", "2", "--output", str(one), cwd=scratch)
+    return {"two": two, "one": one, "scratch": scratch}
+
+
+def test_two_processes_train_as_one_process_with_the_same_batch(runs):
+    two, one = metrics(runs["two"]), metrics(runs["one"])
+    # Before any random sampling the two runs are the same computation, up to float rounding.
+    assert abs(two[20]["psnr"] - one[20]["psnr"]) < 0.01, (two[20]["psnr"], one[20]["psnr"])
+    # The refinement at step 20 read the same 2D-gradient statistics on the shards as on the whole model.
+    assert two[21]["num_gaussians"] == one[21]["num_gaussians"] > two[20]["num_gaussians"]
+    checkpoint = load_checkpoint(runs["two"])  # rank 0 gathered the shards into one checkpoint
+    n = two[21]["num_gaussians"]
+    assert checkpoint["step"] == 21 and checkpoint["params"]["means"].shape == (n, 3)
+    assert checkpoint["optimizers"]["sh0"]["state"][0]["exp_avg"].shape[0] == n
+    assert checkpoint["strategy_state"]["grad2d"].shape == (n,)
+
+
+@pytest.mark.parametrize("source, processes", [("two", "1"), ("one", "2")])
+def test_a_checkpoint_resumes_with_the_other_number_of_processes(runs, source, processes, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(runs[source], run)
+    train(
+        "--resume",
+        str(run),
+        "--steps",
+        "26",
+        "--eval-every",
+        "0",
+        "--nproc",
+        processes,
+        "--quiet",
+        cwd=tmp_path,
+    )
+    before, after = metrics(runs[source]), metrics(run)
+    assert sorted(after) == [20, 21, 26]
+    assert after[26]["num_gaussians"] == before[21]["num_gaussians"]  # no refinement until step 30
+    # five more steps from the restored moments improve the fit (misplaced moments would not)
+    assert after[26]["psnr"] > before[21]["psnr"] + 0.2, (before[21]["psnr"], after[26]["psnr"])
+    assert load_checkpoint(run)["step"] == 26
+
+
+def test_shards_of_a_checkpoint_partition_it():
+    n = 11
+    moments = {"step": torch.tensor(3.0), "exp_avg": torch.arange(n * 3.0).reshape(n, 3)}
+    checkpoint = {
+        "step": 3,
+        "params": {"means": torch.arange(n * 3.0).reshape(n, 3)},
+        "optimizers": {"means": {"state": {0: moments}, "param_groups": [{"lr": 1.0}]}},
+        "strategy_state": {"grad2d": torch.arange(float(n)), "count": None, "scene_scale": 2.0},
+    }
+    shards = [shard_checkpoint(checkpoint, rank, 3, DefaultStrategy.PER_GAUSSIAN_STATE) for rank in range(3)]
+    rows = torch.cat([torch.arange(rank, n, 3) for rank in range(3)])
+    assert torch.equal(torch.cat([s["params"]["means"] for s in shards]), checkpoint["params"]["means"][rows])
+    assert torch.equal(
+        torch.cat([s["optimizers"]["means"]["state"][0]["exp_avg"] for s in shards]),
+        checkpoint["optimizers"]["means"]["state"][0]["exp_avg"][rows],
+    )
+    assert torch.equal(torch.cat([s["strategy_state"]["grad2d"] for s in shards]), rows.float())
+    assert all(s["strategy_state"]["count"] is None and s["step"] == 3 for s in shards)
+    assert all(s["optimizers"]["means"]["state"][0]["step"] == 3 for s in shards)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_killed_process_stops_the_other_and_the_checkpoint_loads(tmp_path):
+    """Two workers started as torchrun starts them; rank 1 is killed once a checkpoint is on disk."""
+    run = tmp_path / "run"
+    environment = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    args = ["train", "--config", "fast", "--steps", "5000", "--eval-every", "0", "--train.save_every", "5",
+            "--output", str(run), "--quiet", "--timeout", "20"]  # fmt: skip
+    workers = [
+        gsplat_py_command(*args, cwd=tmp_path, environment={**environment, "RANK": str(rank)})
+        for rank in range(2)
+    ]
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not (run / "checkpoint.pt").exists():
+            assert time.monotonic() < deadline and all(w.poll() is None for w in workers), (
+                "no checkpoint written"
+            )
+            time.sleep(0.2)
+        workers[1].send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        _, err = workers[0].communicate(timeout=60)  # the --timeout, and a margin for a loaded machine
+        stopped_after = time.monotonic() - killed_at
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.wait()
+    assert workers[0].returncode == 1, err[-2000:]
+    assert "rank 0: lost contact with the other training processes" in err, err[-2000:]
+    assert "the last good checkpoint is" in err
+    assert stopped_after < 60
+    checkpoint = load_checkpoint(run)
+    assert checkpoint["step"] % 5 == 0 and checkpoint["step"] > 0
+
+
+@pytest.mark.parametrize(
+    "environ, message",
+    [
+        ({"WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "1"}, "RANK: not set"),
+        (
+            {"WORLD_SIZE": "2", "RANK": "x", "MASTER_ADDR": "h", "MASTER_PORT": "1"},
+            "RANK: expected an integer",
+        ),
+        ({"WORLD_SIZE": "2", "RANK": "2", "MASTER_ADDR": "h", "MASTER_PORT": "1"}, "RANK: expected 0..1"),
+        ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_PORT": "1"}, "MASTER_ADDR: not set"),
+    ],
+)
+def test_a_bad_torchrun_environment_is_named(environ, message):
+    with pytest.raises(gsplat_py.training.checkpoint.TrainingError, match=f"^{message}"):
+        processes_from_environment(environ)
+
+
+def test_no_world_size_is_one_process():
+    assert processes_from_environment({}) is None
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--nproc", "0"], "--nproc: expected at least 1 process, got 0"),
+        (["--nproc", "2", "--timeout", "0"], "--timeout: expected a positive number of seconds, got 0.0"),
+        (["--nproc", "2", "--viewer"], "--viewer: not available with several processes"),
+    ],
+)
+def test_bad_process_flags_are_one_line_errors(flags, message, tmp_path, capsys):
+    error = cli_error(capsys, "train", "--steps", "1", *flags, "--output", tmp_path / "run")
+    assert error == f"gsplat-py: error: {message}" or error.startswith(f"gsplat-py: error: {message} "), error
+    assert not (tmp_path / "run").exists()
