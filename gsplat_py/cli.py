@@ -2,7 +2,8 @@
 
     gsplat-py train [--data DIR] [--data-factor N] [--steps N] [--strategy default|mcmc] [--pose-opt]
                     [--appearance] [--config FILE|PRESET] [--output DIR] [--eval-every N] [--resume DIR]
-                    [--seed N] [--device auto|cpu|cuda] [--nproc N] [--timeout S] [--section.key VALUE ...]
+                    [--seed N] [--device auto|cpu|cuda] [--nproc N] [--steps-scaler F] [--timeout S]
+                    [--section.key VALUE ...]
     gsplat-py eval --model RUN [--data DIR] [--split test|train] [--no-renders] [--json] [--quiet]
     gsplat-py render --model RUN|FILE [--data DIR] [--split test|train | --path KIND | --cameras FILE]
                      [--frames N] [--width W] [--height H] [--focal-scale F] [--depth] [--alpha]
@@ -147,6 +148,12 @@ def _train_parser(subparsers) -> argparse.ArgumentParser:
         default=1,
         help="train on N processes on this machine, sharing the Gaussians (each renders train.batch_size "
         "views a step; under torchrun, WORLD_SIZE sets the number)",
+    )
+    parser.add_argument(
+        "--steps-scaler",
+        type=float,
+        help="multiply the step counts and schedules (steps, evaluation, SH degree, refinement) by F, as "
+        "gsplat's steps_scaler: 1/B for B views a step (--nproc x train.batch_size)",
     )
     parser.add_argument(
         "--timeout",
@@ -434,6 +441,7 @@ def _run_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         launch,
         processes_from_environment,
         quiet_unless_first,
+        scale_steps,
         start_process_group,
     )
     from .training.trainer import Trainer, training_device
@@ -445,6 +453,8 @@ def _run_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
             raise ConfigError(f"--config {error}") from None
 
     checkpoint = None
+    if args.resume and args.steps_scaler is not None:
+        raise ValueError("--steps-scaler: the run to resume has its steps already (set --steps)")
     if args.resume:
         if args.output and Path(args.output).resolve() != Path(args.resume).resolve():
             raise ValueError(f"--output {args.output} and --resume {args.resume} name different folders")
@@ -455,6 +465,8 @@ def _run_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         base = preset(name) if name is not None else load_config()
     named = _named_overrides(args)
     config = apply_overrides(base, {**named, **overrides})
+    if args.steps_scaler is not None:
+        config = scale_steps(config, args.steps_scaler)
     if args.resume:
         config.train.output = args.resume
     try:

@@ -1,5 +1,6 @@
 """One rank of tests/test_distributed_rendering.py: ``python distributed_render_worker.py RANK WORLD STORE
-[halve-returned-gradients]``.
+[halve-returned-gradients | cuda]`` (``cuda``: NCCL, CUDA tensors on GPU ``RANK``; world size 1 renders every
+Gaussian and camera on the one rank).
 
 For each case, renders a random scene (tests/conftest.py's `make_scene`) with ``distributed=True`` from this
 rank's shard of the Gaussians and its cameras, and the whole scene in this process; asserts that this rank's
@@ -63,18 +64,28 @@ def _check(name: str, actual, expected) -> None:
 
 
 def run_case(
-    rank: int, name: str, scene_options: dict, options: dict, camera_counts: list, gaussian_counts: list
+    rank: int,
+    device: torch.device,
+    name: str,
+    scene_options: dict,
+    options: dict,
+    camera_counts: list,
+    gaussian_counts: list,
 ):
     scene = make_scene(**scene_options)
-    inputs = {k: scene.pop(k) for k in DIFFERENTIABLE if k in scene}
+    inputs = {k: scene.pop(k).to(device) for k in DIFFERENTIABLE if k in scene}
     n, c = inputs["means"].shape[0], inputs["viewmats"].shape[0]
-    gaussians = _ranges(gaussian_counts, n)[rank]
-    cameras = _ranges(camera_counts, c)[rank]
+    world_size = torch.distributed.get_world_size()
+    gaussians = _ranges(gaussian_counts if world_size > 1 else [None], n)[rank]
+    cameras = _ranges(camera_counts if world_size > 1 else [None], c)[rank]
 
     full = {k: v.clone().requires_grad_(True) for k, v in inputs.items()}
     colors, alphas, meta = rasterization(**full, **scene, **options)
-    weights = torch.rand(colors.shape, generator=torch.Generator().manual_seed(1), dtype=colors.dtype)
+    weights = torch.rand(colors.shape, generator=torch.Generator().manual_seed(1), dtype=colors.dtype).to(
+        device
+    )
     alpha_weights = torch.rand(alphas.shape, generator=torch.Generator().manual_seed(2), dtype=alphas.dtype)
+    alpha_weights = alpha_weights.to(device)
     meta["means2d"].retain_grad()
     ((colors * weights).sum() + (alphas * alpha_weights).sum()).backward()
 
@@ -119,12 +130,20 @@ def main() -> None:
     if sys.argv[4:] == ["halve-returned-gradients"]:  # the mutation check of the test
         backward = distributed._AllToAll.backward
         distributed._AllToAll.backward = staticmethod(lambda ctx, grad: backward(ctx, grad * 0.5))
+    cuda = sys.argv[4:] == ["cuda"]  # NCCL, one GPU per rank
+    device = torch.device("cuda", rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
     torch.set_num_threads(1)
     torch.distributed.init_process_group(
-        "gloo", init_method=f"file://{store}", rank=rank, world_size=world_size, timeout=timedelta(seconds=60)
+        "nccl" if cuda else "gloo",
+        init_method=f"file://{store}",
+        rank=rank,
+        world_size=world_size,
+        timeout=timedelta(seconds=60),
     )
     for case in CASES:
-        run_case(rank, *case)
+        run_case(rank, device, *case)
     torch.distributed.destroy_process_group()
 
 

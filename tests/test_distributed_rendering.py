@@ -59,6 +59,16 @@ def test_a_wrong_gradient_exchange_is_caught(tmp_path):
     assert all("grad of" in result.stderr for result in results)
 
 
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or not torch.distributed.is_nccl_available(), reason="needs a GPU and NCCL"
+)
+def test_nccl_on_cuda_equals_one_process(tmp_path):
+    """The same cases on CUDA tensors over NCCL, one rank per GPU (one rank alone on a single GPU)."""
+    results = run_ranks(WORKER, min(2, torch.cuda.device_count()), tmp_path, "cuda")
+    for rank, result in enumerate(results):
+        assert result.returncode == 0, f"rank {rank}:\n{result.stderr[-3000:]}"
+
+
 def test_distributed_without_a_process_group_names_the_argument():
     assert not torch.distributed.is_initialized()
     scene = make_scene(n=20, n_cameras=1)

@@ -21,7 +21,8 @@ from bad_input import cli_error
 import gsplat_py
 from gsplat_py.strategy.default import DefaultStrategy
 from gsplat_py.training.checkpoint import load_checkpoint
-from gsplat_py.training.distributed import processes_from_environment, shard_checkpoint
+from gsplat_py.training.config import load_config
+from gsplat_py.training.distributed import processes_from_environment, scale_steps, shard_checkpoint
 
 PACKAGE_PARENT = Path(gsplat_py.__file__).resolve().parents[1]
 TIMEOUT_S = 300  # one run on a loaded 2-core machine
@@ -200,4 +201,41 @@ def test_no_world_size_is_one_process():
 def test_bad_process_flags_are_one_line_errors(flags, message, tmp_path, capsys):
     error = cli_error(capsys, "train", "--steps", "1", *flags, "--output", tmp_path / "run")
     assert error == f"gsplat-py: error: {message}" or error.startswith(f"gsplat-py: error: {message} "), error
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_steps_scaler_scales_gsplats_schedules():
+    config = load_config("fast")
+    config.train.eval_steps = [300, 3]
+    half = scale_steps(config, 0.5)
+    assert (half.train.steps, half.train.eval_every, half.train.save_every) == (3500, 500, 500)
+    assert half.train.eval_steps == [150, 1] and half.model.sh_degree_interval == 500
+    default = half.strategy.default
+    assert (
+        default.refine_start_iter,
+        default.refine_stop_iter,
+        default.reset_every,
+        default.refine_every,
+    ) == (
+        250,
+        2500,
+        1500,
+        50,
+    )
+    mcmc = half.strategy.mcmc
+    assert (mcmc.refine_start_iter, mcmc.refine_stop_iter, mcmc.refine_every) == (250, 12500, 50)
+    assert scale_steps(config, 1e-6).strategy.default.refine_every == 1  # a period stays a period
+    assert config.train.steps == 7000  # the argument is left as it was
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--steps-scaler", "0", "--output"], "--steps-scaler: expected a positive number, got 0.0"),
+        (["--steps-scaler", "0.5", "--resume"], "--steps-scaler: the run to resume has its steps"),
+    ],
+)
+def test_bad_steps_scaler_is_a_one_line_error(flags, message, tmp_path, capsys):
+    error = cli_error(capsys, "train", *flags, tmp_path / "run")
+    assert error.startswith(f"gsplat-py: error: {message}"), error
     assert not (tmp_path / "run").exists()

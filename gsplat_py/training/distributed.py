@@ -37,6 +37,7 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
+from typing import TypeVar
 
 import torch
 
@@ -58,6 +59,7 @@ __all__ = [
     "Processes",
     "launch",
     "processes_from_environment",
+    "scale_steps",
     "shard_checkpoint",
     "start_process_group",
 ]
@@ -129,6 +131,47 @@ def _check_timeout(timeout_s: float) -> None:
 def _first_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
+
+
+# The step counts and periods gsplat's simple_trainer scales with ``steps_scaler`` (``Config.adjust_steps``),
+# per section of our config, with the evaluation and checkpoint periods.
+SCALED_STEPS = {
+    "train": ("steps", "eval_every", "save_every"),
+    "model": ("sh_degree_interval",),
+    "default": (
+        "refine_start_iter",
+        "refine_stop_iter",
+        "reset_every",
+        "refine_every",
+        "refine_scale2d_stop_iter",
+    ),
+    "mcmc": ("refine_start_iter", "refine_stop_iter", "refine_every"),
+}
+PERIODS = ("steps", "sh_degree_interval", "reset_every", "refine_every")  # at least 1 once scaled
+
+_Section = TypeVar("_Section")
+
+
+def scale_steps(config: Config, factor: float) -> Config:
+    """``config`` with its step counts and schedules (`SCALED_STEPS`, and ``train.eval_steps``) times
+    ``factor``: gsplat's ``steps_scaler``, 1/B for B views a step to see each view as often as one a step."""
+    if not (factor > 0 and math.isfinite(factor)):
+        raise ParameterError("steps_scaler", f"expected a positive number, got {factor}")
+
+    def scaled(section: _Section, kind: str) -> _Section:
+        values = {name: int(getattr(section, name) * factor) for name in SCALED_STEPS[kind]}
+        values = {name: max(1, value) if name in PERIODS else value for name, value in values.items()}
+        return dataclasses.replace(section, **values)  # type: ignore[type-var]
+
+    train = dataclasses.replace(
+        scaled(config.train, "train"), eval_steps=[max(1, int(s * factor)) for s in config.train.eval_steps]
+    )
+    strategy = dataclasses.replace(
+        config.strategy,
+        default=scaled(config.strategy.default, "default"),
+        mcmc=scaled(config.strategy.mcmc, "mcmc"),
+    )
+    return dataclasses.replace(config, train=train, model=scaled(config.model, "model"), strategy=strategy)
 
 
 # ---------------------------------------------------------------------------------------- the launcher
