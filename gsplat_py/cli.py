@@ -480,7 +480,10 @@ def _run_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     if processes is None and args.nproc != 1:
         if args.viewer:
             raise ValueError("--viewer: not available with several processes (--nproc)")
-        return launch([sys.executable, "-m", "gsplat_py", *args.argv], args.nproc, args.timeout)
+        command = [sys.executable, "-m", "gsplat_py", *args.argv]
+        return launch(
+            command, args.nproc, args.timeout, lambda line: print(f"{PROG}: {line}", file=sys.stderr)
+        )
     if args.viewer:
         from .tools.viewer import check_port_free, require_viser
 

@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import TypeVar
 
@@ -67,6 +67,9 @@ __all__ = [
 DEFAULT_TIMEOUT_S = 600.0  # a collective that waits longer stops the run (rank 0 evaluates meanwhile)
 ADAM_BETAS = (0.9, 0.999)  # torch's, which Trainer's optimisers use
 _POLL_S = 0.1  # how often `launch` looks at its workers
+# After a worker failed, how long `launch` lets the others stop by themselves (they notice at their next
+# exchange and say so) before killing them (one still joining the group would wait out its timeout).
+STOP_GRACE_S = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,11 +186,17 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def launch(command: Sequence[str], nproc: int, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
+def launch(
+    command: Sequence[str],
+    nproc: int,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    report: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+) -> int:
     """Run ``command`` as ``nproc`` workers on this machine (torchrun's variables, 127.0.0.1, a free port,
     each with its share of the CPU threads) and wait for them; their exit status (the first failure's).
-    When one fails, the others get ``timeout_s`` to stop by themselves and are then killed; Ctrl-C and
-    SIGTERM are passed on to them."""
+    ``timeout_s`` is the workers' (``--timeout``), checked here. When one fails, the others get
+    `STOP_GRACE_S` to stop by themselves (``report`` says so) and are then killed; Ctrl-C and SIGTERM are
+    passed on to them."""
     if nproc < 1:
         raise ParameterError("nproc", f"expected at least 1 process, got {nproc}")
     _check_timeout(timeout_s)
@@ -205,12 +214,12 @@ def launch(command: Sequence[str], nproc: int, timeout_s: float = DEFAULT_TIMEOU
         for rank in range(nproc)
     ]
     try:
-        return _wait_for(workers, timeout_s)
+        return _wait_for(workers, report)
     except KeyboardInterrupt:
         for worker in workers:
             if worker.poll() is None:
                 worker.send_signal(signal.SIGTERM)
-        _stop(workers, timeout_s)
+        _stop(workers, STOP_GRACE_S)
         raise
     finally:
         for worker in workers:
@@ -219,7 +228,7 @@ def launch(command: Sequence[str], nproc: int, timeout_s: float = DEFAULT_TIMEOU
                 worker.wait()
 
 
-def _wait_for(workers: list[subprocess.Popen], timeout_s: float) -> int:
+def _wait_for(workers: list[subprocess.Popen], report: Callable[[str], None]) -> int:
     while True:
         statuses = [worker.poll() for worker in workers]
         failed = [(rank, status) for rank, status in enumerate(statuses) if status not in (None, 0)]
@@ -227,13 +236,9 @@ def _wait_for(workers: list[subprocess.Popen], timeout_s: float) -> int:
             rank, status = failed[0]
             running = [r for r, s in enumerate(statuses) if s is None]
             if running:
-                print(
-                    f"gsplat-py: rank {rank} exited with status {status}; waiting up to {timeout_s:g} s for "
-                    f"rank{'s' if len(running) > 1 else ''} {', '.join(map(str, running))} to stop",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                _stop(workers, timeout_s)
+                others = f"rank{'s' if len(running) > 1 else ''} {', '.join(map(str, running))}"
+                report(f"rank {rank} exited with status {status}; {others} get {STOP_GRACE_S:g} s to stop")
+                _stop(workers, STOP_GRACE_S)
             return status
         if all(status == 0 for status in statuses):
             return 0
