@@ -26,8 +26,10 @@ from torch import Tensor
 
 __all__ = [
     "World",
+    "all_gather_counts",
     "all_gather_rows",
     "exchange",
+    "exchange_counts",
     "gather_cameras",
     "exchange_projections",
     "world_of_default_group",
@@ -109,10 +111,6 @@ class World:
     @property
     def local_cameras(self) -> int:
         return self.camera_counts[self.rank]
-
-    @property
-    def first_camera(self) -> int:
-        return sum(self.camera_counts[: self.rank])
 
     @property
     def first_gaussian(self) -> int:
