@@ -9,7 +9,8 @@ the CPU, NCCL on CUDA, with a timeout) and runs a `DistributedTrainer`:
 
 - Gaussians: each rank owns a shard (the initial points ``rank::world_size``, as gsplat's simple_trainer);
   densification and MCMC relocation run per shard on the statistics of the shard's own Gaussians (the
-  2D-mean gradients of ``meta["projected"]``, which the exchange brings back from every camera).
+  2D-mean gradients of ``meta["projected"]``, which the exchange brings back from every camera); MCMC grows
+  each shard to its share of ``cap_max``.
 - Views: every rank draws the same global batch of ``train.batch_size * world_size`` views (one shared view
   order) and renders its own ``train.batch_size`` of them with every rank's Gaussians
   (``rasterization(distributed=True)``). Each rank's loss is its images' losses over the global batch size,
@@ -45,6 +46,7 @@ from ..data import SceneData
 from ..errors import ParameterError
 from ..model import Params
 from ..rendering.distributed import all_gather_counts, all_gather_rows, exchange
+from ..strategy.mcmc import MCMCStrategy
 from .checkpoint import TrainingError
 from .config import Config
 from .evaluation import image_to_float, render_views
@@ -339,6 +341,9 @@ class DistributedTrainer(Trainer):
         self._counts = [0] * self.world_size  # Gaussians per rank, as of the last step
         super().__init__(config, scene=scene, checkpoint=checkpoint, progress=progress and self.rank == 0)
         self._counts = self._gather_counts(len(self.params["means"]))
+        if isinstance(self.strategy, MCMCStrategy):  # MCMC grows each shard: to its share of cap_max
+            cap, rank, size = self.strategy.cap_max, self.rank, self.world_size
+            self.strategy = dataclasses.replace(self.strategy, cap_max=cap // size + (rank < cap % size))
         views = self.scene.train_views
         kinds = {(v.width, v.height, v.camera_model) for v in views}
         if len(kinds) > 1:
