@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -130,41 +129,50 @@ def test_shards_of_a_checkpoint_partition_it():
     assert all(s["optimizers"]["means"]["state"][0]["step"] == 3 for s in shards)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def _worker_of_rank(launcher: subprocess.Popen, rank: int) -> int:
+    """The process id of the launcher's worker of ``rank`` (Linux: /proc), waiting for it to start."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()
+        for child in children:
+            try:
+                environment = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"RANK={rank}".encode() in environment:
+                return int(child)
+        time.sleep(0.2)
+    raise AssertionError(f"no worker of rank {rank}")
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the workers through Linux's /proc")
 def test_a_killed_process_stops_the_other_and_the_checkpoint_loads(tmp_path):
-    """Two workers started as torchrun starts them; rank 1 is killed once a checkpoint is on disk."""
+    """``train --nproc 2``; rank 1 is killed once a checkpoint is on disk: rank 0 notices at its next exchange
+    and stops with a message, the launcher exits non-zero, and the checkpoint on disk loads."""
     run = tmp_path / "run"
-    environment = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
     args = ["train", "--config", "fast", "--steps", "5000", "--eval-every", "0", "--train.save_every", "5",
-            "--output", str(run), "--quiet", "--timeout", "20"]  # fmt: skip
-    workers = [
-        gsplat_py_command(*args, cwd=tmp_path, environment={**environment, "RANK": str(rank)})
-        for rank in range(2)
-    ]
+            "--output", str(run), "--quiet", "--nproc", "2", "--timeout", "20"]  # fmt: skip
+    launcher = gsplat_py_command(*args, cwd=tmp_path)
     try:
+        rank_1 = _worker_of_rank(launcher, 1)
         deadline = time.monotonic() + TIMEOUT_S
         while not (run / "checkpoint.pt").exists():
-            assert time.monotonic() < deadline and all(w.poll() is None for w in workers), (
-                "no checkpoint written"
-            )
+            assert time.monotonic() < deadline and launcher.poll() is None, "no checkpoint written"
             time.sleep(0.2)
-        workers[1].send_signal(signal.SIGKILL)
+        os.kill(rank_1, signal.SIGKILL)
         killed_at = time.monotonic()
-        _, err = workers[0].communicate(timeout=60)  # the --timeout, and a margin for a loaded machine
+        _, err = launcher.communicate(timeout=60)  # the --timeout, and a margin for a loaded machine
         stopped_after = time.monotonic() - killed_at
     finally:
-        for worker in workers:
-            worker.kill()
-            worker.wait()
-    assert workers[0].returncode == 1, err[-2000:]
-    assert "rank 0: lost contact with the other training processes" in err, err[-2000:]
+        launcher.kill()
+        launcher.wait()
+    assert launcher.returncode in (1, 128 + signal.SIGKILL), err[-2000:]
+    assert "gsplat-py: error: rank 0: lost contact with the other training processes at step" in err, err[
+        -2000:
+    ]
     assert "the last good checkpoint is" in err
-    assert stopped_after < 60
+    assert "gsplat-py: rank 1 was killed by signal 9" in err
+    assert stopped_after < 60, stopped_after
     checkpoint = load_checkpoint(run)
     assert checkpoint["step"] % 5 == 0 and checkpoint["step"] > 0
 

@@ -238,10 +238,15 @@ def _wait_for(workers: list[subprocess.Popen], report: Callable[[str], None]) ->
             rank, status = failed[0]
             running = [r for r, s in enumerate(statuses) if s is None]
             if running:
-                others = f"rank{'s' if len(running) > 1 else ''} {', '.join(map(str, running))}"
-                report(f"rank {rank} exited with status {status}; {others} get {STOP_GRACE_S:g} s to stop")
+                others = (
+                    f"ranks {', '.join(map(str, running))} get"
+                    if len(running) > 1
+                    else f"rank {running[0]} gets"
+                )
+                how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
+                report(f"rank {rank} {how}; {others} {STOP_GRACE_S:g} s to stop")
                 _stop(workers, STOP_GRACE_S)
-            return status
+            return 128 - status if status < 0 else status  # a signal's number as a shell reports it
         if all(status == 0 for status in statuses):
             return 0
         time.sleep(_POLL_S)
