@@ -19,9 +19,10 @@ from bad_input import cli_error
 
 import gsplat_py
 from gsplat_py.strategy.default import DefaultStrategy
-from gsplat_py.training.checkpoint import load_checkpoint
+from gsplat_py.training.checkpoint import TrainingError, load_checkpoint
 from gsplat_py.training.config import load_config
 from gsplat_py.training.distributed import processes_from_environment, scale_steps, shard_checkpoint
+from gsplat_py.training.trainer import Trainer
 
 PACKAGE_PARENT = Path(gsplat_py.__file__).resolve().parents[1]
 TIMEOUT_S = 300  # one run on a loaded 2-core machine
@@ -190,7 +191,7 @@ def test_a_killed_process_stops_the_other_and_the_checkpoint_loads(tmp_path):
     ],
 )
 def test_a_bad_torchrun_environment_is_named(environ, message):
-    with pytest.raises(gsplat_py.training.checkpoint.TrainingError, match=f"^{message}"):
+    with pytest.raises(TrainingError, match=f"^{message}"):
         processes_from_environment(environ)
 
 
@@ -246,4 +247,13 @@ def test_the_steps_scaler_scales_gsplats_schedules():
 def test_bad_steps_scaler_is_a_one_line_error(flags, message, tmp_path, capsys):
     error = cli_error(capsys, "train", *flags, tmp_path / "run")
     assert error.startswith(f"gsplat-py: error: {message}"), error
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_one_view_trainer_refuses_a_batch(tmp_path):
+    config = load_config("fast")
+    config.train.batch_size = 2
+    config.train.output = str(tmp_path / "run")
+    with pytest.raises(TrainingError, match=r"^train.batch_size: 2 views per step need .*DistributedTrainer"):
+        Trainer(config)
     assert not (tmp_path / "run").exists()
