@@ -43,6 +43,7 @@ from typing import TypeVar
 import torch
 
 from ..data import SceneData
+from ..data.scenes import photos_to_pose
 from ..errors import ParameterError
 from ..model import Params
 from ..rendering.distributed import all_gather_counts, all_gather_rows, exchange
@@ -391,6 +392,15 @@ class DistributedTrainer(Trainer):
         return sum(self._counts)
 
     # ------------------------------------------------------------------------------ set-up
+
+    def _load_scene(self) -> SceneData:
+        folder = photos_to_pose(self.config.data)
+        if self.world_size > 1 and folder is not None:  # every process would pose the photos at once
+            raise TrainingError(
+                f"{folder}: no COLMAP model (sparse/0) yet: compute the camera poses first (the sfm command) "
+                "then train on several processes"
+            )
+        return super()._load_scene()
 
     def _initial_params(self) -> Params:
         whole = super()._initial_params()  # the same on every rank (one seed): split, as gsplat does
