@@ -134,6 +134,14 @@ def _check_timeout(timeout_s: float) -> None:
         raise ParameterError("timeout_s", f"expected a positive number of seconds, got {timeout_s}")
 
 
+def _is_transport_error(error: RuntimeError) -> bool:
+    """Whether ``error`` comes from torch.distributed's transport: a DistError (NCCL, timeouts), or gloo's
+    plain RuntimeError (a closed connection), which only its message tells apart (torch 2.13)."""
+    return isinstance(error, torch.distributed.DistError) or any(
+        name in str(error) for name in ("gloo", "Gloo", "NCCL", "c10d", "pair closure")
+    )
+
+
 def _first_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
@@ -364,10 +372,13 @@ class DistributedTrainer(Trainer):
     # ------------------------------------------------------------------------------ collectives
 
     def _collective(self, call):
-        """``call()`` (a collective); a lost or silent peer becomes a TrainingError naming this rank."""
+        """``call()`` (collectives, and the work between them); a lost or silent peer becomes a TrainingError
+        naming this rank, any other error passes."""
         try:
             return call()
-        except RuntimeError as error:  # torch.distributed.DistError and gloo's errors are RuntimeErrors
+        except RuntimeError as error:
+            if not _is_transport_error(error):
+                raise
             raise TrainingError(
                 f"rank {self.rank}: lost contact with the other training processes at step {self.step} "
                 f"({_first_line(error)}): one stopped or stopped answering; stopped, "
