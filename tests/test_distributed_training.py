@@ -67,9 +67,9 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     """The same training on two processes (one view each a step) and on one (two views a step)."""
     scratch = tmp_path_factory.mktemp("distributed_training")
     two, one = scratch / "two", scratch / "one"
-    train(*RUN, "--nproc", "2", "--output", str(two), cwd=scratch)
+    two_processes = train(*RUN, "--nproc", "2", "--output", str(two), cwd=scratch)
     train(*RUN, "--train.batch_size", "2", "--output", str(one), cwd=scratch)
-    return {"two": two, "one": one, "scratch": scratch}
+    return {"two": two, "one": one, "two_stdout": two_processes.stdout}
 
 
 def test_two_processes_train_as_one_process_with_the_same_batch(runs):
@@ -83,6 +83,10 @@ def test_two_processes_train_as_one_process_with_the_same_batch(runs):
     assert checkpoint["step"] == 21 and checkpoint["params"]["means"].shape == (n, 3)
     assert checkpoint["optimizers"]["sh0"]["state"][0]["exp_avg"].shape[0] == n
     assert checkpoint["strategy_state"]["grad2d"].shape == (n,)
+    # only rank 0 prints: one line per evaluation, one for the end
+    output = runs["two_stdout"]
+    assert output.count("step 20: test PSNR") == output.count("step 21: test PSNR") == 1, output
+    assert output.count("gsplat-py: done:") == 1, output
 
 
 @pytest.mark.parametrize("source, processes", [("two", "1"), ("one", "2")])
