@@ -26,6 +26,7 @@ from .rendering.limits import MAX_SH_DEGREE
 __all__ = [
     "GaussianSplats",
     "INIT_TYPES",
+    "MODEL_TYPES",
     "ModelConfig",
     "Params",
     "PARAM_NAMES",
@@ -42,6 +43,9 @@ __all__ = [
 
 PARAM_NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
 INIT_TYPES = ("sfm", "random")
+# "3dgs": 3D Gaussians (rasterization); "2dgs": surfels, 2D Gaussian disks (rasterization_2dgs), whose third
+# scale is kept (as gsplat keeps it) but not rendered, so files and strategies see one layout.
+MODEL_TYPES = ("3dgs", "2dgs")
 SH_C0 = 0.28209479177387814  # the degree-0 SH basis value, 1 / (2 sqrt(pi))
 
 Params = dict[str, torch.nn.Parameter]
@@ -49,6 +53,7 @@ Params = dict[str, torch.nn.Parameter]
 
 @dataclass
 class ModelConfig:
+    type: str = "3dgs"  # one of MODEL_TYPES: what the Gaussians are and which rasterizer renders them
     init: str = "sfm"  # "sfm": the COLMAP points; "random": random_init_count points in a cube
     sh_degree: int = 3  # maximum SH degree, reached one degree every sh_degree_interval steps
     sh_degree_interval: int = 1000
