@@ -56,6 +56,7 @@ from .errors import MissingPackageError, ParameterError
 from .io.formats import format_of_name
 from .io.spz import SPZ_INSTALL_HINT, SPZ_VERSION, SPZ_WRITE_VERSIONS
 from .io.video import VIDEO_INSTALL_HINT, VIDEO_SUFFIX
+from .model import MODEL_TYPES
 from .tools.camera_paths import PATH_KINDS
 from .tools.export import EXPORT_FORMATS
 from .tools.novel_views import DEFAULT_FRAMES, SPLITS
@@ -121,6 +122,12 @@ def _train_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--data-factor", type=int, help="use images_N/ (downscale by N)")
     parser.add_argument("--steps", type=int, help="number of training steps")
     parser.add_argument("--strategy", choices=("default", "mcmc"), help="densification strategy")
+    parser.add_argument(
+        "--model-type",
+        choices=MODEL_TYPES,
+        help="3dgs (3D Gaussians, the default) or 2dgs (surfels: 2D Gaussian splatting, with its normal and "
+        "distortion losses, surfel.*)",
+    )
     parser.add_argument("--pose-opt", action="store_true", default=None, help="optimise the camera poses")
     parser.add_argument(
         "--appearance",
@@ -393,6 +400,7 @@ TRAIN_FLAG_OPTIONS = {
     "data_factor": "data.data_factor",
     "steps": "train.steps",
     "strategy": "strategy.name",
+    "model_type": "model.type",
     "pose_opt": "pose_opt.enabled",
     "appearance": "appearance.enabled",
     "output": "train.output",

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from .rendering import rasterization, rasterization_2dgs
 from .rendering.limits import MAX_SH_DEGREE
 
 __all__ = [
@@ -34,6 +35,9 @@ __all__ = [
     "SH_DEGREE_OF_COUNT",
     "init_params",
     "knn_mean_distance",
+    "model_type_comments",
+    "model_type_from_comments",
+    "rasterize_model",
     "random_points",
     "rgb_to_sh",
     "params_to_splats",
@@ -46,6 +50,8 @@ INIT_TYPES = ("sfm", "random")
 # "3dgs": 3D Gaussians (rasterization); "2dgs": surfels, 2D Gaussian disks (rasterization_2dgs), whose third
 # scale is kept (as gsplat keeps it) but not rendered, so files and strategies see one layout.
 MODEL_TYPES = ("3dgs", "2dgs")
+# The header comment (PLY, compressed PLY, SOG) that records a model's type; a file without it is 3DGS.
+MODEL_TYPE_COMMENT = "gsplat_py model_type"
 SH_C0 = 0.28209479177387814  # the degree-0 SH basis value, 1 / (2 sqrt(pi))
 
 Params = dict[str, torch.nn.Parameter]
@@ -403,3 +409,80 @@ def splats_to_params(splats: GaussianSplats) -> Params:
         name: torch.nn.Parameter(value.detach().float().clone().contiguous())
         for name, value in values.items()
     }
+
+
+def model_type_comments(model_type: str) -> list[str]:
+    """The header comment lines recording ``model_type`` (none for "3dgs", what a file without them is)."""
+    return [] if model_type == "3dgs" else [f"{MODEL_TYPE_COMMENT} {model_type}"]
+
+
+def model_type_from_comments(comments: list[str] | None) -> str | None:
+    """The model type a file's header comments record, None when they record none; ValueError (naming the
+    line) for a type this version does not know."""
+    for line in comments or []:
+        if line.startswith(MODEL_TYPE_COMMENT + " "):
+            value = line[len(MODEL_TYPE_COMMENT) + 1 :].strip()
+            if value not in MODEL_TYPES:
+                raise ValueError(f"comment {line!r}: expected a model type among {', '.join(MODEL_TYPES)}")
+            return value
+    return None
+
+
+def rasterize_model(
+    model_type: str,
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    colors: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    render_mode: str = "RGB",
+    camera_model: str = "pinhole",
+    **options,
+) -> tuple[Tensor, Tensor, dict]:
+    """Render Gaussians of ``model_type`` with its rasterizer, as ``rasterization`` returns: (colors
+    [C, H, W, X], alphas [C, H, W, 1], meta); ``options`` are both rasterizers' keywords (sh_degree,
+    backgrounds, absgrad, packed, ...).
+
+    A 2DGS render always renders the expected depth (its depth normals need it; the channel is dropped
+    unless ``render_mode`` asks for it) and adds its other outputs to ``meta``: ``render_normals`` and
+    ``surf_normals`` (world-space [C, H, W, 3]: the blended surfel normals, the normals of the expected
+    depth), ``render_distort`` and ``render_median`` ([C, H, W, 1]); its densification gradient is
+    ``meta["gradient_2dgs"]``. 2DGS renders pinhole cameras only (ValueError naming ``camera_model``).
+    """
+    if model_type == "3dgs":
+        return rasterization(
+            means,
+            quats,
+            scales,
+            opacities,
+            colors,
+            viewmats,
+            Ks,
+            width,
+            height,
+            render_mode=render_mode,
+            camera_model=camera_model,
+            **options,
+        )
+    if model_type != "2dgs":
+        raise ValueError(f"model_type: expected one of {', '.join(MODEL_TYPES)}, got {model_type!r}")
+    if camera_model != "pinhole" or options.pop("radial_coeffs", None) is not None:
+        raise ValueError(f"camera_model: 2DGS models render pinhole cameras only, got {camera_model!r}")
+    if render_mode not in ("RGB", "RGB+ED"):
+        raise ValueError(f"render_mode: 2DGS models render 'RGB' or 'RGB+ED', got {render_mode!r}")
+    rendered, alphas, render_normals, surf_normals, render_distort, render_median, meta = rasterization_2dgs(
+        means, quats, scales, opacities, colors, viewmats, Ks, width, height, render_mode="RGB+ED", **options
+    )
+    assert surf_normals is not None, "a depth render mode gives depth normals"
+    meta = {
+        **meta,
+        "render_normals": render_normals,
+        "surf_normals": surf_normals.reshape(render_normals.shape),
+        "render_distort": render_distort,
+        "render_median": render_median,
+    }
+    return (rendered if render_mode == "RGB+ED" else rendered[..., :-1]), alphas, meta

@@ -12,12 +12,19 @@ Both are added to the photometric loss of a ``model.type = "2dgs"`` run; a weigh
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-__all__ = ["SurfelConfig", "normal_consistency_loss", "distortion_loss", "surfel_regularisation"]
+__all__ = [
+    "SurfelConfig",
+    "normal_consistency_loss",
+    "distortion_loss",
+    "strategy_for_model",
+    "surfel_regularisation",
+]
 
 
 @dataclass
@@ -49,6 +56,15 @@ def normal_consistency_loss(render_normals: Tensor, surf_normals: Tensor, alphas
 def distortion_loss(render_distort: Tensor) -> Tensor:
     """Mean of the rendered per-pixel depth distortion ([..., H, W, 1])."""
     return render_distort.mean()
+
+
+def strategy_for_model(strategy, model_type: str):
+    """The densification ``strategy`` as a ``model_type`` run uses it: a 2DGS run's gradient-driven growth
+    reads the renderer's ``gradient_2dgs`` (the loss's gradient by the projected centre through the ray
+    transform, gsplat's 2DGS signal) where a 3DGS run reads ``means2d``'s, as gsplat's 2DGS trainer does."""
+    if model_type == "2dgs" and getattr(strategy, "key_for_gradient", None) == "means2d":
+        return dataclasses.replace(strategy, key_for_gradient="gradient_2dgs")
+    return strategy
 
 
 def surfel_regularisation(config: SurfelConfig, step: int, alphas: Tensor, meta: dict) -> Tensor | None:
