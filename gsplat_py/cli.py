@@ -535,6 +535,7 @@ def _live_viewer(trainer, args: argparse.Namespace):
         port=args.port,
         title=f"gsplat_py · training {trainer.output.name}",
         max_sh_degree=trainer.config.model.sh_degree,
+        model_type=trainer.config.model.type,
     )
     trainer.hooks.append(LiveTraining(viewer))
     print(f"{PROG}: viewer at {viewer.url}", flush=True)
@@ -590,6 +591,7 @@ def _run_view(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         title=f"gsplat_py · {model.source.name}",
+        model_type=model.model_type,
     )
     print(
         f"{PROG}: viewing {model.source} ({model.splats.num_gaussians:,} Gaussians, SH degree "
@@ -694,7 +696,14 @@ def _run_export(args: argparse.Namespace) -> int:
     if output.exists() and not args.overwrite:
         raise ValueError(f"--output {output}: the file exists; choose another --output or pass --overwrite")
     summary = export_model(
-        splats, frame, output, file_format, args.sh_degree, args.spz_version, args.sog_palette
+        splats,
+        frame,
+        output,
+        file_format,
+        args.sh_degree,
+        args.spz_version,
+        args.sog_palette,
+        model_type=model.model_type,
     )
     size = _size_text(summary.size)
     if file_format != "ply":
