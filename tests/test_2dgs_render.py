@@ -385,3 +385,199 @@ def test_reference_projection_culls_behind_and_degenerate():
     assert visible[1:].any()
     # Visible normals are unit and face the camera (negative dot product with the camera-space centre).
     assert torch.allclose(normals[0][visible].norm(dim=-1), torch.ones(int(visible.sum()), dtype=F64))
+
+
+# ---- the compiled ops: gradcheck (float64, tiny scenes) and against the reference --------------------------
+
+
+@pytest.fixture
+def one_thread():
+    """gradcheck makes thousands of calls on tiny inputs: one thread, so a busy machine cannot stall them at a
+    barrier (the results do not depend on the thread count)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tiny_surfels(n: int = 5, seed: int = 3):
+    """A few surfels 3-4 units in front of two cameras, turned at most ~50 degrees away from them."""
+    g = torch.Generator().manual_seed(seed)
+    means = torch.cat(
+        [
+            (torch.rand(n, 2, generator=g, dtype=F64) - 0.5) * 1.0,
+            3.0 + torch.rand(n, 1, generator=g, dtype=F64),
+        ],
+        -1,
+    )
+    axis_angle = (torch.rand(n, 3, generator=g, dtype=F64) - 0.5) * 1.6
+    half = axis_angle.norm(dim=-1, keepdim=True) / 2
+    quats = torch.cat([torch.cos(half), torch.sin(half) * axis_angle / (2 * half)], -1) * 1.3
+    scales = 0.15 + 0.2 * torch.rand(n, 3, generator=g, dtype=F64)
+    viewmats = torch.eye(4, dtype=F64)[None].repeat(2, 1, 1)
+    angle = 0.12
+    viewmats[1, :3, :3] = torch.tensor(
+        [[math.cos(angle), 0.0, math.sin(angle)], [0.0, 1.0, 0.0], [-math.sin(angle), 0.0, math.cos(angle)]],
+        dtype=F64,
+    )
+    viewmats[1, :3, 3] = torch.tensor([0.1, -0.05, 0.2], dtype=F64)
+    Ks = torch.tensor(
+        [[[30.0, 0, 10.5], [0, 32.0, 8.0], [0, 0, 1]], [[28.0, 0, 9.5], [0, 30.0, 8.5], [0, 0, 1]]]
+    )
+    return means, quats, scales, viewmats, Ks.to(F64)
+
+
+@needs_cpp
+def test_gradcheck_project_surfels(one_thread):
+    from gsplat_py.rendering import ops_2dgs
+
+    inputs = [t.clone().requires_grad_(True) for t in tiny_surfels()]
+
+    def fn(means, quats, scales, viewmats, Ks):
+        radii, means2d, depths, transforms, normals = ops_2dgs.project_gaussians_2dgs(
+            means, quats, scales, viewmats, Ks, 21, 16
+        )
+        assert (radii > 0).all(), "every surfel must stay visible in every camera"
+        return means2d, depths, transforms, normals
+
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+def surfel_kernel_field(means2d, transforms, opacities, width, height):
+    """Per surfel and pixel centre: the unclamped alpha, and the surface and screen terms of its sigma."""
+    ys, xs = torch.meshgrid(
+        torch.arange(height, dtype=F64) + 0.5, torch.arange(width, dtype=F64) + 0.5, indexing="ij"
+    )
+    Tu, Tv, Tw = (transforms[..., k, None, None, :] for k in range(3))
+    cross = torch.linalg.cross(xs[..., None] * Tw - Tu, ys[..., None] * Tw - Tv)
+    surface = (cross[..., 0] ** 2 + cross[..., 1] ** 2) / cross[..., 2] ** 2
+    screen = 2 * ((means2d[..., 0, None, None] - xs) ** 2 + (means2d[..., 1, None, None] - ys) ** 2)
+    alpha = opacities[..., None, None] * torch.exp(-0.5 * torch.minimum(surface, screen))
+    return alpha, surface, screen
+
+
+@needs_cpp
+def test_gradcheck_rasterize_surfels(one_thread):
+    from gsplat_py.rendering import ops_2dgs
+    from gsplat_py.rendering import reference as ref
+
+    W, H, tile_size = 21, 16, 8
+    means, quats, scales, viewmats, Ks = tiny_surfels(seed=15)
+    radii, means2d, depths, transforms, normals = ref2d.project_gaussians_2dgs(
+        means, quats, scales, viewmats, Ks, W, H
+    )
+    g = torch.Generator().manual_seed(5)
+    opacities = 0.3 + 0.3 * torch.rand(2, 5, generator=g, dtype=F64)
+    colors = torch.rand(2, 5, 3, generator=g, dtype=F64)
+    # Away from the kinks: the 1/255 threshold, the switch between the surface and screen terms, the cap.
+    alpha, surface, screen = surfel_kernel_field(means2d, transforms, opacities, W, H)
+    assert ((alpha - 1 / 255).abs() > 1e-3 / 255).all() and alpha.max() < 0.99
+    assert ((surface - screen).abs() > 1e-5 * screen).all()
+    tw, th = math.ceil(W / tile_size), math.ceil(H / tile_size)
+    _, offsets, ids, _ = ref.bin_gaussians_to_tiles(means2d, radii, depths, tile_size, tw, th)
+    assert ids.numel() > 2 * 5
+    inputs = [
+        t.clone().requires_grad_(True) for t in (means2d, transforms, colors, opacities, normals, depths)
+    ]
+
+    def fn(*args):
+        return ops_2dgs.rasterize_to_pixels_2dgs(*args, W, H, tile_size, offsets, ids)
+
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+SCENE_INPUTS = ("means", "quats", "scales", "opacities", "colors", "viewmats", "Ks")
+
+
+def render_and_gradients(scene, backend, seed=1, **options):
+    """Outputs and the gradients of every scene input (and the backgrounds) for a random weighting of every
+    output."""
+    inputs = {
+        k: v.detach().clone().requires_grad_(True) if k in SCENE_INPUTS else v for k, v in scene.items()
+    }
+    backgrounds = options.pop("backgrounds", None)
+    if backgrounds is not None:
+        backgrounds = backgrounds.clone().requires_grad_(True)
+    out = rasterization_2dgs(**inputs, backgrounds=backgrounds, backend=backend, **options)
+    g = torch.Generator().manual_seed(seed)
+    outputs = [x for x in out[:6] if x is not None]
+    # surf_normals (plain PyTorch on the rendered depth, the same code for both backends) stay out of the
+    # loss: normalising differences of nearby depths amplifies rounding a millionfold.
+    weighted = [x for k, x in enumerate(out[:6]) if x is not None and k != 3]
+    loss = sum((x * torch.rand(x.shape, generator=g, dtype=x.dtype)).sum() for x in weighted)
+    wanted = [inputs[k] for k in SCENE_INPUTS] + ([backgrounds] if backgrounds is not None else [])
+    grads = torch.autograd.grad(loss, wanted, allow_unused=True)
+    return outputs, grads, out[6]
+
+
+@needs_cpp
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(render_mode="RGB"),
+        dict(render_mode="RGB+D", sh_degree=2, packed=True),
+        dict(render_mode="RGB+ED", distloss=True, background=True),
+        dict(render_mode="ED", depth_mode="median"),
+        dict(render_mode="RGB+ED", depth_mode="median", sh_degree=1, background=True),
+    ],
+    ids=str,
+)
+def test_compiled_matches_reference_forward_and_gradients(options):
+    options = dict(options)
+    scene = random_surfels(n=80, sh_degree=options.pop("sh_degree", None))
+    if options.pop("background", False):
+        options["backgrounds"] = torch.rand(2, 3, dtype=F64, generator=torch.Generator().manual_seed(4))
+    out_cpp, grads_cpp, meta_cpp = render_and_gradients(scene, "cpp", **dict(options))
+    out_ref, grads_ref, meta_ref = render_and_gradients(scene, "reference", **dict(options))
+    assert meta_cpp["backend"] == "cpp" and meta_ref["backend"] == "reference"
+    for key in ("radii", "flatten_ids", "isect_offsets"):
+        assert torch.equal(meta_cpp[key], meta_ref[key]), key
+    for key in ("means2d", "depths", "ray_transforms", "normals"):
+        assert torch.allclose(meta_cpp[key], meta_ref[key], rtol=1e-12, atol=1e-12), key
+    for a, b in zip(out_cpp, out_ref):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-10)
+    for name, a, b in zip(SCENE_INPUTS + ("backgrounds",), grads_cpp, grads_ref):
+        if b is None:
+            assert a is None, name
+            continue
+        assert torch.allclose(a, b, rtol=1e-8, atol=1e-8 * float(b.abs().max())), name
+        assert b.abs().max() > 0, name  # every input gets a gradient
+
+
+@needs_cpp
+def test_compiled_matches_reference_in_float32_with_absgrad():
+    scene = random_surfels(n=150, dtype=torch.float32, seed=2)
+    results = {}
+    for backend in ("cpp", "reference"):
+        means = scene["means"].clone().requires_grad_(True)
+        out = rasterization_2dgs(
+            **{**scene, "means": means}, render_mode="RGB+D", absgrad=True, backend=backend
+        )
+        (out[0].sum() + out[2].sum() + out[4].sum()).backward()
+        results[backend] = out, means.grad, out[6]["means2d"].absgrad, out[6]["gradient_2dgs"].grad
+    (out_cpp, g_cpp, abs_cpp, dens_cpp), (out_ref, g_ref, abs_ref, dens_ref) = (
+        results["cpp"],
+        results["reference"],
+    )
+    for k in (0, 1, 2, 4, 5):
+        assert torch.allclose(out_cpp[k], out_ref[k], rtol=1e-4, atol=1e-4), k
+    assert torch.allclose(g_cpp, g_ref, rtol=1e-3, atol=1e-3 * float(g_ref.abs().max()))
+    assert torch.allclose(abs_cpp, abs_ref, rtol=1e-3, atol=1e-3 * float(abs_ref.abs().max()))
+    assert abs_ref.abs().max() > 0
+    assert torch.allclose(dens_cpp, dens_ref, rtol=1e-3, atol=1e-3 * float(dens_ref.abs().max()))
+    assert dens_ref.abs().max() > 0
+
+
+@needs_cpp
+def test_compiled_gradients_do_not_depend_on_the_thread_count():
+    scene = random_surfels(n=120, dtype=torch.float32, seed=5)
+    previous = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            results.append(render_and_gradients(scene, "cpp", render_mode="RGB+ED", distloss=True)[1])
+    finally:
+        torch.set_num_threads(previous)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)

@@ -349,7 +349,11 @@ def rasterization_2dgs(
 
 
 def _ops_2dgs(backend_used: str):
-    """The module providing the two 2DGS ops (the compiled ones are not built yet: the reference)."""
-    from . import reference_2dgs
+    """The module providing the two 2DGS ops for the backend ``_select_backend`` chose."""
+    if backend_used == "reference":
+        from . import reference_2dgs
 
-    return reference_2dgs
+        return reference_2dgs
+    from . import ops_2dgs
+
+    return ops_2dgs
