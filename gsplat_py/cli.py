@@ -11,7 +11,7 @@
                      [--video [FILE]] [--output DIR] [--device auto|cpu|cuda] ...
     gsplat-py export --model RUN|FILE [--format ply|compressed-ply|spz|sog|splat|mesh] [--sh-degree N]
                      [--spz-version 3|4] [--sog-palette N] [--frame colmap|normalized] [--output FILE]
-                     [--voxel-size V] [--mesh-resolution N] [--sdf-trunc D] [--depth-trunc D]
+                     [--voxel-size V] [--mesh-resolution N] [--mesh-every N] [--sdf-trunc D] [--depth-trunc D]
     gsplat-py view --model RUN|FILE [--data DIR] [--port N] [--host ADDRESS] [--output DIR]
     gsplat-py sfm FOLDER [--matcher auto|exhaustive|sequential] [--camera-model MODEL] [--single-camera]
                   [--max-image-size N] [--max-features N] [--force] [--quiet]
@@ -83,6 +83,7 @@ FLAGS = {
     "data_factor": "--data-factor",
     "num_threads": "--threads",
     "resolution": "--mesh-resolution",
+    "view_step": "--mesh-every",
 }
 
 
@@ -345,6 +346,13 @@ def _export_parser(subparsers) -> argparse.ArgumentParser:
         default=DEFAULT_RESOLUTION,
         help=f"mesh: voxels along the longest side of the surface without --voxel-size (default: "
         f"{DEFAULT_RESOLUTION})",
+    )
+    parser.add_argument(
+        "--mesh-every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="mesh: fuse every N-th training view (default: 1, all of them)",
     )
     parser.add_argument(
         "--sdf-trunc", type=float, help="mesh: TSDF truncation distance in world units (default: 5 voxels)"
@@ -738,6 +746,7 @@ def _run_export_mesh(args: argparse.Namespace) -> int:
         sdf_trunc=args.sdf_trunc,
         depth_trunc=args.depth_trunc,
         resolution=args.mesh_resolution,
+        view_step=args.mesh_every,
         device=args.device,
     )
     mesh = mesh_model(model, scene.train_views, options)
@@ -747,7 +756,8 @@ def _run_export_mesh(args: argparse.Namespace) -> int:
     write_mesh(output, mesh, frame, model.model_type)
     print(
         f"{PROG}: done: {output}  ({len(mesh.vertices):,} vertices, {len(mesh.faces):,} triangles from "
-        f"{len(scene.train_views)} training views of a {model.model_type} model, {frame.name} frame)"
+        f"{len(scene.train_views[:: args.mesh_every])} training views of a {model.model_type} model, "
+        f"{frame.name} frame)"
     )
     return 0
 

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from ..data import View
 from ..data.geometry import camera_extent
 from ..data.world_frame import WorldFrame, frame_comments
+from ..errors import ParameterError
 from ..io.images import DEPTH_MIN_ALPHA
 from ..io.mesh_ply import write_mesh_ply
 from ..model import model_type_comments
@@ -53,6 +54,7 @@ class MeshOptions:
     sdf_trunc: float | None = None  # world units; default: 5 voxels
     depth_trunc: float | None = None  # world units; default: 2 x the camera extent
     resolution: int = DEFAULT_RESOLUTION  # voxels along the box's longest side, without a voxel_size
+    view_step: int = 1  # fuse every view_step-th training view (fewer renders, for large scenes)
     batch_size: int = 1  # views rendered per call
     device: str = "auto"
     progress: bool = True
@@ -74,9 +76,12 @@ def default_mesh_path(model: SavedModel, frame: WorldFrame) -> Path:
 
 
 def mesh_model(model: SavedModel, views: Sequence[View], options: MeshOptions | None = None) -> Mesh:
-    """The mesh of ``model`` from the depth it renders in ``views`` (in the model's frame; module
-    docstring). ParameterError naming the option at fault (`mesh_from_depth_maps`)."""
+    """The mesh of ``model`` from the depth it renders in ``views`` (every ``view_step``-th; in the model's
+    frame; module docstring). ParameterError naming the option at fault (`mesh_from_depth_maps`)."""
     options = options if options is not None else MeshOptions()
+    if options.view_step < 1:
+        raise ParameterError("view_step", f"expected a positive number of views, got {options.view_step}")
+    views = list(views)[:: options.view_step]
     if not views:
         raise ValueError("no views to render depth from")
     depth_trunc = options.depth_trunc if options.depth_trunc is not None else default_depth_trunc(views)
