@@ -150,3 +150,23 @@ def test_mcmc_relocates_and_grows_a_2dgs_model(tmp_path):
         trainer.train_step()
     assert trainer.num_gaussians > before  # MCMC's growth (5% at each refinement)
     assert all(bool(torch.isfinite(p).all()) for p in trainer.params.values())
+
+
+def test_2dgs_on_fisheye_views_is_refused_before_training(tmp_path):
+    from dataclasses import replace
+
+    from test_training import synthetic_scene
+
+    from gsplat_py.training.checkpoint import TrainingError
+
+    scene = synthetic_scene([(2.0, 0.0, 0.5), (0.0, 2.0, 0.5)])
+    fisheye = replace(scene.train_views[1], camera_model="fisheye", radial_coeffs=torch.zeros(4))
+    scene = replace(scene, train_views=[scene.train_views[0], fisheye])
+    config = Config()
+    config.model.type = "2dgs"
+    config.train.output = str(tmp_path / "run")
+    with pytest.raises(
+        TrainingError, match=r"^model.type: 2dgs renders pinhole cameras only; .*fisheye views \(001.png\)"
+    ):
+        Trainer(config, scene=scene, progress=False)
+    assert not (tmp_path / "run").exists()

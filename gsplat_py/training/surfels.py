@@ -18,8 +18,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..data import SceneData
+
 __all__ = [
     "SurfelConfig",
+    "surfel_scene_problem",
     "normal_consistency_loss",
     "distortion_loss",
     "strategy_for_model",
@@ -56,6 +59,20 @@ def normal_consistency_loss(render_normals: Tensor, surf_normals: Tensor, alphas
 def distortion_loss(render_distort: Tensor) -> Tensor:
     """Mean of the rendered per-pixel depth distortion ([..., H, W, 1])."""
     return render_distort.mean()
+
+
+def surfel_scene_problem(model_type: str, scene: SceneData) -> str | None:
+    """What makes ``scene`` untrainable as ``model_type`` (a 2DGS run's fisheye views: rasterization_2dgs
+    projects pinhole cameras only), naming ``model.type``; None when nothing does."""
+    if model_type != "2dgs":
+        return None
+    for view in scene.train_views + scene.test_views:
+        if view.camera_model != "pinhole":
+            return (
+                f"model.type: 2dgs renders pinhole cameras only; {scene.root} has {view.camera_model} views "
+                f"({view.name}): train it as 3dgs"
+            )
+    return None
 
 
 def strategy_for_model(strategy, model_type: str):

@@ -63,7 +63,7 @@ from .monitor import (
 )
 from .optimizer import adam_step, visible_rows
 from .pose_opt import PoseCorrection
-from .surfels import strategy_for_model, surfel_regularisation
+from .surfels import strategy_for_model, surfel_regularisation, surfel_scene_problem
 
 __all__ = ["Trainer", "TrainingError", "load_checkpoint"]
 
@@ -216,6 +216,9 @@ class Trainer:
         self.scene = scene if scene is not None else self._load_scene()
         if not self.scene.train_views:
             raise TrainingError(f"{self.scene.root}: the scene has no training views")
+        problem = surfel_scene_problem(config.model.type, self.scene)
+        if problem is not None:
+            raise TrainingError(problem)
         self.scene_scale = self.scene.scene_scale
         if not self.scene_scale > 0.0:  # all training cameras at one position: no extent to scale by
             warnings.warn(
