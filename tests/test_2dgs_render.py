@@ -504,7 +504,7 @@ def render_and_gradients(scene, backend, seed=1, **options):
     # surf_normals (plain PyTorch on the rendered depth, the same code for both backends) stay out of the
     # loss: normalising differences of nearby depths amplifies rounding a millionfold.
     weighted = [x for k, x in enumerate(out[:6]) if x is not None and k != 3]
-    loss = sum((x * torch.rand(x.shape, generator=g, dtype=x.dtype)).sum() for x in weighted)
+    loss = sum((x * torch.rand(x.shape, generator=g, dtype=x.dtype).to(x.device)).sum() for x in weighted)
     wanted = [inputs[k] for k in SCENE_INPUTS] + ([backgrounds] if backgrounds is not None else [])
     grads = torch.autograd.grad(loss, wanted, allow_unused=True)
     return outputs, grads, out[6]

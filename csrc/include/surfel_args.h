@@ -157,17 +157,18 @@ GS_HD T surfel_pixel_alpha(const SurfelRasterArgs<T>& a, int64_t e, T px, T py, 
     return splat_contributes<T, T>(h.sigma, alpha) ? alpha : T(-1);
 }
 
-// Front-to-back blending of pixel (x, y) of the tile's image over its intersections.
-template <typename T>
+// Front-to-back blending of pixel (x, y) of the tile's image over its intersections; kChannels > 0 keeps
+// that many channels in registers (0: a.channels, accumulated in the output).
+template <int kChannels, typename T>
 GS_HD void rasterize_surfel_pixel(const SurfelRasterArgs<T>& a, const SurfelRasterOutputs<T>& out,
                                   const SurfelTile& tile, int64_t x, int64_t y) {
-    const int D = a.channels;
+    const int D = kChannels > 0 ? kChannels : a.channels;
     const int64_t pixel = (tile.image * a.height + y) * a.width + x;
     const T px = T(x) + T(0.5), py = T(y) + T(0.5);
-    T* color = out.colors + pixel * D;
-    T* normal = out.normals + pixel * 3;
+    T registers[kChannels > 0 ? kChannels : 1];
+    T* color = kChannels > 0 ? registers : out.colors + pixel * D;
+    T normal[3] = {T(0), T(0), T(0)};
     for (int k = 0; k < D; ++k) color[k] = T(0);
-    for (int k = 0; k < 3; ++k) normal[k] = T(0);
     T trans = T(1), distortion = T(0), depth_sum = T(0), median = T(0);
     int32_t last = -1, median_id = -1;
     for (int64_t m = tile.begin; m < tile.end; ++m) {
@@ -190,6 +191,9 @@ GS_HD void rasterize_surfel_pixel(const SurfelRasterArgs<T>& a, const SurfelRast
         last = int32_t(m);
         trans = next;
     }
+    if (kChannels > 0)
+        for (int k = 0; k < D; ++k) out.colors[pixel * D + k] = color[k];
+    for (int k = 0; k < 3; ++k) out.normals[pixel * 3 + k] = normal[k];
     out.alphas[pixel] = T(1) - trans;
     out.transmittance[pixel] = trans;
     out.distortions[pixel] = distortion;
@@ -197,6 +201,18 @@ GS_HD void rasterize_surfel_pixel(const SurfelRasterArgs<T>& a, const SurfelRast
     out.medians[pixel] = median;
     out.last_ids[pixel] = last;
     out.median_ids[pixel] = median_id;
+}
+
+// rasterize_surfel_pixel with the channels in registers for the common counts (RGB, RGB+depth, depth).
+template <typename T>
+GS_HD void rasterize_surfel_pixel(const SurfelRasterArgs<T>& a, const SurfelRasterOutputs<T>& out,
+                                  const SurfelTile& tile, int64_t x, int64_t y) {
+    switch (a.channels) {
+        case 1: return rasterize_surfel_pixel<1>(a, out, tile, x, y);
+        case 3: return rasterize_surfel_pixel<3>(a, out, tile, x, y);
+        case 4: return rasterize_surfel_pixel<4>(a, out, tile, x, y);
+        default: return rasterize_surfel_pixel<0>(a, out, tile, x, y);
+    }
 }
 
 // The gradients one pixel gives one blended entry: the colours' are weight * pixel_v_colors.
