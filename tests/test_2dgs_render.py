@@ -504,7 +504,7 @@ def render_and_gradients(scene, backend, seed=1, **options):
     # surf_normals (plain PyTorch on the rendered depth, the same code for both backends) stay out of the
     # loss: normalising differences of nearby depths amplifies rounding a millionfold.
     weighted = [x for k, x in enumerate(out[:6]) if x is not None and k != 3]
-    loss = sum((x * torch.rand(x.shape, generator=g, dtype=x.dtype)).sum() for x in weighted)
+    loss = sum((x * torch.rand(x.shape, generator=g, dtype=x.dtype).to(x.device)).sum() for x in weighted)
     wanted = [inputs[k] for k in SCENE_INPUTS] + ([backgrounds] if backgrounds is not None else [])
     grads = torch.autograd.grad(loss, wanted, allow_unused=True)
     return outputs, grads, out[6]
@@ -581,3 +581,20 @@ def test_compiled_gradients_do_not_depend_on_the_thread_count():
         torch.set_num_threads(previous)
     for a, b in zip(*results):
         assert torch.equal(a, b)
+
+
+@pytest.mark.skipif(not _backend.cuda_backend_available(), reason="needs a GPU and the CUDA kernels")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_matches_cpu(dtype):
+    scene = random_surfels(n=150, dtype=dtype, seed=6, sh_degree=1)
+    options = dict(render_mode="RGB+ED", distloss=True, absgrad=True)
+    on_cpu = render_and_gradients(scene, "cpp", **options)
+    on_gpu = render_and_gradients(
+        {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in scene.items()}, "cpp", **options
+    )
+    tolerance = 1e-4 if dtype == torch.float32 else 1e-10
+    for key in ("radii", "flatten_ids", "isect_offsets"):
+        assert torch.equal(on_cpu[2][key], on_gpu[2][key].cpu()), key
+    for a, b in zip(on_cpu[0] + list(on_cpu[1]), on_gpu[0] + list(on_gpu[1])):
+        scale = float(a.abs().max()) if a.numel() else 1.0
+        assert torch.allclose(a, b.cpu(), rtol=tolerance, atol=tolerance * scale)
