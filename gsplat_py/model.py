@@ -344,12 +344,15 @@ def init_params(
     sh_degree: int,
     init_opacity: float = 0.1,
     init_scale: float = 1.0,
+    model_type: str = "3dgs",
 ) -> Params:
     """Gaussians at ``points`` [P, 3] with ``colors`` [P, 3] in [0, 1], as 3DGS initialises from SfM.
 
     Each Gaussian is isotropic with a radius of ``init_scale`` times the mean distance to its 3 nearest
     neighbours, has identity rotation, opacity ``init_opacity``, SH DC set to the point colour and all
-    higher SH coefficients zero.
+    higher SH coefficients zero. A "2dgs" ``model_type`` gets random rotations instead (gsplat's and
+    Inria's 2DGS: ``torch.rand`` quaternions, from torch's generator): surfels that all faced one way would
+    be seen edge-on from every camera in their plane.
     """
     if points.ndim != 2 or points.shape[-1] != 3 or points.shape[0] == 0:
         raise ValueError(f"points: expected a non-empty [P, 3] tensor, got shape {list(points.shape)}")
@@ -363,7 +366,9 @@ def init_params(
     params = {
         "means": points.float().clone(),
         "scales": torch.log(distance * init_scale)[:, None].repeat(1, 3),
-        "quats": torch.tensor([1.0, 0.0, 0.0, 0.0]).repeat(n, 1),
+        "quats": torch.rand(n, 4)
+        if model_type == "2dgs"
+        else torch.tensor([1.0, 0.0, 0.0, 0.0]).repeat(n, 1),
         "opacities": torch.full((n,), math.log(init_opacity / (1.0 - init_opacity))),
         "sh0": rgb_to_sh(colors.float())[:, None, :].clone(),
         "shN": torch.zeros(n, num_rest, 3),

@@ -17,20 +17,20 @@ from gsplat_py.training.config import Config
 from gsplat_py.training.trainer import Trainer
 
 SCENE = Path(__file__).resolve().parents[1] / "data" / "snowmiku"
-PSNR_RISE = 3.0  # dB from step 1 to step 60 (measured 5.3 dB: 9.26 -> 14.53)
+PSNR_RISE = 2.5  # dB from step 1 to step 40 (measured 3.9 dB: 9.46 -> 13.34)
 pytestmark = pytest.mark.skipif(not _backend.extension_available(), reason="C++ extension not built")
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """60 steps of a 2DGS model with the default strategy (densification at step 40, on the 2DGS
-    gradient) and both 2DGS losses from step 5; evaluated after steps 1 and 60."""
+    """40 steps of a 2DGS model with the default strategy (densification at step 20, on the 2DGS
+    gradient) and both 2DGS losses from step 5; evaluated after steps 1 and 40."""
     output = tmp_path_factory.mktemp("surfels") / "run"
     status = cli_main(
-        ["train", "--model-type", "2dgs", "--steps", "60", "--output", str(output), "--quiet"]
+        ["train", "--model-type", "2dgs", "--steps", "40", "--output", str(output), "--quiet"]
         + ["--eval-every", "0", "--train.eval_steps", "1", "--train.save_renders", "false"]
         + ["--surfel.normal_start_iter", "5", "--surfel.dist_start_iter", "5"]
-        + ["--strategy.default.refine_start_iter", "20", "--strategy.default.refine_every", "20"]
+        + ["--strategy.default.refine_start_iter", "10", "--strategy.default.refine_every", "20"]
     )
     assert status == 0
     return output
@@ -40,7 +40,7 @@ def test_2dgs_run_raises_test_psnr(run):
     """A broken surfel gradient, densification signal or loss would leave the held-out PSNR near where it
     started. The comparison with 3DGS at 2k steps is in BENCHMARKS.md (scripts/bench_train.py)."""
     records = json.loads((run / "metrics.json").read_text())
-    assert [r["step"] for r in records] == [1, 60]
+    assert [r["step"] for r in records] == [1, 40]
     first, last = records[0], records[-1]
     assert last["num_gaussians"] > first["num_gaussians"]  # the 2DGS gradient drove clones and splits
     assert last["psnr"] > first["psnr"] + PSNR_RISE and last["ssim"] > first["ssim"] + 0.1, records
@@ -51,7 +51,7 @@ def test_run_records_its_model_type_in_checkpoint_and_ply(run):
     assert "gsplat_py model_type 2dgs" in read_ply_comments(run / "point_cloud.ply")
     assert load_model(run / "point_cloud.ply").model_type == "2dgs"
     record = json.loads((run / "metrics.json").read_text())[-1]
-    assert record["step"] == 60 and np.isfinite(record["psnr"])
+    assert record["step"] == 40 and np.isfinite(record["psnr"])
 
 
 def test_render_normals_and_median_depth(run, tmp_path, capsys):

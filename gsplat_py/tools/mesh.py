@@ -29,7 +29,6 @@ from ..io.images import DEPTH_MIN_ALPHA
 from ..io.mesh_ply import write_mesh_ply
 from ..model import model_type_comments
 from ..rendering import resolve_device
-from ..training.checkpoint import PLY_FILE
 from .camera_paths import cameras_from_views
 from .novel_views import render_cameras
 from .saved_models import SavedModel
@@ -71,8 +70,7 @@ def default_mesh_path(model: SavedModel, frame: WorldFrame) -> Path:
     model's file."""
     if model.run is not None:
         return model.run / f"mesh_{frame.name}.ply"
-    stem = model.source.stem if model.source.name != PLY_FILE else Path(PLY_FILE).stem
-    return model.source.parent / f"{stem}_mesh_{frame.name}.ply"
+    return model.source.parent / f"{model.source.stem}_mesh_{frame.name}.ply"
 
 
 def mesh_model(model: SavedModel, views: Sequence[View], options: MeshOptions | None = None) -> Mesh:

@@ -313,7 +313,7 @@ class Trainer:
             points, colors = random_points(
                 model.random_init_count, model.random_init_extent * self.scene_scale
             )
-        return init_params(points, colors, model.sh_degree, model.init_opacity, model.init_scale)
+        return init_params(points, colors, model.sh_degree, model.init_opacity, model.init_scale, model.type)
 
     def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         optim = self.config.optim
