@@ -170,3 +170,25 @@ def test_2dgs_on_fisheye_views_is_refused_before_training(tmp_path):
     ):
         Trainer(config, scene=scene, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--voxel-size", "-1"], "--voxel-size: expected a positive distance, got -1.0"),
+        (["--sdf-trunc", "nan"], "--sdf-trunc: expected a positive distance, got nan"),
+        (["--mesh-resolution", "1"], "--mesh-resolution: expected at least 2 voxels, got 1"),
+        (["--mesh-every", "0"], "--mesh-every: expected a positive number of views, got 0"),
+    ],
+)
+def test_bad_mesh_options_are_refused_before_rendering(run, tmp_path, capsys, monkeypatch, flags, message):
+    from gsplat_py.tools import mesh
+
+    def no_rendering(*args, **kwargs):
+        raise AssertionError("rendered before checking the options")
+
+    monkeypatch.setattr(mesh, "render_cameras", no_rendering)
+    output = tmp_path / "mesh.ply"
+    status = cli_main(["export", "--model", str(run), "--format", "mesh", *flags, "--output", str(output)])
+    assert status == 1 and capsys.readouterr().err.strip() == f"gsplat-py: error: {message}"
+    assert not output.exists()

@@ -32,7 +32,7 @@ from ..rendering import resolve_device
 from .camera_paths import cameras_from_views
 from .novel_views import render_cameras
 from .saved_models import SavedModel
-from .tsdf import DEFAULT_RESOLUTION, Mesh, mesh_from_depth_maps
+from .tsdf import DEFAULT_RESOLUTION, Mesh, check_mesh_parameters, mesh_from_depth_maps
 
 __all__ = [
     "MESH_FORMAT",
@@ -75,10 +75,12 @@ def default_mesh_path(model: SavedModel, frame: WorldFrame) -> Path:
 
 def mesh_model(model: SavedModel, views: Sequence[View], options: MeshOptions | None = None) -> Mesh:
     """The mesh of ``model`` from the depth it renders in ``views`` (every ``view_step``-th; in the model's
-    frame; module docstring). ParameterError naming the option at fault (`mesh_from_depth_maps`)."""
+    frame; module docstring). ParameterError naming the option at fault, before any rendering (and a grid
+    too large, after it: the grid's box is the rendered surface's)."""
     options = options if options is not None else MeshOptions()
     if options.view_step < 1:
         raise ParameterError("view_step", f"expected a positive number of views, got {options.view_step}")
+    check_mesh_parameters(options.depth_trunc, options.voxel_size, options.sdf_trunc, options.resolution)
     views = list(views)[:: options.view_step]
     if not views:
         raise ValueError("no views to render depth from")

@@ -33,6 +33,7 @@ from ..errors import ParameterError
 __all__ = [
     "DEFAULT_RESOLUTION",
     "MAX_VOXELS",
+    "check_mesh_parameters",
     "SDF_TRUNC_VOXELS",
     "Mesh",
     "VoxelGrid",
@@ -279,6 +280,18 @@ def surface_points(
     return torch.cat(points) if points else torch.zeros(0, 3, dtype=torch.float64)
 
 
+def check_mesh_parameters(
+    depth_trunc: float | None, voxel_size: float | None, sdf_trunc: float | None, resolution: int
+) -> None:
+    """ParameterError naming the first of the distances that is given and not positive and finite, or a
+    ``resolution`` below 2 voxels."""
+    for name, value in (("depth_trunc", depth_trunc), ("voxel_size", voxel_size), ("sdf_trunc", sdf_trunc)):
+        if value is not None and not (math.isfinite(value) and value > 0.0):
+            raise ParameterError(name, f"expected a positive distance, got {value}")
+    if resolution < 2:
+        raise ParameterError("resolution", f"expected at least 2 voxels, got {resolution}")
+
+
 def mesh_from_depth_maps(
     depths: Sequence[Tensor],
     world_to_cameras: Tensor,
@@ -298,11 +311,7 @@ def mesh_from_depth_maps(
     parameter) for a non-positive size or a grid of more than ``MAX_VOXELS``; ValueError when no depth map
     has a depth within ``depth_trunc``.
     """
-    for name, value in (("depth_trunc", depth_trunc), ("voxel_size", voxel_size), ("sdf_trunc", sdf_trunc)):
-        if value is not None and not (math.isfinite(value) and value > 0.0):
-            raise ParameterError(name, f"expected a positive distance, got {value}")
-    if resolution < 2:
-        raise ParameterError("resolution", f"expected at least 2 voxels, got {resolution}")
+    check_mesh_parameters(depth_trunc, voxel_size, sdf_trunc, resolution)
     points = surface_points(depths, world_to_cameras, Ks, depth_trunc, _BOX_STRIDE)
     if len(points) == 0:
         raise ValueError(f"no view has a depth within depth_trunc = {depth_trunc:g}: nothing to mesh")
