@@ -119,24 +119,8 @@ class Scene:
 
     def render(self, backend: str):
         """(render_colors, render_alphas, meta) of rasterization, or of rasterization_2dgs with surfels."""
-        if self.surfels:
-            colors, alphas, *_, meta = gsplat_py.rasterization_2dgs(
-                self.means,
-                self.quats,
-                self.scales,
-                self.opacities,
-                self.colors,
-                self.viewmats,
-                self.Ks,
-                WIDTH,
-                HEIGHT,
-                sh_degree=self.sh_degree,
-                packed=self.packed,
-                tile_size=TILE_SIZE,
-                backend=backend,
-            )
-            return colors, alphas, meta
-        return gsplat_py.rasterization(
+        rasterize = gsplat_py.rasterization_2dgs if self.surfels else gsplat_py.rasterization
+        outputs = rasterize(
             self.means,
             self.quats,
             self.scales,
@@ -151,6 +135,7 @@ class Scene:
             tile_size=TILE_SIZE,
             backend=backend,
         )
+        return outputs[0], outputs[1], outputs[-1]
 
 
 def median_scale(n: int) -> float:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from test_dropin import GSPLAT_SIGNATURE
+from test_dropin import GSPLAT_META_KEYS, GSPLAT_SIGNATURE
 
 from gsplat_py import rasterization_2dgs
 from gsplat_py.rendering import _backend
@@ -25,26 +25,11 @@ GSPLAT_2DGS_SIGNATURE = [
 ]
 GSPLAT_2DGS_SIGNATURE += [("distloss", False), ("depth_mode", "expected")]
 assert GSPLAT_2DGS_SIGNATURE[19][0] == "absgrad"
-# gsplat 1.5.3's meta keys of rasterization_2dgs.
-GSPLAT_2DGS_META = {
-    "camera_ids",
-    "gaussian_ids",
-    "radii",
-    "means2d",
-    "depths",
+# gsplat 1.5.3's meta keys of rasterization_2dgs: rasterization's, with the ray transforms and normals instead
+# of the conics, the distortion and the densification gradient, and no batch keys.
+GSPLAT_2DGS_META = (GSPLAT_META_KEYS - {"batch_ids", "conics", "n_batches"}) | {
     "ray_transforms",
-    "opacities",
     "normals",
-    "tile_width",
-    "tile_height",
-    "tiles_per_gauss",
-    "isect_ids",
-    "flatten_ids",
-    "isect_offsets",
-    "width",
-    "height",
-    "tile_size",
-    "n_cameras",
     "render_distort",
     "gradient_2dgs",
 }
