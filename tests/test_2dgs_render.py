@@ -327,6 +327,10 @@ def test_bad_arguments_name_the_argument(backend):
         rasterization_2dgs(**scene, depth_mode="mean", backend=backend)
     with pytest.raises(ValueError, match="quats"):
         rasterization_2dgs(**{**scene, "quats": scene["quats"][:, :3]}, backend=backend)
+    singular = scene["viewmats"].clone()
+    singular[1, 2] = 0.0
+    with pytest.raises(ValueError, match="viewmats: camera 1 has a singular"):
+        rasterization_2dgs(**{**scene, "viewmats": singular}, backend=backend)
     with pytest.raises(NotImplementedError, match="sparse_grad"):
         rasterization_2dgs(**scene, packed=True, sparse_grad=True, backend=backend)
 
