@@ -119,24 +119,8 @@ class Scene:
 
     def render(self, backend: str):
         """(render_colors, render_alphas, meta) of rasterization, or of rasterization_2dgs with surfels."""
-        if self.surfels:
-            colors, alphas, *_, meta = gsplat_py.rasterization_2dgs(
-                self.means,
-                self.quats,
-                self.scales,
-                self.opacities,
-                self.colors,
-                self.viewmats,
-                self.Ks,
-                WIDTH,
-                HEIGHT,
-                sh_degree=self.sh_degree,
-                packed=self.packed,
-                tile_size=TILE_SIZE,
-                backend=backend,
-            )
-            return colors, alphas, meta
-        return gsplat_py.rasterization(
+        rasterize = gsplat_py.rasterization_2dgs if self.surfels else gsplat_py.rasterization
+        outputs = rasterize(
             self.means,
             self.quats,
             self.scales,
@@ -151,6 +135,7 @@ class Scene:
             tile_size=TILE_SIZE,
             backend=backend,
         )
+        return outputs[0], outputs[1], outputs[-1]
 
 
 def median_scale(n: int) -> float:
@@ -1125,6 +1110,17 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def write_report(report: dict, render: Callable[[dict], str], args: argparse.Namespace, name: str) -> None:
+    """Print a special mode's table and write its JSON (to `name` beside the default output, unless
+    --output says where)."""
+    report["load_average_at_end"] = os.getloadavg()
+    print(render(report))
+    output = args.output.with_name(name) if args.output == DEFAULT_OUTPUT else args.output
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nJSON written to {output}")
+
+
 def main() -> None:
     args = parse_args()
     if args.wait_policy_child:
@@ -1160,33 +1156,16 @@ def main() -> None:
     progress(f"OMP_WAIT_POLICY={report['omp_wait_policy'] or 'unset'}, {default_threads} threads")
     if args.simd_levels:
         report["simd_levels"] = measure_simd_levels(args)
-        report["load_average_at_end"] = os.getloadavg()
-        print(render_simd_report(report))
-        output = (
-            args.output.with_name("bench_simd_levels.json") if args.output == DEFAULT_OUTPUT else args.output
-        )
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nJSON written to {output}")
+        write_report(report, render_simd_report, args, "bench_simd_levels.json")
         return
     if args.packed:
         report["packed"] = measure_packed(args)
-        report["load_average_at_end"] = os.getloadavg()
-        print(render_packed_report(report))
-        output = args.output.with_name("bench_packed.json") if args.output == DEFAULT_OUTPUT else args.output
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nJSON written to {output}")
+        write_report(report, render_packed_report, args, "bench_packed.json")
         return
     cotangents = make_cotangents(args.seed)
     if args.surfels:
         report["2dgs"] = measure_2dgs(args, cotangents)
-        report["load_average_at_end"] = os.getloadavg()
-        print(render_2dgs_report(report))
-        output = args.output.with_name("bench_2dgs.json") if args.output == DEFAULT_OUTPUT else args.output
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nJSON written to {output}")
+        write_report(report, render_2dgs_report, args, "bench_2dgs.json")
         return
     report["sizes"] = measure_sizes(args, cotangents)
     report["thread_scaling"] = measure_thread_scaling(args, cotangents, default_threads)

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from test_dropin import GSPLAT_META_KEYS, GSPLAT_SIGNATURE
 
 from gsplat_py import rasterization_2dgs
 from gsplat_py.rendering import _backend
@@ -17,51 +18,18 @@ F64 = torch.float64
 BACKENDS = ["cpp", "reference"] if _backend.extension_available() else ["reference"]
 needs_cpp = pytest.mark.skipif(not _backend.extension_available(), reason="gsplat_py._C is not built")
 
-# gsplat 1.5.3's rasterization_2dgs: the parameters in order, with their defaults (from its rendering.py).
+# gsplat 1.5.3's rasterization_2dgs: rasterization's first 20 parameters (packed defaulting to False), then
+# distloss and depth_mode (from its rendering.py).
 GSPLAT_2DGS_SIGNATURE = [
-    ("means", None),
-    ("quats", None),
-    ("scales", None),
-    ("opacities", None),
-    ("colors", None),
-    ("viewmats", None),
-    ("Ks", None),
-    ("width", None),
-    ("height", None),
-    ("near_plane", 0.01),
-    ("far_plane", 1e10),
-    ("radius_clip", 0.0),
-    ("eps2d", 0.3),
-    ("sh_degree", None),
-    ("packed", False),
-    ("tile_size", 16),
-    ("backgrounds", None),
-    ("render_mode", "RGB"),
-    ("sparse_grad", False),
-    ("absgrad", False),
-    ("distloss", False),
-    ("depth_mode", "expected"),
+    (name, False if name == "packed" else default) for name, default in GSPLAT_SIGNATURE[:20]
 ]
-# gsplat 1.5.3's meta keys of rasterization_2dgs.
-GSPLAT_2DGS_META = {
-    "camera_ids",
-    "gaussian_ids",
-    "radii",
-    "means2d",
-    "depths",
+GSPLAT_2DGS_SIGNATURE += [("distloss", False), ("depth_mode", "expected")]
+assert GSPLAT_2DGS_SIGNATURE[19][0] == "absgrad"
+# gsplat 1.5.3's meta keys of rasterization_2dgs: rasterization's, with the ray transforms and normals instead
+# of the conics, the distortion and the densification gradient, and no batch keys.
+GSPLAT_2DGS_META = (GSPLAT_META_KEYS - {"batch_ids", "conics", "n_batches"}) | {
     "ray_transforms",
-    "opacities",
     "normals",
-    "tile_width",
-    "tile_height",
-    "tiles_per_gauss",
-    "isect_ids",
-    "flatten_ids",
-    "isect_offsets",
-    "width",
-    "height",
-    "tile_size",
-    "n_cameras",
     "render_distort",
     "gradient_2dgs",
 }
@@ -244,12 +212,11 @@ def test_edge_on_surfel_vanishes_but_for_the_screen_filter(backend):
     camera centre (3 units from the surfel's centre: beyond 3 sigma for these sizes), so only the
     screen-space low-pass filter (a one-pixel blob at its centre) is left, whatever its size."""
     K = torch.tensor([[50.0, 0.0, 16.0], [0.0, 50.0, 16.0], [0.0, 0.0, 1.0]], dtype=F64)[None]
-    half = math.sqrt(0.5)
-    renders = []
-    for size in (0.2, 0.5):
+
+    def alpha_of(quat, size):
         out = rasterization_2dgs(
             torch.tensor([[0.0, 0.0, 3.0]], dtype=F64),
-            torch.tensor([[half, 0.0, half, 0.0]], dtype=F64),  # normal along x: the plane x = 0
+            torch.tensor([quat], dtype=F64),
             torch.tensor([[size, size, 0.1]], dtype=F64),
             torch.tensor([0.9], dtype=F64),
             torch.ones(1, 3, dtype=F64),
@@ -259,28 +226,19 @@ def test_edge_on_surfel_vanishes_but_for_the_screen_filter(backend):
             32,
             backend=backend,
         )
-        renders.append(out[1][0, ..., 0])
+        return out[1][0, ..., 0]
+
+    half = math.sqrt(0.5)
+    edge_on = [half, 0.0, half, 0.0]  # normal along x: the plane x = 0
     ys, xs = torch.meshgrid(
         torch.arange(32, dtype=F64) + 0.5, torch.arange(32, dtype=F64) + 0.5, indexing="ij"
     )
     blob = 0.9 * torch.exp(-((xs - 16.0) ** 2 + (ys - 16.0) ** 2))
     blob = torch.where(blob >= 1 / 255, blob, 0.0)
-    for alpha in renders:
-        assert torch.allclose(alpha, blob, atol=1e-12)
+    for size in (0.2, 0.5):
+        assert torch.allclose(alpha_of(edge_on, size), blob, atol=1e-12)
     # Mutation check: the same surfel turned to face the camera covers far more than the blob.
-    facing = rasterization_2dgs(
-        torch.tensor([[0.0, 0.0, 3.0]], dtype=F64),
-        torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=F64),
-        torch.tensor([[0.2, 0.2, 0.1]], dtype=F64),
-        torch.tensor([0.9], dtype=F64),
-        torch.ones(1, 3, dtype=F64),
-        torch.eye(4, dtype=F64)[None],
-        K,
-        32,
-        32,
-        backend=backend,
-    )
-    assert (facing[1] > 0).sum() > 2 * (blob > 0).sum()
+    assert (alpha_of([1.0, 0.0, 0.0, 0.0], 0.2) > 0).sum() > 2 * (blob > 0).sum()
 
 
 def test_depth_to_normal_of_a_tilted_plane_is_its_normal():
@@ -369,6 +327,10 @@ def test_bad_arguments_name_the_argument(backend):
         rasterization_2dgs(**scene, depth_mode="mean", backend=backend)
     with pytest.raises(ValueError, match="quats"):
         rasterization_2dgs(**{**scene, "quats": scene["quats"][:, :3]}, backend=backend)
+    singular = scene["viewmats"].clone()
+    singular[1, 2] = 0.0
+    with pytest.raises(ValueError, match="viewmats: camera 1 has a singular"):
+        rasterization_2dgs(**{**scene, "viewmats": singular}, backend=backend)
     with pytest.raises(NotImplementedError, match="sparse_grad"):
         rasterization_2dgs(**scene, packed=True, sparse_grad=True, backend=backend)
 
@@ -598,3 +560,23 @@ def test_cuda_matches_cpu(dtype):
     for a, b in zip(on_cpu[0] + list(on_cpu[1]), on_gpu[0] + list(on_gpu[1])):
         scale = float(a.abs().max()) if a.numel() else 1.0
         assert torch.allclose(a, b.cpu(), rtol=tolerance, atol=tolerance * scale)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("n", [0, 5])
+def test_nothing_visible_renders_the_background_with_zero_gradients(backend, n):
+    scene = random_surfels(n=5, n_cameras=1)
+    scene = {k: v[:n] if k in SCENE_INPUTS[:5] else v for k, v in scene.items()}
+    scene["means"] = scene["means"] + torch.tensor([0.0, 0.0, -100.0], dtype=F64)  # behind the camera
+    backgrounds = torch.tensor([[0.2, 0.4, 0.6]], dtype=F64)
+    outputs, grads, meta = render_and_gradients(
+        scene, backend, render_mode="RGB+D", backgrounds=backgrounds, distloss=True
+    )
+    assert meta["n_isects"] == 0
+    assert torch.equal(outputs[0][..., :3], backgrounds.expand(1, 29, 37, 3))
+    for x in outputs[1:]:
+        assert not x.any()
+    *scene_grads, background_grad = grads
+    for grad in scene_grads:
+        assert grad is not None and not grad.any()
+    assert background_grad.all()  # the background shows everywhere

@@ -13,15 +13,6 @@
 
 namespace gsplat_py::cpu {
 
-namespace {
-
-constexpr int64_t kProjectionGrain = 1024;  // pairs per thread at least
-// Surfels per chunk when reducing the cameras' gradients: a fixed size, so the sum does not depend on the
-// number of threads.
-constexpr int64_t kCameraGradChunk = 2048;
-
-}  // namespace
-
 template <typename T>
 void project_surfels_forward(const SurfelProjectionArgs<T>& a, const SurfelProjectionOutputs<T>& out) {
     parallel_for(a.n_pairs(), kProjectionGrain, a.n_threads, [&](int64_t begin, int64_t end) {
@@ -34,46 +25,16 @@ void project_surfels_forward(const SurfelProjectionArgs<T>& a, const SurfelProje
 
 template <typename T>
 void project_surfels_backward(const SurfelProjectionArgs<T>& a, const SurfelProjectionGradients<T>& g) {
-    const int64_t N = a.n_gaussians, C = a.n_cameras;
-    const bool camera_grads = g.v_viewmats != nullptr;
-    // Camera gradients: one partial sum (viewmat, then fx, fy, cx, cy) per chunk of a batch's surfels and
-    // camera, summed in chunk order.
-    const int64_t chunks_per_batch = (N + kCameraGradChunk - 1) / kCameraGradChunk;
-    const int64_t n_chunks = a.n_batches * chunks_per_batch;
-    std::vector<T> cam_partial(camera_grads ? size_t(n_chunks * C * kCameraGradSlots) : 0, T(0));
-    parallel_for(n_chunks, 1, a.n_threads, [&](int64_t chunk_begin, int64_t chunk_end) {
-        T discarded[kCameraGradSlots];
-        for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
-            const int64_t b = chunk / chunks_per_batch;
-            const int64_t n_begin = (chunk % chunks_per_batch) * kCameraGradChunk;
-            const int64_t n_end = std::min(N, n_begin + kCameraGradChunk);
-            for (int64_t n = n_begin; n < n_end; ++n) {
-                const int64_t gauss = b * N + n;
-                for (int64_t c = 0; c < C; ++c) {  // cameras in order: a fixed sum order per surfel
-                    const int64_t image = b * C + c, pair = image * N + n;
-                    if (!g.visible(pair)) continue;
-                    T* cam =
-                        camera_grads ? cam_partial.data() + (chunk * C + c) * kCameraGradSlots : discarded;
-                    project_surfel_vjp<T>(a.means + 3 * gauss, a.quats + 4 * gauss, a.scales + 3 * gauss,
-                                          a.viewmats + 16 * image, a.Ks + 9 * image, g.v_means2d[2 * pair],
-                                          g.v_means2d[2 * pair + 1], g.v_depths[pair],
-                                          g.v_transforms + 9 * pair, g.v_normals + 3 * pair,
-                                          g.v_means + 3 * gauss, g.v_quats + 4 * gauss,
-                                          g.v_scales + 3 * gauss, cam, cam + kViewmatGradSlots);
-                }
-            }
-        }
-    });
-    if (!camera_grads) return;
-    for (int64_t image = 0; image < a.n_images(); ++image) {
-        const int64_t b = image / C, c = image % C;
-        for (int64_t k = 0; k < chunks_per_batch; ++k) {
-            const T* slots = cam_partial.data() + ((b * chunks_per_batch + k) * C + c) * kCameraGradSlots;
-            for (int i = 0; i < kViewmatGradSlots; ++i) g.v_viewmats[16 * image + i] += slots[i];
-            for (int i = 0; i < kIntrinsics; ++i)
-                g.v_Ks[9 * image + K_index_of_intrinsic(i)] += slots[kViewmatGradSlots + i];
-        }
-    }
+    projection_backward_pairs(
+        a.n_batches, a.n_cameras, a.n_gaussians, a.n_threads, g.v_viewmats, g.v_Ks,
+        [&](int64_t pair) { return g.visible(pair); },
+        [&](int64_t gauss, int64_t image, int64_t pair, T* cam) {
+            project_surfel_vjp<T>(a.means + 3 * gauss, a.quats + 4 * gauss, a.scales + 3 * gauss,
+                                  a.viewmats + 16 * image, a.Ks + 9 * image, g.v_means2d[2 * pair],
+                                  g.v_means2d[2 * pair + 1], g.v_depths[pair], g.v_transforms + 9 * pair,
+                                  g.v_normals + 3 * pair, g.v_means + 3 * gauss, g.v_quats + 4 * gauss,
+                                  g.v_scales + 3 * gauss, cam, cam + kViewmatGradSlots);
+        });
 }
 
 template <typename T>

@@ -152,8 +152,12 @@ template <typename T>
 GS_HD T surfel_pixel_alpha(const SurfelRasterArgs<T>& a, int64_t e, T px, T py, SurfelHit<T>& h, T& vis) {
     h = surfel_hit(a.transforms + 9 * e, a.means2d[2 * e], a.means2d[2 * e + 1], px, py);
     if (!h.hit) return T(-1);
+    const T opacity = a.opacities[e];
+    // Most pairs of a tile are far from the surfel: beyond kSurfelSkipSigma an opacity up to 1 stays below
+    // the 1/255 threshold (by far more than rounding), so the exp is skipped, the decision unchanged.
+    if (h.sigma > T(kSurfelSkipSigma) && opacity <= T(1)) return T(-1);
     vis = splat_exp(-h.sigma);
-    const T alpha = splat_alpha<T, T>(a.opacities[e], vis);
+    const T alpha = splat_alpha<T, T>(opacity, vis);
     return splat_contributes<T, T>(h.sigma, alpha) ? alpha : T(-1);
 }
 

@@ -15,6 +15,8 @@ namespace gsplat_py {
 
 constexpr double kSurfelFilterInvSquare = 2.0;  // low-pass filter: exp(-2 |d|^2 / 2), d in pixels (gsplat's)
 constexpr double kSurfelMinHalfExtent2 = 1e-4;  // floor of the squared half extent, in pixels^2 (gsplat's)
+// exp(-5.55) = 0.99 / 255: a sigma above this leaves any opacity <= 1 below kAlphaThreshold.
+constexpr double kSurfelSkipSigma = 5.55;
 
 template <typename T> struct ProjectedSurfel {
     bool visible;

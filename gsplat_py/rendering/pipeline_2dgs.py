@@ -176,6 +176,11 @@ def rasterization_2dgs(
     if render_mode in ("D", "ED"):
         backgrounds = None  # depth on a zero background, as rasterization
 
+    # The camera-to-world matrices turn the normals to world space and give the SH view directions;
+    # _camera_positions names a singular viewmat in its ValueError.
+    _camera_positions(viewmats)
+    camtoworlds = torch.linalg.inv(viewmats)
+
     impl, backend_used = _select_backend(backend, means.device)
     ops2d = _ops_2dgs(backend_used)
     tile_width = math.ceil(width / tile_size)
@@ -200,8 +205,7 @@ def rasterization_2dgs(
     if sh_degree is None:
         colors_used = colors if per_camera_colors else colors[..., None, :, :].expand(*batch, C, N, -1)
     elif N > 0:
-        campos = _camera_positions(viewmats)  # [..., C, 3]
-        dirs = means[..., None, :, :] - campos[..., :, None, :]
+        dirs = means[..., None, :, :] - camtoworlds[..., :, None, :3, 3]
         coeffs = (
             colors if per_camera_colors else colors[..., None, :, :, :].expand(*batch, C, *colors.shape[-3:])
         )
@@ -310,7 +314,6 @@ def rasterization_2dgs(
         render_colors = torch.cat(
             [render_colors[..., :-1], render_colors[..., -1:] / render_alphas.clamp(min=1e-10)], dim=-1
         )
-    camtoworlds = torch.linalg.inv(viewmats)
     surf_normals = None
     if render_mode in ("RGB+D", "RGB+ED"):
         depth_for_normal = render_colors[..., -1:] if depth_mode == "expected" else render_median

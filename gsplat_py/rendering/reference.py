@@ -501,13 +501,15 @@ def composite_tile_lists(
     isect_offsets: Tensor,  # [...,TH,TW]: the images
     flatten_ids: Tensor,  # [M]
     chunk_elements: int,
+    backgrounds: Tensor | None = None,  # [...,X] of the first output, one per image
 ) -> tuple[list[Tensor], Tensor]:
     """Run ``chunk`` over every tile's depth-ordered list of entries and assemble the images.
 
     ``chunk(*inputs, gauss_ids [B,K], listed [B,K], pix_x [B,P], pix_y [B,P])`` blends B tiles of P pixels,
     each over its own K entries, and returns its per-pixel outputs ``[B,P,X]`` (one per
     ``output_channels``) followed by the final transmittance ``[B,P]``. Returns the outputs as images
-    ``[...,H,W,X]`` (0 where no entry reaches) and the transmittance ``[...,H,W,1]`` (1 there).
+    ``[...,H,W,X]`` (0 where no entry reaches; the first plus T times ``backgrounds``) and the transmittance
+    ``[...,H,W,1]`` (1 there).
     """
     images = isect_offsets.shape[:-2]
     TH, TW = isect_offsets.shape[-2:]
@@ -571,7 +573,10 @@ def composite_tile_lists(
     tile_T = torch.ones(num_tiles, P, dtype=dtype, device=device)
     if busy is not None:
         tile_T = tile_T.index_copy(0, busy, torch.cat([out[-1] for out in chunk_outputs]))
-    return result, to_image(tile_T[..., None])
+    T = to_image(tile_T[..., None])
+    if backgrounds is not None:
+        result[0] = result[0] + T * backgrounds.reshape(*images, 1, 1, output_channels[0])
+    return result, T
 
 
 def rasterize_to_pixels(
@@ -594,7 +599,6 @@ def rasterize_to_pixels(
     pixels of |d loss / d means2d|.
     """
     D = colors.shape[-1]
-    images = isect_offsets.shape[:-2]
     absgrad_buffer = absgrad_accumulator(means2d) if absgrad else None
     # The absgrad buffer is bound rather than passed as an input: checkpoint would save it and then refuse
     # the in-place accumulation done by the other chunks' backward.
@@ -608,9 +612,8 @@ def rasterize_to_pixels(
         isect_offsets,
         flatten_ids,
         CHUNK_ELEMENTS,
+        backgrounds,
     )
-    if backgrounds is not None:
-        render_colors = render_colors + T * backgrounds.reshape(*images, 1, 1, D)
     return render_colors, 1 - T
 
 

@@ -180,7 +180,6 @@ def rasterize_to_pixels_2dgs(
     of |d loss / d means2d| (the screen-space filter's part, as gsplat).
     """
     D = colors.shape[-1]
-    images = isect_offsets.shape[:-2]
     absgrad_buffer = absgrad_accumulator(means2d) if absgrad else None
     inputs = (
         means2d.reshape(-1, 2),
@@ -200,7 +199,6 @@ def rasterize_to_pixels_2dgs(
         isect_offsets,
         flatten_ids,
         CHUNK_ELEMENTS,
+        backgrounds,
     )
-    if backgrounds is not None:
-        render_colors = render_colors + T * backgrounds.reshape(*images, 1, 1, D)
     return render_colors, 1 - T, render_normals, render_distort, render_median
