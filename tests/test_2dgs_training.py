@@ -192,3 +192,22 @@ def test_bad_mesh_options_are_refused_before_rendering(run, tmp_path, capsys, mo
     status = cli_main(["export", "--model", str(run), "--format", "mesh", *flags, "--output", str(output)])
     assert status == 1 and capsys.readouterr().err.strip() == f"gsplat-py: error: {message}"
     assert not output.exists()
+
+
+def test_viewer_frames_of_a_2dgs_model_are_its_surfel_renders():
+    from render_helpers import random_splats
+
+    from gsplat_py.tools.camera_paths import Camera
+    from gsplat_py.tools.novel_views import render_cameras
+    from gsplat_py.tools.viewer import render_image
+    from gsplat_py.training.evaluation import float_to_uint8
+
+    splats = random_splats(200, degree=1, seed=3)
+    world_to_camera = torch.eye(4, dtype=torch.float64)
+    world_to_camera[2, 3] = 4.0
+    K = torch.tensor([[40.0, 0.0, 24.0], [0.0, 40.0, 16.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    camera = Camera("c", world_to_camera, K, 48, 32)
+    frame = next(iter(render_cameras(splats, [camera], model_type="2dgs")))
+    surfels = render_image(splats, camera, model_type="2dgs")
+    assert np.array_equal(surfels, float_to_uint8(frame.rgb))
+    assert not np.array_equal(surfels, render_image(splats, camera))  # not the 3DGS picture
