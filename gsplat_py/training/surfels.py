@@ -78,8 +78,13 @@ def surfel_scene_problem(model_type: str, scene: SceneData) -> str | None:
 def strategy_for_model(strategy, model_type: str):
     """The densification ``strategy`` as a ``model_type`` run uses it: a 2DGS run's gradient-driven growth
     reads the renderer's ``gradient_2dgs`` (the loss's gradient by the projected centre through the ray
-    transform, gsplat's 2DGS signal) where a 3DGS run reads ``means2d``'s, as gsplat's 2DGS trainer does."""
-    if model_type == "2dgs" and getattr(strategy, "key_for_gradient", None) == "means2d":
+    transform, gsplat's 2DGS signal) where a 3DGS run reads ``means2d``'s, as gsplat's 2DGS trainer does.
+    With ``absgrad`` it keeps reading ``means2d.absgrad``, which only the centres carry."""
+    if (
+        model_type == "2dgs"
+        and getattr(strategy, "key_for_gradient", None) == "means2d"
+        and not getattr(strategy, "absgrad", False)
+    ):
         return dataclasses.replace(strategy, key_for_gradient="gradient_2dgs")
     return strategy
 
