@@ -1,15 +1,18 @@
 """The ``gsplat-py`` command line: the only place that speaks of flags.
 
     gsplat-py train [--data DIR] [--data-factor N] [--steps N] [--strategy default|mcmc] [--pose-opt]
-                    [--appearance] [--config FILE|PRESET] [--output DIR] [--eval-every N] [--resume DIR]
-                    [--seed N] [--device auto|cpu|cuda] [--nproc N] [--steps-scaler F] [--timeout S]
+                    [--model-type 3dgs|2dgs] [--appearance] [--config FILE|PRESET] [--output DIR]
+                    [--eval-every N] [--resume DIR] [--seed N] [--device auto|cpu|cuda] [--nproc N]
+                    [--steps-scaler F] [--timeout S]
                     [--section.key VALUE ...]
     gsplat-py eval --model RUN [--data DIR] [--split test|train] [--no-renders] [--json] [--quiet]
     gsplat-py render --model RUN|FILE [--data DIR] [--split test|train | --path KIND | --cameras FILE]
                      [--frames N] [--width W] [--height H] [--focal-scale F] [--depth] [--alpha]
+                     [--normals] [--depth-mode expected|median]
                      [--video [FILE]] [--output DIR] [--device auto|cpu|cuda] ...
-    gsplat-py export --model RUN|FILE [--format ply|compressed-ply|spz|sog|splat] [--sh-degree N]
+    gsplat-py export --model RUN|FILE [--format ply|compressed-ply|spz|sog|splat|mesh] [--sh-degree N]
                      [--spz-version 3|4] [--sog-palette N] [--frame colmap|normalized] [--output FILE]
+                     [--voxel-size V] [--mesh-resolution N] [--mesh-every N] [--sdf-trunc D] [--depth-trunc D]
     gsplat-py view --model RUN|FILE [--data DIR] [--port N] [--host ADDRESS] [--output DIR]
     gsplat-py sfm FOLDER [--matcher auto|exhaustive|sequential] [--camera-model MODEL] [--single-camera]
                   [--max-image-size N] [--max-features N] [--force] [--quiet]
@@ -49,6 +52,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from .data.sfm import MATCHERS, SFM_CAMERA_MODELS, SFM_INSTALL_HINT, SfmOptions
@@ -57,9 +61,13 @@ from .errors import MissingPackageError, ParameterError
 from .io.formats import format_of_name
 from .io.spz import SPZ_INSTALL_HINT, SPZ_VERSION, SPZ_WRITE_VERSIONS
 from .io.video import VIDEO_INSTALL_HINT, VIDEO_SUFFIX
+from .model import MODEL_TYPES
+from .rendering.pipeline_2dgs import DEPTH_MODES
 from .tools.camera_paths import PATH_KINDS
 from .tools.export import EXPORT_FORMATS
+from .tools.mesh import MESH_FORMAT
 from .tools.novel_views import DEFAULT_FRAMES, SPLITS
+from .tools.tsdf import DEFAULT_RESOLUTION
 from .tools.viewer import DEFAULT_HOST, DEFAULT_PORT, VIEWER_INSTALL_HINT
 from .training.distributed import DEFAULT_TIMEOUT_S
 
@@ -77,6 +85,8 @@ FLAGS = {
     "data_factor": "--data-factor",
     "num_threads": "--threads",
     "timeout_s": "--timeout",
+    "resolution": "--mesh-resolution",
+    "view_step": "--mesh-every",
 }
 
 
@@ -124,6 +134,12 @@ def _train_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--data-factor", type=int, help="use images_N/ (downscale by N)")
     parser.add_argument("--steps", type=int, help="number of training steps")
     parser.add_argument("--strategy", choices=("default", "mcmc"), help="densification strategy")
+    parser.add_argument(
+        "--model-type",
+        choices=MODEL_TYPES,
+        help="3dgs (3D Gaussians, the default) or 2dgs (surfels: 2D Gaussian splatting, with its normal and "
+        "distortion losses, surfel.*)",
+    )
     parser.add_argument("--pose-opt", action="store_true", default=None, help="optimise the camera poses")
     parser.add_argument(
         "--appearance",
@@ -273,6 +289,17 @@ def _render_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--depth", action="store_true", help="also write depth (colour-mapped PNG and .npy)")
     parser.add_argument("--alpha", action="store_true", help="also write the opacity as a PNG")
     parser.add_argument(
+        "--normals",
+        action="store_true",
+        help="also write the normals (2DGS models): world-space normal-map PNG and .npy",
+    )
+    parser.add_argument(
+        "--depth-mode",
+        choices=DEPTH_MODES,
+        default="expected",
+        help="which depth --depth writes: expected (the default) or median (2DGS models)",
+    )
+    parser.add_argument(
         "--video",
         metavar="FILE",
         nargs="?",
@@ -310,7 +337,10 @@ def _export_parser(subparsers) -> argparse.ArgumentParser:
     )
     _model_arguments(parser)
     parser.add_argument(
-        "--format", choices=EXPORT_FORMATS, help="file format (default: from --output's extension)"
+        "--format",
+        choices=(*EXPORT_FORMATS, MESH_FORMAT),
+        help="file format (default: from --output's extension); mesh: a triangle mesh (PLY) of the surface, "
+        "by TSDF fusion of the depth rendered in the training views (a 2DGS model's median depth)",
     )
     parser.add_argument("--sh-degree", type=int, help="cut the SH to this degree (default: the model's)")
     parser.add_argument(
@@ -329,6 +359,33 @@ def _export_parser(subparsers) -> argparse.ArgumentParser:
         "(default: about one per 16 Gaussians)",
     )
     parser.add_argument(
+        "--voxel-size",
+        type=float,
+        help="mesh: TSDF voxel size in world units (default: the surface's extent / --mesh-resolution)",
+    )
+    parser.add_argument(
+        "--mesh-resolution",
+        type=int,
+        default=DEFAULT_RESOLUTION,
+        help=f"mesh: voxels along the longest side of the surface without --voxel-size (default: "
+        f"{DEFAULT_RESOLUTION})",
+    )
+    parser.add_argument(
+        "--mesh-every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="mesh: fuse every N-th training view (default: 1, all of them)",
+    )
+    parser.add_argument(
+        "--sdf-trunc", type=float, help="mesh: TSDF truncation distance in world units (default: 5 voxels)"
+    )
+    parser.add_argument(
+        "--depth-trunc",
+        type=float,
+        help="mesh: ignore depths beyond this distance from the camera (default: twice the cameras' extent)",
+    )
+    parser.add_argument(
         "--frame", choices=FRAME_NAMES, help="world frame to export in (default: the model's)"
     )
     parser.add_argument(
@@ -336,6 +393,7 @@ def _export_parser(subparsers) -> argparse.ArgumentParser:
         help="output file (default: RUN/point_cloud_<frame>.<suffix>, or beside the model's file)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    _device_argument(parser)
     return parser
 
 
@@ -416,6 +474,7 @@ TRAIN_FLAG_OPTIONS = {
     "data_factor": "data.data_factor",
     "steps": "train.steps",
     "strategy": "strategy.name",
+    "model_type": "model.type",
     "pose_opt": "pose_opt.enabled",
     "appearance": "appearance.enabled",
     "output": "train.output",
@@ -438,6 +497,7 @@ def _run_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     from .training.config import ConfigError, apply_overrides, config_from_dict, load_config
     from .training.distributed import (
         DistributedTrainer,
+        check_batched_config,
         launch,
         processes_from_environment,
         quiet_unless_first,
@@ -480,6 +540,7 @@ def _run_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     if processes is None and args.nproc != 1:
         if args.viewer:
             raise ValueError("--viewer: not available with several processes (--nproc)")
+        check_batched_config(config, args.nproc)
         command = [sys.executable, "-m", "gsplat_py", *args.argv]
         return launch(
             command, args.nproc, args.timeout, lambda line: print(f"{PROG}: {line}", file=sys.stderr)
@@ -539,6 +600,7 @@ def _live_viewer(trainer, args: argparse.Namespace):
         port=args.port,
         title=f"gsplat_py · training {trainer.output.name}",
         max_sh_degree=trainer.config.model.sh_degree,
+        model_type=trainer.config.model.type,
     )
     trainer.hooks.append(LiveTraining(viewer))
     print(f"{PROG}: viewer at {viewer.url}", flush=True)
@@ -594,6 +656,7 @@ def _run_view(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         title=f"gsplat_py · {model.source.name}",
+        model_type=model.model_type,
     )
     print(
         f"{PROG}: viewing {model.source} ({model.splats.num_gaussians:,} Gaussians, SH degree "
@@ -660,6 +723,8 @@ def _run_render(args: argparse.Namespace) -> int:
         video = Path(args.video) if args.video else output / f"{selection.name}{VIDEO_SUFFIX}"
     options = RenderOptions(
         depth=args.depth,
+        depth_mode=args.depth_mode,
+        normals=args.normals,
         alpha=args.alpha,
         video=video,
         fps=args.fps,
@@ -685,6 +750,8 @@ def _run_export(args: argparse.Namespace) -> int:
     from .tools.export import default_export_path, export_format, export_model, splats_in_frame
     from .tools.saved_models import load_model
 
+    if args.format == MESH_FORMAT:
+        return _run_export_mesh(args)
     file_format = export_format(args.format, Path(args.output) if args.output else None)
     model = load_model(args.model, args.model_frame)
     splats, frame = splats_in_frame(
@@ -694,7 +761,14 @@ def _run_export(args: argparse.Namespace) -> int:
     if output.exists() and not args.overwrite:
         raise ValueError(f"--output {output}: the file exists; choose another --output or pass --overwrite")
     summary = export_model(
-        splats, frame, output, file_format, args.sh_degree, args.spz_version, args.sog_palette
+        splats,
+        frame,
+        output,
+        file_format,
+        args.sh_degree,
+        args.spz_version,
+        args.sog_palette,
+        model_type=model.model_type,
     )
     size = _size_text(summary.size)
     if file_format != "ply":
@@ -708,6 +782,40 @@ def _run_export(args: argparse.Namespace) -> int:
             f"{PROG}: note: a .{file_format} file records no world frame and render takes this one to be in "
             f"the {summary.assumed_frame} frame: render it with --model-frame {frame.name}"
         )
+    return 0
+
+
+def _run_export_mesh(args: argparse.Namespace) -> int:
+    from .data.geometry import split_similarity
+    from .tools.export import frame_move
+    from .tools.mesh import MeshOptions, default_mesh_path, mesh_model, write_mesh
+    from .tools.saved_models import load_model, scene_views
+
+    model = load_model(args.model, args.model_frame)
+    data = Path(args.data) if args.data else None
+    model, scene = scene_views(model, data, args.data_factor, need="meshing (it renders the training views)")
+    change, frame = frame_move(model, args.frame, data, args.data_factor)
+    output = Path(args.output) if args.output else default_mesh_path(model, frame)
+    if output.exists() and not args.overwrite:
+        raise ValueError(f"--output {output}: the file exists; choose another --output or pass --overwrite")
+    options = MeshOptions(
+        voxel_size=args.voxel_size,
+        sdf_trunc=args.sdf_trunc,
+        depth_trunc=args.depth_trunc,
+        resolution=args.mesh_resolution,
+        view_step=args.mesh_every,
+        device=args.device,
+    )
+    mesh = mesh_model(model, scene.train_views, options)
+    if change is not None:
+        scale, rotation, translation = split_similarity(change)
+        mesh = replace(mesh, vertices=mesh.vertices @ (scale * rotation).T + translation)
+    write_mesh(output, mesh, frame, model.model_type)
+    print(
+        f"{PROG}: done: {output}  ({len(mesh.vertices):,} vertices, {len(mesh.faces):,} triangles from "
+        f"{len(scene.train_views[:: args.mesh_every])} training views of a {model.model_type} model, "
+        f"{frame.name} frame)"
+    )
     return 0
 
 

@@ -21,11 +21,13 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from .rendering import rasterization, rasterization_2dgs
 from .rendering.limits import MAX_SH_DEGREE
 
 __all__ = [
     "GaussianSplats",
     "INIT_TYPES",
+    "MODEL_TYPES",
     "ModelConfig",
     "Params",
     "PARAM_NAMES",
@@ -33,6 +35,9 @@ __all__ = [
     "SH_DEGREE_OF_COUNT",
     "init_params",
     "knn_mean_distance",
+    "model_type_comments",
+    "model_type_from_comments",
+    "rasterize_model",
     "random_points",
     "rgb_to_sh",
     "params_to_splats",
@@ -42,6 +47,11 @@ __all__ = [
 
 PARAM_NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
 INIT_TYPES = ("sfm", "random")
+# "3dgs": 3D Gaussians (rasterization); "2dgs": surfels, 2D Gaussian disks (rasterization_2dgs), whose third
+# scale is kept (as gsplat keeps it) but not rendered, so files and strategies see one layout.
+MODEL_TYPES = ("3dgs", "2dgs")
+# The header comment (PLY, compressed PLY, SOG) that records a model's type; a file without it is 3DGS.
+MODEL_TYPE_COMMENT = "gsplat_py model_type"
 SH_C0 = 0.28209479177387814  # the degree-0 SH basis value, 1 / (2 sqrt(pi))
 
 Params = dict[str, torch.nn.Parameter]
@@ -49,6 +59,7 @@ Params = dict[str, torch.nn.Parameter]
 
 @dataclass
 class ModelConfig:
+    type: str = "3dgs"  # one of MODEL_TYPES: what the Gaussians are and which rasterizer renders them
     init: str = "sfm"  # "sfm": the COLMAP points; "random": random_init_count points in a cube
     sh_degree: int = 3  # maximum SH degree, reached one degree every sh_degree_interval steps
     sh_degree_interval: int = 1000
@@ -333,12 +344,15 @@ def init_params(
     sh_degree: int,
     init_opacity: float = 0.1,
     init_scale: float = 1.0,
+    model_type: str = "3dgs",
 ) -> Params:
     """Gaussians at ``points`` [P, 3] with ``colors`` [P, 3] in [0, 1], as 3DGS initialises from SfM.
 
     Each Gaussian is isotropic with a radius of ``init_scale`` times the mean distance to its 3 nearest
     neighbours, has identity rotation, opacity ``init_opacity``, SH DC set to the point colour and all
-    higher SH coefficients zero.
+    higher SH coefficients zero. A "2dgs" ``model_type`` gets random rotations instead (gsplat's and
+    Inria's 2DGS: ``torch.rand`` quaternions, from torch's generator): surfels that all faced one way would
+    be seen edge-on from every camera in their plane.
     """
     if points.ndim != 2 or points.shape[-1] != 3 or points.shape[0] == 0:
         raise ValueError(f"points: expected a non-empty [P, 3] tensor, got shape {list(points.shape)}")
@@ -352,7 +366,9 @@ def init_params(
     params = {
         "means": points.float().clone(),
         "scales": torch.log(distance * init_scale)[:, None].repeat(1, 3),
-        "quats": torch.tensor([1.0, 0.0, 0.0, 0.0]).repeat(n, 1),
+        "quats": torch.rand(n, 4)
+        if model_type == "2dgs"
+        else torch.tensor([1.0, 0.0, 0.0, 0.0]).repeat(n, 1),
         "opacities": torch.full((n,), math.log(init_opacity / (1.0 - init_opacity))),
         "sh0": rgb_to_sh(colors.float())[:, None, :].clone(),
         "shN": torch.zeros(n, num_rest, 3),
@@ -398,3 +414,82 @@ def splats_to_params(splats: GaussianSplats) -> Params:
         name: torch.nn.Parameter(value.detach().float().clone().contiguous())
         for name, value in values.items()
     }
+
+
+def model_type_comments(model_type: str) -> list[str]:
+    """The header comment lines recording ``model_type`` (none for "3dgs", what a file without them is)."""
+    return [] if model_type == "3dgs" else [f"{MODEL_TYPE_COMMENT} {model_type}"]
+
+
+def model_type_from_comments(comments: list[str] | None) -> str | None:
+    """The model type a file's header comments record, None when they record none; ValueError (naming the
+    line) for a type this version does not know."""
+    for line in comments or []:
+        if line.startswith(MODEL_TYPE_COMMENT + " "):
+            value = line[len(MODEL_TYPE_COMMENT) + 1 :].strip()
+            if value not in MODEL_TYPES:
+                raise ValueError(f"comment {line!r}: expected a model type among {', '.join(MODEL_TYPES)}")
+            return value
+    return None
+
+
+def rasterize_model(
+    model_type: str,
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    colors: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    render_mode: str = "RGB",
+    camera_model: str = "pinhole",
+    **options,
+) -> tuple[Tensor, Tensor, dict]:
+    """Render Gaussians of ``model_type`` with its rasterizer, as ``rasterization`` returns: (colors
+    [C, H, W, X], alphas [C, H, W, 1], meta); ``options`` are both rasterizers' keywords (sh_degree,
+    backgrounds, absgrad, packed, ...).
+
+    A 2DGS render always renders the expected depth (its depth normals need it; the channel is dropped
+    unless ``render_mode`` asks for it) and adds its other outputs to ``meta``: ``render_normals`` and
+    ``surf_normals`` (world-space [C, H, W, 3]: the blended surfel normals, the normals of the expected
+    depth), ``render_distort`` and ``render_median`` ([C, H, W, 1]); its densification gradient is
+    ``meta["gradient_2dgs"]``. 2DGS renders pinhole cameras only (ValueError naming ``camera_model``).
+    """
+    if model_type == "3dgs":
+        return rasterization(
+            means,
+            quats,
+            scales,
+            opacities,
+            colors,
+            viewmats,
+            Ks,
+            width,
+            height,
+            render_mode=render_mode,
+            camera_model=camera_model,
+            **options,
+        )
+    if model_type != "2dgs":
+        raise ValueError(f"model_type: expected one of {', '.join(MODEL_TYPES)}, got {model_type!r}")
+    if camera_model != "pinhole" or options.pop("radial_coeffs", None) is not None:
+        raise ValueError(f"camera_model: 2DGS models render pinhole cameras only, got {camera_model!r}")
+    if options.pop("distributed", False):
+        raise ValueError("distributed: 2DGS models render on one process (rasterization_2dgs has no distributed mode)")
+    if render_mode not in ("RGB", "RGB+ED"):
+        raise ValueError(f"render_mode: 2DGS models render 'RGB' or 'RGB+ED', got {render_mode!r}")
+    rendered, alphas, render_normals, surf_normals, render_distort, render_median, meta = rasterization_2dgs(
+        means, quats, scales, opacities, colors, viewmats, Ks, width, height, render_mode="RGB+ED", **options
+    )
+    assert surf_normals is not None, "a depth render mode gives depth normals"
+    meta = {
+        **meta,
+        "render_normals": render_normals,
+        "surf_normals": surf_normals.reshape(render_normals.shape),
+        "render_distort": render_distort,
+        "render_median": render_median,
+    }
+    return (rendered if render_mode == "RGB+ED" else rendered[..., :-1]), alphas, meta

@@ -12,6 +12,7 @@ Prints markdown tables (for BENCHMARKS.md) with the performance targets, and wri
     python scripts/bench_render.py --compare-wait-policy   # adds the OMP_WAIT_POLICY comparison
     python scripts/bench_render.py --simd-levels           # only: the rasterize op per SIMD build (below)
     python scripts/bench_render.py --packed                # only: packed vs unpacked (below)
+    python scripts/bench_render.py --2dgs                  # only: rasterization_2dgs beside rasterization
 
 --simd-levels times the rasterize op alone (forward and backward) and the whole C++ fwd+bwd for every SIMD
 build of the rasterizer this CPU runs (GSPLAT_PY_SIMD forces each, ATEN_CPU_CAPABILITY gives torch's own
@@ -94,6 +95,7 @@ class Scene:
     Ks: Tensor  # [1,3,3]
     sh_degree: int | None
     packed: bool = False  # the layout of the benchmark's renders (the layouts' comparison: --packed)
+    surfels: bool = False  # render as 2D Gaussians (rasterization_2dgs; the comparison: --2dgs)
 
     @property
     def n(self) -> int:
@@ -116,7 +118,9 @@ class Scene:
         )
 
     def render(self, backend: str):
-        return gsplat_py.rasterization(
+        """(render_colors, render_alphas, meta) of rasterization, or of rasterization_2dgs with surfels."""
+        rasterize = gsplat_py.rasterization_2dgs if self.surfels else gsplat_py.rasterization
+        outputs = rasterize(
             self.means,
             self.quats,
             self.scales,
@@ -131,6 +135,7 @@ class Scene:
             tile_size=TILE_SIZE,
             backend=backend,
         )
+        return outputs[0], outputs[1], outputs[-1]
 
 
 def median_scale(n: int) -> float:
@@ -975,6 +980,55 @@ def render_packed_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def measure_2dgs(args: argparse.Namespace, cotangents: tuple[Tensor, Tensor]) -> list[dict]:
+    """Forward and fwd+bwd of the same scene rendered as 3D Gaussians and as surfels, C++ backend."""
+    results = []
+    for n in args.sizes:
+        scene = make_scene(n, args.sh_degree, args.seed)
+        for surfels in (False, True):
+            progress(f"2DGS comparison: N={n}, {'2DGS' if surfels else '3DGS'}")
+            scene.surfels = surfels
+            results.append(
+                {"n": n, "surfels": surfels, **time_render(scene, "cpp", args.repeats, cotangents)}
+            )
+    return results
+
+
+def render_2dgs_report(report: dict) -> str:
+    lines = header_lines(report, "2DGS (rasterization_2dgs) beside 3DGS (rasterization), C++ CPU backend")
+    rows = []
+    cases = report["2dgs"]
+    for gaussians, surfels in zip(cases[::2], cases[1::2]):
+        rows.append(
+            [
+                f"{gaussians['n']:,}",
+                f"{gaussians['n_isects']:,} / {surfels['n_isects']:,}",
+                fmt_ms(gaussians["forward_s"]),
+                fmt_ms(surfels["forward_s"]),
+                f"{surfels['forward_s'] / gaussians['forward_s']:.1f}",
+                fmt_ms(gaussians["fwd_bwd_s"]),
+                fmt_ms(surfels["fwd_bwd_s"]),
+                f"{surfels['fwd_bwd_s'] / gaussians['fwd_bwd_s']:.1f}",
+            ]
+        )
+    header = [
+        "N",
+        "intersections 3DGS / 2DGS",
+        "3DGS fwd",
+        "2DGS fwd",
+        "ratio",
+        "3DGS fwd+bwd",
+        "2DGS fwd+bwd",
+    ]
+    lines.append(table(header + ["ratio"], rows))
+    lines.append("")
+    lines.append(
+        "The same Gaussians (the third scale unused by 2DGS), RGB mode, medians of repeats after a warm-up; "
+        "2DGS also renders normals, distortion and median depth in every call."
+    )
+    return "\n".join(lines)
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -1027,6 +1081,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--packed", action="store_true", help="only compare packed and unpacked rasterization (see above)"
     )
+    parser.add_argument(
+        "--2dgs",
+        dest="surfels",
+        action="store_true",
+        help="only compare rasterization_2dgs with rasterization on the same scene (C++ backend)",
+    )
     parser.add_argument("--packed-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--packed-cameras", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument(
@@ -1037,6 +1097,8 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if (args.simd_levels or args.simd_level_child) and "--sizes" not in sys.argv:
         args.sizes = [10_000, 100_000]
+    if args.surfels and "--sizes" not in sys.argv:
+        args.sizes = [10_000, 100_000]
     if args.packed and "--sizes" not in sys.argv:
         args.sizes = [100_000, 1_000_000]
     if args.quick:
@@ -1046,6 +1108,17 @@ def parse_args() -> argparse.Namespace:
         if min(values if isinstance(values, list) else [values]) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     return args
+
+
+def write_report(report: dict, render: Callable[[dict], str], args: argparse.Namespace, name: str) -> None:
+    """Print a special mode's table and write its JSON (to `name` beside the default output, unless
+    --output says where)."""
+    report["load_average_at_end"] = os.getloadavg()
+    print(render(report))
+    output = args.output.with_name(name) if args.output == DEFAULT_OUTPUT else args.output
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nJSON written to {output}")
 
 
 def main() -> None:
@@ -1083,25 +1156,17 @@ def main() -> None:
     progress(f"OMP_WAIT_POLICY={report['omp_wait_policy'] or 'unset'}, {default_threads} threads")
     if args.simd_levels:
         report["simd_levels"] = measure_simd_levels(args)
-        report["load_average_at_end"] = os.getloadavg()
-        print(render_simd_report(report))
-        output = (
-            args.output.with_name("bench_simd_levels.json") if args.output == DEFAULT_OUTPUT else args.output
-        )
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nJSON written to {output}")
+        write_report(report, render_simd_report, args, "bench_simd_levels.json")
         return
     if args.packed:
         report["packed"] = measure_packed(args)
-        report["load_average_at_end"] = os.getloadavg()
-        print(render_packed_report(report))
-        output = args.output.with_name("bench_packed.json") if args.output == DEFAULT_OUTPUT else args.output
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nJSON written to {output}")
+        write_report(report, render_packed_report, args, "bench_packed.json")
         return
     cotangents = make_cotangents(args.seed)
+    if args.surfels:
+        report["2dgs"] = measure_2dgs(args, cotangents)
+        write_report(report, render_2dgs_report, args, "bench_2dgs.json")
+        return
     report["sizes"] = measure_sizes(args, cotangents)
     report["thread_scaling"] = measure_thread_scaling(args, cotangents, default_threads)
     report["wait_policy"] = compare_wait_policy(args) if args.compare_wait_policy else None

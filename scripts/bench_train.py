@@ -6,6 +6,8 @@
     python scripts/bench_train.py --data data/snowmiku --config fast --simd x86-64-v3   # AVX2 throughout
     python scripts/bench_train.py --data data/snowmiku --config fast --busy 1   # beside a CPU-bound process
     python scripts/bench_train.py --perturb --steps 2000 --eval-steps 1000,2000   # clean vs perturbed model
+    python scripts/bench_train.py --model-type 2dgs                 # surfels (2D Gaussian splatting)
+    python scripts/bench_train.py --compare-2dgs --steps 2000 --eval-steps 1000,2000   # 3DGS, then 2DGS
 
 Trains once with the default strategy (or ``--strategy mcmc``, or ``--config PRESET``) and evaluates on
 the held-out views (every 8th image) at the requested steps. Wall time, steps/s and the process CPU time
@@ -19,6 +21,9 @@ Prints a table with the targets of the training issues and writes everything, wi
 the images are linked, not copied) with one camera moved `OUTLIER_DISTANCE` units away and a fraction
 `FAR_POINT_FRACTION` of the points scattered 50-500 times the cameras' median distance out, as a real SfM
 model may have; it prints the test PSNR of both runs at each evaluation step and what the scene check did.
+
+``--compare-2dgs`` trains a second time with ``model.type = "2dgs"`` (the same config otherwise) and prints
+the test PSNR of both at each evaluation step with their difference, and the 2DGS run's steps/s.
 """
 
 from __future__ import annotations
@@ -76,6 +81,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=7000)
     parser.add_argument("--eval-steps", default="1000,2000,3000,7000")
     parser.add_argument("--strategy", choices=("default", "mcmc"))
+    parser.add_argument("--model-type", choices=("3dgs", "2dgs"), help="model.type (default: 3dgs)")
+    parser.add_argument(
+        "--compare-2dgs",
+        action="store_true",
+        help="then train a 2DGS model with the same config and compare the test PSNR",
+    )
     parser.add_argument("--config", help="preset or TOML file (default: the default preset)")
     parser.add_argument(
         "--set",
@@ -198,6 +209,7 @@ def main() -> None:
         "train.save_renders": "false",
         "train.output": str(out_dir / f"train-run-{stamp}"),
         **({"strategy.name": args.strategy} if args.strategy else {}),
+        **({"model.type": args.model_type} if args.model_type else {}),
         **{key: value for key, value in args.set},
     }
     config = apply_overrides(load_config(preset), overrides)
@@ -218,7 +230,8 @@ def main() -> None:
     ]
     print(
         f"\nsnowmiku-style training benchmark: {config.data.path} (factor {config.data.data_factor}), "
-        f"strategy {config.strategy.name}, {torch.get_num_threads()} threads, setup {setup_s:.1f} s, "
+        f"{config.model.type}, strategy {config.strategy.name}, {torch.get_num_threads()} threads, "
+        f"setup {setup_s:.1f} s, "
         f"SIMD {simd_level()} (torch {torch.backends.cpu.get_cpu_capability()}), {args.busy} busy processes, "
         f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after"
     )
@@ -233,7 +246,7 @@ def main() -> None:
         )
     by_step = {r["step"]: r for r in rows}
     checks = []
-    if config.strategy.name == "default" and args.config != "fast":
+    if config.strategy.name == "default" and args.config != "fast" and config.model.type == "3dgs":
         if 7000 in by_step:
             checks.append(
                 (
@@ -245,7 +258,12 @@ def main() -> None:
             checks.append(("test PSNR at 7k (dB)", by_step[7000]["psnr"], TARGETS["psnr_at_7k"]))
         if 2000 in by_step:
             checks.append(("test PSNR at 2k (dB)", by_step[2000]["psnr"], TARGETS["psnr_at_2k"]))
-    if config.strategy.name == "default" and args.config == "fast" and 7000 in by_step:
+    if (
+        config.strategy.name == "default"
+        and args.config == "fast"
+        and config.model.type == "3dgs"
+        and 7000 in by_step
+    ):
         level_target = FAST_TARGETS["steps_per_s_over_7k"].get(simd_level())
         if level_target is not None:
             checks.append(
@@ -277,12 +295,50 @@ def main() -> None:
         "records": rows,
         "targets": [{"name": n, "measured": v, "required": t, "met": v >= t} for n, v, t in checks],
     }
+    if args.compare_2dgs:
+        report["2dgs"] = compare_2dgs(config, records)
     if args.perturb:
         report["perturbed"] = compare_perturbed(config, records, out_dir / f"perturbed-scene-{stamp}")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"bench_train-{stamp}.json"
     path.write_text(json.dumps(report, indent=1) + "\n")
     print(f"\nwrote {path}")
+
+
+def compare_2dgs(config: Config, first: list[dict]) -> dict:
+    """Train ``config`` again as a 2DGS model; print and return both runs' test PSNR per evaluation step."""
+    surfel_config = replace(
+        config,
+        model=replace(config.model, type="2dgs"),
+        train=replace(config.train, output=config.train.output + "-2dgs"),
+    )
+    load_before = os.getloadavg()
+    _, records, _ = train(surfel_config)
+    load_after = os.getloadavg()
+    print(
+        f"\n{config.model.type} vs 2dgs (same config; load average {load_before[0]:.1f} before the 2DGS run, "
+        f"{load_after[0]:.1f} after)"
+    )
+    print(
+        f"| step | {config.model.type} test PSNR (dB) | 2dgs test PSNR (dB) | difference (dB) | "
+        "2dgs Gaussians | 2dgs steps/s |\n|---:|---:|---:|---:|---:|---:|"
+    )
+    rows = []
+    for a, b in zip(first, records):
+        rows.append(
+            {
+                "step": a["step"],
+                "first_psnr": a["psnr"],
+                "surfel_psnr": b["psnr"],
+                "surfel_gaussians": b["num_gaussians"],
+                "surfel_steps_per_s": b["steps_per_s"],
+            }
+        )
+        print(
+            f"| {a['step']} | {a['psnr']:.2f} | {b['psnr']:.2f} | {b['psnr'] - a['psnr']:+.2f} | "
+            f"{b['num_gaussians']:,} | {b['steps_per_s']:.1f} |"
+        )
+    return {"first_model_type": config.model.type, "records": rows}
 
 
 def compare_perturbed(config: Config, clean: list[dict], scene: Path) -> dict:

@@ -1,4 +1,5 @@
-"""Fit 3D Gaussians to one photo through the differentiable rasterizer (a renderer demo).
+"""Fit 3D Gaussians (or, with --2dgs, surfels) to one photo through the differentiable rasterizer (a renderer
+demo).
 
 Gaussians start at random in front of a pinhole camera; Adam optimises their positions, shapes,
 opacities and colours so that the render matches the photo. Prints PSNR as it goes and writes
@@ -6,6 +7,7 @@ OUTPUT (render | photo side by side).
 
     python scripts/demo_fit_image.py                      # a photo of the bundled sample scene
     python scripts/demo_fit_image.py --image my.jpg --gaussians 20000 --steps 500
+    python scripts/demo_fit_image.py --2dgs               # 2D Gaussian splatting (rasterization_2dgs)
 """
 
 import argparse
@@ -40,9 +42,17 @@ def psnr(render: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def fit_image(
-    target: torch.Tensor, n_gaussians: int, steps: int, lr: float = 0.01, seed: int = 0, log_every: int = 0
+    target: torch.Tensor,
+    n_gaussians: int,
+    steps: int,
+    lr: float = 0.01,
+    seed: int = 0,
+    log_every: int = 0,
+    surfels: bool = False,
 ):
-    """Fits n_gaussians to target [H, W, 3]; returns (final render, list of (step, psnr))."""
+    """Fits n_gaussians (surfels: 2D Gaussians) to target [H, W, 3]; returns (final render, list of (step,
+    psnr))."""
+    rasterize = gsplat_py.rasterization_2dgs if surfels else gsplat_py.rasterization
     height, width, _ = target.shape
     gen = torch.Generator().manual_seed(seed)
     focal = 0.8 * width
@@ -68,7 +78,7 @@ def fit_image(
     )
     history = []
     for step in range(1, steps + 1):
-        render, _, _ = gsplat_py.rasterization(
+        render = rasterize(
             params["means"],
             params["quats"],
             torch.exp(params["log_scales"]),
@@ -78,7 +88,7 @@ def fit_image(
             Ks,
             width,
             height,
-        )
+        )[0]
         loss = torch.nn.functional.l1_loss(render[0], target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -99,11 +109,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--output", type=Path, default=Path("fit_image.png"))
+    parser.add_argument(
+        "--2dgs", dest="surfels", action="store_true", help="fit surfels (rasterization_2dgs)"
+    )
     args = parser.parse_args()
 
     target = load_image(args.image)
     start = time.perf_counter()
-    render, history = fit_image(target, args.gaussians, args.steps, args.lr, log_every=50)
+    render, history = fit_image(
+        target, args.gaussians, args.steps, args.lr, log_every=50, surfels=args.surfels
+    )
     elapsed = time.perf_counter() - start
     print(
         f"{args.steps} steps in {elapsed:.1f} s ({args.steps / elapsed:.1f} steps/s); "

@@ -63,6 +63,9 @@ BAD_VALUES = [
     ("strategy.default.prune_opa", 1.0, "expected a value in [0.0, 1.0)"),
     ("train.steps", "ten", "expected an integer"),
     ("optim.ssim_lambda", True, "expected a number"),
+    ("model.type", "3DGS", "expected one of '3dgs', '2dgs'"),
+    ("surfel.normal_lambda", -0.05, "expected a value >= 0.0"),
+    ("surfel.dist_start_iter", -1, "expected a value >= 0"),
 ]
 
 

@@ -120,10 +120,8 @@ def test_unimplemented_options_raise_not_implemented_naming_the_option(option, v
         rasterization(**_args(scene), **{option: value})
 
 
-def test_rasterization_2dgs_is_importable_and_not_implemented():
-    assert gsplat_py.rendering.rasterization_2dgs is rasterization_2dgs
-    with pytest.raises(NotImplementedError, match="rasterization_2dgs"):
-        rasterization_2dgs(torch.zeros(1, 3))
+def test_rasterization_2dgs_is_exported():
+    assert gsplat_py.rendering.rasterization_2dgs is rasterization_2dgs  # tests/test_2dgs_render.py tests it
 
 
 def test_positional_call_in_gsplats_order():

@@ -33,6 +33,17 @@ def test_fit_photo_of_bundled_scene():
     assert torch.isfinite(render).all()
 
 
+def test_fit_photo_of_bundled_scene_with_surfels():
+    """The same fit through rasterization_2dgs (compiled CPU kernels; seen: 8.1 -> 24.3 dB in 40 steps)."""
+    demo = _demo()
+    target = demo.load_image(demo.DEFAULT_IMAGE)
+    render, history = demo.fit_image(target, n_gaussians=1500, steps=40, lr=0.01, seed=0, surfels=True)
+    first_psnr, last_psnr = history[0][1], history[-1][1]
+    assert first_psnr < 12.0
+    assert last_psnr > 22.0, history
+    assert torch.isfinite(render).all()
+
+
 def test_training_the_bundled_scene_raises_test_psnr(tmp_path):
     """300 steps of the default recipe on the bundled photos (held-out views): a broken gradient, a wrong
     camera convention or a bad undistortion would leave the test PSNR near its starting value."""

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "kernels.h"
 
@@ -73,6 +74,57 @@ void parallel_ranges(int64_t count, int n_ranges, const F& f) {
     for (int r = 0; r < n_ranges; ++r) {
         const int64_t begin = r * per;
         if (begin < count) f(r, begin, std::min(count, begin + per));
+    }
+}
+
+// (Camera, Gaussian) pairs per projection thread at least.
+constexpr int64_t kProjectionGrain = 1024;
+
+// Gaussians (unpacked) or entries (packed) per chunk when reducing the gradients of the cameras: a fixed
+// size (not one per thread) so the sum is the same for any thread count.
+constexpr int64_t kCameraGradChunk = 2048;
+
+// Adds one partial sum of a camera's gradients (kCameraGradSlots) to its viewmat and K gradients.
+template <typename T>
+void add_camera_grads(const T* slots, T* v_viewmat, T* v_K) {
+    for (int k = 0; k < kViewmatGradSlots; ++k) v_viewmat[k] += slots[k];
+    for (int i = 0; i < kIntrinsics; ++i) v_K[K_index_of_intrinsic(i)] += slots[kViewmatGradSlots + i];
+}
+
+// The backward of an unpacked projection of B batches of N Gaussians into their C cameras: vjp(gauss, image,
+// pair, camera_slots) for every visible pair (visible(pair)), each Gaussian's cameras in order on one thread
+// (so its gradient rows need no lock), with the cameras' gradients (kCameraGradSlots: the viewmat, then fx,
+// fy, cx, cy) summed per chunk of Gaussians and then in chunk order into v_viewmats and v_Ks (null: not
+// wanted), the same bits for any thread count.
+template <typename T, typename Visible, typename Vjp>
+void projection_backward_pairs(int64_t B, int64_t C, int64_t N, int n_threads, T* v_viewmats, T* v_Ks,
+                               const Visible& visible, const Vjp& vjp) {
+    const bool camera_grads = v_viewmats != nullptr;
+    const int64_t chunks_per_batch = (N + kCameraGradChunk - 1) / kCameraGradChunk;
+    const int64_t n_chunks = B * chunks_per_batch;
+    std::vector<T> partial(camera_grads ? size_t(n_chunks * C * kCameraGradSlots) : 0, T(0));
+    parallel_for(n_chunks, 1, n_threads, [&](int64_t chunk_begin, int64_t chunk_end) {
+        T discarded[kCameraGradSlots];
+        for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
+            const int64_t b = chunk / chunks_per_batch;
+            const int64_t n_begin = (chunk % chunks_per_batch) * kCameraGradChunk;
+            const int64_t n_end = std::min(N, n_begin + kCameraGradChunk);
+            for (int64_t n = n_begin; n < n_end; ++n)
+                for (int64_t c = 0; c < C; ++c) {  // cameras in order: a fixed sum order per Gaussian
+                    const int64_t image = b * C + c, pair = image * N + n;
+                    if (!visible(pair)) continue;
+                    vjp(b * N + n, image, pair,
+                        camera_grads ? partial.data() + (chunk * C + c) * kCameraGradSlots : discarded);
+                }
+        }
+    });
+    if (!camera_grads) return;
+    for (int64_t image = 0; image < B * C; ++image) {
+        const int64_t b = image / C, c = image % C;
+        for (int64_t k = 0; k < chunks_per_batch; ++k) {
+            add_camera_grads(partial.data() + ((b * chunks_per_batch + k) * C + c) * kCameraGradSlots,
+                             v_viewmats + 16 * image, v_Ks + 9 * image);
+        }
     }
 }
 

@@ -12,19 +12,6 @@ namespace gsplat_py::cpu {
 
 namespace {
 
-// Pairs per thread at least.
-constexpr int64_t kProjectionGrain = 1024;
-
-// Gaussians (unpacked) or entries (packed) per chunk when reducing the gradients of the cameras: a fixed
-// size (not one per thread) so the sum is the same for any thread count.
-constexpr int64_t kCameraGradChunk = 2048;
-
-template <typename T>
-void add_camera_grads(const T* slots, T* v_viewmat, T* v_K) {
-    for (int k = 0; k < kViewmatGradSlots; ++k) v_viewmat[k] += slots[k];
-    for (int i = 0; i < kIntrinsics; ++i) v_K[K_index_of_intrinsic(i)] += slots[kViewmatGradSlots + i];
-}
-
 // The gradient rows of the Gaussians of one (quats and scales) or the other (covars) input, as separate
 // buffers of `rows` rows.
 template <typename T>
@@ -92,44 +79,13 @@ int64_t project_gaussians_packed_forward(const ProjectionArgs<T>& a, PackedProje
 
 template <typename T>
 void project_gaussians_backward(const ProjectionArgs<T>& a, const ProjectionGradients<T>& g) {
-    const int64_t N = a.n_gaussians, C = a.n_cameras;
-    const bool camera_grads = g.v_viewmats != nullptr;
-
-    // Camera gradients: one partial sum per (chunk of a batch's Gaussians, camera of that batch), summed
-    // in chunk order.
-    const int64_t chunks_per_batch = (N + kCameraGradChunk - 1) / kCameraGradChunk;
-    const int64_t n_chunks = a.n_batches * chunks_per_batch;
-    std::vector<T> cam_partial(camera_grads ? size_t(n_chunks * C * kCameraGradSlots) : 0, T(0));
-
-    parallel_for(n_chunks, 1, a.n_threads, [&](int64_t chunk_begin, int64_t chunk_end) {
-        T discarded_camera_grads[kCameraGradSlots];
-        for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
-            const int64_t b = chunk / chunks_per_batch;
-            const int64_t n_begin = (chunk % chunks_per_batch) * kCameraGradChunk;
-            const int64_t n_end = std::min(N, n_begin + kCameraGradChunk);
-            for (int64_t n = n_begin; n < n_end; ++n) {
-                const int64_t gauss = b * N + n;
-                for (int64_t c = 0; c < C; ++c) {  // cameras in order: fixed sum order per Gaussian
-                    const int64_t image = b * C + c, pair = image * N + n;
-                    if (g.radii[2 * pair] <= 0 || g.radii[2 * pair + 1] <= 0) continue;
-                    T* cam = camera_grads ? cam_partial.data() + (chunk * C + c) * kCameraGradSlots
-                                          : discarded_camera_grads;
-                    project_gaussian_vjp<T>(a.gaussian(gauss), a.camera(image), a.width, a.height, a.eps2d,
-                                            g.at(pair), g.gaussians.row(gauss), cam, cam + kViewmatGradSlots);
-                }
-            }
-        }
-    });
-
-    if (!camera_grads) return;
-    for (int64_t image = 0; image < a.n_images(); ++image) {
-        const int64_t b = image / C, c = image % C;
-        for (int64_t k = 0; k < chunks_per_batch; ++k) {
-            const int64_t chunk = b * chunks_per_batch + k;
-            add_camera_grads(cam_partial.data() + (chunk * C + c) * kCameraGradSlots,
-                             g.v_viewmats + 16 * image, g.v_Ks + 9 * image);
-        }
-    }
+    projection_backward_pairs(
+        a.n_batches, a.n_cameras, a.n_gaussians, a.n_threads, g.v_viewmats, g.v_Ks,
+        [&](int64_t pair) { return g.radii[2 * pair] > 0 && g.radii[2 * pair + 1] > 0; },
+        [&](int64_t gauss, int64_t image, int64_t pair, T* cam) {
+            project_gaussian_vjp<T>(a.gaussian(gauss), a.camera(image), a.width, a.height, a.eps2d,
+                                    g.at(pair), g.gaussians.row(gauss), cam, cam + kViewmatGradSlots);
+        });
 }
 
 template <typename T>

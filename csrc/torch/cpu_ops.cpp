@@ -4,7 +4,9 @@
 #include <vector>
 
 #include "../cpu/kernels.h"
+#include "../cpu/surfel_kernels.h"
 #include "op_wrappers.h"
+#include "surfel_wrappers.h"
 
 namespace gsplat_py::torch_ops {
 
@@ -62,6 +64,27 @@ struct CpuBackend {
     static void adam_step(const AdamArgs<T>& args) {
         cpu::adam_step(args);
     }
+    template <typename T>
+    static void project_surfels_forward(const SurfelProjectionArgs<T>& args,
+                                        const SurfelProjectionOutputs<T>& out) {
+        cpu::project_surfels_forward(args, out);
+    }
+    template <typename T>
+    static void project_surfels_backward(const SurfelProjectionArgs<T>& args,
+                                         const SurfelProjectionGradients<T>& grads) {
+        cpu::project_surfels_backward(args, grads);
+    }
+    template <typename T>
+    static void rasterize_surfels_forward(const SurfelRasterArgs<T>& args,
+                                          const SurfelRasterOutputs<T>& out) {
+        cpu::rasterize_surfels_forward(args, out);
+    }
+    template <typename T>
+    static void rasterize_surfels_backward(const SurfelRasterArgs<T>& args,
+                                           const SurfelRasterBackwardInputs<T>& in,
+                                           const SurfelRasterGradients<T>& grads) {
+        cpu::rasterize_surfels_backward(args, in, grads);
+    }
 };
 
 template <typename T>
@@ -117,6 +140,7 @@ std::string simd_level() { return cpu::simd_level(); }
 
 TORCH_LIBRARY_IMPL(gsplat_py, CPU, m) {
     gsplat_py::torch_ops::register_ops<gsplat_py::torch_ops::CpuBackend>(m);
+    gsplat_py::torch_ops::register_surfel_ops<gsplat_py::torch_ops::CpuBackend>(m);
     m.impl("ssim_forward", &gsplat_py::torch_ops::ssim_forward);
     m.impl("ssim_backward", &gsplat_py::torch_ops::ssim_backward);
 }

@@ -5,7 +5,9 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "../cuda/kernels.h"
+#include "../cuda/surfel_kernels.h"
 #include "op_wrappers.h"
+#include "surfel_wrappers.h"
 
 namespace gsplat_py::torch_ops {
 
@@ -65,6 +67,27 @@ struct CudaBackend {
     static void adam_step(const AdamArgs<T>& args) {
         cuda::adam_step(args, current_stream());
     }
+    template <typename T>
+    static void project_surfels_forward(const SurfelProjectionArgs<T>& args,
+                                        const SurfelProjectionOutputs<T>& out) {
+        cuda::project_surfels_forward(args, out, current_stream());
+    }
+    template <typename T>
+    static void project_surfels_backward(const SurfelProjectionArgs<T>& args,
+                                         const SurfelProjectionGradients<T>& grads) {
+        cuda::project_surfels_backward(args, grads, current_stream());
+    }
+    template <typename T>
+    static void rasterize_surfels_forward(const SurfelRasterArgs<T>& args,
+                                          const SurfelRasterOutputs<T>& out) {
+        cuda::rasterize_surfels_forward(args, out, current_stream());
+    }
+    template <typename T>
+    static void rasterize_surfels_backward(const SurfelRasterArgs<T>& args,
+                                           const SurfelRasterBackwardInputs<T>& in,
+                                           const SurfelRasterGradients<T>& grads) {
+        cuda::rasterize_surfels_backward(args, in, grads, current_stream());
+    }
 };
 
 }  // namespace
@@ -73,4 +96,5 @@ struct CudaBackend {
 
 TORCH_LIBRARY_IMPL(gsplat_py, CUDA, m) {
     gsplat_py::torch_ops::register_ops<gsplat_py::torch_ops::CudaBackend>(m);
+    gsplat_py::torch_ops::register_surfel_ops<gsplat_py::torch_ops::CudaBackend>(m);
 }

@@ -47,6 +47,24 @@ TORCH_LIBRARY(gsplat_py, m) {
         "Tensor? backgrounds, int width, int height, int tile_size, Tensor isect_offsets, "
         "Tensor flatten_ids, Tensor transmittance, Tensor last_ids, Tensor v_render_colors, "
         "Tensor v_render_alphas, bool absgrad) -> Tensor[]");
+    // 2D Gaussian splatting (surfels): csrc/torch/surfel_wrappers.h
+    m.def(
+        "project_surfels_forward(Tensor means, Tensor quats, Tensor scales, Tensor viewmats, Tensor Ks, "
+        "int width, int height, float near_plane, float far_plane, float radius_clip) -> Tensor[]");
+    m.def(
+        "project_surfels_backward(Tensor means, Tensor quats, Tensor scales, Tensor viewmats, Tensor Ks, "
+        "Tensor radii, Tensor v_means2d, Tensor v_depths, Tensor v_transforms, Tensor v_normals, "
+        "bool camera_grads) -> Tensor[]");
+    m.def(
+        "rasterize_surfels_forward(Tensor means2d, Tensor transforms, Tensor colors, Tensor opacities, "
+        "Tensor normals, Tensor depths, int width, int height, int tile_size, Tensor isect_offsets, "
+        "Tensor flatten_ids) -> Tensor[]");
+    m.def(
+        "rasterize_surfels_backward(Tensor means2d, Tensor transforms, Tensor colors, Tensor opacities, "
+        "Tensor normals, Tensor depths, int width, int height, int tile_size, Tensor isect_offsets, "
+        "Tensor flatten_ids, Tensor transmittance, Tensor depth_sums, Tensor last_ids, Tensor median_ids, "
+        "Tensor v_colors, Tensor v_alphas, Tensor v_normals, Tensor v_distortions, Tensor v_medians, "
+        "bool absgrad) -> Tensor[]");
 }
 
 // Importing gsplat_py._C loads the library, whose static initialisers run the registrations (these

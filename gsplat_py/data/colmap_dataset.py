@@ -70,7 +70,7 @@ from ..io.atomic import atomic_open
 from ..io.colmap import ColmapError, ColmapModel, read_model
 from ..io.colmap import Image as ColmapImage
 from ..io.paths import PathLike
-from .geometry import rigid_inverse
+from .geometry import camera_extent, rigid_inverse
 from .normalize import normalize_scene, transform_camera_to_world, transform_points
 from .scene_check import SceneCheck, check_scene
 from .undistort import FISHEYE_MODELS, SUPPORTED_MODELS, Intrinsics, Undistortion, plan_undistortion
@@ -237,7 +237,7 @@ def load_colmap_scene(
     points = transform_points(transform, model.points.xyz[kept_points])
     world_to_camera = rigid_inverse(torch.from_numpy(camera_to_world)).numpy()
     centres = camera_to_world[inliers, :3, 3]
-    scene_scale = 1.1 * float(np.linalg.norm(centres - centres.mean(axis=0), axis=-1).max())
+    scene_scale = camera_extent(torch.from_numpy(centres))
 
     views = [
         View(

@@ -6,9 +6,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["rigid_inverse", "split_similarity", "invert_similarity", "fit_similarity"]
+__all__ = ["camera_extent", "rigid_inverse", "split_similarity", "invert_similarity", "fit_similarity"]
 
 _RIGID_TOLERANCE = 1e-6
+
+
+def camera_extent(centres: Tensor) -> float:
+    """The scene scale of cameras at ``centres`` [N, 3]: 1.1 times the largest distance of a centre from
+    their mean (gsplat's and Inria's ``scene_scale`` / camera extent radius)."""
+    centres = centres.double()
+    return 1.1 * float((centres - centres.mean(dim=0)).norm(dim=-1).max())
 
 
 def rigid_inverse(transforms: Tensor) -> Tensor:

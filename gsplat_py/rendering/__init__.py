@@ -2,8 +2,8 @@
 else of the package).
 
 - `pipeline.rasterization`: gsplat's ``rasterization`` (the public entry point);
-  `pipeline.rasterization_2dgs`:
-  gsplat's 2DGS entry point, the place its implementation lands (raises NotImplementedError until then);
+- `pipeline_2dgs.rasterization_2dgs`: gsplat's 2D Gaussian splatting (surfels), with its two ops in
+  `reference_2dgs` (plain PyTorch) and `ops_2dgs` (compiled);
 - `ops`: the four ops as autograd wrappers around the compiled C++/CUDA kernels (``gsplat_py._C``);
 - `reference`: the same four ops in plain PyTorch, the test oracle and the fallback without the extension;
 - `limits`: the limits the kernels are built around; `_backend`: loading the extension, choosing a device.

@@ -743,7 +743,5 @@ def rasterization(
     return render_colors, render_alphas, meta
 
 
-def rasterization_2dgs(*args: object, **kwargs: object) -> tuple[Tensor, ...]:
-    """gsplat's 2D Gaussian splatting rasterizer (``gsplat.rasterization_2dgs``); its implementation
-    lands here with the 2DGS work. Until then any call raises NotImplementedError."""
-    raise NotImplementedError("rasterization_2dgs: 2D Gaussian splatting is not implemented in gsplat_py yet")
+# 2D Gaussian splatting lives in its own module, which builds on this one's checks (hence the import last).
+from .pipeline_2dgs import rasterization_2dgs  # noqa: E402

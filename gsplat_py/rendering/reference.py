@@ -10,6 +10,7 @@ harmless (e.g. depth replaced by 1 before dividing by it), so that no NaN or inf
 """
 
 import functools
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -477,22 +478,7 @@ def _rasterize_tile_chunk(
 
     Returns the accumulated colour [B,P,D] and the final transmittance [B,P].
     """
-    B, P = pix_x.shape
-    K = gauss_ids.shape[1]
-    mean = means2d[gauss_ids]  # [B,K,2]
-    if absgrad is not None:
-        # A per-pixel copy of each mean: its gradient is the per-pixel gradient whose magnitude we sum.
-        mean = mean[:, None].expand(B, P, K, 2)
-        ids = gauss_ids[:, None].expand(B, P, K)
-
-        def accumulate_abs(grad: Tensor) -> None:
-            absgrad.index_put_((ids,), grad.abs(), accumulate=True)
-
-        mean.register_hook(accumulate_abs)
-        dx, dy = mean[..., 0] - pix_x[..., None], mean[..., 1] - pix_y[..., None]
-    else:
-        dx = mean[:, None, :, 0] - pix_x[..., None]  # [B,P,K]
-        dy = mean[:, None, :, 1] - pix_y[..., None]
+    dx, dy = blend_positions(means2d, gauss_ids, pix_x, pix_y, absgrad)
     a, b, c = conics[gauss_ids].unbind(-1)
     sigma = 0.5 * (a[:, None] * dx * dx + c[:, None] * dy * dy) + b[:, None] * dx * dy
 
@@ -500,25 +486,97 @@ def _rasterize_tile_chunk(
     sigma_ok = (sigma >= 0) & listed[:, None]
     sigma = torch.where(sigma_ok, sigma, 0.0)
     alpha = torch.clamp(opacities[gauss_ids][:, None] * torch.exp(-sigma), max=MAX_ALPHA)  # [B,P,K]
-
-    # Which Gaussians the sequential loop would blend: those not skipped, up to (excluding) the first whose
-    # blending would bring the transmittance to <= 1e-4. Transmittance never increases, so every later one
-    # is excluded too. (CPU cumprod accumulates float32 in double, so a product can differ from a float32
-    # loop in the last bit; the decision can only differ when T lands within rounding of 1e-4.)
-    with torch.no_grad():
-        blendable = sigma_ok & (alpha >= 1.0 / 255.0)
-        T_if_blended = torch.cumprod(1 - alpha * blendable, dim=-1)
-        blended = blendable & (T_if_blended > 1e-4)
-
-    # Front-to-back compositing with exactly the blended set: weight_k = alpha_k * prod_{j<k} (1 - alpha_j).
-    alpha = torch.where(blended, alpha, 0.0)
-    T = torch.cumprod(
-        1 - alpha, dim=-1
-    )  # factors are >= 1 - MAX_ALPHA, so cumprod's backward is well conditioned
-    T_before = torch.cat([torch.ones_like(T[..., :1]), T[..., :-1]], dim=-1)
-    weights = alpha * T_before
+    weights, _, T_final = blended_weights(alpha, sigma_ok)
     color = torch.einsum("bpk,bkd->bpd", weights, colors[gauss_ids])
-    return color, T[..., -1]
+    return color, T_final
+
+
+def composite_tile_lists(
+    chunk: Callable[..., tuple[Tensor, ...]],
+    inputs: Sequence[Tensor],  # per-entry tensors [E, ...], indexed by flatten_ids
+    output_channels: Sequence[int],  # the channel count X of each of the chunk's per-pixel outputs
+    width: int,
+    height: int,
+    tile_size: int,
+    isect_offsets: Tensor,  # [...,TH,TW]: the images
+    flatten_ids: Tensor,  # [M]
+    chunk_elements: int,
+    backgrounds: Tensor | None = None,  # [...,X] of the first output, one per image
+) -> tuple[list[Tensor], Tensor]:
+    """Run ``chunk`` over every tile's depth-ordered list of entries and assemble the images.
+
+    ``chunk(*inputs, gauss_ids [B,K], listed [B,K], pix_x [B,P], pix_y [B,P])`` blends B tiles of P pixels,
+    each over its own K entries, and returns its per-pixel outputs ``[B,P,X]`` (one per
+    ``output_channels``) followed by the final transmittance ``[B,P]``. Returns the outputs as images
+    ``[...,H,W,X]`` (0 where no entry reaches; the first plus T times ``backgrounds``) and the transmittance
+    ``[...,H,W,1]`` (1 there).
+    """
+    images = isect_offsets.shape[:-2]
+    TH, TW = isect_offsets.shape[-2:]
+    C = int(torch.Size(images).numel())
+    P = tile_size * tile_size
+    num_tiles = C * TH * TW
+    dtype, device = inputs[0].dtype, inputs[0].device
+
+    # Each tile's range [start, end) in flatten_ids.
+    starts = isect_offsets.reshape(-1).long()
+    ends = torch.cat([starts[1:], torch.tensor([flatten_ids.numel()], device=device)])
+    counts = ends - starts
+    flatten_ids = flatten_ids.long()
+
+    # Tiles are processed in chunks of similar list length (longest first) to limit padding; each chunk is
+    # checkpointed so that only its outputs are kept for backward.
+    tile_order = torch.argsort(counts, descending=True, stable=True)
+    num_busy = int((counts > 0).sum())
+    counts_sorted = counts[tile_order].tolist()
+
+    # Pixel offsets inside a tile, row-major.
+    local = torch.arange(P, device=device)
+    local_x, local_y = local % tile_size, local // tile_size
+
+    chunk_tiles: list[Tensor] = []
+    chunk_outputs: list[tuple[Tensor, ...]] = []
+    i = 0
+    while i < num_busy:
+        K = counts_sorted[i]
+        tiles = tile_order[i : min(num_busy, i + max(1, chunk_elements // (P * K)))]
+        i += tiles.numel()
+
+        slot = torch.arange(K, device=device)
+        listed = slot < counts[tiles, None]  # [B,K]
+        # Padding slots point at entry 0; `listed` removes them from the blend.
+        positions = (starts[tiles, None] + slot).clamp(max=flatten_ids.numel() - 1)
+        gauss_ids = torch.where(listed, flatten_ids[positions], 0)
+        tile_x, tile_y = tiles % TW, (tiles // TW) % TH
+        pix_x = (tile_x[:, None] * tile_size + local_x).to(dtype) + 0.5
+        pix_y = (tile_y[:, None] * tile_size + local_y).to(dtype) + 0.5
+        outputs = checkpoint(chunk, *inputs, gauss_ids, listed, pix_x, pix_y, use_reentrant=False)
+        chunk_tiles.append(tiles)
+        chunk_outputs.append(outputs)
+
+    def to_image(per_tile: Tensor) -> Tensor:
+        """[I*TH*TW, P, X] -> [...,H,W,X], dropping pixels past the border."""
+        X = per_tile.shape[-1]
+        img = per_tile.reshape(C, TH, TW, tile_size, tile_size, X).permute(0, 1, 3, 2, 4, 5)
+        return img.reshape(C, TH * tile_size, TW * tile_size, X)[:, :height, :width].reshape(
+            *images, height, width, X
+        )
+
+    # Tiles without entries keep 0 and transmittance 1.
+    busy = torch.cat(chunk_tiles) if chunk_tiles else None
+    result = []
+    for k, X in enumerate(output_channels):
+        per_tile = torch.zeros(num_tiles, P, X, dtype=dtype, device=device)
+        if busy is not None:
+            per_tile = per_tile.index_copy(0, busy, torch.cat([out[k] for out in chunk_outputs]))
+        result.append(to_image(per_tile))
+    tile_T = torch.ones(num_tiles, P, dtype=dtype, device=device)
+    if busy is not None:
+        tile_T = tile_T.index_copy(0, busy, torch.cat([out[-1] for out in chunk_outputs]))
+    T = to_image(tile_T[..., None])
+    if backgrounds is not None:
+        result[0] = result[0] + T * backgrounds.reshape(*images, 1, 1, output_channels[0])
+    return result, T
 
 
 def rasterize_to_pixels(
@@ -541,88 +599,69 @@ def rasterize_to_pixels(
     pixels of |d loss / d means2d|.
     """
     D = colors.shape[-1]
-    images = isect_offsets.shape[:-2]
-    TH, TW = isect_offsets.shape[-2:]
-    C = int(torch.Size(images).numel())
-    if backgrounds is not None:
-        backgrounds = backgrounds.reshape(C, D)
-    P = tile_size * tile_size
-    num_tiles = C * TH * TW
-    dtype, device = means2d.dtype, means2d.device
-
-    absgrad_buffer = None
-    if absgrad:
-        absgrad_buffer = torch.zeros(means2d.numel() // 2, 2, dtype=dtype, device=device)
-        means2d.absgrad = absgrad_buffer.view(means2d.shape)  # type: ignore[attr-defined]  # gsplat's attribute
-
-    # Each tile's range [start, end) in flatten_ids.
-    starts = isect_offsets.reshape(-1).long()
-    ends = torch.cat([starts[1:], torch.tensor([flatten_ids.numel()], device=device)])
-    counts = ends - starts
-    flatten_ids = flatten_ids.long()
-
-    # Tiles are processed in chunks of similar list length (longest first) to limit padding; each chunk is
-    # checkpointed so that only its [B,P,D] output is kept for backward.
-    tile_order = torch.argsort(counts, descending=True, stable=True)
-    num_busy = int((counts > 0).sum())
-    counts_sorted = counts[tile_order].tolist()
-
-    # Pixel offsets inside a tile, row-major.
-    local = torch.arange(P, device=device)
-    local_x, local_y = local % tile_size, local // tile_size
-
-    chunk_tiles, chunk_colors, chunk_T = [], [], []
-    i = 0
-    while i < num_busy:
-        K = counts_sorted[i]
-        tiles = tile_order[i : min(num_busy, i + max(1, CHUNK_ELEMENTS // (P * K)))]
-        i += tiles.numel()
-
-        slot = torch.arange(K, device=device)
-        listed = slot < counts[tiles, None]  # [B,K]
-        # Padding slots point at Gaussian 0; `listed` removes them from the blend.
-        positions = (starts[tiles, None] + slot).clamp(max=flatten_ids.numel() - 1)
-        gauss_ids = torch.where(listed, flatten_ids[positions], 0)
-        tile_x, tile_y = tiles % TW, (tiles // TW) % TH
-        pix_x = (tile_x[:, None] * tile_size + local_x).to(dtype) + 0.5
-        pix_y = (tile_y[:, None] * tile_size + local_y).to(dtype) + 0.5
-        color, T = checkpoint(
-            # The absgrad buffer is bound here rather than passed as an input: checkpoint would save it and
-            # then refuse the in-place accumulation done by the other chunks' backward.
-            functools.partial(_rasterize_tile_chunk, absgrad=absgrad_buffer),
-            means2d.reshape(-1, 2),
-            conics.reshape(-1, 3),
-            colors.reshape(-1, D),
-            opacities.reshape(-1),
-            gauss_ids,
-            listed,
-            pix_x,
-            pix_y,
-            use_reentrant=False,
-        )
-        chunk_tiles.append(tiles)
-        chunk_colors.append(color)
-        chunk_T.append(T)
-
-    # Tiles without Gaussians keep colour 0 and transmittance 1.
-    tile_colors = torch.zeros(num_tiles, P, D, dtype=dtype, device=device)
-    tile_T = torch.ones(num_tiles, P, dtype=dtype, device=device)
-    if chunk_tiles:
-        busy = torch.cat(chunk_tiles)
-        tile_colors = tile_colors.index_copy(0, busy, torch.cat(chunk_colors))
-        tile_T = tile_T.index_copy(0, busy, torch.cat(chunk_T))
-
-    def to_image(
-        per_tile: Tensor,
-    ) -> Tensor:  # [I*TH*TW, P, X] -> [...,H,W,X], dropping pixels past the border
-        X = per_tile.shape[-1]
-        img = per_tile.reshape(C, TH, TW, tile_size, tile_size, X).permute(0, 1, 3, 2, 4, 5)
-        return img.reshape(C, TH * tile_size, TW * tile_size, X)[:, :height, :width].reshape(
-            *images, height, width, X
-        )
-
-    render_colors = to_image(tile_colors)
-    T = to_image(tile_T[..., None])
-    if backgrounds is not None:
-        render_colors = render_colors + T * backgrounds.reshape(*images, 1, 1, D)
+    absgrad_buffer = absgrad_accumulator(means2d) if absgrad else None
+    # The absgrad buffer is bound rather than passed as an input: checkpoint would save it and then refuse
+    # the in-place accumulation done by the other chunks' backward.
+    (render_colors,), T = composite_tile_lists(
+        functools.partial(_rasterize_tile_chunk, absgrad=absgrad_buffer),
+        (means2d.reshape(-1, 2), conics.reshape(-1, 3), colors.reshape(-1, D), opacities.reshape(-1)),
+        (D,),
+        width,
+        height,
+        tile_size,
+        isect_offsets,
+        flatten_ids,
+        CHUNK_ELEMENTS,
+        backgrounds,
+    )
     return render_colors, 1 - T
+
+
+def absgrad_accumulator(means2d: Tensor) -> Tensor:
+    """A zero buffer the rasterizer's backward adds |per-pixel gradient of means2d| to, also set as
+    ``means2d.absgrad`` (gsplat's attribute)."""
+    buffer = torch.zeros(means2d.numel() // 2, 2, dtype=means2d.dtype, device=means2d.device)
+    means2d.absgrad = buffer.view(means2d.shape)  # type: ignore[attr-defined]
+    return buffer
+
+
+def blend_positions(
+    means2d: Tensor, gauss_ids: Tensor, pix_x: Tensor, pix_y: Tensor, absgrad: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """``(dx, dy)`` [B,P,K]: each listed mean minus each pixel centre. With an absgrad buffer, each
+    pixel gets its own copy of the mean, whose gradient magnitude the buffer accumulates."""
+    B, P = pix_x.shape
+    K = gauss_ids.shape[1]
+    mean = means2d[gauss_ids]  # [B,K,2]
+    if absgrad is None:
+        return mean[:, None, :, 0] - pix_x[..., None], mean[:, None, :, 1] - pix_y[..., None]
+    mean = mean[:, None].expand(B, P, K, 2)
+    ids = gauss_ids[:, None].expand(B, P, K)
+
+    def accumulate_abs(grad: Tensor) -> None:
+        absgrad.index_put_((ids,), grad.abs(), accumulate=True)
+
+    mean.register_hook(accumulate_abs)
+    return mean[..., 0] - pix_x[..., None], mean[..., 1] - pix_y[..., None]
+
+
+def blended_weights(alpha: Tensor, candidate: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Front-to-back blending of [B,P,K] alphas where ``candidate`` (not skipped for its sigma or list).
+
+    Returns ``(weights, T_before, T_final)``: each entry's weight alpha * T (0 for the entries the
+    sequential loop would not blend), the transmittance before it, and the final transmittance [B,P].
+    """
+    # Which entries the sequential loop would blend: those not skipped, up to (excluding) the first whose
+    # blending would bring the transmittance to <= 1e-4. Transmittance never increases, so every later one
+    # is excluded too. (CPU cumprod accumulates float32 in double, so a product can differ from a float32
+    # loop in the last bit; the decision can only differ when T lands within rounding of 1e-4.)
+    with torch.no_grad():
+        blendable = candidate & (alpha >= 1.0 / 255.0)
+        T_if_blended = torch.cumprod(1 - alpha * blendable, dim=-1)
+        blended = blendable & (T_if_blended > 1e-4)
+    # weight_k = alpha_k * prod_{j<k} (1 - alpha_j); factors are >= 1 - MAX_ALPHA, so cumprod's backward is
+    # well conditioned.
+    alpha = torch.where(blended, alpha, 0.0)
+    T = torch.cumprod(1 - alpha, dim=-1)
+    T_before = torch.cat([torch.ones_like(T[..., :1]), T[..., :-1]], dim=-1)
+    return alpha * T_before, T_before, T[..., -1]

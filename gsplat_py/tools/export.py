@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from torch import Tensor
+
 from .._version import __version__
 from ..data.world_frame import FRAME_NAMES, WorldFrame, frame_comments
 from ..errors import ParameterError
@@ -30,13 +32,14 @@ from ..io.ply import ply_file_size, write_ply
 from ..io.sog import MAX_PALETTE, write_sog
 from ..io.splat import write_splat
 from ..io.spz import SPZ_VERSION, SPZ_WRITE_VERSIONS, write_spz
-from ..model import GaussianSplats
+from ..model import GaussianSplats, model_type_comments
 from ..training.checkpoint import PLY_FILE
 from .frames import frame_change, transform_splats
 from .saved_models import SavedModel, default_frame_name, scene_normalization
 
 __all__ = [
     "EXPORT_FORMATS",
+    "frame_move",
     "splats_in_frame",
     "export_format",
     "default_export_path",
@@ -47,22 +50,34 @@ __all__ = [
 EXPORT_FORMATS = SPLAT_FORMATS
 
 
+def frame_move(
+    model: SavedModel,
+    frame: str | None = None,
+    data: Path | None = None,
+    data_factor: int | None = None,
+) -> tuple[Tensor | None, WorldFrame]:
+    """The similarity that moves the model's content into the world frame named ``frame`` (None: no move;
+    default: the model's own frame) and that frame. A normalisation the model does not record comes from
+    its scene (``data``, else its run's)."""
+    if frame is None or frame == model.frame.name:
+        return None, model.frame
+    if frame not in FRAME_NAMES:
+        raise ParameterError("frame", f"expected one of {', '.join(FRAME_NAMES)}, got {frame!r}")
+    normalization = scene_normalization(model, data, data_factor, need=f"exporting in the {frame} frame")
+    source = model.frame if model.frame.from_colmap is not None else WorldFrame.normalized(normalization)
+    target = WorldFrame.colmap() if frame == "colmap" else WorldFrame.normalized(normalization)
+    return frame_change(source, target, str(model.source)), target
+
+
 def splats_in_frame(
     model: SavedModel,
     frame: str | None = None,
     data: Path | None = None,
     data_factor: int | None = None,
 ) -> tuple[GaussianSplats, WorldFrame]:
-    """The model's Gaussians in the world frame named ``frame`` (default: the model's own) and that frame.
-    A normalisation the model does not record comes from its scene (``data``, else its run's)."""
-    if frame is None or frame == model.frame.name:
-        return model.splats, model.frame
-    if frame not in FRAME_NAMES:
-        raise ParameterError("frame", f"expected one of {', '.join(FRAME_NAMES)}, got {frame!r}")
-    normalization = scene_normalization(model, data, data_factor, need=f"exporting in the {frame} frame")
-    source = model.frame if model.frame.from_colmap is not None else WorldFrame.normalized(normalization)
-    target = WorldFrame.colmap() if frame == "colmap" else WorldFrame.normalized(normalization)
-    change = frame_change(source, target, str(model.source))
+    """The model's Gaussians in the world frame named ``frame`` (default: the model's own) and that frame
+    (`frame_move`)."""
+    change, target = frame_move(model, frame, data, data_factor)
     return (model.splats if change is None else transform_splats(model.splats, change)), target
 
 
@@ -123,11 +138,13 @@ def export_model(
     sh_degree: int | None = None,
     spz_version: int = SPZ_VERSION,
     sog_palette: int | None = None,
+    model_type: str = "3dgs",
 ) -> ExportSummary:
     """Write ``splats`` (in ``frame``) to ``output`` as ``file_format``, atomically, with the SH cut to
     ``sh_degree`` when given; ``spz_version`` and ``sog_palette`` (the SH palette's size) are options of
     those formats. ParameterError naming ``sh_degree``, ``spz_version`` or ``sog_palette`` for a value the
-    model or the format does not have."""
+    model or the format does not have. The formats that record metadata record a 2DGS ``model_type``; the
+    others (SPZ, .splat) load as 3DGS."""
     if sh_degree is not None:
         if not 0 <= sh_degree <= splats.sh_degree:
             raise ParameterError(
@@ -140,7 +157,7 @@ def export_model(
         )
     if sog_palette is not None and not 1 <= sog_palette <= MAX_PALETTE:
         raise ParameterError("sog_palette", f"{sog_palette}: expected 1 to {MAX_PALETTE} entries")
-    comments = frame_comments(frame)
+    comments = frame_comments(frame) + model_type_comments(model_type)
     if file_format == "ply":
         write_ply(output, splats, comments)
     elif file_format == "compressed-ply":

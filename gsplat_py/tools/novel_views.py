@@ -13,7 +13,9 @@ frame is moved into the model's; one that does not is taken to be in the model's
 An output folder holds ``images/<name>.png`` (the renders), ``depth/<name>.png`` (Turbo colour map, near
 red; black where alpha < 0.5) and ``depth/<name>.npy`` (float32 [H, W] expected z-depth along the optical
 axis, in the model's world units; 0 where nothing was hit) with ``depth``, ``alpha/<name>.png`` (8-bit
-opacity) with ``alpha``, ``contact_sheet.png`` (up to 16 frames, evenly spaced), ``cameras.json`` (the
+opacity) with ``alpha``, ``normals/<name>.png`` and ``.npy`` (a 2DGS model's world-space unit normals,
+float32 [H, W, 3], 0 where nothing was hit; the PNG maps each axis from -1..1 to 0..255) with ``normals``,
+``contact_sheet.png`` (up to 16 frames, evenly spaced), ``cameras.json`` (the
 cameras used, in `gsplat_py.camera_paths`'s format: ``--cameras`` replays them) and, when the cameras are a
 scene's views, ``metrics.json``: the evaluation record of training (`gsplat_py.training.evaluation`) with
 ``model`` added. A view's ``<name>`` is its image name without extension (``/`` replaced by ``__``).
@@ -41,8 +43,9 @@ from ..errors import ParameterError
 from ..io.atomic import atomic_open, write_text_atomically
 from ..io.images import DEPTH_MIN_ALPHA, DEPTH_PERCENTILES, colorize_depth, contact_sheet, write_png
 from ..io.video import VIDEO_SUFFIX, VideoWriter, require_video_encoder
-from ..model import GaussianSplats
-from ..rendering import rasterization, resolve_device
+from ..model import GaussianSplats, rasterize_model
+from ..rendering import resolve_device
+from ..rendering.pipeline_2dgs import DEPTH_MODES
 from ..training.checkpoint import METRICS_FILE
 from ..training.evaluation import (
     evaluation_record,
@@ -72,6 +75,8 @@ __all__ = [
     "check_render_memory",
     "depth_colour_range",
     "depth_image",
+    "check_surfel_outputs",
+    "normal_image",
     "select_cameras",
     "default_output",
     "render_to_folder",
@@ -92,12 +97,14 @@ RENDER_BYTES_PER_PIXEL = 64
 @dataclass
 class RenderedFrame:
     """One camera's render: ``rgb`` float32 [H, W, 3] in [0, 1], ``alpha`` [H, W], ``depth`` [H, W] or
+    None, ``normals`` (a 2DGS model's world-space unit normals [H, W, 3], 0 where nothing was hit) or
     None."""
 
     camera: Camera
     rgb: Tensor
     alpha: Tensor
     depth: Tensor | None
+    normals: Tensor | None = None
 
 
 def _batches(cameras: Sequence[Camera], batch_size: int) -> Iterator[list[Camera]]:
@@ -146,11 +153,17 @@ def render_cameras(
     background: Sequence[float] = (0.0, 0.0, 0.0),
     depth: bool = False,
     device: torch.device | None = None,
+    model_type: str = "3dgs",
+    depth_mode: str = "expected",
+    normals: bool = False,
 ) -> Iterator[RenderedFrame]:
-    """Render ``splats`` (at their SH degree) from each camera, in order, on ``device``; cameras of one size
-    render ``batch_size`` at a time in one ``rasterization`` call."""
+    """Render ``splats`` (Gaussians of ``model_type``, at their SH degree) from each camera, in order, on
+    ``device``; cameras of one size render ``batch_size`` at a time in one rasterizer call. ``depth_mode``
+    "median" (2DGS only) gives the median depth instead of the expected one; ``normals`` (2DGS only) the
+    normals."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    check_surfel_outputs(model_type, depth_mode, normals)
     device = device if device is not None else torch.device("cpu")
     means, quats = splats.means.float().to(device), splats.quats.float().to(device)
     scales, opacities = splats.scales().float().to(device), splats.opacities().float().to(device)
@@ -160,7 +173,8 @@ def render_cameras(
         Ks = torch.stack([camera.K for camera in batch]).float().to(device)
         backgrounds = torch.tensor([list(background)] * len(batch), dtype=torch.float32, device=device)
         with torch.no_grad():
-            colors, alphas, _ = rasterization(
+            colors, alphas, meta = rasterize_model(
+                model_type,
                 means,
                 quats,
                 scales,
@@ -174,13 +188,39 @@ def render_cameras(
                 backgrounds=backgrounds,
                 render_mode="RGB+ED" if depth else "RGB",
             )
+        depths = None
+        if depth:
+            depths = meta["render_median"][..., 0] if depth_mode == "median" else colors[..., 3]
         for index, camera in enumerate(batch):
             yield RenderedFrame(
                 camera,
                 colors[index, ..., :3].clamp(0.0, 1.0),
                 alphas[index, ..., 0],
-                colors[index, ..., 3] if depth else None,
+                depths[index] if depths is not None else None,
+                torch.nn.functional.normalize(meta["render_normals"][index], dim=-1) if normals else None,
             )
+
+
+def check_surfel_outputs(model_type: str, depth_mode: str, normals: bool) -> None:
+    """ParameterError naming ``depth_mode`` or ``normals`` when the model cannot give them (median depth
+    and normals come from a 2DGS model's surfels)."""
+    if depth_mode not in DEPTH_MODES:
+        raise ParameterError("depth_mode", f"expected one of {', '.join(DEPTH_MODES)}, got {depth_mode!r}")
+    for parameter, asked in (("depth_mode", depth_mode == "median"), ("normals", normals)):
+        if asked and model_type != "2dgs":
+            raise ParameterError(
+                parameter,
+                f'needs a 2DGS model (trained with model.type = "2dgs"); this one is {model_type}',
+            )
+
+
+def normal_image(frame: RenderedFrame) -> np.ndarray:
+    """The normal map of a frame rendered with normals (``normals/<name>.png``): uint8 [H, W, 3], each
+    world axis from -1 to 1 as 0..255 (the usual normal-map colours), black where alpha < 0.5."""
+    assert frame.normals is not None, "rendered with normals"
+    colours = float_to_uint8(frame.normals * 0.5 + 0.5)
+    colours[frame.alpha.cpu().numpy() < DEPTH_MIN_ALPHA] = 0
+    return colours
 
 
 def depth_image(frame: RenderedFrame, depth_range: tuple[float, float] | None) -> np.ndarray:
@@ -316,6 +356,8 @@ def select_cameras(
 @dataclass(frozen=True)
 class RenderOptions:
     depth: bool = False  # depth/<name>.png and .npy
+    depth_mode: str = "expected"  # or "median" (2DGS models): which depth depth/ holds
+    normals: bool = False  # normals/<name>.png and .npy (2DGS models)
     alpha: bool = False  # alpha/<name>.png
     video: Path | None = None  # an H.264 .mp4 of the frames, in order
     fps: float = 30.0
@@ -438,10 +480,13 @@ def render_to_folder(
     device = resolve_device(options.device)
     cameras = selection.cameras
     stems = _check_outputs(output, cameras, options)
+    check_surfel_outputs(model.model_type, options.depth_mode, options.normals)
     check_render_memory(cameras, options.batch_size, device)
     folders = {"images": output / "images"}
     if options.depth:
         folders["depth"] = output / "depth"
+    if options.normals:
+        folders["normals"] = output / "normals"
     if options.alpha:
         folders["alpha"] = output / "alpha"
     for folder in folders.values():
@@ -455,7 +500,15 @@ def render_to_folder(
     scores = []
     depth_range = depth_colour_range(model.splats, cameras) if options.depth else None
     frames = render_cameras(
-        model.splats, cameras, options.batch_size, options.background, options.depth, device
+        model.splats,
+        cameras,
+        options.batch_size,
+        options.background,
+        options.depth,
+        device,
+        model.model_type,
+        options.depth_mode,
+        options.normals,
     )
     with ExitStack() as stack:
         video = None
@@ -473,6 +526,10 @@ def render_to_folder(
                 with atomic_open(folders["depth"] / f"{stem}.npy") as file:
                     np.save(file, frame.depth.cpu().numpy().astype(np.float32))
                 write_png(folders["depth"] / f"{stem}.png", depth_image(frame, depth_range))
+            if frame.normals is not None:
+                with atomic_open(folders["normals"] / f"{stem}.npy") as file:
+                    np.save(file, frame.normals.cpu().numpy().astype(np.float32))
+                write_png(folders["normals"] / f"{stem}.png", normal_image(frame))
             if options.alpha:
                 write_png(folders["alpha"] / f"{stem}.png", float_to_uint8(frame.alpha))
             if video is not None:
@@ -502,7 +559,13 @@ def score_views(model: SavedModel, selection: CameraSelection, options: RenderOp
     device = resolve_device(options.device)
     check_render_memory(selection.cameras, options.batch_size, device)
     frames = render_cameras(
-        model.splats, selection.cameras, options.batch_size, options.background, False, device
+        model.splats,
+        selection.cameras,
+        options.batch_size,
+        options.background,
+        False,
+        device,
+        model.model_type,
     )
     with tqdm(
         total=len(selection.cameras), unit="view", dynamic_ncols=True, disable=not options.progress

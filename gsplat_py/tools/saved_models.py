@@ -38,7 +38,7 @@ from ..errors import ParameterError
 from ..io.formats import FORMAT_SUFFIXES, format_of_name, read_splat_file
 from ..io.paths import PathLike
 from ..io.sog import META_FILE
-from ..model import GaussianSplats, params_to_splats
+from ..model import GaussianSplats, model_type_from_comments, params_to_splats
 from ..training.checkpoint import CHECKPOINT_FILE, CONFIG_FILE, PLY_FILE, load_checkpoint
 from ..training.config import Config, config_from_dict, load_config
 from .frames import frame_change, transform_cameras
@@ -49,7 +49,9 @@ __all__ = ["SavedModel", "load_model", "scene_views", "scene_normalization"]
 @dataclass(frozen=True)
 class SavedModel:
     """A model loaded from ``source``. ``run`` is the training output folder it belongs to (with that run's
-    ``config``, and ``step`` and ``elapsed_s`` when its checkpoint was there), None for a stand-alone file."""
+    ``config``, and ``step`` and ``elapsed_s`` when its checkpoint was there), None for a stand-alone file.
+    ``model_type`` (`gsplat_py.model.MODEL_TYPES`) says which rasterizer renders it: a checkpoint's run
+    config, a file's ``gsplat_py model_type`` header comment, else its run's, else "3dgs"."""
 
     splats: GaussianSplats
     frame: WorldFrame
@@ -58,6 +60,7 @@ class SavedModel:
     config: Config | None = None
     step: int | None = None
     elapsed_s: float | None = None
+    model_type: str = "3dgs"
 
     @property
     def sh_degree(self) -> int:
@@ -85,7 +88,9 @@ def _load_run(run: Path, checkpoint_path: Path, model_frame: str | None) -> Save
     splats = splats.with_sh_degree(config.model.sh_degree_at(step))
     frame = _run_frame(config, checkpoint)
     _check_declared_frame(checkpoint_path, frame, model_frame, "the frame of its training run")
-    return SavedModel(splats, frame, checkpoint_path, run, config, step, float(checkpoint["elapsed_s"]))
+    return SavedModel(
+        splats, frame, checkpoint_path, run, config, step, float(checkpoint["elapsed_s"]), config.model.type
+    )
 
 
 def _run_of(path: Path) -> Path | None:
@@ -128,7 +133,13 @@ def _load_file(path: Path, model_frame: str | None) -> SavedModel:
         frame = WorldFrame.colmap()
     step = int(checkpoint["step"]) if checkpoint is not None else None
     elapsed = float(checkpoint["elapsed_s"]) if checkpoint is not None else None
-    return SavedModel(loaded.splats, frame, path, run, config, step, elapsed)
+    try:
+        model_type = model_type_from_comments(loaded.comments)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    if model_type is None:
+        model_type = config.model.type if config is not None else "3dgs"
+    return SavedModel(loaded.splats, frame, path, run, config, step, elapsed, model_type)
 
 
 def load_model(path: PathLike, model_frame: str | None = None) -> SavedModel:

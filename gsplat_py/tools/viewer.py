@@ -176,12 +176,16 @@ def render_image(
     mode: str = "RGB",
     background: Sequence[float] = (0.0, 0.0, 0.0),
     device: torch.device | None = None,
+    model_type: str = "3dgs",
 ) -> np.ndarray:
     """uint8 [H, W, 3]: ``mode`` "RGB" as ``gsplat-py render`` writes images/<name>.png, "depth" as it writes
-    depth/<name>.png (the depth range of this camera alone), "alpha" as alpha/<name>.png (grey)."""
+    depth/<name>.png (the depth range of this camera alone), "alpha" as alpha/<name>.png (grey), of
+    Gaussians of ``model_type``."""
     if mode not in RENDER_MODES:
         raise ParameterError("mode", f"expected one of {', '.join(RENDER_MODES)}, got {mode!r}")
-    frame = next(iter(render_cameras(splats, [camera], 1, background, mode == "depth", device)))
+    frame = next(
+        iter(render_cameras(splats, [camera], 1, background, mode == "depth", device, model_type=model_type))
+    )
     if mode == "depth":
         return depth_image(frame, depth_colour_range(splats, [camera]))
     if mode == "alpha":
@@ -326,7 +330,8 @@ class Viewer:
     cameras shown as frustums (in that frame), with ``photos`` (uint8 [H, W, 3], one per camera, or none)
     shrunk onto them, ``output`` the folder "Save view" writes to (created on the first save),
     ``max_sh_degree`` the top of the SH degree slider (default: the model's; a training run's models grow to
-    its configured degree). ``host`` and ``port`` (0: any free port) are checked first: ParameterError if
+    its configured degree), ``model_type`` the rasterizer of the model ("2dgs": surfels). ``host`` and
+    ``port`` (0: any free port) are checked first: ParameterError if
     the port is in use. MissingPackageError without viser.
     """
 
@@ -342,11 +347,13 @@ class Viewer:
         port: int = DEFAULT_PORT,
         title: str = "gsplat_py",
         max_sh_degree: int | None = None,
+        model_type: str = "3dgs",
     ):
         viser = require_viser()
         self.device = resolve_device(device)
         check_port_free(host, port)
         self.frame = frame
+        self.model_type = model_type  # which rasterizer renders the model (gsplat_py.model.MODEL_TYPES)
         self.cameras = list(cameras)
         if photos and len(photos) != len(self.cameras):
             raise ValueError(f"{len(photos)} photos for {len(self.cameras)} cameras")
@@ -637,6 +644,7 @@ class _Session:
             settings.mode,
             settings.background,
             self.viewer.device,
+            self.viewer.model_type,
         )
         self._render_times.add(width * height, time.perf_counter() - started)
         return camera, image

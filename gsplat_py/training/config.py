@@ -22,10 +22,11 @@ from typing import Any, Union
 
 from ..data import DataConfig
 from ..io.paths import input_file_problem
-from ..model import INIT_TYPES, ModelConfig
+from ..model import INIT_TYPES, MODEL_TYPES, ModelConfig
 from ..rendering.limits import MAX_SH_DEGREE
 from ..strategy import DefaultStrategy, MCMCStrategy
 from .monitor import STALL_WINDOW
+from .surfels import SurfelConfig
 
 __all__ = [
     "AppearanceConfig",
@@ -37,6 +38,7 @@ __all__ = [
     "OptimConfig",
     "PoseOptConfig",
     "StrategyConfig",
+    "SurfelConfig",
     "TrainConfig",
     "PRESETS_DIR",
     "load_config",
@@ -130,6 +132,7 @@ class TrainConfig:
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    surfel: SurfelConfig = field(default_factory=SurfelConfig)  # the 2DGS losses (model.type = "2dgs")
     optim: OptimConfig = field(default_factory=OptimConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     pose_opt: PoseOptConfig = field(default_factory=PoseOptConfig)
@@ -208,6 +211,7 @@ OPTION_RULES: dict[str, _Rule] = {
     "data.data_factor": _between(1),
     "data.test_every": _between(),  # <= 0 holds out no view
     "data.cache_dir": _PATH,
+    "model.type": _one_of(MODEL_TYPES),
     "model.init": _one_of(INIT_TYPES),
     "model.sh_degree": _between(0, MAX_SH_DEGREE),
     "model.sh_degree_interval": _PERIOD,
@@ -215,6 +219,10 @@ OPTION_RULES: dict[str, _Rule] = {
     "model.init_scale": _POSITIVE,
     "model.random_init_count": _between(1, MAX_GAUSSIANS),
     "model.random_init_extent": _POSITIVE,
+    "surfel.normal_lambda": _NON_NEGATIVE,
+    "surfel.normal_start_iter": _STEP,
+    "surfel.dist_lambda": _NON_NEGATIVE,
+    "surfel.dist_start_iter": _STEP,
     **{f"optim.{name}_lr": _NON_NEGATIVE for name in ("means", "scales", "quats", "opacities", "sh0", "shN")},
     "optim.means_lr_final": _NON_NEGATIVE,
     "optim.adam_eps": _POSITIVE,

@@ -59,6 +59,7 @@ from .trainer import Trainer, _all_finite, _default_output, training_device
 __all__ = [
     "DEFAULT_TIMEOUT_S",
     "DistributedTrainer",
+    "check_batched_config",
     "Processes",
     "launch",
     "processes_from_environment",
@@ -197,6 +198,27 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def check_batched_config(config: Config, world_size: int) -> None:
+    """TrainingError naming the first option that batched training (``world_size`` processes, or
+    ``train.batch_size`` > 1) does not support; called before the workers start and by each worker."""
+    if world_size > 1 and config.strategy.name == "default" and config.strategy.default.absgrad:
+        raise TrainingError(
+            "strategy.default.absgrad: not supported with several processes (the absolute gradients stay "
+            "on the rank that rasterizes)"
+        )
+    if config.pose_opt.enabled or config.appearance.enabled:
+        option = "pose_opt.enabled" if config.pose_opt.enabled else "appearance.enabled"
+        raise TrainingError(
+            f"{option}: not supported with several processes or train.batch_size > 1 (per-view "
+            "corrections are trained one view per step)"
+        )
+    if config.model.type != "3dgs":
+        raise TrainingError(
+            f"model.type: {config.model.type!r} trains on one process with one view a step (rasterization_2dgs "
+            "has no distributed or batched mode); several processes and train.batch_size > 1 train 3DGS"
+        )
+
+
 def launch(
     command: Sequence[str],
     nproc: int,
@@ -329,17 +351,7 @@ class DistributedTrainer(Trainer):
         self.world_size = processes.world_size if processes is not None else 1
         if self.world_size > 1 and not torch.distributed.is_initialized():
             raise TrainingError("DistributedTrainer: start the process group first (start_process_group)")
-        if self.world_size > 1 and config.strategy.name == "default" and config.strategy.default.absgrad:
-            raise TrainingError(
-                "strategy.default.absgrad: not supported with several processes (the absolute gradients stay "
-                "on the rank that rasterizes)"
-            )
-        if config.pose_opt.enabled or config.appearance.enabled:
-            option = "pose_opt.enabled" if config.pose_opt.enabled else "appearance.enabled"
-            raise TrainingError(
-                f"{option}: not supported with several processes or train.batch_size > 1 (per-view "
-                "corrections are trained one view per step)"
-            )
+        check_batched_config(config, self.world_size)
         config.validate()
         if processes is not None and training_device(config.train.device).type == "cuda":
             device = f"cuda:{processes.local_rank}"  # one GPU per process

@@ -24,8 +24,7 @@ from torch import Tensor
 
 from ..data import View
 from ..io.atomic import atomic_open
-from ..model import Params, render_colors
-from ..rendering import rasterization
+from ..model import Params, rasterize_model, render_colors
 from .metrics import psnr, ssim
 
 __all__ = [
@@ -58,15 +57,19 @@ def render_view(
     backgrounds: Tensor | None = None,
     absgrad: bool = False,
     packed: bool = False,
+    model_type: str = "3dgs",
 ) -> tuple[Tensor, Tensor, dict]:
-    """Render ``params`` from ``view`` (its own pose unless ``viewmat`` [4, 4] is given); ``packed`` is
-    rasterization's layout of the meta.
+    """Render ``params`` (Gaussians of ``model_type``) from ``view`` (its own pose unless ``viewmat``
+    [4, 4] is given); ``packed`` is rasterization's layout of the meta.
 
-    Returns ``rasterization``'s (colors [1, H, W, 3], alphas [1, H, W, 1], meta). Renders on the device of
-    ``params``; the view's camera is moved there.
+    Returns ``rasterization``'s (colors [1, H, W, 3], alphas [1, H, W, 1], meta), a 2DGS meta with the
+    surfel outputs (`gsplat_py.model.rasterize_model`). Renders on the device of ``params``; the view's
+    camera is moved there.
     """
     viewmats = None if viewmat is None else viewmat[None]
-    return render_views(params, [view], sh_degree, viewmats, backgrounds, absgrad=absgrad, packed=packed)
+    return render_views(
+        params, [view], sh_degree, viewmats, backgrounds, absgrad=absgrad, packed=packed, model_type=model_type
+    )
 
 
 def render_views(
@@ -78,11 +81,13 @@ def render_views(
     absgrad: bool = False,
     packed: bool = False,
     distributed: bool = False,
+    model_type: str = "3dgs",
 ) -> tuple[Tensor, Tensor, dict]:
-    """Render ``params`` from ``views`` in one call (they share one image size and camera model), from their
+    """Render ``params`` (Gaussians of ``model_type``) from ``views`` in one call (they share one image size and camera model), from their
     own poses unless ``viewmats`` [V, 4, 4] are given; ``distributed``: ``params`` is this process's shard and
     ``views`` its cameras (rasterization's ``distributed``). Returns rasterization's (colors [V, H, W, 3],
-    alphas [V, H, W, 1], meta), on the device of ``params``."""
+    alphas [V, H, W, 1], meta; a 2DGS meta with the surfel outputs: `gsplat_py.model.rasterize_model`), on
+    the device of ``params``."""
     device = params["means"].device
     first = views[0]
     if viewmats is None:
@@ -92,7 +97,8 @@ def render_views(
         radial = torch.stack([view.radial_coeffs for view in views if view.radial_coeffs is not None]).to(
             device
         )
-    return rasterization(
+    return rasterize_model(
+        model_type,
         params["means"],
         params["quats"],
         torch.exp(params["scales"]),
@@ -143,6 +149,7 @@ def evaluate_views(
     sh_degree: int,
     render_dir: Path | None = None,
     lpips: Callable[[Tensor, Tensor], Tensor] | None = None,
+    model_type: str = "3dgs",
 ) -> dict:
     """Mean and per-view PSNR/SSIM (and LPIPS when given) of renders of ``views`` against their photos.
 
@@ -153,7 +160,7 @@ def evaluate_views(
     per_view = []
     with torch.no_grad():
         for view in views:
-            colors, _, _ = render_view(params, view, sh_degree)
+            colors, _, _ = render_view(params, view, sh_degree, model_type=model_type)
             render = colors[0].clamp(0.0, 1.0)
             per_view.append(score_render(render, view, lpips))
             if render_dir is not None:

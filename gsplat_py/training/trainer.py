@@ -36,7 +36,7 @@ from ..data.world_frame import WorldFrame, frame_comments
 from ..io.atomic import atomic_open_all, remove_orphan_temporaries, write_text_atomically
 from ..io.paths import PathLike
 from ..io.ply import write_ply
-from ..model import Params, init_params, params_to_splats, random_points
+from ..model import Params, init_params, model_type_comments, params_to_splats, random_points
 from ..rendering import resolve_device
 from .appearance import AppearanceCorrection
 from .checkpoint import (
@@ -63,6 +63,7 @@ from .monitor import (
 )
 from .optimizer import adam_step, visible_rows
 from .pose_opt import PoseCorrection
+from .surfels import strategy_for_model, surfel_regularisation, surfel_scene_problem
 
 __all__ = ["Trainer", "TrainingError", "load_checkpoint"]
 
@@ -224,6 +225,9 @@ class Trainer:
         self.scene = scene if scene is not None else self._load_scene()
         if not self.scene.train_views:
             raise TrainingError(f"{self.scene.root}: the scene has no training views")
+        problem = surfel_scene_problem(config.model.type, self.scene)
+        if problem is not None:
+            raise TrainingError(problem)
         self.scene_scale = self.scene.scene_scale
         if not self.scene_scale > 0.0:  # all training cameras at one position: no extent to scale by
             warnings.warn(
@@ -237,7 +241,10 @@ class Trainer:
             self.device
         )
 
-        self.strategy = config.strategy.default if config.strategy.name == "default" else config.strategy.mcmc
+        self.strategy = strategy_for_model(
+            config.strategy.default if config.strategy.name == "default" else config.strategy.mcmc,
+            config.model.type,
+        )
         if checkpoint is not None:
             initial = checkpoint["params"]
         else:
@@ -315,7 +322,7 @@ class Trainer:
             points, colors = random_points(
                 model.random_init_count, model.random_init_extent * self.scene_scale
             )
-        return init_params(points, colors, model.sh_degree, model.init_opacity, model.init_scale)
+        return init_params(points, colors, model.sh_degree, model.init_opacity, model.init_scale, model.type)
 
     def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         optim = self.config.optim
@@ -371,13 +378,14 @@ class Trainer:
             viewmat = torch.linalg.inv(camtoworld)
         # drawn on the CPU: the same backgrounds on every device for one seed
         backgrounds = torch.rand(1, 3).to(self.device) if optim.random_background else None
-        colors, _, info = render_view(
+        colors, alphas, info = render_view(
             self.params,
             view,
             self.config.model.sh_degree_at(step),
             viewmat=viewmat,
             backgrounds=backgrounds,
             absgrad=getattr(self.strategy, "absgrad", False),
+            model_type=self.config.model.type,
         )
         if self.appearance is not None:
             colors = self.appearance(colors, view_index)
@@ -389,6 +397,9 @@ class Trainer:
             loss = loss + optim.opacity_reg * torch.sigmoid(self.params["opacities"]).mean()
         if optim.scale_reg > 0.0:
             loss = loss + optim.scale_reg * torch.exp(self.params["scales"]).mean()
+        if self.config.model.type == "2dgs":
+            surfel_loss = surfel_regularisation(self.config.surfel, step, alphas, info)
+            loss = loss if surfel_loss is None else loss + surfel_loss
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
             raise TrainingError(
@@ -537,6 +548,7 @@ class Trainer:
             self.config.model.sh_degree_at(self.step),
             render_dir,
             self.lpips,
+            model_type=self.config.model.type,
         )
         record = evaluation_record(result, self.eval_split, self.num_gaussians, self.step, self.elapsed_s)
         record.update(self._review_views())
@@ -581,7 +593,8 @@ class Trainer:
                 write_ply(
                     files[-1],
                     params_to_splats(params),
-                    frame_comments(WorldFrame.normalized(self.scene.transform)),
+                    frame_comments(WorldFrame.normalized(self.scene.transform))
+                    + model_type_comments(self.config.model.type),
                 )
         except OSError as error:
             raise TrainingError(
