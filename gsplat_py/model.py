@@ -478,7 +478,7 @@ def rasterize_model(
     if camera_model != "pinhole" or options.pop("radial_coeffs", None) is not None:
         raise ValueError(f"camera_model: 2DGS models render pinhole cameras only, got {camera_model!r}")
     if options.pop("distributed", False):
-        raise ValueError("distributed: 2DGS models render on one process (rasterization_2dgs has no distributed mode)")
+        raise ValueError("distributed: 2DGS models render on one process (rasterization_2dgs has none)")
     if render_mode not in ("RGB", "RGB+ED"):
         raise ValueError(f"render_mode: 2DGS models render 'RGB' or 'RGB+ED', got {render_mode!r}")
     rendered, alphas, render_normals, surf_normals, render_distort, render_median, meta = rasterization_2dgs(

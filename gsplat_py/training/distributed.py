@@ -214,8 +214,8 @@ def check_batched_config(config: Config, world_size: int) -> None:
         )
     if config.model.type != "3dgs":
         raise TrainingError(
-            f"model.type: {config.model.type!r} trains on one process with one view a step (rasterization_2dgs "
-            "has no distributed or batched mode); several processes and train.batch_size > 1 train 3DGS"
+            f"model.type: {config.model.type!r} trains on one process with one view a step "
+            "(rasterization_2dgs is not distributed); several processes and train.batch_size > 1 train 3DGS"
         )
 
 

@@ -68,7 +68,7 @@ def render_view(
     """
     viewmats = None if viewmat is None else viewmat[None]
     return render_views(
-        params, [view], sh_degree, viewmats, backgrounds, absgrad=absgrad, packed=packed, model_type=model_type
+        params, [view], sh_degree, viewmats, backgrounds, absgrad, packed, model_type=model_type
     )
 
 
@@ -83,11 +83,11 @@ def render_views(
     distributed: bool = False,
     model_type: str = "3dgs",
 ) -> tuple[Tensor, Tensor, dict]:
-    """Render ``params`` (Gaussians of ``model_type``) from ``views`` in one call (they share one image size and camera model), from their
-    own poses unless ``viewmats`` [V, 4, 4] are given; ``distributed``: ``params`` is this process's shard and
-    ``views`` its cameras (rasterization's ``distributed``). Returns rasterization's (colors [V, H, W, 3],
-    alphas [V, H, W, 1], meta; a 2DGS meta with the surfel outputs: `gsplat_py.model.rasterize_model`), on
-    the device of ``params``."""
+    """Render ``params`` (Gaussians of ``model_type``) from ``views`` in one call (they share one image size
+    and camera model), from their own poses unless ``viewmats`` [V, 4, 4] are given; ``distributed``:
+    ``params`` is this process's shard and ``views`` its cameras (rasterization's ``distributed``). Returns
+    rasterization's (colors [V, H, W, 3], alphas [V, H, W, 1], meta; a 2DGS meta with the surfel outputs:
+    `gsplat_py.model.rasterize_model`), on the device of ``params``."""
     device = params["means"].device
     first = views[0]
     if viewmats is None:
