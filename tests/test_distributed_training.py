@@ -209,6 +209,8 @@ def test_no_world_size_is_one_process():
         (["--nproc", "0"], "--nproc: expected at least 1 process, got 0"),
         (["--nproc", "2", "--timeout", "0"], "--timeout: expected a positive number of seconds, got 0.0"),
         (["--nproc", "2", "--viewer"], "--viewer: not available with several processes"),
+        (["--nproc", "2", "--model-type", "2dgs"], "model.type: '2dgs' trains on one process"),
+        (["--train.batch_size", "2", "--model-type", "2dgs"], "model.type: '2dgs' trains on one process"),
     ],
 )
 def test_bad_process_flags_are_one_line_errors(flags, message, tmp_path, capsys):
