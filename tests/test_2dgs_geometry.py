@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from render_helpers import look_at
 
 from gsplat_py.io.colmap import Camera, ColmapModel, Points3D, write_model
 from gsplat_py.io.colmap import Image as ColmapImage
@@ -23,7 +24,7 @@ from gsplat_py.training.trainer import Trainer
 pytestmark = pytest.mark.skipif(not _backend.extension_available(), reason="C++ extension not built")
 
 RADIUS = 1.0  # the sphere, at COLMAP's origin
-SIZE, FOCAL = 64, 80.0  # square PINHOLE images; the sphere spans ~2/5 of the frame
+SIZE, FOCAL = 64, 80.0  # square PINHOLE images; the sphere spans ~3/4 of the frame
 SUPERSAMPLE = 3  # rays per pixel side: anti-aliased edges and texture
 RINGS = ((-20.0, 7), (15.0, 7), (50.0, 6))  # (elevation in degrees, cameras), all 3.5 from the centre
 CAMERA_DISTANCE = 3.5
@@ -49,6 +50,7 @@ def sphere_colour(points: np.ndarray) -> np.ndarray:
 
 
 def camera_centres() -> np.ndarray:
+    """The cameras' centres on RINGS (the rings above the equator turned by half a step)."""
     centres = []
     for elevation, count in RINGS:
         e = math.radians(elevation)
@@ -59,14 +61,6 @@ def camera_centres() -> np.ndarray:
                 * np.array([math.cos(e) * math.cos(a), math.cos(e) * math.sin(a), math.sin(e)])
             )
     return np.array(centres)
-
-
-def camera_rotation(centre: np.ndarray) -> np.ndarray:
-    """Camera-to-world rotation (OpenCV axes) of a camera at ``centre`` looking at the origin, z up."""
-    forward = -centre / np.linalg.norm(centre)
-    right = np.cross(forward, [0.0, 0.0, 1.0])
-    right /= np.linalg.norm(right)
-    return np.stack([right, np.cross(forward, right), forward], axis=1)
 
 
 def ray_cast_sphere(centre: np.ndarray, rotation: np.ndarray) -> np.ndarray:
@@ -94,7 +88,7 @@ def write_sphere_scene(root: Path, seed: int = 0) -> None:
     images = {}
     (root / "images").mkdir(parents=True)
     for i, centre in enumerate(camera_centres()):
-        rotation = camera_rotation(centre)
+        rotation = look_at(centre, np.zeros(3))[:3, :3]
         name = f"view_{i:02d}.png"
         qvec = quaternion_from_rotation(torch.from_numpy(rotation.T)).numpy()
         images[i + 1] = ColmapImage(
@@ -126,7 +120,7 @@ def write_sphere_scene(root: Path, seed: int = 0) -> None:
 def mesh_vertices(tmp_path_factory) -> np.ndarray:
     """The vertices, in COLMAP's frame, of the mesh of STEPS steps of 2DGS on the sphere's photographs
     (both surfel losses from step 30; no densification: the initial points already cover the sphere, and
-    at this step count clones and splits left more floaters inside it, measured)."""
+    at this step count clones and splits left more vertices inside it: BENCHMARKS.md)."""
     root = tmp_path_factory.mktemp("sphere")
     write_sphere_scene(root / "scene")
     config = Config()
@@ -178,8 +172,10 @@ def chamfer(vertices: np.ndarray, radius: float, centre=(0.0, 0.0, 0.0)) -> dict
 
 
 # Relative to the radius. Measured (seed 0): vertex -> sphere mean 0.017, p95 0.039; sphere -> mesh mean
-# 0.016, p95 0.028 (a 64-voxel TSDF grid: a voxel is ~0.035 radii, so the nearest vertex is ~half one away).
-THRESHOLDS = {"vertex_mean": 0.03, "vertex_p95": 0.07, "surface_mean": 0.03, "surface_p95": 0.05}
+# 0.016, p95 0.028 (a 64-voxel TSDF grid: a voxel is ~0.035 radii, so the nearest vertex is ~half one away);
+# seeds 1 and 2 at most 0.017 / 0.036 and 0.0174 / 0.031. The limits leave ~1.45x that, and a sphere 5% off
+# in radius or position fails them (test_a_wrong_sphere_is_outside_the_thresholds).
+THRESHOLDS = {"vertex_mean": 0.025, "vertex_p95": 0.06, "surface_mean": 0.025, "surface_p95": 0.045}
 
 
 def test_mesh_of_trained_surfels_is_the_sphere(mesh_vertices):
@@ -187,9 +183,17 @@ def test_mesh_of_trained_surfels_is_the_sphere(mesh_vertices):
     assert all(distances[name] < limit for name, limit in THRESHOLDS.items()), distances
 
 
-@pytest.mark.parametrize("radius, centre", [(1.1 * RADIUS, (0.0, 0.0, 0.0)), (RADIUS, (0.1, 0.0, 0.0))])
+@pytest.mark.parametrize(
+    "radius, centre",
+    [
+        (1.05 * RADIUS, (0.0, 0.0, 0.0)),
+        (0.95 * RADIUS, (0.0, 0.0, 0.0)),
+        (RADIUS, (0.05 * RADIUS, 0.0, 0.0)),
+        (RADIUS, (0.0, 0.0, 0.05 * RADIUS)),
+    ],
+)
 def test_a_wrong_sphere_is_outside_the_thresholds(mesh_vertices, radius, centre):
-    """The same mesh against a sphere 10% larger, or moved by 10% of the radius: the thresholds tell."""
+    """The same mesh against a sphere 5% larger or smaller, or moved by 5% of the radius: the limits tell."""
     distances = chamfer(mesh_vertices, radius, centre)
     assert any(distances[name] >= limit for name, limit in THRESHOLDS.items()), distances
 
