@@ -299,6 +299,33 @@ def _short(value: object) -> str:
     return repr(value)
 
 
+def _check_color_shapes(
+    colors: object,
+    backgrounds: object,
+    sh_degree: int | None,
+    render_mode: str,
+    batch: tuple[int, ...],
+    dims: _Dims,
+) -> bool:
+    """Checks the shapes of ``colors`` (features, or SH coefficients with ``sh_degree``) and ``backgrounds``
+    against ``dims``; whether the colours are given per camera."""
+    if sh_degree is None:
+        specs: list[tuple[Dim, ...]] = [(*batch, "N", "D"), (*batch, "C", "N", "D")]
+        per_camera_colors = _check_shape("colors", colors, specs, dims) == 1
+    else:
+        dims.mins["K"] = ((sh_degree + 1) ** 2, f"sh_degree={sh_degree}")
+        specs = [(*batch, "N", "K", 3), (*batch, "C", "N", "K", 3)]
+        per_camera_colors = _check_shape("colors", colors, specs, dims) == 1
+        dims.sizes["D"] = (3, "colors, SH")
+    if backgrounds is not None:
+        if render_mode in ("D", "ED"):
+            # gsplat renders depth on a zero background whatever the backgrounds hold.
+            _check_shape("backgrounds", backgrounds, [(*batch, "C", "X")], dims)
+        else:
+            _check_shape("backgrounds", backgrounds, [(*batch, "C", "D")], dims)
+    return per_camera_colors
+
+
 def _batch_dims(means: object) -> tuple[int, ...]:
     if not isinstance(means, Tensor) or means.dim() < 2:
         _check_shape("means", means, [("N", 3)], _Dims(), note=" (with any leading batch dimensions)")
@@ -456,20 +483,7 @@ def rasterization(
     _check_shape("Ks", Ks, [(*batch, "C", 3, 3)], dims)
     if radial_coeffs is not None:
         _check_shape("radial_coeffs", radial_coeffs, [(*batch, "C", 4)], dims, note=" (fisheye k1..k4)")
-    if sh_degree is None:
-        specs: list[tuple[Dim, ...]] = [(*batch, "N", "D"), (*batch, "C", "N", "D")]
-        per_camera_colors = _check_shape("colors", colors, specs, dims) == 1
-    else:
-        dims.mins["K"] = ((sh_degree + 1) ** 2, f"sh_degree={sh_degree}")
-        specs = [(*batch, "N", "K", 3), (*batch, "C", "N", "K", 3)]
-        per_camera_colors = _check_shape("colors", colors, specs, dims) == 1
-        dims.sizes["D"] = (3, "colors, SH")
-    if backgrounds is not None:
-        if render_mode in ("D", "ED"):
-            # gsplat renders depth on a zero background whatever the backgrounds hold.
-            _check_shape("backgrounds", backgrounds, [(*batch, "C", "X")], dims)
-        else:
-            _check_shape("backgrounds", backgrounds, [(*batch, "C", "D")], dims)
+    per_camera_colors = _check_color_shapes(colors, backgrounds, sh_degree, render_mode, batch, dims)
     N = dims.sizes["N"][0]
     C = dims.sizes["C"][0]
     B = math.prod(batch)

@@ -19,10 +19,10 @@ from .pipeline import (
     BACKENDS,
     HALF_DTYPES,
     RENDER_MODES,
-    Dim,
     _batch_dims,
     _camera_positions,
     _check_choice,
+    _check_color_shapes,
     _check_dtype_device,
     _check_finite,
     _check_int,
@@ -138,19 +138,7 @@ def rasterization_2dgs(
     _check_shape("opacities", opacities, [(*batch, "N")], dims)
     _check_shape("viewmats", viewmats, [(*batch, "C", 4, 4)], dims)
     _check_shape("Ks", Ks, [(*batch, "C", 3, 3)], dims)
-    if sh_degree is None:
-        specs: list[tuple[Dim, ...]] = [(*batch, "N", "D"), (*batch, "C", "N", "D")]
-    else:
-        dims.mins["K"] = ((sh_degree + 1) ** 2, f"sh_degree={sh_degree}")
-        specs = [(*batch, "N", "K", 3), (*batch, "C", "N", "K", 3)]
-    per_camera_colors = _check_shape("colors", colors, specs, dims) == 1
-    if sh_degree is not None:
-        dims.sizes["D"] = (3, "colors, SH")
-    if backgrounds is not None:
-        if render_mode in ("D", "ED"):
-            _check_shape("backgrounds", backgrounds, [(*batch, "C", "X")], dims)
-        else:
-            _check_shape("backgrounds", backgrounds, [(*batch, "C", "D")], dims)
+    per_camera_colors = _check_color_shapes(colors, backgrounds, sh_degree, render_mode, batch, dims)
     N = dims.sizes["N"][0]
     C = dims.sizes["C"][0]
     B = math.prod(batch)
