@@ -16,7 +16,7 @@
 #if defined(__CUDACC__)
 #define GS_HD __host__ __device__ __forceinline__
 #else
-#define GS_HD inline
+#define GS_HD inline __attribute__((always_inline))
 #endif
 
 namespace gsplat_py {
