@@ -10,6 +10,7 @@ extension in test_simd_levels.py, test_optimizer.py and test_metrics.py."""
 import platform
 import shutil
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -112,12 +113,26 @@ def dtype_name(float64: bool) -> str:
     return "float64" if float64 else "float32"
 
 
+def run_and_read(
+    command: list,
+    case: Path,
+    results: Path,
+    float64: bool,
+    kernel: str = "raster",
+    names: Sequence[str] = kernel_case.OUTPUTS,
+    threads: int = 1,
+) -> tuple[dict, dict, dict]:
+    """Runs the driver's `kernel` on `case`: (its printed line, its outputs `names`, the extension's)."""
+    info = kernel_case.run_driver(command, case, results, float64=float64, kernel=kernel, threads=threads)
+    actual = kernel_case.read_outputs(results, float64, names=names)
+    expected = kernel_case.read_outputs(case, float64, f"expected_{dtype_name(float64)}_", names)
+    return info, actual, expected
+
+
 def check_against_extension(case: Path, driver: list, level: str, results: Path) -> None:
     for float64 in (False, True):
-        info = kernel_case.run_driver(driver, case, results / str(float64), float64=float64)
+        info, actual, expected = run_and_read(driver, case, results / str(float64), float64)
         assert info["level"] == level and info["lanes"] == kernel_case.LEVEL_LANES[level], info
-        actual = kernel_case.read_outputs(results / str(float64), float64)
-        expected = kernel_case.read_outputs(case, float64, f"expected_{dtype_name(float64)}_")
         for name, e in expected.items():
             a = actual[name]
             assert a.shape == e.shape, (level, name)
@@ -147,15 +162,16 @@ def test_adam_step_gives_the_extension_bits(adam_case, drivers, tmp_path, target
     a tensor that torch rounds in a scalar loop of its own (gsplat_py.training.optimizer)."""
     command, level = driver_command(drivers, target)
     for float64 in (False, True):
-        results = tmp_path / dtype_name(float64)
-        info = kernel_case.run_driver(
-            command, adam_case, results, float64=float64, kernel="adam", threads=DRIVER_THREADS
+        info, actual, expected = run_and_read(
+            command,
+            adam_case,
+            tmp_path / str(float64),
+            float64,
+            kernel="adam",
+            names=kernel_case.ADAM_OUTPUTS,
+            threads=DRIVER_THREADS,
         )
         assert info["level"] == level, info
-        actual = kernel_case.read_outputs(results, float64, names=kernel_case.ADAM_OUTPUTS)
-        expected = kernel_case.read_outputs(
-            adam_case, float64, f"expected_{dtype_name(float64)}_", kernel_case.ADAM_OUTPUTS
-        )
         for name, e in expected.items():
             assert actual[name].tobytes() == e.tobytes(), (target, dtype_name(float64), name)
         torch_fused = kernel_case.read_outputs(
@@ -173,15 +189,16 @@ def test_ssim_matches_the_extension(ssim_case, drivers, tmp_path, target):
     """ssim.cpp's value, blurred maps and gradient against the extension's (SSIM_EPSILONS says why)."""
     command, level = driver_command(drivers, target)
     for float64 in (False, True):
-        results = tmp_path / dtype_name(float64)
-        info = kernel_case.run_driver(
-            command, ssim_case, results, float64=float64, kernel="ssim", threads=DRIVER_THREADS
+        info, actual, expected = run_and_read(
+            command,
+            ssim_case,
+            tmp_path / str(float64),
+            float64,
+            kernel="ssim",
+            names=kernel_case.SSIM_OUTPUTS,
+            threads=DRIVER_THREADS,
         )
         assert info["level"] == level, info
-        actual = kernel_case.read_outputs(results, float64, names=kernel_case.SSIM_OUTPUTS)
-        expected = kernel_case.read_outputs(
-            ssim_case, float64, f"expected_{dtype_name(float64)}_", kernel_case.SSIM_OUTPUTS
-        )
         for name, e in expected.items():
             tolerance = SSIM_EPSILONS * np.finfo(e.dtype).eps * np.abs(e).max()
             np.testing.assert_allclose(

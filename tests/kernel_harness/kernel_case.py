@@ -288,27 +288,18 @@ def make_adam_case(directory: Path, seed: int = 0, expected: bool = True) -> Non
             for field, tensors in zip(ADAM_STATE, (params, exp_avgs, exp_avg_sqs)):
                 for i, t in enumerate(tensors):
                     _write(directory / f"expected_{suffix}_{path}_{field}{i}.bin", t)
-        params, grads, exp_avgs, exp_avg_sqs = (
-            state(field) for field in ("param", "grad", "exp_avg", "exp_avg_sq")
-        )
         for i, (_, lr, beta1, beta2, eps, step) in enumerate(ADAM_TENSORS):
-            torch._fused_adam_(
-                [params[i]],
-                [grads[i]],
-                [exp_avgs[i]],
-                [exp_avg_sqs[i]],
-                [],
-                [torch.tensor(step)],
-                lr=lr,
-                beta1=beta1,
-                beta2=beta2,
-                eps=eps,
-                amsgrad=False,
-                weight_decay=0.0,
-                maximize=False,
-            )
-        for field, tensors in zip(ADAM_STATE, (params, exp_avgs, exp_avg_sqs)):
-            for i, t in enumerate(tensors):
+            param = inputs[f"param{i}"].to(dtype, copy=True)
+            param.grad = inputs[f"grad{i}"].to(dtype)
+            adam = torch.optim.Adam([param], lr=lr, betas=(beta1, beta2), eps=eps, fused=True)
+            adam.state[param] = {  # the case's state before this step (Adam counts the step itself)
+                "step": torch.tensor(step - 1, dtype=torch.float32),
+                "exp_avg": inputs[f"exp_avg{i}"].to(dtype, copy=True),
+                "exp_avg_sq": inputs[f"exp_avg_sq{i}"].to(dtype, copy=True),
+            }
+            adam.step()
+            after = adam.state[param]
+            for field, t in zip(ADAM_STATE, (param, after["exp_avg"], after["exp_avg_sq"])):
                 _write(directory / f"torch_{suffix}_plain_{field}{i}.bin", t)
 
 
