@@ -1,13 +1,16 @@
-"""The torch-free rasterizer kernels built on their own with tests/kernel_harness/driver.cpp, run on a case
-made by gsplat_py's projection and binning, against the extension's outputs (and each build's vector width
-checked): natively for the level the extension uses here (`kernel_case.py build --level ...` builds the
-others), and cross-compiled for aarch64 (NEON) and run under qemu-user when aarch64-linux-gnu-g++ and
-qemu-aarch64 are installed (Debian: g++-aarch64-linux-gnu, qemu-user), so that the ARM build is exercised
-on x86 machines. Every x86 level runs through the extension in test_simd_levels.py."""
+"""The torch-free CPU kernels built on their own with tests/kernel_harness/driver.cpp against the
+extension's outputs on the same inputs: the rasterizer kernels on a case made by gsplat_py's projection
+and binning (and each build's vector width checked), the fused Adam step (every row and the visible rows)
+and SSIM (forward and backward). Built natively for the level the extension uses here
+(`kernel_case.py build --level ...` builds the others), and cross-compiled for aarch64 (NEON) and run under
+qemu-user when aarch64-linux-gnu-g++ and qemu-aarch64 are installed (Debian: g++-aarch64-linux-gnu,
+qemu-user), so that the ARM build is exercised on x86 machines. Every x86 level runs through the
+extension in test_simd_levels.py, test_optimizer.py and test_metrics.py."""
 
 import platform
 import shutil
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import numpy as np
 import pytest
 
 from gsplat_py.rendering import _backend
+from gsplat_py.training.optimizer import _TORCH_TAIL_MULTIPLE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "kernel_harness"))
 import kernel_case  # noqa: E402
@@ -22,12 +26,37 @@ import kernel_case  # noqa: E402
 pytestmark = pytest.mark.skipif(not _backend.extension_available(), reason="C++ extension not built")
 
 AARCH64_SYSROOT = Path("/usr/aarch64-linux-gnu")
+TARGETS = ("native", "aarch64")
+# The SSIM driver against the extension: within this many machine epsilons of each output's largest
+# magnitude. ssim.cpp compiles without fma contraction and every operation but one is correctly rounded,
+# so the builds agree to the bit (as measured, native and aarch64); the exception is libm's exp, which
+# makes the window's weights and is not required to round correctly, so another libm may differ by an
+# ulp per weight. That moves the value by ~1.2 and the gradient by ~7.5 epsilons of their largest
+# magnitude (the plain-PyTorch SSIM of this case with every weight one ulp off): 64 leaves room 8 times
+# that, and a real fault (a lost vector tail, a wrong tap, a border row) is far above it.
+SSIM_EPSILONS = 64
+# Threads the Adam and SSIM drivers run on (the extension on torch's): the results do not depend on it.
+DRIVER_THREADS = 2
 
 
 @pytest.fixture(scope="module")
 def case(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("kernel_case")
     kernel_case.make_case(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def adam_case(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("adam_case")
+    kernel_case.make_adam_case(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def ssim_case(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("ssim_case")
+    kernel_case.make_ssim_case(directory)
     return directory
 
 
@@ -44,7 +73,7 @@ def aarch64_toolchain():
     """(cross compiler, qemu) or a reason to skip."""
     cxx, qemu = shutil.which("aarch64-linux-gnu-g++"), shutil.which("qemu-aarch64")
     if platform.machine() in ("aarch64", "arm64"):
-        return "native aarch64: test_native_driver runs the NEON build"
+        return "native aarch64: the native driver is the NEON build"
     if cxx is None or qemu is None or not AARCH64_SYSROOT.is_dir():
         return "needs aarch64-linux-gnu-g++ and qemu-aarch64 (Debian: g++-aarch64-linux-gnu qemu-user)"
     return cxx, qemu
@@ -52,7 +81,7 @@ def aarch64_toolchain():
 
 @pytest.fixture(scope="module")
 def drivers(tmp_path_factory):
-    """The drivers both tests need, compiled concurrently: {"native": path or a skip reason, "aarch64":
+    """The drivers the tests need, compiled concurrently: {"native": path or a skip reason, "aarch64":
     ...}."""
     directory = tmp_path_factory.mktemp("kernel_drivers")
     cxx = shutil.which("g++") or shutil.which("c++")
@@ -70,12 +99,40 @@ def drivers(tmp_path_factory):
         return {name: futures[name].result() if name in futures else job for name, job in jobs.items()}
 
 
-def check_against_extension(case: Path, driver: list, results: Path, level: str) -> None:
+def driver_command(drivers: dict, target: str) -> tuple[list[str], str]:
+    """The command that runs the driver built for `target` (TARGETS) and the level it was built for;
+    skips the test when there is no such build here."""
+    if isinstance(drivers[target], str):
+        pytest.skip(drivers[target])
+    if target == "native":
+        return [str(drivers["native"])], best_native_level()
+    return [aarch64_toolchain()[1], "-L", str(AARCH64_SYSROOT), str(drivers["aarch64"])], "neon"
+
+
+def dtype_name(float64: bool) -> str:
+    return "float64" if float64 else "float32"
+
+
+def run_and_read(
+    command: list,
+    case: Path,
+    results: Path,
+    float64: bool,
+    kernel: str = "raster",
+    names: Sequence[str] = kernel_case.OUTPUTS,
+    threads: int = 1,
+) -> tuple[dict, dict, dict]:
+    """Runs the driver's `kernel` on `case`: (its printed line, its outputs `names`, the extension's)."""
+    info = kernel_case.run_driver(command, case, results, float64=float64, kernel=kernel, threads=threads)
+    actual = kernel_case.read_outputs(results, float64, names=names)
+    expected = kernel_case.read_outputs(case, float64, f"expected_{dtype_name(float64)}_", names)
+    return info, actual, expected
+
+
+def check_against_extension(case: Path, driver: list, level: str, results: Path) -> None:
     for float64 in (False, True):
-        info = kernel_case.run_driver(driver, case, results / str(float64), float64=float64)
+        info, actual, expected = run_and_read(driver, case, results / str(float64), float64)
         assert info["level"] == level and info["lanes"] == kernel_case.LEVEL_LANES[level], info
-        actual = kernel_case.read_outputs(results / str(float64), float64)
-        expected = kernel_case.read_outputs(case, float64, f"expected_{'float64' if float64 else 'float32'}_")
         for name, e in expected.items():
             a = actual[name]
             assert a.shape == e.shape, (level, name)
@@ -91,15 +148,59 @@ def check_against_extension(case: Path, driver: list, results: Path, level: str)
 
 
 def test_native_driver(case, drivers, tmp_path):
-    if isinstance(drivers["native"], str):
-        pytest.skip(drivers["native"])
-    check_against_extension(case, [str(drivers["native"])], tmp_path, best_native_level())
+    check_against_extension(case, *driver_command(drivers, "native"), tmp_path)
 
 
 def test_aarch64_neon_driver_under_qemu(case, drivers, tmp_path):
-    if isinstance(drivers["aarch64"], str):
-        pytest.skip(drivers["aarch64"])
-    qemu = aarch64_toolchain()[1]
-    check_against_extension(
-        case, [qemu, "-L", str(AARCH64_SYSROOT), str(drivers["aarch64"])], tmp_path, "neon"
-    )
+    check_against_extension(case, *driver_command(drivers, "aarch64"), tmp_path)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_adam_step_gives_the_extension_bits(adam_case, drivers, tmp_path, target):
+    """adam.cpp's step, on every row and on the visible rows, is the extension's to the bit (adam_math.h
+    rounds every operation correctly), and on every row torch's fused Adam's but for the last values of
+    a tensor that torch rounds in a scalar loop of its own (gsplat_py.training.optimizer)."""
+    command, level = driver_command(drivers, target)
+    for float64 in (False, True):
+        info, actual, expected = run_and_read(
+            command,
+            adam_case,
+            tmp_path / str(float64),
+            float64,
+            kernel="adam",
+            names=kernel_case.ADAM_OUTPUTS,
+            threads=DRIVER_THREADS,
+        )
+        assert info["level"] == level, info
+        for name, e in expected.items():
+            assert actual[name].tobytes() == e.tobytes(), (target, dtype_name(float64), name)
+        torch_fused = kernel_case.read_outputs(
+            adam_case, float64, f"torch_{dtype_name(float64)}_", kernel_case.ADAM_PLAIN_OUTPUTS
+        )
+        for name, e in torch_fused.items():
+            body = e.size - e.size % _TORCH_TAIL_MULTIPLE
+            assert actual[name][:body].tobytes() == e[:body].tobytes(), (target, dtype_name(float64), name)
+        # the visible rows' step is not the plain one: the mask left rows as they were
+        assert not np.array_equal(actual["plain_param0"], actual["visible_param0"])
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_ssim_matches_the_extension(ssim_case, drivers, tmp_path, target):
+    """ssim.cpp's value, blurred maps and gradient against the extension's (SSIM_EPSILONS says why)."""
+    command, level = driver_command(drivers, target)
+    for float64 in (False, True):
+        info, actual, expected = run_and_read(
+            command,
+            ssim_case,
+            tmp_path / str(float64),
+            float64,
+            kernel="ssim",
+            names=kernel_case.SSIM_OUTPUTS,
+            threads=DRIVER_THREADS,
+        )
+        assert info["level"] == level, info
+        for name, e in expected.items():
+            tolerance = SSIM_EPSILONS * np.finfo(e.dtype).eps * np.abs(e).max()
+            np.testing.assert_allclose(
+                actual[name], e, rtol=0, atol=tolerance, err_msg=f"{target} {dtype_name(float64)} {name}"
+            )

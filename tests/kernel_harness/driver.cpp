@@ -1,16 +1,22 @@
-// Standalone driver of the torch-free rasterizer kernels (csrc/cpu/raster_kernels.cpp): reads a case
-// written by kernel_case.py (raw little-endian arrays and a meta.txt), runs the forward kernel, then the
-// backward kernel on the forward's transmittance and last ids, sums each Gaussian's gradient records in
-// intersection order (as csrc/cpu/rasterize.cpp does) and writes the results, or times the kernels.
+// Standalone driver of the torch-free CPU kernels: reads a case written by kernel_case.py (raw
+// little-endian arrays and a meta.txt), runs one kernel (--kernel) and writes the results:
+//   raster (the default): the rasterizer kernels (csrc/cpu/raster_kernels.cpp): the forward kernel, then
+//     the backward kernel on the forward's transmittance and last ids, each Gaussian's gradient records
+//     summed in intersection order (as csrc/cpu/rasterize.cpp does); or times the kernels (--repeat);
+//   adam: one fused Adam step (csrc/cpu/adam.cpp) of every tensor of the case, once on every row and
+//     once on the visible rows only, each from the case's state;
+//   ssim: the SSIM forward (csrc/cpu/ssim.cpp), then its backward on the forward's maps.
 //
-// Built together with raster_kernels.cpp, both with -DGS_ISA=<level> and that level's flags, for any
-// target: natively for each x86-64 level, or with a cross compiler for aarch64 and run under qemu.
+// Built together with those kernels, all with -DGS_ISA=<level> and that level's flags, for any target:
+// natively for each x86-64 level, or with a cross compiler for aarch64 and run under qemu. adam.cpp and
+// ssim.cpp run the build of the level simd_level() names, which here is the driver's own.
 //
-//     driver CASE_DIR [--out DIR] [--double] [--threads N] [--repeat R]
+//     driver CASE_DIR [--kernel raster|adam|ssim] [--out DIR] [--double] [--threads N] [--repeat R]
 //
-// Prints one line: the level, its lanes, the pixel-Gaussian pairs (each intersection counted with all
-// of its tile's pixels in the image), and the median forward and backward kernel times in ms, wall-clock
-// and CPU time of the process (all threads; less disturbed by other work on a shared machine).
+// Prints one line: the level, and for raster its lanes, the pixel-Gaussian pairs (each intersection
+// counted with all of its tile's pixels in the image), and the median forward and backward kernel times
+// in ms, wall-clock and CPU time of the process (all threads; less disturbed by other work on a shared
+// machine).
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -18,9 +24,11 @@
 #include <cstdlib>
 #include <ctime>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "kernels.h"
 #include "raster_kernels.h"
 
 #define GS_STRINGIFY2(x) #x
@@ -45,6 +53,12 @@ std::map<std::string, int64_t> read_meta(const std::string& dir) {
     while (std::fscanf(f, "%127s %lld", key, &value) == 2) meta[key] = value;
     std::fclose(f);
     return meta;
+}
+
+int64_t meta_value(const std::map<std::string, int64_t>& meta, const std::string& key) {
+    const auto it = meta.find(key);
+    if (it == meta.end()) fail("meta.txt lacks " + key);
+    return it->second;
 }
 
 template <typename S> std::vector<S> read_array(const std::string& path, size_t count) {
@@ -80,13 +94,10 @@ double median(std::vector<double> v) {
     return v.empty() ? 0.0 : v[v.size() / 2];
 }
 
-template <typename T> int run(const std::string& dir, const std::string& out_dir, int threads, int repeat) {
+template <typename T> int run_raster(const std::string& dir, const std::string& out_dir, int threads,
+                                     int repeat) {
     const auto meta = read_meta(dir);
-    auto get = [&](const char* key) {
-        const auto it = meta.find(key);
-        if (it == meta.end()) fail(std::string("meta.txt lacks ") + key);
-        return it->second;
-    };
+    auto get = [&](const char* key) { return meta_value(meta, key); };
     const int64_t C = get("cameras"), N = get("gaussians"), M = get("isects"), D = get("channels");
     const int64_t W = get("width"), H = get("height"), TW = get("tile_width"), TH = get("tile_height");
     const int64_t G = C * N, P = C * H * W, n_tiles = C * TH * TW;
@@ -94,8 +105,8 @@ template <typename T> int run(const std::string& dir, const std::string& out_dir
     const std::vector<T> conics = read_values<T>(dir + "/conics.bin", G * 3);
     const std::vector<T> colors = read_values<T>(dir + "/colors.bin", G * D);
     const std::vector<T> opacities = read_values<T>(dir + "/opacities.bin", G);
-    const std::vector<T> backgrounds = get("backgrounds") ? read_values<T>(dir + "/backgrounds.bin", C * D)
-                                                          : std::vector<T>();
+    const std::vector<T> backgrounds =
+        get("backgrounds") ? read_values<T>(dir + "/backgrounds.bin", C * D) : std::vector<T>();
     const std::vector<int32_t> offsets = read_array<int32_t>(dir + "/isect_offsets.bin", n_tiles);
     const std::vector<int32_t> ids = read_array<int32_t>(dir + "/flatten_ids.bin", M);
     const std::vector<T> v_colors_in = read_values<T>(dir + "/v_colors.bin", P * D);
@@ -125,8 +136,8 @@ template <typename T> int run(const std::string& dir, const std::string& out_dir
     const RasterForwardOutputs<T> fwd = {out_colors.data(), out_alphas.data(), trans.data(), last_ids.data()};
     const int64_t R = kRecordFixed + D;
     std::vector<T> records(M * R), v_bg_tiles(n_tiles * D);
-    const RasterBackwardInputs<T> bin = {trans.data(), last_ids.data(), v_colors_in.data(), v_alphas_in.data(),
-                                         nullptr};
+    const RasterBackwardInputs<T> bin = {trans.data(), last_ids.data(), v_colors_in.data(),
+                                         v_alphas_in.data(), nullptr};
     const BackwardOut<T> bout = {records.data(), v_bg_tiles.data()};
 
     int64_t pairs = 0;
@@ -153,10 +164,11 @@ template <typename T> int run(const std::string& dir, const std::string& out_dir
         forward_cpu.push_back(c1 - c0);
         backward_cpu.push_back(c2 - c1);
     }
-    std::printf("level %s lanes %d pairs %lld forward_ms %.3f backward_ms %.3f forward_cpu_ms %.3f "
-                "backward_cpu_ms %.3f\n",
-                GS_STRINGIFY(GS_ISA), GS_ISA::simd_lanes(), (long long)pairs, median(forward_ms), median(backward_ms),
-                median(forward_cpu), median(backward_cpu));
+    std::printf(
+        "level %s lanes %d pairs %lld forward_ms %.3f backward_ms %.3f forward_cpu_ms %.3f "
+        "backward_cpu_ms %.3f\n",
+        GS_STRINGIFY(GS_ISA), GS_ISA::simd_lanes(), (long long)pairs, median(forward_ms), median(backward_ms),
+        median(forward_cpu), median(backward_cpu));
     if (out_dir.empty()) return 0;
 
     // Each Gaussian's records summed in intersection order, fields as in rasterize.cpp.
@@ -173,7 +185,8 @@ template <typename T> int run(const std::string& dir, const std::string& out_dir
     }
     if (!v_backgrounds.empty())
         for (int64_t tile = 0; tile < n_tiles; ++tile)
-            for (int64_t ch = 0; ch < D; ++ch) v_backgrounds[tile / (TH * TW) * D + ch] += v_bg_tiles[tile * D + ch];
+            for (int64_t ch = 0; ch < D; ++ch)
+                v_backgrounds[tile / (TH * TW) * D + ch] += v_bg_tiles[tile * D + ch];
 
     write_array(out_dir + "/render_colors.bin", out_colors);
     write_array(out_dir + "/render_alphas.bin", out_alphas);
@@ -188,21 +201,125 @@ template <typename T> int run(const std::string& dir, const std::string& out_dir
     return 0;
 }
 
+// Adam: each tensor's param, grad, exp_avg and exp_avg_sq (param<i>.bin, ...), the hyperparameters
+// (hyperparameters.bin: float64 lr, beta1, beta2, eps, step per tensor) and the visible rows (visible.bin:
+// one byte per row); writes <plain|visible>_<param|exp_avg|exp_avg_sq><i>.bin.
+constexpr int kAdamHyperparameters = 5;
+
+template <typename T>
+int run_adam(const std::string& dir, const std::string& out_dir, int threads) {
+    const auto meta = read_meta(dir);
+    const int64_t count = meta_value(meta, "tensors"), rows = meta_value(meta, "rows");
+    const std::vector<double> hyper =
+        read_array<double>(dir + "/hyperparameters.bin", count * kAdamHyperparameters);
+    const std::vector<unsigned char> visible_bytes = read_array<unsigned char>(dir + "/visible.bin", rows);
+    const std::unique_ptr<bool[]> visible(new bool[rows]);
+    for (int64_t row = 0; row < rows; ++row) visible[row] = visible_bytes[row] != 0;
+
+    struct State {
+        std::vector<T> param, grad, exp_avg, exp_avg_sq;
+    };
+    std::vector<State> initial;
+    for (int64_t i = 0; i < count; ++i) {
+        const size_t n = rows * meta_value(meta, "row_size" + std::to_string(i));
+        const std::string suffix = std::to_string(i) + ".bin";
+        initial.push_back(
+            {read_values<T>(dir + "/param" + suffix, n), read_values<T>(dir + "/grad" + suffix, n),
+             read_values<T>(dir + "/exp_avg" + suffix, n), read_values<T>(dir + "/exp_avg_sq" + suffix, n)});
+    }
+    for (const bool use_visible : {false, true}) {
+        std::vector<State> state = initial;
+        std::vector<AdamTensor<T>> tensors;
+        for (int64_t i = 0; i < count; ++i) {
+            const double* h = hyper.data() + i * kAdamHyperparameters;
+            tensors.push_back({state[i].param.data(), state[i].grad.data(), state[i].exp_avg.data(),
+                               state[i].exp_avg_sq.data(), rows,
+                               meta_value(meta, "row_size" + std::to_string(i)), h[0], h[1], h[2], h[3],
+                               h[4]});
+        }
+        adam_step(AdamArgs<T>{tensors.data(), int(count), use_visible ? visible.get() : nullptr, threads});
+        if (out_dir.empty()) continue;
+        const std::string prefix = out_dir + (use_visible ? "/visible_" : "/plain_");
+        for (int64_t i = 0; i < count; ++i) {
+            const std::string suffix = std::to_string(i) + ".bin";
+            write_array(prefix + "param" + suffix, state[i].param);
+            write_array(prefix + "exp_avg" + suffix, state[i].exp_avg);
+            write_array(prefix + "exp_avg_sq" + suffix, state[i].exp_avg_sq);
+        }
+    }
+    std::printf("level %s\n", GS_STRINGIFY(GS_ISA));
+    return 0;
+}
+
+// SSIM of img1.bin and img2.bin ([B, H, W, C]), and its backward for the cotangent v_result.bin ([B]);
+// writes result.bin, maps.bin and v_img1.bin.
+template <typename T>
+int run_ssim(const std::string& dir, const std::string& out_dir, int threads) {
+    const auto meta = read_meta(dir);
+    const int64_t B = meta_value(meta, "batch"), H = meta_value(meta, "height"),
+                  W = meta_value(meta, "width"), C = meta_value(meta, "channels");
+    const std::vector<T> img1 = read_values<T>(dir + "/img1.bin", B * H * W * C);
+    const std::vector<T> img2 = read_values<T>(dir + "/img2.bin", B * H * W * C);
+    const std::vector<T> v_result = read_values<T>(dir + "/v_result.bin", B);
+    const SsimArgs<T> a = {img1.data(), img2.data(), B, H, W, C, threads};
+    std::vector<T> result(B), maps(B * C * kSsimMaps * H * W), v_img1(B * H * W * C);
+    ssim_forward(a, result.data(), maps.data());
+    ssim_backward(a, maps.data(), v_result.data(), v_img1.data());
+    std::printf("level %s\n", GS_STRINGIFY(GS_ISA));
+    if (out_dir.empty()) return 0;
+    write_array(out_dir + "/result.bin", result);
+    write_array(out_dir + "/maps.bin", maps);
+    write_array(out_dir + "/v_img1.bin", v_img1);
+    return 0;
+}
+
+template <typename T>
+int run(const std::string& kernel, const std::string& dir, const std::string& out_dir, int threads,
+        int repeat) {
+    if (kernel == "raster") return run_raster<T>(dir, out_dir, threads, repeat);
+    if (repeat != 1) fail("--repeat times the raster kernels only");
+    if (kernel == "adam") return run_adam<T>(dir, out_dir, threads);
+    if (kernel == "ssim") return run_ssim<T>(dir, out_dir, threads);
+    fail("unknown kernel " + kernel + ": expected raster, adam or ssim");
+}
+
 }  // namespace
 
+// The level whose build adam.cpp and ssim.cpp run (cpu_common.h's for_simd_level), named as rasterize.cpp
+// names it: the driver's own.
+const char* gsplat_py::cpu::simd_level() {
+    static const std::string name = [] {
+        std::string level = GS_STRINGIFY(GS_ISA);
+        std::replace(level.begin(), level.end(), '_', '-');
+        return level;
+    }();
+    return name.c_str();
+}
+
 int main(int argc, char** argv) {
-    if (argc < 2) fail("usage: driver CASE_DIR [--out DIR] [--double] [--threads N] [--repeat R]");
-    std::string out_dir;
+    if (argc < 2)
+        fail(
+            "usage: driver CASE_DIR [--kernel raster|adam|ssim] [--out DIR] [--double] [--threads N] "
+            "[--repeat R]");
+    std::string kernel = "raster", out_dir;
     bool use_double = false;
     int threads = 1, repeat = 1;
     for (int i = 2; i < argc; ++i) {
         const std::string arg = argv[i];
-        if (arg == "--double") use_double = true;
-        else if (arg == "--out" && i + 1 < argc) out_dir = argv[++i];
-        else if (arg == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
-        else if (arg == "--repeat" && i + 1 < argc) repeat = std::atoi(argv[++i]);
-        else fail("unknown argument " + arg);
+        if (arg == "--double")
+            use_double = true;
+        else if (arg == "--kernel" && i + 1 < argc)
+            kernel = argv[++i];
+        else if (arg == "--out" && i + 1 < argc)
+            out_dir = argv[++i];
+        else if (arg == "--threads" && i + 1 < argc)
+            threads = std::atoi(argv[++i]);
+        else if (arg == "--repeat" && i + 1 < argc)
+            repeat = std::atoi(argv[++i]);
+        else
+            fail("unknown argument " + arg);
     }
     if (threads < 1 || repeat < 1) fail("--threads and --repeat must be >= 1");
-    return use_double ? run<double>(argv[1], out_dir, threads, repeat) : run<float>(argv[1], out_dir, threads, repeat);
+    return use_double ? run<double>(kernel, argv[1], out_dir, threads, repeat)
+                      : run<float>(kernel, argv[1], out_dir, threads, repeat);
 }

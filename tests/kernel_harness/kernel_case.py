@@ -1,15 +1,19 @@
 #!/usr/bin/env python
 """Cases for the standalone kernel driver (driver.cpp): write one, build the driver for an ISA level, run it.
 
-A case is a directory of raw little-endian arrays (float32, int32) and a meta.txt of sizes: the inputs of
-the rasterize kernels, produced by gsplat_py's own projection and binning on a random scene, the
-cotangents of the backward pass, and the outputs of the extension on them (``expected_*``, float32 and
-float64) for comparison. The driver needs no torch, so it also runs where torch does not: cross-compiled
-for aarch64 and run under qemu (tests/test_kernel_harness.py).
+A case is a directory of raw little-endian arrays (float32, int32) and a meta.txt of sizes, for one
+kernel: for the rasterize kernels (raster), their inputs, produced by gsplat_py's own projection and
+binning on a random scene, and the cotangents of the backward pass; for the fused Adam step (adam), the
+state and gradients of a few parameter tensors, their hyperparameters and a visible-rows mask; for SSIM
+(ssim), two batches of images and a cotangent. With them the outputs of the extension on the same inputs
+(``expected_*``, float32 and float64; for adam also torch's own fused Adam's, ``torch_*``) for
+comparison. The driver needs no torch, so it also runs where torch does not: cross-compiled for aarch64
+and run under qemu (tests/test_kernel_harness.py).
 
-    python tests/kernel_harness/kernel_case.py make DIR [--scene test|bench] [--n N] [--no-expected]
+    python tests/kernel_harness/kernel_case.py make DIR [--kernel raster|adam|ssim] [--scene test|bench]
+        [--n N] [--no-expected]
     python tests/kernel_harness/kernel_case.py build OUT --level x86_64_v3 [--cxx g++] [--flag=...]
-    OUT DIR [--threads T] [--repeat R] [--double] [--out RESULTS]      # run the driver
+    OUT DIR [--kernel K] [--threads T] [--repeat R] [--double] [--out RESULTS]      # run the driver
 
 The bench scene is scripts/bench_render.py's (800x600, RGB); its kernel times give per-ISA rates without
 torch in the way (e.g. under ``valgrind --tool=callgrind`` for instruction counts).
@@ -31,6 +35,10 @@ import numpy as np
 HARNESS = Path(__file__).resolve().parent
 REPO_ROOT = HARNESS.parent.parent
 KERNEL_SOURCE = REPO_ROOT / "csrc" / "cpu" / "raster_kernels.cpp"
+# Kernels that hold a build of each x86-64 level (cpu_common.h) and run the one simd_level() names:
+# compiled as setup.py compiles them, without a level's flags (which would keep GCC from inlining a
+# lower level's body).
+DISPATCHED_SOURCES = (REPO_ROOT / "csrc" / "cpu" / "adam.cpp", REPO_ROOT / "csrc" / "cpu" / "ssim.cpp")
 INCLUDE_DIRS = (REPO_ROOT / "csrc" / "include", REPO_ROOT / "csrc" / "cpu")
 LIMITS_FILE = REPO_ROOT / "gsplat_py" / "rendering" / "limits.py"
 # The flags setup.py compiles the kernels with, less the ISA flag (passed separately).
@@ -66,6 +74,30 @@ OUTPUTS = (
     "v_opacities",
     "v_backgrounds",
 )
+
+# The Adam case: one tensor of each row size a Gaussian has (means, quats, opacities, the higher SH
+# bands), with a row count that is no multiple of any vector's lanes and spans several of adam.cpp's
+# work items and visible-row blocks; per tensor (row size, lr, beta1, beta2, eps, step): a first step,
+# later ones, and a beta1 under 0.5 (adam_math.h's other form of the lerp).
+ADAM_ROWS = 5003
+ADAM_TENSORS = (
+    (3, 1.6e-4, 0.9, 0.999, 1e-15, 1.0),
+    (4, 1e-3, 0.9, 0.999, 1e-15, 7.0),
+    (1, 5e-2, 0.4, 0.99, 1e-8, 250.0),
+    (45, 1.25e-4, 0.9, 0.999, 1e-15, 31.0),
+)
+ADAM_VISIBLE_FRACTION = 0.6
+# The state an Adam step updates, as the driver writes it: <plain|visible>_<field><tensor>.
+ADAM_STATE = ("param", "exp_avg", "exp_avg_sq")
+ADAM_PLAIN_OUTPUTS = tuple(f"plain_{field}{i}" for i in range(len(ADAM_TENSORS)) for field in ADAM_STATE)
+ADAM_OUTPUTS = ADAM_PLAIN_OUTPUTS + tuple(
+    name.replace("plain_", "visible_", 1) for name in ADAM_PLAIN_OUTPUTS
+)
+
+# The SSIM case's images [B, H, W, C]: taller and wider than the 11x11 window, rows of no vector's
+# multiple of lanes.
+SSIM_SHAPE = (2, 23, 37, 3)
+SSIM_OUTPUTS = ("result", "maps", "v_img1")
 
 
 def _load_module(name: str, path: Path):
@@ -129,9 +161,7 @@ def make_case(
     """Writes a case: kernel inputs, cotangents and (unless expected=False) the extension's outputs."""
     import torch
 
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    import gsplat_py  # noqa: F401  (loads the extension)
+    _import_extension()
     from gsplat_py.rendering import ops
 
     means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds = _scene(kind, n, seed)
@@ -204,34 +234,138 @@ def make_case(
             _write(directory / f"expected_{suffix}_{name}.bin", t)
 
 
+def _import_extension() -> None:
+    """Registers torch.ops.gsplat_py, from this checkout's gsplat_py."""
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    from gsplat_py.rendering import _backend
+
+    _backend.require_extension()
+
+
+def make_adam_case(directory: Path, seed: int = 0, expected: bool = True) -> None:
+    """Writes an Adam case (ADAM_TENSORS): each tensor's param, grad, exp_avg and exp_avg_sq (zero before
+    a first step), hyperparameters.bin, the visible rows; and (unless expected=False) the state after one
+    step of the extension's adam_step, on every row (plain) and on the visible rows, and after torch's
+    fused Adam (plain)."""
+    import torch
+
+    _import_extension()
+    g = torch.Generator().manual_seed(seed)
+    inputs = {}
+    for i, (row_size, *_, step) in enumerate(ADAM_TENSORS):
+        shape = (ADAM_ROWS, row_size)
+        inputs[f"param{i}"] = torch.randn(shape, generator=g)
+        inputs[f"grad{i}"] = torch.randn(shape, generator=g) * 10.0**-i
+        if step == 1:  # as torch.optim.Adam initialises the moments
+            inputs[f"exp_avg{i}"], inputs[f"exp_avg_sq{i}"] = torch.zeros(shape), torch.zeros(shape)
+        else:
+            inputs[f"exp_avg{i}"] = torch.randn(shape, generator=g) * 0.1
+            inputs[f"exp_avg_sq{i}"] = torch.rand(shape, generator=g) ** 2 * 0.01
+    visible = torch.rand(ADAM_ROWS, generator=g) < ADAM_VISIBLE_FRACTION
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, t in inputs.items():
+        _write(directory / f"{name}.bin", t)
+    _write(directory / "visible.bin", visible)
+    hyperparameters = np.array([tensor[1:] for tensor in ADAM_TENSORS], dtype=np.float64)
+    hyperparameters.tofile(directory / "hyperparameters.bin")
+    meta = {"tensors": len(ADAM_TENSORS), "rows": ADAM_ROWS}
+    meta.update({f"row_size{i}": tensor[0] for i, tensor in enumerate(ADAM_TENSORS)})
+    (directory / "meta.txt").write_text("".join(f"{k} {v}\n" for k, v in meta.items()))
+    if not expected:
+        return
+    count = len(ADAM_TENSORS)
+    for dtype, suffix in ((torch.float32, "float32"), (torch.float64, "float64")):
+
+        def state(field: str, dtype=dtype) -> list:
+            return [inputs[f"{field}{i}"].to(dtype, copy=True) for i in range(count)]
+
+        for path, mask in (("plain", None), ("visible", visible)):
+            params, exp_avgs, exp_avg_sqs = (state(field) for field in ADAM_STATE)
+            torch.ops.gsplat_py.adam_step(
+                params, state("grad"), exp_avgs, exp_avg_sqs, *zip(*(t[1:] for t in ADAM_TENSORS)), mask
+            )
+            for field, tensors in zip(ADAM_STATE, (params, exp_avgs, exp_avg_sqs)):
+                for i, t in enumerate(tensors):
+                    _write(directory / f"expected_{suffix}_{path}_{field}{i}.bin", t)
+        for i, (_, lr, beta1, beta2, eps, step) in enumerate(ADAM_TENSORS):
+            param = inputs[f"param{i}"].to(dtype, copy=True)
+            param.grad = inputs[f"grad{i}"].to(dtype)
+            adam = torch.optim.Adam([param], lr=lr, betas=(beta1, beta2), eps=eps, fused=True)
+            adam.state[param] = {  # the case's state before this step (Adam counts the step itself)
+                "step": torch.tensor(step - 1, dtype=torch.float32),
+                "exp_avg": inputs[f"exp_avg{i}"].to(dtype, copy=True),
+                "exp_avg_sq": inputs[f"exp_avg_sq{i}"].to(dtype, copy=True),
+            }
+            adam.step()
+            after = adam.state[param]
+            for field, t in zip(ADAM_STATE, (param, after["exp_avg"], after["exp_avg_sq"])):
+                _write(directory / f"torch_{suffix}_plain_{field}{i}.bin", t)
+
+
+def make_ssim_case(directory: Path, seed: int = 0, expected: bool = True) -> None:
+    """Writes an SSIM case (SSIM_SHAPE): img1, a noisy img2 of it, a cotangent per image; and (unless
+    expected=False) the extension's SSIM forward (result, maps) and backward (v_img1) on them."""
+    import torch
+
+    _import_extension()
+    g = torch.Generator().manual_seed(seed)
+    img1 = torch.rand(SSIM_SHAPE, generator=g)
+    inputs = {
+        "img1": img1,
+        "img2": (img1 + 0.2 * torch.randn(SSIM_SHAPE, generator=g)).clamp(0, 1),
+        "v_result": torch.randn(SSIM_SHAPE[0], generator=g),
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, t in inputs.items():
+        _write(directory / f"{name}.bin", t)
+    meta = dict(zip(("batch", "height", "width", "channels"), SSIM_SHAPE))
+    (directory / "meta.txt").write_text("".join(f"{k} {v}\n" for k, v in meta.items()))
+    if not expected:
+        return
+    for dtype, suffix in ((torch.float32, "float32"), (torch.float64, "float64")):
+        img1, img2, v_result = (inputs[name].to(dtype) for name in ("img1", "img2", "v_result"))
+        result, maps = torch.ops.gsplat_py.ssim_forward(img1, img2, True)
+        v_img1 = torch.ops.gsplat_py.ssim_backward(img1, img2, maps, v_result)
+        for name, t in zip(SSIM_OUTPUTS, (result, maps, v_img1)):
+            _write(directory / f"expected_{suffix}_{name}.bin", t)
+
+
 def _write(path: Path, t) -> None:
     t.detach().contiguous().numpy().tofile(path)
 
 
-def read_outputs(directory: Path, float64: bool, prefix: str = "") -> dict:
-    """The outputs in a driver's results directory (prefix "") or a case's expected ones
-    ("expected_<dtype>_")."""
+def read_outputs(directory: Path, float64: bool, prefix: str = "", names: Sequence[str] = OUTPUTS) -> dict:
+    """The outputs `names` (the rasterizer's unless given) in a driver's results directory (prefix "") or
+    a case's expected ones ("expected_<dtype>_", for adam also "torch_<dtype>_")."""
     dtype = np.float64 if float64 else np.float32
     return {
         name: np.fromfile(directory / f"{prefix}{name}.bin", dtype=np.int32 if name == "last_ids" else dtype)
-        for name in OUTPUTS
+        for name in names
     }
 
 
 def build_driver(output: Path, level: str, cxx: str = "g++", flags: Sequence[str] | None = None) -> Path:
-    """Compiles driver.cpp and the kernels for one ISA level (namespace `level`; flags: LEVEL_FLAGS[level]
-    unless given) into `output`."""
+    """Compiles driver.cpp and the rasterizer kernels for one ISA level (namespace `level`; flags:
+    LEVEL_FLAGS[level] unless given), with DISPATCHED_SOURCES, into `output`."""
     output.parent.mkdir(parents=True, exist_ok=True)
     flags = LEVEL_FLAGS[level] if flags is None else flags
-    command = [
-        cxx,
+    common = [
         *CXX_FLAGS,
-        *flags,
-        f"-DGS_ISA={level}",
         *(f"-D{name}={value}" for name, value in runpy.run_path(str(LIMITS_FILE))["compile_definitions"]()),
         *(f"-I{d}" for d in INCLUDE_DIRS),
+    ]
+    objects = [output.parent / f"{output.name}_{source.stem}.o" for source in DISPATCHED_SOURCES]
+    for source, target in zip(DISPATCHED_SOURCES, objects):
+        subprocess.run([cxx, *common, "-c", str(source), "-o", str(target)], check=True)
+    command = [
+        cxx,
+        *common,
+        *flags,
+        f"-DGS_ISA={level}",
         str(HARNESS / "driver.cpp"),
         str(KERNEL_SOURCE),
+        *(str(target) for target in objects),
         "-o",
         str(output),
     ]
@@ -244,13 +378,14 @@ def run_driver(
     case: Path,
     results: Path | None = None,
     float64: bool = False,
+    kernel: str = "raster",
     threads: int = 1,
     repeat: int = 1,
     timeout: float = 600,
 ) -> dict:
     """Runs the driver (a command: the binary, or e.g. qemu-aarch64 -L ... binary); returns its printed
     line."""
-    command = [*driver, str(case), "--threads", str(threads), "--repeat", str(repeat)]
+    command = [*driver, str(case), "--kernel", kernel, "--threads", str(threads), "--repeat", str(repeat)]
     if float64:
         command.append("--double")
     if results is not None:
@@ -265,8 +400,9 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     make = sub.add_parser("make", help="write a case")
     make.add_argument("directory", type=Path)
-    make.add_argument("--scene", choices=("test", "bench"), default="test")
-    make.add_argument("--n", type=int, default=None)
+    make.add_argument("--kernel", choices=("raster", "adam", "ssim"), default="raster")
+    make.add_argument("--scene", choices=("test", "bench"), default="test", help="raster only")
+    make.add_argument("--n", type=int, default=None, help="raster only")
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--no-expected", action="store_true", help="skip the extension's outputs")
     build = sub.add_parser("build", help="build the driver for one level")
@@ -280,7 +416,11 @@ def main() -> None:
         help="compiler flag instead of the level's own (repeat for several), e.g. --flag=-march=x86-64-v3",
     )
     args = parser.parse_args()
-    if args.command == "make":
+    if args.command == "make" and args.kernel == "adam":
+        make_adam_case(args.directory, args.seed, expected=not args.no_expected)
+    elif args.command == "make" and args.kernel == "ssim":
+        make_ssim_case(args.directory, args.seed, expected=not args.no_expected)
+    elif args.command == "make":
         make_case(args.directory, args.scene, args.n, args.seed, expected=not args.no_expected)
     else:
         build_driver(args.output, args.level, args.cxx, args.flag)
