@@ -1,9 +1,9 @@
 // Binning of projected Gaussians (entries: [I, N] pairs, or packed ones with their image) into screen
 // tiles: the tiles of each entry's bounding box, or with conics and opacities only those its ellipse
-// can reach (op_args.h's for_each_reached_tile). The visible entries are first sorted by depth (a stable
-// radix sort of the depth bits, so ties keep index order); a counting sort by (image, tile) that visits them
-// in that order then leaves every tile's list sorted by depth. gsplat's intersection ids (image | tile |
-// depth) are written alongside.
+// reaches (splat_reaches_rect). The visible entries are first sorted by depth (a stable radix sort of the
+// depth bits, so ties keep index order); a counting sort by (image, tile) that visits them in that order
+// then leaves every tile's list sorted by depth. gsplat's intersection ids (image | tile | depth) are
+// written alongside.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -19,25 +19,6 @@ namespace {
 
 // Gaussians per thread at least, when finding their tiles.
 constexpr int64_t kRectGrain = 4096;
-
-// Whether pass one keeps an entry's tile tests as a mask (bit (y - y0) * width + (x - x0)) for the later
-// passes: a tested box of at most 64 tiles. Larger ones (rare: huge Gaussians) are tested again.
-template <typename T> bool keeps_mask(const BinningArgs<T>& a, const TileRect& rect) {
-    return tests_tiles(a, rect) && (rect.x1 - rect.x0) * (rect.y1 - rect.y0) <= 64;
-}
-
-// f(x, y) for the tiles entry `idx` is binned into, in for_each_reached_tile's order: from pass one's mask
-// where it kept one.
-template <typename T, typename F>
-void for_each_binned_tile(const BinningArgs<T>& a, int32_t idx, const TileRect& rect,
-                          const std::vector<uint64_t>& reached_masks, const F& f) {
-    if (!keeps_mask(a, rect)) return for_each_reached_tile(a, idx, rect, f);
-    const int width = rect.x1 - rect.x0;
-    for (uint64_t mask = reached_masks[size_t(idx)]; mask != 0; mask &= mask - 1) {
-        const int bit = __builtin_ctzll(mask);
-        f(rect.x0 + bit % width, rect.y0 + bit / width);
-    }
-}
 
 // Unsigned integer whose order is the order of the floating-point value (for non-NaN values).
 template <typename T> struct SortKey;
@@ -90,22 +71,11 @@ int64_t bin_gaussians_to_tiles(const BinningArgs<T>& a, int32_t* tiles_per_gauss
     const int64_t n_tiles = a.n_images * tiles_per_image, total = a.n_entries;
 
     std::vector<TileRect> rects(static_cast<size_t>(total));
-    std::vector<uint64_t> reached_masks(a.conics ? static_cast<size_t>(total) : 0);
     parallel_for(total, kRectGrain, a.n_threads, [&](int64_t begin, int64_t end) {
         for (int64_t idx = begin; idx < end; ++idx) {
-            const TileRect rect = tile_rect(a, idx);
-            rects[idx] = rect;
+            rects[idx] = tile_rect(a, idx);
             int32_t reached = 0;
-            if (keeps_mask(a, rect)) {
-                uint64_t mask = 0;
-                for_each_reached_tile(a, idx, rect, [&](int x, int y) {
-                    mask |= uint64_t(1) << ((y - rect.y0) * (rect.x1 - rect.x0) + (x - rect.x0));
-                });
-                reached_masks[idx] = mask;
-                reached = __builtin_popcountll(mask);
-            } else {
-                for_each_reached_tile(a, idx, rect, [&](int, int) { ++reached; });
-            }
+            for_each_reached_tile(a, idx, rects[idx], [&](int, int) { ++reached; });
             tiles_per_gauss[idx] = reached;
         }
     });
@@ -120,7 +90,7 @@ int64_t bin_gaussians_to_tiles(const BinningArgs<T>& a, int32_t* tiles_per_gauss
     // Tile sizes, their offsets, then every tile's members in depth order.
     std::vector<int64_t> tile_start(size_t(n_tiles + 1), 0);
     for (const BinItem<U>& item : items)
-        for_each_binned_tile(a, item.id, item.rect, reached_masks, [&](int x, int y) {
+        for_each_reached_tile(a, item.id, item.rect, [&](int x, int y) {
             ++tile_start[int64_t(item.image) * tiles_per_image + int64_t(y) * a.tile_width + x + 1];
         });
     for (int64_t t = 0; t < n_tiles; ++t) tile_start[t + 1] += tile_start[t];
@@ -135,7 +105,7 @@ int64_t bin_gaussians_to_tiles(const BinningArgs<T>& a, int32_t* tiles_per_gauss
     for (const BinItem<U>& item : items) {
         // the item's image and depth bits; each tile adds its own
         const int64_t item_key = with_isect_ids ? isect_id(layout, item.image, 0, a.depths[item.id]) : 0;
-        for_each_binned_tile(a, item.id, item.rect, reached_masks, [&](int x, int y) {
+        for_each_reached_tile(a, item.id, item.rect, [&](int x, int y) {
             const int64_t tile = int64_t(y) * a.tile_width + x;
             const int64_t slot = cursor[int64_t(item.image) * tiles_per_image + tile]++;
             ids[slot] = item.id;

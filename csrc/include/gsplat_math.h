@@ -737,52 +737,36 @@ template <typename T> GS_HD T max_contributing_sigma(T opacity) {
     return std::log(opacity / T(kAlphaThreshold)) + T(1e-3);
 }
 
-// Whether a Gaussian can contribute (alpha >= 1/255) at a pixel centre of a rectangle: sigma's smallest
-// value there against max_contributing_sigma. sigma is convex, so its minimum is at the mean when the
-// rectangle holds it, else on the nearest edge, where sigma is a parabola whose vertex (dy = -b/c dx on an
-// edge x = const, dx = -b/a dy on an edge y = const) is clamped to the edge. Set up once per Gaussian
-// (rect_reach), tested per rectangle (reaches_rect). A conic that is not positive definite reaches
-// everywhere; an opacity below 1/255 nowhere.
-template <typename T> struct RectReach {
-    T mx, my, max_sigma, dy_per_dx, dx_per_dy;
-    Sym2<T> conic;
-    bool positive_definite;
-};
-
-template <typename T> GS_HD RectReach<T> rect_reach(T mx, T my, const Sym2<T>& conic, T opacity) {
-    RectReach<T> r;
-    r.mx = mx;
-    r.my = my;
-    r.conic = conic;
-    r.max_sigma = max_contributing_sigma(opacity);
-    r.positive_definite = conic.a > T(0) && conic.a * conic.c - conic.b * conic.b > T(0);
-    r.dy_per_dx = -conic.b / conic.c;
-    r.dx_per_dy = -conic.b / conic.a;
-    return r;
-}
-
-// sigma at d less a bound on its rounding error (here and in the rasterizer's pixel loops): 32 units in
-// the last place of the sum of its terms' magnitudes, which matters only for long thin ellipses, whose
-// terms are large and cancel.
-template <typename T> GS_HD T sigma_lower_bound(const Sym2<T>& conic, T dx, T dy) {
-    const T squares = T(0.5) * (conic.a * dx * dx + conic.c * dy * dy), cross = conic.b * dx * dy;
-    const T unit_roundoff = sizeof(T) == 4 ? T(1.1920929e-7) : T(2.220446049250313e-16);
-    return (squares + cross) - T(32) * unit_roundoff * (squares + (cross < T(0) ? -cross : cross));
-}
-
-template <typename T> GS_HD bool reaches_rect(const RectReach<T>& r, T x_lo, T x_hi, T y_lo, T y_hi) {
-    if (!r.positive_definite) return true;
-    const T dx_lo = x_lo - r.mx, dx_hi = x_hi - r.mx, dy_lo = y_lo - r.my, dy_hi = y_hi - r.my;
-    if (dx_lo <= T(0) && dx_hi >= T(0) && dy_lo <= T(0) && dy_hi >= T(0)) return r.max_sigma >= T(0);
+// Whether a Gaussian (mean at (mx, my), `conic`) can contribute at a pixel centre in the rectangle
+// [x_lo, x_hi] x [y_lo, y_hi]: sigma's smallest value there, at the mean when the rectangle holds it, else
+// on the nearest edge (sigma is convex), against max_contributing_sigma. The binning's tile test (Speedy-
+// Splat's AccuTile): a Gaussian's bounding box also covers tiles its ellipse misses, and each such tile
+// would still cost the rasterizer a visit. A conic that is not positive definite, or NaN, reaches every
+// tile: the rasterizer decides there.
+template <typename T>
+GS_HD bool splat_reaches_rect(T mx, T my, const Sym2<T>& conic, T max_sigma, T x_lo, T x_hi, T y_lo, T y_hi) {
+    if (!(conic.a > T(0) && conic.a * conic.c - conic.b * conic.b > T(0))) return true;
+    if (mx >= x_lo && mx <= x_hi && my >= y_lo && my <= y_hi) return true;
+    const T dx_lo = x_lo - mx, dx_hi = x_hi - mx, dy_lo = y_lo - my, dy_hi = y_hi - my;
     auto clamp = [](T v, T lo, T hi) { return v < lo ? lo : (v > hi ? hi : v); };
-    T least = sigma_lower_bound(r.conic, dx_lo, clamp(r.dy_per_dx * dx_lo, dy_lo, dy_hi));
-    const T at_x_hi = sigma_lower_bound(r.conic, dx_hi, clamp(r.dy_per_dx * dx_hi, dy_lo, dy_hi));
-    const T at_y_lo = sigma_lower_bound(r.conic, clamp(r.dx_per_dy * dy_lo, dx_lo, dx_hi), dy_lo);
-    const T at_y_hi = sigma_lower_bound(r.conic, clamp(r.dx_per_dy * dy_hi, dx_lo, dx_hi), dy_hi);
+    T least = splat_sigma<T, T>(conic, dx_lo, clamp(-conic.b * dx_lo / conic.c, dy_lo, dy_hi));
+    const T at_x_hi = splat_sigma<T, T>(conic, dx_hi, clamp(-conic.b * dx_hi / conic.c, dy_lo, dy_hi));
+    const T at_y_lo = splat_sigma<T, T>(conic, clamp(-conic.b * dy_lo / conic.a, dx_lo, dx_hi), dy_lo);
+    const T at_y_hi = splat_sigma<T, T>(conic, clamp(-conic.b * dy_hi / conic.a, dx_lo, dx_hi), dy_hi);
     least = at_x_hi < least ? at_x_hi : least;
     least = at_y_lo < least ? at_y_lo : least;
     least = at_y_hi < least ? at_y_hi : least;
-    return least <= r.max_sigma;  // NaN: not reached
+    return !(least > max_sigma);  // NaN: reaches
+}
+
+// splat_reaches_rect for tile (tile_x, tile_y): the centres (+ 0.5) of its tile_size^2 pixels, one pixel
+// wider on every side for rounding (the image's edge is not needed: a wider test only keeps more).
+template <typename T>
+GS_HD bool splat_reaches_tile(T mx, T my, const Sym2<T>& conic, T max_sigma, int tile_size, int tile_x,
+                              int tile_y) {
+    const T x_lo = T(tile_x) * T(tile_size) - T(0.5), y_lo = T(tile_y) * T(tile_size) - T(0.5);
+    return splat_reaches_rect(mx, my, conic, max_sigma, x_lo, x_lo + T(tile_size + 1), y_lo,
+                              y_lo + T(tile_size + 1));
 }
 
 // VJP of alpha = min(0.99, opacity * exp(-sigma)) into the conic, mean2d and opacity.

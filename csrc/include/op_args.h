@@ -239,12 +239,6 @@ struct BinningArgs {
     GS_HD int64_t image_of(int64_t e) const { return image_ids ? image_ids[e] : e / entries_per_image; }
 };
 
-// A tile index from a floating-point value that is a whole number (floor or ceil): clamped to [0, hi],
-// NaN to 0.
-template <typename T> GS_HD int clamp_tile_index(T v, int hi) {
-    return v > T(0) ? (v < T(hi) ? int(v) : hi) : 0;
-}
-
 // The tiles [x0, x1) x [y0, y1) that entry `idx`'s bounding box (mean +- radius) overlaps; none when it is
 // not visible (a radius of 0).
 struct TileRect {
@@ -255,48 +249,29 @@ template <typename T> GS_HD TileRect tile_rect(const BinningArgs<T>& a, int64_t 
     const T* mean = a.means2d + 2 * idx;
     const int32_t* radius = a.radii + 2 * idx;
     if (radius[0] <= 0 || radius[1] <= 0) return {0, 0, 0, 0};
+    auto clamp_to = [](T v, int hi) { return v > T(0) ? (v < T(hi) ? int(v) : hi) : 0; };  // NaN: 0
     const T ts = T(a.tile_size);
-    return {clamp_tile_index(std::floor((mean[0] - T(radius[0])) / ts), a.tile_width),
-            clamp_tile_index(std::ceil((mean[0] + T(radius[0])) / ts), a.tile_width),
-            clamp_tile_index(std::floor((mean[1] - T(radius[1])) / ts), a.tile_height),
-            clamp_tile_index(std::ceil((mean[1] + T(radius[1])) / ts), a.tile_height)};
+    return {clamp_to(std::floor((mean[0] - T(radius[0])) / ts), a.tile_width),
+            clamp_to(std::ceil((mean[0] + T(radius[0])) / ts), a.tile_width),
+            clamp_to(std::floor((mean[1] - T(radius[1])) / ts), a.tile_height),
+            clamp_to(std::ceil((mean[1] + T(radius[1])) / ts), a.tile_height)};
 }
 
-// With conics, the binning keeps only the tiles of a box the Gaussian's ellipse reaches (Speedy-Splat's
-// AccuTile): reaches_rect over the tile's pixel centres. A box also covers tiles its ellipse misses (a fifth
-// of them on real scenes), and each would still cost the rasterizer a visit. Only boxes at least 2 x 2
-// tiles are tested: they hold two thirds of the missed tiles, and a test costs more than the visit it
-// saves in a box one tile wide or high, which the ellipse spans end to end but may miss by a pixel.
-template <typename T> GS_HD bool tests_tiles(const BinningArgs<T>& a, const TileRect& rect) {
-    return a.conics != nullptr && rect.x1 - rect.x0 > 1 && rect.y1 - rect.y0 > 1;
-}
-
-template <typename T> GS_HD RectReach<T> tile_reach(const BinningArgs<T>& a, int64_t idx) {
-    return rect_reach(a.means2d[2 * idx], a.means2d[2 * idx + 1],
-                      Sym2<T>{a.conics[3 * idx], a.conics[3 * idx + 1], a.conics[3 * idx + 2]},
-                      a.opacities[idx]);
-}
-
-// The centres of tile (x, y)'s pixels span [x ts + 0.5, (x + 1) ts - 0.5] (the image's edge is not known
-// here: a longer span only keeps more).
-template <typename T> GS_HD bool reaches_tile(const RectReach<T>& r, int tile_size, int x, int y) {
-    const T x_lo = T(x) * T(tile_size) + T(0.5), y_lo = T(y) * T(tile_size) + T(0.5);
-    return reaches_rect(r, x_lo, x_lo + T(tile_size - 1), y_lo, y_lo + T(tile_size - 1));
-}
-
-// f(x, y) for each tile of `rect` (entry `idx`'s) that the entry is binned into, row by row. Both backends
-// bin with this, into the same tiles (the CPU keeps pass one's answers for its later passes).
+// f(x, y) for each tile of `rect` (entry `idx`'s) that the entry reaches, row by row: all of them, or with
+// conics those its ellipse reaches (splat_reaches_tile). Both backends bin with this, into the same tiles.
 template <typename T, typename F>
 GS_HD void for_each_reached_tile(const BinningArgs<T>& a, int64_t idx, const TileRect& rect, const F& f) {
-    if (!tests_tiles(a, rect)) {
+    if (!a.conics) {
         for (int y = rect.y0; y < rect.y1; ++y)
             for (int x = rect.x0; x < rect.x1; ++x) f(x, y);
         return;
     }
-    const RectReach<T> reach = tile_reach(a, idx);
+    const T mx = a.means2d[2 * idx], my = a.means2d[2 * idx + 1];
+    const Sym2<T> conic = {a.conics[3 * idx], a.conics[3 * idx + 1], a.conics[3 * idx + 2]};
+    const T max_sigma = max_contributing_sigma(a.opacities[idx]);
     for (int y = rect.y0; y < rect.y1; ++y)
         for (int x = rect.x0; x < rect.x1; ++x)
-            if (reaches_tile(reach, a.tile_size, x, y)) f(x, y);
+            if (splat_reaches_tile(mx, my, conic, max_sigma, a.tile_size, x, y)) f(x, y);
 }
 
 // gsplat's intersection ids, image | tile | depth: the image in the top bits, then the tile within its

@@ -391,39 +391,34 @@ def _reaches_tiles(
     means2d: Tensor, conics: Tensor, opacities: Tensor, tile_x: Tensor, tile_y: Tensor, tile_size: int
 ) -> Tensor:
     """Whether each Gaussian (rows of means2d [M, 2], conics [M, 3], opacities [M]) can reach alpha >= 1/255
-    at a pixel centre of its tile (tile_x, tile_y [M]), as the kernels' reaches_rect decides (gsplat_math.h):
-    sigma's minimum over the centres' rectangle (at the mean, else on the nearest edge), less a bound on its
-    rounding, against ln(opacity / (1/255)) + 1e-3. A conic that is not positive definite reaches every
-    tile."""
+    at a pixel centre of its tile (tile_x, tile_y [M]), the rectangle taken one pixel wider on every side:
+    sigma's minimum over it (at the mean, or on the nearest edge) against ln(opacity / (1/255)) + 1e-3.
+    A conic that is not positive definite (or NaN) reaches every tile."""
     mx, my = means2d.unbind(-1)
     a, b, c = conics.unbind(-1)
     max_sigma = torch.log(opacities / ALPHA_THRESHOLD) + 1e-3
-    dy_per_dx, dx_per_dy = -b / c, -b / a
-    x_lo = tile_x.to(mx.dtype) * tile_size + 0.5
-    y_lo = tile_y.to(mx.dtype) * tile_size + 0.5
-    dx_lo, dx_hi = x_lo - mx, x_lo + (tile_size - 1) - mx
-    dy_lo, dy_hi = y_lo - my, y_lo + (tile_size - 1) - my
-    unit_roundoff = torch.finfo(mx.dtype).eps
+    x_lo = tile_x.to(mx.dtype) * tile_size - 0.5
+    y_lo = tile_y.to(mx.dtype) * tile_size - 0.5
+    x_hi, y_hi = x_lo + (tile_size + 1), y_lo + (tile_size + 1)
+    dx_lo, dx_hi, dy_lo, dy_hi = x_lo - mx, x_hi - mx, y_lo - my, y_hi - my
 
-    def sigma_lower_bound(dx: Tensor, dy: Tensor) -> Tensor:
-        squares, cross = 0.5 * (a * dx * dx + c * dy * dy), b * dx * dy
-        return (squares + cross) - 32 * unit_roundoff * (squares + cross.abs())
+    def sigma(dx: Tensor, dy: Tensor) -> Tensor:
+        return 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
 
     def clamp(v: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
         return torch.where(v < lo, lo, torch.where(v > hi, hi, v))
 
     least = torch.stack(
         [
-            sigma_lower_bound(dx_lo, clamp(dy_per_dx * dx_lo, dy_lo, dy_hi)),
-            sigma_lower_bound(dx_hi, clamp(dy_per_dx * dx_hi, dy_lo, dy_hi)),
-            sigma_lower_bound(clamp(dx_per_dy * dy_lo, dx_lo, dx_hi), dy_lo),
-            sigma_lower_bound(clamp(dx_per_dy * dy_hi, dx_lo, dx_hi), dy_hi),
+            sigma(dx_lo, clamp(-b * dx_lo / c, dy_lo, dy_hi)),
+            sigma(dx_hi, clamp(-b * dx_hi / c, dy_lo, dy_hi)),
+            sigma(clamp(-b * dy_lo / a, dx_lo, dx_hi), dy_lo),
+            sigma(clamp(-b * dy_hi / a, dx_lo, dx_hi), dy_hi),
         ]
     ).amin(0)
-    inside = (dx_lo <= 0) & (dx_hi >= 0) & (dy_lo <= 0) & (dy_hi >= 0)
-    least = torch.where(inside, torch.zeros_like(least), least)
     positive_definite = (a > 0) & (a * c - b * b > 0)
-    return ~positive_definite | (least <= max_sigma)
+    inside = (mx >= x_lo) & (mx <= x_hi) & (my >= y_lo) & (my <= y_hi)
+    return ~positive_definite | inside | ~(least > max_sigma)
 
 
 def bin_gaussians_to_tiles(
@@ -475,9 +470,7 @@ def bin_gaussians_to_tiles(
     if conics is not None:
         assert opacities is not None, "conics and opacities go together"
         conics, opacities = conics.reshape(-1, 3), opacities.reshape(-1)
-        # Only boxes of at least 2 x 2 tiles are tested (op_args.h's tests_tiles).
-        tested = (rect_w[flat_ids] > 1) & ((y_max - y_min)[flat_ids] > 1)
-        reached = ~tested | _reaches_tiles(
+        reached = _reaches_tiles(
             means2d[flat_ids], conics[flat_ids], opacities[flat_ids], tile_x, tile_y, tile_size
         )
         flat_ids, tile_x, tile_y = flat_ids[reached], tile_x[reached], tile_y[reached]
