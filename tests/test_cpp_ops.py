@@ -211,7 +211,6 @@ def test_spherical_harmonics_matches_reference(degree, with_masks):
     torch.testing.assert_close(out32, expected.detach().float(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("ellipse", [False, True], ids=["box", "ellipse"])
 @pytest.mark.parametrize(
     "dtype, tile_size, width, height, camera_model",
     [
@@ -222,124 +221,24 @@ def test_spherical_harmonics_matches_reference(degree, with_masks):
         (F32, 16, 45, 37, "ortho"),
     ],
 )
-def test_binning_matches_reference_exactly(dtype, tile_size, width, height, camera_model, ellipse):
+def test_binning_matches_reference_exactly(dtype, tile_size, width, height, camera_model):
     scene = make_scene(
         300, 3, width, height, dtype=dtype, seed=2, camera_model=camera_model, tile_size=tile_size
     )
-    radii, means2d, depths, conics, _ = project_scene(ops, scene, opacities=scene["opacities"])
+    radii, means2d, depths, _, _ = project_scene(ops, scene, opacities=scene["opacities"])
     # A few exact ties in depth (between Gaussians sharing tiles): broken by the flat index.
     depths = depths.clone()
     depths[:, 10:20] = depths[:, 10:11]
     tw, th = tile_grid(width, height, tile_size)
-    tiles = {}
-    if ellipse:
-        tiles = dict(conics=conics, opacities=scene["opacities"].expand(depths.shape).contiguous())
-    got = ops.bin_gaussians_to_tiles(means2d, radii, depths, tile_size, tw, th, **tiles)
-    expected = ref.bin_gaussians_to_tiles(means2d, radii, depths, tile_size, tw, th, **tiles)
-    names = ("tiles_per_gauss", "isect_offsets", "flatten_ids", "isect_ids")
+    got = ops.bin_gaussians_to_tiles(means2d, radii, depths, tile_size, tw, th)
+    expected = ref.bin_gaussians_to_tiles(means2d, radii, depths, tile_size, tw, th)
+    names = ("tiles_per_gauss", "isect_offsets", "flatten_ids")
     for a, e, name in zip(got, expected, names):
-        assert a.dtype == (torch.int64 if name == "isect_ids" else torch.int32), name
+        assert a.dtype == torch.int32, name
         assert torch.equal(a, e), name
     assert got[2].numel() > 1000
     # Some Gaussians touch several tiles (straddle borders), some the whole grid (huge ones).
     assert (got[0] > 1).any() and (got[0] == tw * th).any()
-    if ellipse:  # the test dropped tiles of some boxes
-        box = ops.bin_gaussians_to_tiles(means2d, radii, depths, tile_size, tw, th)
-        assert (got[0] <= box[0]).all() and (got[0] < box[0]).sum() > 20
-
-
-def _thin_tilted_scene(dtype, packed_layout=False, seed=5):
-    """Projected Gaussians of a 70 x 50 image, many of them long, thin and diagonal (the shapes whose
-    boxes hold the most tiles their ellipses miss), with opacities from 0.002 to 1 and a few huge ones."""
-    g = torch.Generator().manual_seed(seed)
-    C, n = 2, 400
-    means2d = torch.rand(C, n, 2, generator=g, dtype=F64) * torch.tensor([90.0, 70.0], dtype=F64) - 10.0
-    angle = torch.rand(C, n, generator=g, dtype=F64) * math.pi
-    long_sd = 1.0 + 15.0 * torch.rand(C, n, generator=g, dtype=F64)
-    short_sd = 0.3 + 2.0 * torch.rand(C, n, generator=g, dtype=F64)
-    long_sd[:, :5] = 60.0  # whole-image ones
-    rot = torch.stack([torch.cos(angle), -torch.sin(angle), torch.sin(angle), torch.cos(angle)], -1)
-    rot = rot.reshape(C, n, 2, 2)
-    cov = rot @ torch.diag_embed(torch.stack([long_sd, short_sd], -1) ** 2) @ rot.transpose(-1, -2)
-    inv = torch.linalg.inv(cov)
-    conics = torch.stack([inv[..., 0, 0], inv[..., 0, 1], inv[..., 1, 1]], -1)
-    opacities = 0.002 + 0.998 * torch.rand(C, n, generator=g, dtype=F64) ** 2
-    extent = torch.sqrt(2.0 * torch.log(torch.clamp(opacities * 255.0, min=1.0))).clamp(max=3.33)
-    radii = torch.ceil(extent[..., None] * torch.sqrt(torch.stack([cov[..., 0, 0], cov[..., 1, 1]], -1)))
-    radii = torch.where(opacities[..., None] >= 1 / 255, radii, 0.0).to(torch.int32)
-    depths = torch.rand(C, n, generator=g, dtype=F64) + 1.0
-    colors = torch.rand(C, n, 3, generator=g, dtype=F64)
-    cast = [t.to(dtype) for t in (means2d, conics, colors, opacities, depths)]
-    return cast[0], cast[1], cast[2], cast[3], cast[4], radii
-
-
-@pytest.mark.parametrize("dtype", [F32, F64])
-def test_ellipse_binning_keeps_every_contributing_tile(dtype):
-    """Every tile where a Gaussian reaches alpha >= 1/255 at a pixel (all pixels evaluated, in float64)
-    keeps that Gaussian; on thin tilted Gaussians most of the dropped tiles are real savings."""
-    W, H, tile_size = 70, 50, 8
-    means2d, conics, _, opacities, depths, radii = _thin_tilted_scene(dtype)
-    tw, th = tile_grid(W, H, tile_size)
-    box = ops.bin_gaussians_to_tiles(means2d, radii, depths, tile_size, tw, th)
-    tight = ops.bin_gaussians_to_tiles(
-        means2d, radii, depths, tile_size, tw, th, conics=conics, opacities=opacities
-    )
-    assert tight.flatten_ids.numel() < 0.8 * box.flatten_ids.numel()
-
-    alpha = _alpha_field(means2d, conics, opacities, W, H)  # [C, N, H, W]
-    contributes = (alpha >= ALPHA_THRESHOLD) & (radii > 0).all(-1)[..., None, None]
-    pad = (0, tw * tile_size - W, 0, th * tile_size - H)
-    padded = torch.nn.functional.pad(contributes, pad)
-    per_tile = padded.reshape(*contributes.shape[:2], th, tile_size, tw, tile_size)
-    needed = per_tile.any(dim=3).any(dim=-1)  # [C, N, TH, TW]
-
-    def listed(bins):
-        out = torch.zeros_like(needed)
-        offsets = bins.isect_offsets.reshape(-1).long().tolist() + [bins.flatten_ids.numel()]
-        n = needed.shape[1]
-        for tile in range(len(offsets) - 1):
-            camera, t = divmod(tile, tw * th)
-            for gauss in bins.flatten_ids[offsets[tile] : offsets[tile + 1]].tolist():
-                out[camera, gauss - camera * n, t // tw, t % tw] = True
-        return out
-
-    tight_listed = listed(tight)
-    assert not (needed & ~tight_listed).any(), "a tile the Gaussian contributes to was dropped"
-    assert (listed(box) & ~tight_listed).sum() > 200
-
-
-def test_ellipse_binning_renders_the_same_bits():
-    """The rasterizer on the ellipse-tested tile lists: the same colours, alphas and gradients, bit for bit,
-    as on the boxes' lists (the dropped tiles held no contribution), for every SIMD level in
-    test_simd_levels.py's runs of this file."""
-    W, H, tile_size = 70, 50, 16
-    means2d, conics, colors, opacities, depths, radii = _thin_tilted_scene(F32)
-    tw, th = tile_grid(W, H, tile_size)
-    results = []
-    for tiles in ({}, dict(conics=conics, opacities=opacities)):
-        _, offsets, ids, _ = ops.bin_gaussians_to_tiles(means2d, radii, depths, tile_size, tw, th, **tiles)
-        leaves = [t.clone().requires_grad_(True) for t in (means2d, conics, colors, opacities)]
-        img, alpha = ops.rasterize_to_pixels(*leaves, W, H, tile_size, offsets, ids)
-        cotangents = torch.Generator().manual_seed(1)
-        v_img = torch.rand(img.shape, generator=cotangents)
-        v_alpha = torch.rand(alpha.shape, generator=cotangents)
-        torch.autograd.backward([img, alpha], [v_img, v_alpha])
-        results.append([img, alpha] + [leaf.grad for leaf in leaves])
-    names = ("colors", "alphas", "v_means2d", "v_conics", "v_colors", "v_opacities")
-    for name, box, tight in zip(names, *results):
-        assert torch.equal(box, tight), name
-
-
-def test_binning_refuses_conics_without_opacities():
-    W, H, tile_size = 70, 50, 16
-    means2d, conics, _, opacities, depths, radii = _thin_tilted_scene(F32)
-    tw, th = tile_grid(W, H, tile_size)
-    with pytest.raises(RuntimeError, match="conics and opacities go together"):
-        ops.bin_gaussians_to_tiles(means2d, radii, depths, tile_size, tw, th, conics=conics)
-    with pytest.raises(RuntimeError, match="conics must have 3 values per entry"):
-        ops.bin_gaussians_to_tiles(
-            means2d, radii, depths, tile_size, tw, th, conics=conics[..., :2], opacities=opacities
-        )
 
 
 RASTER_CASES = [

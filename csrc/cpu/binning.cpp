@@ -1,9 +1,7 @@
 // Binning of projected Gaussians (entries: [I, N] pairs, or packed ones with their image) into screen
-// tiles: the tiles of each entry's bounding box, or with conics and opacities only those its ellipse
-// reaches (splat_reaches_rect). The visible entries are first sorted by depth (a stable radix sort of the
-// depth bits, so ties keep index order); a counting sort by (image, tile) that visits them in that order
-// then leaves every tile's list sorted by depth. gsplat's intersection ids (image | tile | depth) are
-// written alongside.
+// tiles. The visible entries are first sorted by depth (a stable radix sort of the depth bits, so ties keep
+// index order); a counting sort by (image, tile) that visits them in that order then leaves every tile's
+// list sorted by depth. gsplat's intersection ids (image | tile | depth) are written alongside.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -19,6 +17,22 @@ namespace {
 
 // Gaussians per thread at least, when finding their tiles.
 constexpr int64_t kRectGrain = 4096;
+
+struct TileRect {
+    int x0, x1, y0, y1;  // [x0, x1) x [y0, y1)
+    int64_t count() const { return int64_t(x1 - x0) * (y1 - y0); }
+};
+
+template <typename T>
+TileRect tile_rect(const T* mean, const int32_t* radius, int tile_size, int tile_width, int tile_height) {
+    if (radius[0] <= 0 || radius[1] <= 0) return {0, 0, 0, 0};
+    auto clampi = [](T v, int hi) { return int(std::min<T>(std::max<T>(v, T(0)), T(hi))); };
+    const T ts = T(tile_size);
+    return {clampi(std::floor((mean[0] - radius[0]) / ts), tile_width),
+            clampi(std::ceil((mean[0] + radius[0]) / ts), tile_width),
+            clampi(std::floor((mean[1] - radius[1]) / ts), tile_height),
+            clampi(std::ceil((mean[1] + radius[1]) / ts), tile_height)};
+}
 
 // Unsigned integer whose order is the order of the floating-point value (for non-NaN values).
 template <typename T> struct SortKey;
@@ -73,10 +87,9 @@ int64_t bin_gaussians_to_tiles(const BinningArgs<T>& a, int32_t* tiles_per_gauss
     std::vector<TileRect> rects(static_cast<size_t>(total));
     parallel_for(total, kRectGrain, a.n_threads, [&](int64_t begin, int64_t end) {
         for (int64_t idx = begin; idx < end; ++idx) {
-            rects[idx] = tile_rect(a, idx);
-            int32_t reached = 0;
-            for_each_reached_tile(a, idx, rects[idx], [&](int, int) { ++reached; });
-            tiles_per_gauss[idx] = reached;
+            rects[idx] =
+                tile_rect(a.means2d + 2 * idx, a.radii + 2 * idx, a.tile_size, a.tile_width, a.tile_height);
+            tiles_per_gauss[idx] = int32_t(rects[idx].count());
         }
     });
     std::vector<BinItem<U>> items;
@@ -90,9 +103,9 @@ int64_t bin_gaussians_to_tiles(const BinningArgs<T>& a, int32_t* tiles_per_gauss
     // Tile sizes, their offsets, then every tile's members in depth order.
     std::vector<int64_t> tile_start(size_t(n_tiles + 1), 0);
     for (const BinItem<U>& item : items)
-        for_each_reached_tile(a, item.id, item.rect, [&](int x, int y) {
-            ++tile_start[int64_t(item.image) * tiles_per_image + int64_t(y) * a.tile_width + x + 1];
-        });
+        for (int y = item.rect.y0; y < item.rect.y1; ++y)
+            for (int x = item.rect.x0; x < item.rect.x1; ++x)
+                ++tile_start[int64_t(item.image) * tiles_per_image + int64_t(y) * a.tile_width + x + 1];
     for (int64_t t = 0; t < n_tiles; ++t) tile_start[t + 1] += tile_start[t];
     const int64_t M = tile_start[n_tiles];
     if (const char* error = intersection_count_error(M)) throw std::runtime_error(error);
@@ -105,12 +118,13 @@ int64_t bin_gaussians_to_tiles(const BinningArgs<T>& a, int32_t* tiles_per_gauss
     for (const BinItem<U>& item : items) {
         // the item's image and depth bits; each tile adds its own
         const int64_t item_key = with_isect_ids ? isect_id(layout, item.image, 0, a.depths[item.id]) : 0;
-        for_each_reached_tile(a, item.id, item.rect, [&](int x, int y) {
-            const int64_t tile = int64_t(y) * a.tile_width + x;
-            const int64_t slot = cursor[int64_t(item.image) * tiles_per_image + tile]++;
-            ids[slot] = item.id;
-            if (with_isect_ids) isect_ids[slot] = item_key | (tile << 32);
-        });
+        for (int y = item.rect.y0; y < item.rect.y1; ++y)
+            for (int x = item.rect.x0; x < item.rect.x1; ++x) {
+                const int64_t tile = int64_t(y) * a.tile_width + x;
+                const int64_t slot = cursor[int64_t(item.image) * tiles_per_image + tile]++;
+                ids[slot] = item.id;
+                if (with_isect_ids) isect_ids[slot] = item_key | (tile << 32);
+            }
     }
     for (int64_t t = 0; t < n_tiles; ++t) isect_offsets[t] = int32_t(tile_start[t]);
     return M;

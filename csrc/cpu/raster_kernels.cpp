@@ -257,7 +257,9 @@ template <typename T> SplatShape<T> make_shape(const RasterArgs<T>& a, int64_t i
     s.my = a.means2d[2 * id + 1];
     s.opacity = a.opacities[id];
     s.conic = {a.conics[3 * id], a.conics[3 * id + 1], a.conics[3 * id + 2]};
-    const T max_sigma = max_contributing_sigma(s.opacity);
+    // ln(255 opacity) up to rounding: only a clearly lower opacity is dropped here, the exact test
+    // (alpha >= 1/255) stays in the pixel loop.
+    const T max_sigma = std::log(s.opacity * T(255)) + T(1e-3);
     const T det = s.conic.a * s.conic.c - s.conic.b * s.conic.b;
     s.footprint = !(max_sigma > T(0)) ? Footprint::kNone  // can never reach 1/255 (or NaN)
                   : (det > T(0) && s.conic.a > T(0)) ? Footprint::kEllipse

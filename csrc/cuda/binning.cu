@@ -1,10 +1,9 @@
 // Binning of projected Gaussians (entries: [I, N] pairs, or packed ones with their image) into screen
-// tiles on the GPU, the tiles op_args.h's for_each_reached_tile gives (as on the CPU), in the CPU backend's
-// order: the visible entries are radix-sorted by depth (stable, so ties keep index order), their
-// intersections are written out in that order, and a stable radix sort by tile alone then leaves every
-// tile's list sorted by depth; gsplat's intersection ids follow. Sorting the M intersections by tile bits
-// only (about 15 bits for four 1080p cameras) costs fewer passes than one sort of (tile | depth) keys, and
-// the depth sort runs over N, not M.
+// tiles on the GPU, in the CPU backend's order: the visible entries are radix-sorted by depth (stable,
+// so ties keep index order), their intersections are written out in that order, and a stable radix sort
+// by tile alone then leaves every tile's list sorted by depth; gsplat's intersection ids follow. Sorting the
+// M intersections by tile bits only (about 15 bits for four 1080p cameras) costs fewer passes than one sort
+// of (tile | depth) keys, and the depth sort runs over N, not M.
 #include <cub/cub.cuh>
 
 #include <cstring>
@@ -18,6 +17,24 @@ namespace gsplat_py::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+
+struct TileRect {
+    int x0, x1, y0, y1;  // [x0, x1) x [y0, y1)
+    __device__ int count() const { return (x1 - x0) * (y1 - y0); }
+};
+
+// Same arithmetic as the CPU's tile_rect, so both backends bin the same Gaussians into the same tiles.
+template <typename T>
+__device__ TileRect tile_rect(const T* mean, const int32_t* radius, int tile_size, int tile_width,
+                              int tile_height) {
+    if (radius[0] <= 0 || radius[1] <= 0) return {0, 0, 0, 0};
+    auto clampi = [](T v, int hi) { return int(fmin(fmax(double(v), 0.0), double(hi))); };
+    const T ts = T(tile_size);
+    return {clampi(floor((mean[0] - radius[0]) / ts), tile_width),
+            clampi(ceil((mean[0] + radius[0]) / ts), tile_width),
+            clampi(floor((mean[1] - radius[1]) / ts), tile_height),
+            clampi(ceil((mean[1] + radius[1]) / ts), tile_height)};
+}
 
 template <typename T> struct SortKey;
 template <> struct SortKey<float> {
@@ -42,8 +59,8 @@ __global__ void count_tiles_kernel(const BinningArgs<T> a, int32_t* __restrict__
                                    int32_t* __restrict__ ids) {
     const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (idx >= a.n_entries) return;
-    int count = 0;
-    for_each_reached_tile(a, idx, tile_rect(a, idx), [&](int, int) { ++count; });
+    const int count =
+        tile_rect(a.means2d + 2 * idx, a.radii + 2 * idx, a.tile_size, a.tile_width, a.tile_height).count();
     tiles_per_gauss[idx] = count;
     // Gaussians in no tile sort last and add nothing.
     depth_keys[idx] = count > 0 ? order_preserving_bits(a.depths[idx]) : ~typename SortKey<T>::type(0);
@@ -67,13 +84,15 @@ __global__ void write_intersections_kernel(const BinningArgs<T> a,
     const int32_t idx = depth_sorted_ids[j];
     const int count = tiles_per_gauss[idx];
     if (count == 0) return;
+    const TileRect r = tile_rect(a.means2d + 2 * int64_t(idx), a.radii + 2 * int64_t(idx), a.tile_size,
+                                 a.tile_width, a.tile_height);
     const uint32_t tile_base = uint32_t(a.image_of(idx)) * uint32_t(a.tile_width * a.tile_height);
     int64_t out = cumulative[j] - count;
-    for_each_reached_tile(a, idx, tile_rect(a, int64_t(idx)), [&](int x, int y) {
-        tile_keys[out] = tile_base + uint32_t(y * a.tile_width + x);
-        tile_ids[out] = idx;
-        ++out;
-    });
+    for (int y = r.y0; y < r.y1; ++y)
+        for (int x = r.x0; x < r.x1; ++x, ++out) {
+            tile_keys[out] = tile_base + uint32_t(y * a.tile_width + x);
+            tile_ids[out] = idx;
+        }
 }
 
 // offsets[t] = the number of intersections in tiles before t (the tile's first entry in flatten_ids).

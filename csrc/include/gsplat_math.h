@@ -730,45 +730,6 @@ template <typename T, typename V> GS_HD auto splat_contributes(V sigma, V alpha)
     return (sigma >= T(0)) & (alpha >= T(kAlphaThreshold));  // `&`: no branches in pixel loops
 }
 
-// The largest sigma at which a Gaussian of this opacity still reaches alpha >= 1/255, plus a margin for
-// rounding: the tile and block tests built on it drop only what is clearly below the threshold (the exact
-// test, splat_contributes, stays in the pixel loops). Not positive (or NaN) when the opacity is below 1/255.
-template <typename T> GS_HD T max_contributing_sigma(T opacity) {
-    return std::log(opacity / T(kAlphaThreshold)) + T(1e-3);
-}
-
-// Whether a Gaussian (mean at (mx, my), `conic`) can contribute at a pixel centre in the rectangle
-// [x_lo, x_hi] x [y_lo, y_hi]: sigma's smallest value there, at the mean when the rectangle holds it, else
-// on the nearest edge (sigma is convex), against max_contributing_sigma. The binning's tile test (Speedy-
-// Splat's AccuTile): a Gaussian's bounding box also covers tiles its ellipse misses, and each such tile
-// would still cost the rasterizer a visit. A conic that is not positive definite, or NaN, reaches every
-// tile: the rasterizer decides there.
-template <typename T>
-GS_HD bool splat_reaches_rect(T mx, T my, const Sym2<T>& conic, T max_sigma, T x_lo, T x_hi, T y_lo, T y_hi) {
-    if (!(conic.a > T(0) && conic.a * conic.c - conic.b * conic.b > T(0))) return true;
-    if (mx >= x_lo && mx <= x_hi && my >= y_lo && my <= y_hi) return true;
-    const T dx_lo = x_lo - mx, dx_hi = x_hi - mx, dy_lo = y_lo - my, dy_hi = y_hi - my;
-    auto clamp = [](T v, T lo, T hi) { return v < lo ? lo : (v > hi ? hi : v); };
-    T least = splat_sigma<T, T>(conic, dx_lo, clamp(-conic.b * dx_lo / conic.c, dy_lo, dy_hi));
-    const T at_x_hi = splat_sigma<T, T>(conic, dx_hi, clamp(-conic.b * dx_hi / conic.c, dy_lo, dy_hi));
-    const T at_y_lo = splat_sigma<T, T>(conic, clamp(-conic.b * dy_lo / conic.a, dx_lo, dx_hi), dy_lo);
-    const T at_y_hi = splat_sigma<T, T>(conic, clamp(-conic.b * dy_hi / conic.a, dx_lo, dx_hi), dy_hi);
-    least = at_x_hi < least ? at_x_hi : least;
-    least = at_y_lo < least ? at_y_lo : least;
-    least = at_y_hi < least ? at_y_hi : least;
-    return !(least > max_sigma);  // NaN: reaches
-}
-
-// splat_reaches_rect for tile (tile_x, tile_y): the centres (+ 0.5) of its tile_size^2 pixels, one pixel
-// wider on every side for rounding (the image's edge is not needed: a wider test only keeps more).
-template <typename T>
-GS_HD bool splat_reaches_tile(T mx, T my, const Sym2<T>& conic, T max_sigma, int tile_size, int tile_x,
-                              int tile_y) {
-    const T x_lo = T(tile_x) * T(tile_size) - T(0.5), y_lo = T(tile_y) * T(tile_size) - T(0.5);
-    return splat_reaches_rect(mx, my, conic, max_sigma, x_lo, x_lo + T(tile_size + 1), y_lo,
-                              y_lo + T(tile_size + 1));
-}
-
 // VJP of alpha = min(0.99, opacity * exp(-sigma)) into the conic, mean2d and opacity.
 template <typename V> struct SplatGrad {
     V v_mean_x, v_mean_y, v_conic_a, v_conic_b, v_conic_c, v_opacity;

@@ -231,48 +231,11 @@ struct BinningArgs {
     const int32_t* radii;                            // [E, 2]
     const T* depths;                                 // [E]
     const int64_t* image_ids;                        // [E] or null
-    const T* conics;                                 // [E, 3] or null: every tile of the bounding box
-    const T* opacities;                              // [E], given with conics
     int64_t n_entries, n_images, entries_per_image;  // E, I, and N when image_ids is null
     int tile_size, tile_width, tile_height;
     int n_threads;  // of the CPU kernels (OpenMP); the CUDA kernels ignore it
     GS_HD int64_t image_of(int64_t e) const { return image_ids ? image_ids[e] : e / entries_per_image; }
 };
-
-// The tiles [x0, x1) x [y0, y1) that entry `idx`'s bounding box (mean +- radius) overlaps; none when it is
-// not visible (a radius of 0).
-struct TileRect {
-    int x0, x1, y0, y1;
-};
-
-template <typename T> GS_HD TileRect tile_rect(const BinningArgs<T>& a, int64_t idx) {
-    const T* mean = a.means2d + 2 * idx;
-    const int32_t* radius = a.radii + 2 * idx;
-    if (radius[0] <= 0 || radius[1] <= 0) return {0, 0, 0, 0};
-    auto clamp_to = [](T v, int hi) { return v > T(0) ? (v < T(hi) ? int(v) : hi) : 0; };  // NaN: 0
-    const T ts = T(a.tile_size);
-    return {clamp_to(std::floor((mean[0] - T(radius[0])) / ts), a.tile_width),
-            clamp_to(std::ceil((mean[0] + T(radius[0])) / ts), a.tile_width),
-            clamp_to(std::floor((mean[1] - T(radius[1])) / ts), a.tile_height),
-            clamp_to(std::ceil((mean[1] + T(radius[1])) / ts), a.tile_height)};
-}
-
-// f(x, y) for each tile of `rect` (entry `idx`'s) that the entry reaches, row by row: all of them, or with
-// conics those its ellipse reaches (splat_reaches_tile). Both backends bin with this, into the same tiles.
-template <typename T, typename F>
-GS_HD void for_each_reached_tile(const BinningArgs<T>& a, int64_t idx, const TileRect& rect, const F& f) {
-    if (!a.conics) {
-        for (int y = rect.y0; y < rect.y1; ++y)
-            for (int x = rect.x0; x < rect.x1; ++x) f(x, y);
-        return;
-    }
-    const T mx = a.means2d[2 * idx], my = a.means2d[2 * idx + 1];
-    const Sym2<T> conic = {a.conics[3 * idx], a.conics[3 * idx + 1], a.conics[3 * idx + 2]};
-    const T max_sigma = max_contributing_sigma(a.opacities[idx]);
-    for (int y = rect.y0; y < rect.y1; ++y)
-        for (int x = rect.x0; x < rect.x1; ++x)
-            if (splat_reaches_tile(mx, my, conic, max_sigma, a.tile_size, x, y)) f(x, y);
-}
 
 // gsplat's intersection ids, image | tile | depth: the image in the top bits, then the tile within its
 // image in tile_bits, then the depth's float32 bits in the low 32. Valid when image_bits + tile_bits

@@ -135,15 +135,12 @@ ShArgs<T> sh_args(int64_t degree, const at::Tensor& dirs, const at::Tensor& coef
 template <typename T>
 BinningArgs<T> binning_args(const at::Tensor& means2d, const at::Tensor& radii, const at::Tensor& depths,
                             const c10::optional<at::Tensor>& image_ids, int64_t n_images, int64_t tile_size,
-                            int64_t tile_width, int64_t tile_height, const c10::optional<at::Tensor>& conics,
-                            const c10::optional<at::Tensor>& opacities) {
+                            int64_t tile_width, int64_t tile_height) {
     BinningArgs<T> a;
     a.means2d = means2d.data_ptr<T>();
     a.radii = radii.data_ptr<int32_t>();
     a.depths = depths.data_ptr<T>();
     a.image_ids = optional_ptr<int64_t>(image_ids);
-    a.conics = optional_ptr<T>(conics);
-    a.opacities = optional_ptr<T>(opacities);
     a.n_entries = depths.numel();
     a.n_images = n_images;
     a.entries_per_image = n_images > 0 ? a.n_entries / n_images : 0;
@@ -379,17 +376,14 @@ std::vector<at::Tensor> spherical_harmonics_backward(int64_t degree, const at::T
 }
 
 // means2d [...,2], radii [...,2] int32, depths [...] (I images of N entries, or packed entries with
-// image_ids [E]), optionally conics [...,3] and opacities [...] (only the tiles the ellipses reach) ->
-// tiles_per_gauss [...] int32, isect_offsets [I,TH,TW] int32, flatten_ids [M] int32, isect_ids [M] int64
-// (empty when the image and tile ids do not fit in 32 bits)
+// image_ids [E]) -> tiles_per_gauss [...] int32, isect_offsets [I,TH,TW] int32, flatten_ids [M] int32,
+// isect_ids [M] int64 (empty when the image and tile ids do not fit in 32 bits)
 template <typename Backend>
 std::vector<at::Tensor> bin_gaussians_to_tiles(const at::Tensor& means2d, const at::Tensor& radii,
                                                const at::Tensor& depths,
                                                const c10::optional<at::Tensor>& image_ids, int64_t n_images,
-                                               int64_t tile_size, int64_t tile_width, int64_t tile_height,
-                                               const c10::optional<at::Tensor>& conics,
-                                               const c10::optional<at::Tensor>& opacities) {
-    check_binning_inputs(means2d, radii, depths, image_ids, n_images, tile_size, conics, opacities);
+                                               int64_t tile_size, int64_t tile_width, int64_t tile_height) {
+    check_binning_inputs(means2d, radii, depths, image_ids, n_images, tile_size);
     const typename Backend::Guard guard(means2d.device());
     auto int_opts = means2d.options().dtype(at::kInt);
     at::Tensor tiles_per_gauss = at::empty(depths.sizes(), int_opts);
@@ -398,8 +392,7 @@ std::vector<at::Tensor> bin_gaussians_to_tiles(const at::Tensor& means2d, const 
     AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "bin_gaussians_to_tiles", [&] {
         using T = scalar_t;
         Backend::bin_gaussians_to_tiles(
-            binning_args<T>(means2d, radii, depths, image_ids, n_images, tile_size, tile_width, tile_height,
-                            conics, opacities),
+            binning_args<T>(means2d, radii, depths, image_ids, n_images, tile_size, tile_width, tile_height),
             tiles_per_gauss.data_ptr<int32_t>(), isect_offsets.data_ptr<int32_t>(), memory);
     });
     return {tiles_per_gauss, isect_offsets, memory.result(), memory.isect_ids_result()};

@@ -31,8 +31,7 @@ TORCH_LIBRARY(gsplat_py, m) {
         "Tensor? masks, Tensor v_colors) -> Tensor[]");
     m.def(
         "bin_gaussians_to_tiles(Tensor means2d, Tensor radii, Tensor depths, Tensor? image_ids, "
-        "int n_images, int tile_size, int tile_width, int tile_height, Tensor? conics=None, "
-        "Tensor? opacities=None) -> Tensor[]");
+        "int n_images, int tile_size, int tile_width, int tile_height) -> Tensor[]");
     m.def("simd_level() -> str");
     m.def(
         "adam_step(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "

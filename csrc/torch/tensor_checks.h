@@ -115,8 +115,7 @@ inline void check_sh_inputs(int64_t degree, const at::Tensor& dirs, const at::Te
 
 inline void check_binning_inputs(const at::Tensor& means2d, const at::Tensor& radii, const at::Tensor& depths,
                                  const c10::optional<at::Tensor>& image_ids, int64_t n_images,
-                                 int64_t tile_size, const c10::optional<at::Tensor>& conics,
-                                 const c10::optional<at::Tensor>& opacities) {
+                                 int64_t tile_size) {
     check_input(means2d, "means2d", means2d);
     check_input(depths, "depths", means2d);
     const int64_t entries = depths.numel();
@@ -130,16 +129,6 @@ inline void check_binning_inputs(const at::Tensor& means2d, const at::Tensor& ra
                     "without image_ids, depths must hold N entries per image");
     check_numeric(tile_size_error(tile_size), tile_size);
     check_numeric(entry_count_error(entries), entries, " entries");
-    TORCH_CHECK(conics.has_value() == opacities.has_value(),
-                "conics and opacities go together (the ellipse "
-                "test needs both), got ",
-                conics.has_value() ? "conics only" : "opacities only");
-    if (conics.has_value()) {
-        check_input(*conics, "conics", means2d);
-        check_input(*opacities, "opacities", means2d);
-        TORCH_CHECK(conics->numel() == 3 * entries, "conics must have 3 values per entry of depths");
-        TORCH_CHECK(opacities->numel() == entries, "opacities must have 1 value per entry of depths");
-    }
 }
 
 inline void check_raster_inputs(const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& colors,

@@ -366,16 +366,11 @@ def bin_gaussians_to_tiles(
     tile_height: int,
     image_ids: Tensor | None = None,
     n_images: int | None = None,
-    conics: Tensor | None = None,
-    opacities: Tensor | None = None,
 ) -> TileBins:
     """The tiles each projected Gaussian touches, each tile's list sorted by depth; not differentiable.
 
     Unpacked: means2d [..., N, 2], radii [..., N, 2], depths [..., N], one image per leading index.
     Packed: means2d [nnz, 2], radii [nnz, 2], depths [nnz], image_ids [nnz] (in 0..n_images-1).
-    Every tile of a Gaussian's bounding box (mean +- radius), as gsplat's ``isect_tiles``; with ``conics``
-    [..., 3] and ``opacities`` [...] (as the rasterizer gets them), only the tiles where the Gaussian can
-    reach alpha >= 1/255 (Speedy-Splat's AccuTile test): the renders are the same, the lists shorter.
     """
     if image_ids is None:
         batch = depths.shape[:-1]
@@ -393,8 +388,6 @@ def bin_gaussians_to_tiles(
         int(tile_size),
         int(tile_width),
         int(tile_height),
-        None if conics is None else conics.detach().contiguous(),
-        None if opacities is None else opacities.detach().contiguous(),
     )
     encoded = isect_ids.numel() == flatten_ids.numel()  # empty when the ids do not fit in 64 bits
     return TileBins(

@@ -27,7 +27,6 @@ __all__ = [
 ]
 
 MAX_ALPHA = 0.999  # gsplat's alpha cap (Inria's rasterizer: 0.99); gsplat_math.h kMaxAlpha
-ALPHA_THRESHOLD = 1.0 / 255.0  # contributions below this are skipped; gsplat_math.h kAlphaThreshold
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -201,7 +200,7 @@ def project_gaussians(
         if opacities is not None:
             op = opacities[..., None, :] * compensations if calc_compensations else opacities[..., None, :]
             op = op.expand_as(det)
-            valid &= op >= ALPHA_THRESHOLD
+            valid &= op >= 1.0 / 255.0
             # Where a Gaussian's alpha stays above 1/255 (and 3.33 sigma caps it).
             opacity_extent = torch.sqrt(2.0 * torch.log(torch.clamp(op * 255.0, min=1.0)))
             extend = torch.clamp(opacity_extent, max=3.33)
@@ -387,40 +386,6 @@ def isect_ids_of(image: Tensor, tile_in_image: Tensor, depth: Tensor, n_images: 
 
 
 @torch.no_grad()
-def _reaches_tiles(
-    means2d: Tensor, conics: Tensor, opacities: Tensor, tile_x: Tensor, tile_y: Tensor, tile_size: int
-) -> Tensor:
-    """Whether each Gaussian (rows of means2d [M, 2], conics [M, 3], opacities [M]) can reach alpha >= 1/255
-    at a pixel centre of its tile (tile_x, tile_y [M]), the rectangle taken one pixel wider on every side:
-    sigma's minimum over it (at the mean, or on the nearest edge) against ln(opacity / (1/255)) + 1e-3.
-    A conic that is not positive definite (or NaN) reaches every tile."""
-    mx, my = means2d.unbind(-1)
-    a, b, c = conics.unbind(-1)
-    max_sigma = torch.log(opacities / ALPHA_THRESHOLD) + 1e-3
-    x_lo = tile_x.to(mx.dtype) * tile_size - 0.5
-    y_lo = tile_y.to(mx.dtype) * tile_size - 0.5
-    x_hi, y_hi = x_lo + (tile_size + 1), y_lo + (tile_size + 1)
-    dx_lo, dx_hi, dy_lo, dy_hi = x_lo - mx, x_hi - mx, y_lo - my, y_hi - my
-
-    def sigma(dx: Tensor, dy: Tensor) -> Tensor:
-        return 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
-
-    def clamp(v: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
-        return torch.where(v < lo, lo, torch.where(v > hi, hi, v))
-
-    least = torch.stack(
-        [
-            sigma(dx_lo, clamp(-b * dx_lo / c, dy_lo, dy_hi)),
-            sigma(dx_hi, clamp(-b * dx_hi / c, dy_lo, dy_hi)),
-            sigma(clamp(-b * dy_lo / a, dx_lo, dx_hi), dy_lo),
-            sigma(clamp(-b * dy_hi / a, dx_lo, dx_hi), dy_hi),
-        ]
-    ).amin(0)
-    positive_definite = (a > 0) & (a * c - b * b > 0)
-    inside = (mx >= x_lo) & (mx <= x_hi) & (my >= y_lo) & (my <= y_hi)
-    return ~positive_definite | inside | ~(least > max_sigma)
-
-
 def bin_gaussians_to_tiles(
     means2d: Tensor,  # [...,N,2] or [nnz,2]
     radii: Tensor,  # [...,N,2] int, or [nnz,2]
@@ -430,11 +395,8 @@ def bin_gaussians_to_tiles(
     tile_height: int,
     image_ids: Tensor | None = None,  # [nnz] (packed entries), each entry's image
     n_images: int | None = None,  # with image_ids
-    conics: Tensor | None = None,  # [...,N,3] or [nnz,3], with opacities: only the tiles the ellipse reaches
-    opacities: Tensor | None = None,  # [...,N] or [nnz]
 ) -> TileBins:
-    """List, for every tile, the Gaussians whose screen-space rectangle touches it, front to back; with
-    conics and opacities, only the tiles of that rectangle where the Gaussian can reach alpha >= 1/255.
+    """List, for every tile, the Gaussians whose screen-space rectangle touches it, front to back.
 
     Unpacked, one image per leading index; packed (image_ids given), the entries of n_images images.
     Returns ``(tiles_per_gauss [...,N] or [nnz] int32, isect_offsets [...,TH,TW] or [I,TH,TW] int32,
@@ -467,14 +429,6 @@ def bin_gaussians_to_tiles(
     w = rect_w[flat_ids]
     tile_x = x_min[flat_ids] + local % w
     tile_y = y_min[flat_ids] + local // w
-    if conics is not None:
-        assert opacities is not None, "conics and opacities go together"
-        conics, opacities = conics.reshape(-1, 3), opacities.reshape(-1)
-        reached = _reaches_tiles(
-            means2d[flat_ids], conics[flat_ids], opacities[flat_ids], tile_x, tile_y, tile_size
-        )
-        flat_ids, tile_x, tile_y = flat_ids[reached], tile_x[reached], tile_y[reached]
-        tiles_per_gauss = torch.bincount(flat_ids, minlength=E)
     image = flat_ids // N if image_ids is None else image_ids.long()[flat_ids]
     tile_in_image = tile_y * tile_width + tile_x
     tile_ids = image * (tile_height * tile_width) + tile_in_image
@@ -702,7 +656,7 @@ def blended_weights(alpha: Tensor, candidate: Tensor) -> tuple[Tensor, Tensor, T
     # is excluded too. (CPU cumprod accumulates float32 in double, so a product can differ from a float32
     # loop in the last bit; the decision can only differ when T lands within rounding of 1e-4.)
     with torch.no_grad():
-        blendable = candidate & (alpha >= ALPHA_THRESHOLD)
+        blendable = candidate & (alpha >= 1.0 / 255.0)
         T_if_blended = torch.cumprod(1 - alpha * blendable, dim=-1)
         blended = blendable & (T_if_blended > 1e-4)
     # weight_k = alpha_k * prod_{j<k} (1 - alpha_j); factors are >= 1 - MAX_ALPHA, so cumprod's backward is
