@@ -13,6 +13,8 @@
 #include <cmath>
 #include <cstdint>
 
+// Always inlined, on the CPU as on the GPU: GCC left large helpers such as to_camera_space out of line,
+// returning their 3x3 matrices through memory, which made the CPU projection 1.5x slower.
 #if defined(__CUDACC__)
 #define GS_HD __host__ __device__ __forceinline__
 #else
