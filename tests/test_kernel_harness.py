@@ -155,23 +155,26 @@ def test_aarch64_neon_driver_under_qemu(case, drivers, tmp_path):
     check_against_extension(case, *driver_command(drivers, "aarch64"), tmp_path)
 
 
+def runs_per_precision(kernel, names, case, drivers, target, tmp_path):
+    """(float64, the driver's outputs, the extension's) for float32 and float64 runs of `kernel` on
+    `target`'s driver, each run's level checked."""
+    command, level = driver_command(drivers, target)
+    for float64 in (False, True):
+        directory = tmp_path / str(float64)
+        info, actual, expected = run_and_read(
+            command, case, directory, float64, kernel=kernel, names=names, threads=DRIVER_THREADS
+        )
+        assert info["level"] == level, info
+        yield float64, actual, expected
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_adam_step_gives_the_extension_bits(adam_case, drivers, tmp_path, target):
     """adam.cpp's step, on every row and on the visible rows, is the extension's to the bit (adam_math.h
     rounds every operation correctly), and on every row torch's fused Adam's but for the last values of
     a tensor that torch rounds in a scalar loop of its own (gsplat_py.training.optimizer)."""
-    command, level = driver_command(drivers, target)
-    for float64 in (False, True):
-        info, actual, expected = run_and_read(
-            command,
-            adam_case,
-            tmp_path / str(float64),
-            float64,
-            kernel="adam",
-            names=kernel_case.ADAM_OUTPUTS,
-            threads=DRIVER_THREADS,
-        )
-        assert info["level"] == level, info
+    runs = runs_per_precision("adam", kernel_case.ADAM_OUTPUTS, adam_case, drivers, target, tmp_path)
+    for float64, actual, expected in runs:
         for name, e in expected.items():
             assert actual[name].tobytes() == e.tobytes(), (target, dtype_name(float64), name)
         torch_fused = kernel_case.read_outputs(
@@ -187,18 +190,8 @@ def test_adam_step_gives_the_extension_bits(adam_case, drivers, tmp_path, target
 @pytest.mark.parametrize("target", TARGETS)
 def test_ssim_matches_the_extension(ssim_case, drivers, tmp_path, target):
     """ssim.cpp's value, blurred maps and gradient against the extension's (SSIM_EPSILONS says why)."""
-    command, level = driver_command(drivers, target)
-    for float64 in (False, True):
-        info, actual, expected = run_and_read(
-            command,
-            ssim_case,
-            tmp_path / str(float64),
-            float64,
-            kernel="ssim",
-            names=kernel_case.SSIM_OUTPUTS,
-            threads=DRIVER_THREADS,
-        )
-        assert info["level"] == level, info
+    runs = runs_per_precision("ssim", kernel_case.SSIM_OUTPUTS, ssim_case, drivers, target, tmp_path)
+    for float64, actual, expected in runs:
         for name, e in expected.items():
             tolerance = SSIM_EPSILONS * np.finfo(e.dtype).eps * np.abs(e).max()
             np.testing.assert_allclose(
