@@ -477,6 +477,9 @@ def rasterize_model(
         raise ValueError(f"model_type: expected one of {', '.join(MODEL_TYPES)}, got {model_type!r}")
     if camera_model != "pinhole" or options.pop("radial_coeffs", None) is not None:
         raise ValueError(f"camera_model: 2DGS models render pinhole cameras only, got {camera_model!r}")
+    sh_rest = options.pop("sh_rest", None)
+    if sh_rest is not None:  # rasterization_2dgs takes gsplat's whole [..., N, K, 3] coefficients
+        colors = torch.cat([colors, sh_rest], dim=-2)
     if options.pop("distributed", False):
         raise ValueError("distributed: 2DGS models render on one process (rasterization_2dgs has none)")
     if render_mode not in ("RGB", "RGB+ED"):

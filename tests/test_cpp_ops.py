@@ -211,6 +211,47 @@ def test_spherical_harmonics_matches_reference(degree, with_masks):
     torch.testing.assert_close(out32, expected.detach().float(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize(
+    "degree, bases, with_masks, with_rows",
+    [
+        (0, 1, False, False),
+        (0, 4, True, False),
+        (1, 16, True, True),
+        (3, 16, False, True),
+        (3, 25, True, False),
+    ],
+)
+def test_spherical_harmonics_split_coefficients_equal_the_whole(dtype, degree, bases, with_masks, with_rows):
+    """The first basis and the rest as two tensors (gsplat's sh0 and shN) give the bits of their
+    concatenation: values, and gradients laid out as each input (zero rows where no direction reads)."""
+    g = torch.Generator().manual_seed(40 + degree)
+    dirs = torch.randn(300, 3, generator=g, dtype=dtype) * 2.0
+    coeffs = torch.randn(400 if with_rows else 300, bases, 3, generator=g, dtype=dtype)
+    masks = torch.rand(300, generator=g) > 0.3 if with_masks else None
+    rows = torch.randperm(400, generator=g)[:300] if with_rows else None
+    v_colors = torch.randn(300, 3, generator=g, dtype=dtype)
+    runs = []
+    for split in (False, True):
+        leaves = [x.clone().requires_grad_(True) for x in (dirs, coeffs[:, :1], coeffs[:, 1:])]
+        if split:
+            out = ops.spherical_harmonics(degree, leaves[0], leaves[1], masks, rows, coeffs_rest=leaves[2])
+        else:
+            out = ops.spherical_harmonics(degree, leaves[0], torch.cat(leaves[1:], 1), masks, rows)
+        out.backward(v_colors)
+        runs.append([out.detach()] + [x.grad for x in leaves])
+    for whole, split, name in zip(*runs, ("colors", "dirs", "sh0", "shN")):
+        assert split.shape == whole.shape and torch.equal(split, whole), name
+    v_rest = runs[1][3]
+    assert torch.equal(
+        v_rest[:, (degree + 1) ** 2 - 1 :], torch.zeros_like(v_rest[:, (degree + 1) ** 2 - 1 :])
+    )
+    if with_rows:  # rows no direction picks
+        unread = torch.ones(400, dtype=torch.bool)
+        unread[rows] = False
+        assert torch.equal(runs[1][2][unread], torch.zeros_like(runs[1][2][unread]))
+
+
 @pytest.mark.parametrize(
     "dtype, tile_size, width, height, camera_model",
     [
@@ -502,6 +543,11 @@ def test_gradcheck_spherical_harmonics(degree, one_thread):
     assert torch.autograd.gradcheck(lambda d, c: ops.spherical_harmonics(degree, d, c), (dirs, coeffs))
     assert torch.autograd.gradcheck(
         lambda d, c: ops.spherical_harmonics(degree, d, c, masks=masks), (dirs, coeffs)
+    )
+    sh0, shN = (x.detach().clone().requires_grad_(True) for x in (coeffs[..., :1, :], coeffs[..., 1:, :]))
+    assert torch.autograd.gradcheck(
+        lambda d, c0, cN: ops.spherical_harmonics(degree, d, c0, masks=masks, coeffs_rest=cN),
+        (dirs, sh0, shN),
     )
 
 

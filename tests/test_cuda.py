@@ -236,6 +236,28 @@ def test_spherical_harmonics_matches_cpu(degree, with_masks):
             assert torch.equal(masked_out, torch.zeros_like(masked_out))
 
 
+@pytest.mark.parametrize("with_rows", [False, True])
+def test_spherical_harmonics_split_coefficients_equal_the_whole_on_cuda(with_rows):
+    """sh0 and shN read and written in place by the CUDA kernels: the bits of their concatenation."""
+    g = torch.Generator().manual_seed(300)
+    dirs = torch.randn(500, 3, generator=g).cuda()
+    coeffs = torch.randn(700 if with_rows else 500, 16, 3, generator=g).cuda()
+    masks = (torch.rand(500, generator=g) > 0.3).cuda()
+    rows = torch.randperm(700, generator=g)[:500].cuda() if with_rows else None
+    v_colors = torch.randn(500, 3, generator=g).cuda()
+    runs = []
+    for split in (False, True):
+        leaves = [x.clone().requires_grad_(True) for x in (dirs, coeffs[:, :1], coeffs[:, 1:])]
+        if split:
+            out = ops.spherical_harmonics(2, leaves[0], leaves[1], masks, rows, coeffs_rest=leaves[2])
+        else:
+            out = ops.spherical_harmonics(2, leaves[0], torch.cat(leaves[1:], 1), masks, rows)
+        out.backward(v_colors)
+        runs.append([out.detach()] + [x.grad for x in leaves])
+    for whole, split, name in zip(*runs, ("colors", "dirs", "sh0", "shN")):
+        assert split.shape == whole.shape and torch.equal(split, whole), name
+
+
 @pytest.mark.parametrize(
     "dtype, tile_size, camera_model, n, width, height",
     [

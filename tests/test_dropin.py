@@ -97,7 +97,8 @@ def test_signature_has_gsplats_positional_order_and_defaults():
             assert p.default.name == default
         else:
             assert p.default == default and type(p.default) is type(default), name
-    assert [p.name for p in params if p.kind == p.KEYWORD_ONLY] == ["backend"]
+    # gsplat_py's own options are keyword-only, after gsplat's parameters
+    assert [p.name for p in params if p.kind == p.KEYWORD_ONLY] == ["backend", "sh_rest"]
 
 
 @pytest.mark.parametrize(
@@ -274,6 +275,76 @@ def test_batch_dimensions_equal_a_loop_over_the_batch(backend, packed):
         for key in ("means", "quats", "viewmats"):
             got = batched[key].grad.reshape(4, *s[key].shape)[b]
             torch.testing.assert_close(got, s[key].grad, rtol=1e-10, atol=1e-12, msg=key)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "packed, per_camera, sh_degree, rest_bases, batch",
+    [
+        (False, False, 3, 15, ()),  # the trainer's call
+        (True, False, 2, 15, ()),  # more bases than the degree reads: theirs get zero gradient
+        (False, True, 1, 3, ()),
+        (True, True, 3, 15, ()),
+        (False, False, 0, 0, ()),  # no rest at all
+        (True, False, 1, 3, (2,)),
+    ],
+)
+def test_sh_rest_equals_the_concatenated_coefficients(
+    backend, packed, per_camera, sh_degree, rest_bases, batch
+):
+    """``colors`` holding the first SH coefficient and ``sh_rest`` the others renders, and back-propagates,
+    exactly as their concatenation does: the same kernels read the same values, in place."""
+    scene = make_scene(n=150, n_cameras=3, sh_degree=3, backgrounds=True)
+    g = torch.Generator().manual_seed(7)
+    lead = (*batch, 3) if per_camera else batch
+    sh0 = torch.randn(*lead, 150, 1, 3, generator=g, dtype=F64)
+    shN = torch.randn(*lead, 150, rest_bases, 3, generator=g, dtype=F64) * 0.3
+    if batch:
+        scene = {
+            k: v.expand(*batch, *v.shape) if isinstance(v, torch.Tensor) else v for k, v in scene.items()
+        }
+    scene = {**scene, "sh_degree": sh_degree}
+    results = []
+    for split in (False, True):
+        s = requires_grad_copy(scene)
+        s["sh0"], s["shN"] = (x.clone().requires_grad_(True) for x in (sh0, shN))
+        sh = (
+            {"colors": s["sh0"], "sh_rest": s["shN"]}
+            if split
+            else {"colors": torch.cat([s["sh0"], s["shN"]], -2)}
+        )
+        args = {k: v for k, v in _args(s).items() if k not in ("sh0", "shN", "colors")}
+        colors, alphas, _ = rasterization(**args, **sh, packed=packed, backend=backend)
+        weights = torch.linspace(-1, 1, colors.numel(), dtype=F64).reshape(colors.shape)
+        ((colors * weights).sum() + alphas.sum()).backward()
+        results.append((colors, alphas, {k: s[k].grad for k in ("sh0", "shN", "means", "viewmats")}))
+    (c0, a0, g0), (c1, a1, g1) = results
+    assert torch.equal(c1, c0) and torch.equal(a1, a0)
+    for key in g0:
+        assert torch.equal(g1[key], g0[key]), key
+    assert g1["sh0"].abs().sum() > 0
+    if rest_bases:
+        used = (sh_degree + 1) ** 2 - 1
+        assert g1["shN"][..., :used, :].abs().sum() > 0 or used == 0
+        assert torch.equal(g1["shN"][..., used:, :], torch.zeros_like(g1["shN"][..., used:, :]))
+
+
+@pytest.mark.parametrize(
+    "colors_bases, rest_bases, sh_degree, message",
+    [
+        (1, 15, None, "sh_rest: SH coefficients need sh_degree"),
+        (16, 15, 3, "colors: "),
+        (1, 7, 3, "sh_rest: "),
+    ],
+)
+def test_bad_sh_rest_is_a_value_error_naming_it(colors_bases, rest_bases, sh_degree, message):
+    scene = make_scene(n=20, n_cameras=1)
+    args = {k: v for k, v in _args(scene).items() if k not in ("colors", "sh_degree")}
+    colors = torch.zeros(20, colors_bases, 3, dtype=F64)
+    with pytest.raises(ValueError, match=message):
+        rasterization(
+            **args, colors=colors, sh_rest=torch.zeros(20, rest_bases, 3, dtype=F64), sh_degree=sh_degree
+        )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -40,10 +40,12 @@ void spherical_harmonics_forward(const ShArgs<T>& a, T* out) {
             }
             const UnitDir<T> u = normalise(a.dirs + 3 * i);
             sh_basis(a.degree, u.x, u.y, u.z, basis);
-            const T* c = a.coeffs + a.row(i) * K * 3;
+            const T* dc = a.coeffs.dc_row(a.row(i));
+            const T* rest = a.coeffs.rest_row(a.row(i));
             for (int ch = 0; ch < 3; ++ch) {
                 T sum = T(0);
-                for (int k = 0; k < bases; ++k) sum += basis[k] * c[3 * k + ch];
+                sum += basis[0] * dc[ch];
+                for (int k = 1; k < bases; ++k) sum += basis[k] * rest[3 * (k - 1) + ch];
                 out[3 * i + ch] = sum;
             }
         }
@@ -51,7 +53,8 @@ void spherical_harmonics_forward(const ShArgs<T>& a, T* out) {
 }
 
 template <typename T>
-void spherical_harmonics_backward(const ShArgs<T>& a, const T* v_colors, T* v_dirs, T* v_coeffs) {
+void spherical_harmonics_backward(const ShArgs<T>& a, const T* v_colors, T* v_dirs,
+                                  const ShCoeffs<T>& v_coeffs) {
     const int64_t M = a.count, K = a.bases;
     const int bases = sh_num_bases(a.degree);
     parallel_for(M, kShGrain, a.n_threads, [&](int64_t begin, int64_t end) {
@@ -59,21 +62,28 @@ void spherical_harmonics_backward(const ShArgs<T>& a, const T* v_colors, T* v_di
         for (int64_t i = begin; i < end; ++i) {
             // Every row of a direction is written exactly once (the outputs are not pre-zeroed, except the
             // rows no direction picks): one pass over the gradient instead of a memset and the writes.
-            T* vcoef = v_coeffs + a.row(i) * K * 3;
+            const int64_t r = a.row(i);
+            T* v_dc = v_coeffs.dc_row(r);
+            T* v_rest = v_coeffs.rest_row(r);
             if (a.masks && !a.masks[i]) {
-                std::fill(vcoef, vcoef + K * 3, T(0));
+                std::fill(v_dc, v_dc + 3, T(0));
+                std::fill(v_rest, v_rest + (K - 1) * 3, T(0));
                 v_dirs[3 * i] = v_dirs[3 * i + 1] = v_dirs[3 * i + 2] = T(0);
                 continue;
             }
             const UnitDir<T> u = normalise(a.dirs + 3 * i);
             sh_basis(a.degree, u.x, u.y, u.z, basis);
             const T* vc = v_colors + 3 * i;
-            const T* c = a.coeffs + a.row(i) * K * 3;
+            const T* dc = a.coeffs.dc_row(r);
+            const T* rest = a.coeffs.rest_row(r);
             for (int k = 0; k < bases; ++k) {
-                w[k] = c[3 * k] * vc[0] + c[3 * k + 1] * vc[1] + c[3 * k + 2] * vc[2];
-                for (int ch = 0; ch < 3; ++ch) vcoef[3 * k + ch] = basis[k] * vc[ch];
+                const T* c = k == 0 ? dc : rest + 3 * (k - 1);
+                T* v_c = k == 0 ? v_dc : v_rest + 3 * (k - 1);
+                w[k] = c[0] * vc[0] + c[1] * vc[1] + c[2] * vc[2];
+                for (int ch = 0; ch < 3; ++ch) v_c[ch] = basis[k] * vc[ch];
             }
-            std::fill(vcoef + 3 * bases, vcoef + K * 3, T(0));  // bases above the degree
+            if (K > bases)
+                std::fill(v_rest + 3 * (bases - 1), v_rest + 3 * (K - 1), T(0));  // above the degree
             // through the normalisation: (I - u u^T) g / |d|
             const Vec3<T> g = sh_basis_vjp(a.degree, u.x, u.y, u.z, w);
             const T dot = g.x * u.x + g.y * u.y + g.z * u.z;
@@ -86,7 +96,9 @@ void spherical_harmonics_backward(const ShArgs<T>& a, const T* v_colors, T* v_di
 
 template void spherical_harmonics_forward<float>(const ShArgs<float>&, float*);
 template void spherical_harmonics_forward<double>(const ShArgs<double>&, double*);
-template void spherical_harmonics_backward<float>(const ShArgs<float>&, const float*, float*, float*);
-template void spherical_harmonics_backward<double>(const ShArgs<double>&, const double*, double*, double*);
+template void spherical_harmonics_backward<float>(const ShArgs<float>&, const float*, float*,
+                                                  const ShCoeffs<float>&);
+template void spherical_harmonics_backward<double>(const ShArgs<double>&, const double*, double*,
+                                                   const ShCoeffs<double>&);
 
 }  // namespace gsplat_py::cpu

@@ -31,10 +31,11 @@ void project_gaussians_packed_backward(const ProjectionArgs<T>& args, const Pack
 
 template <typename T>
 void spherical_harmonics_forward(const ShArgs<T>& args, T* colors, cudaStream_t stream);
-// Writes every element of v_dirs [M, 3] and the rows of v_coeffs the directions use.
+// Writes every element of v_dirs [M, 3] and the rows of v_coeffs (laid out as args.coeffs) the directions
+// use.
 template <typename T>
-void spherical_harmonics_backward(const ShArgs<T>& args, const T* v_colors, T* v_dirs, T* v_coeffs,
-                                  cudaStream_t stream);
+void spherical_harmonics_backward(const ShArgs<T>& args, const T* v_colors, T* v_dirs,
+                                  const ShCoeffs<T>& v_coeffs, cudaStream_t stream);
 
 // Fills tiles_per_gauss [E] and isect_offsets [I, TH, TW], and the flatten_ids and isect_ids it allocates
 // through `memory`: each tile's entries sorted by depth, ties in index order (the CPU backend's order).

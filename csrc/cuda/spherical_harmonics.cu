@@ -45,10 +45,9 @@ template <typename T, int kDegree> struct WarpRows {
 
     // Coefficients [e][k][c] (the first kUsed of each row) into shared memory, then a warp barrier.
     __device__ void load_coefficients(const ShArgs<T>& a) {
-        const int64_t stride = 3 * a.bases;
         for (int p = lane; p < count * kUsed; p += 32) {
             const int e = p / kUsed, r = p - e * kUsed;
-            rows[e * kPitch + r] = a.coeffs[a.row(first + e) * stride + r];
+            rows[e * kPitch + r] = a.coeffs.value(a.row(first + e), r);
         }
         __syncwarp();
     }
@@ -83,7 +82,7 @@ __global__ void sh_forward_kernel(const ShArgs<T> a, T* __restrict__ colors) {
 
 template <typename T, int kDegree>
 __global__ void sh_backward_kernel(const ShArgs<T> a, const T* __restrict__ v_colors, T* __restrict__ v_dirs,
-                                   T* __restrict__ v_coeffs) {
+                                   const ShCoeffs<T> v_coeffs) {
     using Rows = WarpRows<T, kDegree>;
     constexpr int kBases = Rows::kBases;
     __shared__ T staged[warps_per_block<T>()][32 * Rows::kPitch];
@@ -128,7 +127,7 @@ __global__ void sh_backward_kernel(const ShArgs<T> a, const T* __restrict__ v_co
     for (int p = w.lane; p < w.count * out_row; p += 32) {
         const int e = p / out_row, r = p - e * out_row, k = r / 3, ch = r - 3 * k;
         const T* row = w.rows + e * Rows::kPitch;
-        v_coeffs[a.row(w.first + e) * out_row + r] = k < kBases ? row[k] * row[kBases + ch] : T(0);
+        v_coeffs.value(a.row(w.first + e), r) = k < kBases ? row[k] * row[kBases + ch] : T(0);
     }
 }
 
@@ -158,8 +157,8 @@ void spherical_harmonics_forward(const ShArgs<T>& args, T* colors, cudaStream_t 
 }
 
 template <typename T>
-void spherical_harmonics_backward(const ShArgs<T>& args, const T* v_colors, T* v_dirs, T* v_coeffs,
-                                  cudaStream_t stream) {
+void spherical_harmonics_backward(const ShArgs<T>& args, const T* v_colors, T* v_dirs,
+                                  const ShCoeffs<T>& v_coeffs, cudaStream_t stream) {
     if (args.count == 0) return;
     with_degree(args.degree, [&](auto degree) {
         sh_backward_kernel<T, degree.value>
@@ -171,9 +170,9 @@ void spherical_harmonics_backward(const ShArgs<T>& args, const T* v_colors, T* v
 
 template void spherical_harmonics_forward<float>(const ShArgs<float>&, float*, cudaStream_t);
 template void spherical_harmonics_forward<double>(const ShArgs<double>&, double*, cudaStream_t);
-template void spherical_harmonics_backward<float>(const ShArgs<float>&, const float*, float*, float*,
-                                                  cudaStream_t);
-template void spherical_harmonics_backward<double>(const ShArgs<double>&, const double*, double*, double*,
-                                                   cudaStream_t);
+template void spherical_harmonics_backward<float>(const ShArgs<float>&, const float*, float*,
+                                                  const ShCoeffs<float>&, cudaStream_t);
+template void spherical_harmonics_backward<double>(const ShArgs<double>&, const double*, double*,
+                                                   const ShCoeffs<double>&, cudaStream_t);
 
 }  // namespace gsplat_py::cuda

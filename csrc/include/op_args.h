@@ -199,11 +199,27 @@ struct PackedEntries {
 };
 
 // ---- spherical harmonics -------------------------------------------------------------------------
+// A row's coefficients are held in two parts, the first basis (DC) and the rest, each with its own row
+// stride: one [R, K, 3] tensor gives dc = its data and rest = dc + 3, both of stride 3K; gsplat's split
+// parameters sh0 [R, 1, 3] and shN [R, K - 1, 3] are read (and their gradients written) in place, without
+// the [R, K, 3] concatenation and the split of its gradient. Gradients have the layout of the inputs.
+template <typename T>
+struct ShCoeffs {
+    T* dc;                // [R, ..., 3]: basis 0 at dc + r * dc_stride
+    T* rest;              // bases 1.. at rest + r * rest_stride (unused when K == 1)
+    int64_t dc_stride;    // values between rows
+    int64_t rest_stride;  // values between rows
+    GS_HD T* dc_row(int64_t r) const { return dc + r * dc_stride; }
+    GS_HD T* rest_row(int64_t r) const { return rest + r * rest_stride; }
+    // value j = 3 k + c (basis k, channel c) of row r
+    GS_HD T& value(int64_t r, int j) const { return j < 3 ? dc_row(r)[j] : rest_row(r)[j - 3]; }
+};
+
 template <typename T>
 struct ShArgs {
     int degree;
     const T* dirs;              // [M, 3]
-    const T* coeffs;            // [M, K, 3], or [R, K, 3] rows picked by coeff_rows
+    ShCoeffs<const T> coeffs;   // M rows, or R rows picked by coeff_rows
     const int64_t* coeff_rows;  // [M] distinct rows of coeffs, or null (direction i uses row i)
     const bool* masks;          // [M] or null
     int64_t count;              // M

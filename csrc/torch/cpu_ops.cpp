@@ -43,7 +43,7 @@ struct CpuBackend {
     }
     template <typename T>
     static void spherical_harmonics_backward(const ShArgs<T>& args, const T* v_colors, T* v_dirs,
-                                             T* v_coeffs) {
+                                             const ShCoeffs<T>& v_coeffs) {
         cpu::spherical_harmonics_backward(args, v_colors, v_dirs, v_coeffs);
     }
     template <typename T>

@@ -46,7 +46,7 @@ struct CudaBackend {
     }
     template <typename T>
     static void spherical_harmonics_backward(const ShArgs<T>& args, const T* v_colors, T* v_dirs,
-                                             T* v_coeffs) {
+                                             const ShCoeffs<T>& v_coeffs) {
         cuda::spherical_harmonics_backward(args, v_colors, v_dirs, v_coeffs, current_stream());
     }
     template <typename T>

@@ -117,17 +117,28 @@ struct GaussianGradientTensors {
     }
 };
 
+// The coefficients (or their gradients, P = T) as one [R, K, 3] tensor, or coeffs [R, 1, 3] and rest
+// [R, K - 1, 3].
+template <typename T, typename P>
+ShCoeffs<P> sh_coeffs(const at::Tensor& coeffs, const c10::optional<at::Tensor>& rest) {
+    P* dc = coeffs.data_ptr<T>();
+    if (rest.has_value()) return {dc, rest->data_ptr<T>(), 3, 3 * rest->size(1)};
+    const int64_t stride = 3 * coeffs.size(1);
+    return {dc, dc + 3, stride, stride};
+}
+
 template <typename T>
 ShArgs<T> sh_args(int64_t degree, const at::Tensor& dirs, const at::Tensor& coeffs,
-                  const c10::optional<at::Tensor>& coeff_rows, const c10::optional<at::Tensor>& masks) {
+                  const c10::optional<at::Tensor>& coeff_rows, const c10::optional<at::Tensor>& masks,
+                  const c10::optional<at::Tensor>& coeffs_rest) {
     ShArgs<T> a;
     a.degree = int(degree);
     a.dirs = dirs.data_ptr<T>();
-    a.coeffs = coeffs.data_ptr<T>();
+    a.coeffs = sh_coeffs<T, const T>(coeffs, coeffs_rest);
     a.coeff_rows = optional_ptr<int64_t>(coeff_rows);
     a.masks = optional_ptr<bool>(masks);
     a.count = dirs.size(0);
-    a.bases = coeffs.size(1);
+    a.bases = coeffs.size(1) + (coeffs_rest.has_value() ? coeffs_rest->size(1) : 0);
     a.n_threads = kernel_threads();
     return a;
 }
@@ -338,40 +349,48 @@ std::vector<at::Tensor> project_gaussians_packed_backward(
 template <typename Backend>
 at::Tensor spherical_harmonics_forward(int64_t degree, const at::Tensor& dirs, const at::Tensor& coeffs,
                                        const c10::optional<at::Tensor>& coeff_rows,
-                                       const c10::optional<at::Tensor>& masks) {
-    check_sh_inputs(degree, dirs, coeffs, coeff_rows, masks);
+                                       const c10::optional<at::Tensor>& masks,
+                                       const c10::optional<at::Tensor>& coeffs_rest) {
+    check_sh_inputs(degree, dirs, coeffs, coeff_rows, masks, coeffs_rest);
     const typename Backend::Guard guard(dirs.device());
     at::Tensor colors = at::empty({dirs.size(0), 3}, coeffs.options());
     AT_DISPATCH_FLOATING_TYPES(coeffs.scalar_type(), "spherical_harmonics_forward", [&] {
         using T = scalar_t;
-        Backend::spherical_harmonics_forward(sh_args<T>(degree, dirs, coeffs, coeff_rows, masks),
+        Backend::spherical_harmonics_forward(sh_args<T>(degree, dirs, coeffs, coeff_rows, masks, coeffs_rest),
                                              colors.data_ptr<T>());
     });
     return colors;
 }
 
-// -> v_dirs, v_coeffs (the shape of coeffs; rows no direction picks are zero)
+// -> v_dirs, v_coeffs (the shape of coeffs; rows no direction picks are zero), and v_coeffs_rest with
+// coeffs_rest
 template <typename Backend>
 std::vector<at::Tensor> spherical_harmonics_backward(int64_t degree, const at::Tensor& dirs,
                                                      const at::Tensor& coeffs,
                                                      const c10::optional<at::Tensor>& coeff_rows,
                                                      const c10::optional<at::Tensor>& masks,
-                                                     const at::Tensor& v_colors) {
-    check_sh_inputs(degree, dirs, coeffs, coeff_rows, masks);
+                                                     const at::Tensor& v_colors,
+                                                     const c10::optional<at::Tensor>& coeffs_rest) {
+    check_sh_inputs(degree, dirs, coeffs, coeff_rows, masks, coeffs_rest);
     const at::Tensor v_colors_c = v_colors.contiguous();
     check_input(v_colors_c, "v_colors", dirs);
     TORCH_CHECK(v_colors_c.numel() == dirs.size(0) * 3, "v_colors must be [M, 3]");
     const typename Backend::Guard guard(dirs.device());
     at::Tensor v_dirs = at::empty(dirs.sizes(), dirs.options());
     // without coeff_rows every row is written; with them only the rows picked
-    at::Tensor v_coeffs = coeff_rows.has_value() ? at::zeros(coeffs.sizes(), coeffs.options())
-                                                 : at::empty(coeffs.sizes(), coeffs.options());
+    auto gradient_of = [&](const at::Tensor& x) {
+        return coeff_rows.has_value() ? at::zeros(x.sizes(), x.options()) : at::empty(x.sizes(), x.options());
+    };
+    at::Tensor v_coeffs = gradient_of(coeffs);
+    c10::optional<at::Tensor> v_rest;
+    if (coeffs_rest.has_value()) v_rest = gradient_of(*coeffs_rest);
     AT_DISPATCH_FLOATING_TYPES(coeffs.scalar_type(), "spherical_harmonics_backward", [&] {
         using T = scalar_t;
-        Backend::spherical_harmonics_backward(sh_args<T>(degree, dirs, coeffs, coeff_rows, masks),
-                                              v_colors_c.data_ptr<T>(), v_dirs.data_ptr<T>(),
-                                              v_coeffs.data_ptr<T>());
+        Backend::spherical_harmonics_backward(
+            sh_args<T>(degree, dirs, coeffs, coeff_rows, masks, coeffs_rest), v_colors_c.data_ptr<T>(),
+            v_dirs.data_ptr<T>(), sh_coeffs<T, T>(v_coeffs, v_rest));
     });
+    if (v_rest.has_value()) return {v_dirs, v_coeffs, *v_rest};
     return {v_dirs, v_coeffs};
 }
 

@@ -25,10 +25,10 @@ TORCH_LIBRARY(gsplat_py, m) {
           "Tensor v_conics, Tensor? v_compensations, bool camera_grads, bool per_entry) -> Tensor[]");
     m.def(
         "spherical_harmonics_forward(int degree, Tensor dirs, Tensor coeffs, Tensor? coeff_rows, "
-        "Tensor? masks) -> Tensor");
+        "Tensor? masks, Tensor? coeffs_rest=None) -> Tensor");
     m.def(
         "spherical_harmonics_backward(int degree, Tensor dirs, Tensor coeffs, Tensor? coeff_rows, "
-        "Tensor? masks, Tensor v_colors) -> Tensor[]");
+        "Tensor? masks, Tensor v_colors, Tensor? coeffs_rest=None) -> Tensor[]");
     m.def(
         "bin_gaussians_to_tiles(Tensor means2d, Tensor radii, Tensor depths, Tensor? image_ids, "
         "int n_images, int tile_size, int tile_width, int tile_height) -> Tensor[]");

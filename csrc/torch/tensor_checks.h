@@ -94,18 +94,29 @@ inline void check_projection_gradients(const at::Tensor& means, int64_t rows, co
     check_optional_input(v_compensations, "v_compensations", means, rows);
 }
 
+// With coeffs_rest, coeffs holds the first basis [R, 1, 3] and coeffs_rest the others [R, K - 1, 3].
 inline void check_sh_inputs(int64_t degree, const at::Tensor& dirs, const at::Tensor& coeffs,
                             const c10::optional<at::Tensor>& coeff_rows,
-                            const c10::optional<at::Tensor>& masks) {
+                            const c10::optional<at::Tensor>& masks,
+                            const c10::optional<at::Tensor>& coeffs_rest) {
     check_input(dirs, "dirs", dirs);
     check_input(coeffs, "coeffs", dirs);
     TORCH_CHECK(dirs.dim() == 2 && dirs.size(1) == 3, "dirs must be [M, 3]");
     TORCH_CHECK(coeffs.dim() == 3 && coeffs.size(2) == 3, "coeffs must be [R, K, 3]");
+    int64_t bases = coeffs.size(1);
+    if (coeffs_rest.has_value()) {
+        check_input(*coeffs_rest, "coeffs_rest", dirs);
+        TORCH_CHECK(coeffs.size(1) == 1, "coeffs must be [R, 1, 3] with coeffs_rest");
+        TORCH_CHECK(
+            coeffs_rest->dim() == 3 && coeffs_rest->size(0) == coeffs.size(0) && coeffs_rest->size(2) == 3,
+            "coeffs_rest must be [R, K - 1, 3] (R of coeffs)");
+        bases += coeffs_rest->size(1);
+    }
     if (coeff_rows.has_value())
         check_id_input(*coeff_rows, "coeff_rows", dirs, dirs.size(0));
     else
         TORCH_CHECK(coeffs.size(0) == dirs.size(0), "coeffs must be [M, K, 3] without coeff_rows");
-    check_numeric(sh_error(degree, coeffs.size(1)), "degree ", degree, " and K = ", coeffs.size(1));
+    check_numeric(sh_error(degree, bases), "degree ", degree, " and K = ", bases);
     if (masks.has_value()) {
         check_input(*masks, "masks", dirs);
         TORCH_CHECK(masks->scalar_type() == at::kBool && masks->numel() == dirs.size(0),

@@ -319,20 +319,20 @@ def project_gaussians_packed(
 
 class _SphericalHarmonics(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, dirs, coeffs, degree, coeff_rows, masks):
-        colors = _ops().spherical_harmonics_forward(degree, dirs, coeffs, coeff_rows, masks)
-        ctx.save_for_backward(dirs, coeffs)
+    def forward(ctx, dirs, coeffs, coeffs_rest, degree, coeff_rows, masks):
+        colors = _ops().spherical_harmonics_forward(degree, dirs, coeffs, coeff_rows, masks, coeffs_rest)
+        ctx.save_for_backward(dirs, coeffs, coeffs_rest)
         ctx.degree = degree
         ctx.coeff_rows, ctx.masks = coeff_rows, masks  # not differentiable: kept as they are
         return colors
 
     @staticmethod
     def backward(ctx, v_colors):
-        dirs, coeffs = ctx.saved_tensors
-        v_dirs, v_coeffs = _ops().spherical_harmonics_backward(
-            ctx.degree, dirs, coeffs, ctx.coeff_rows, ctx.masks, v_colors
+        dirs, coeffs, coeffs_rest = ctx.saved_tensors
+        v_dirs, v_coeffs, *v_rest = _ops().spherical_harmonics_backward(
+            ctx.degree, dirs, coeffs, ctx.coeff_rows, ctx.masks, v_colors, coeffs_rest
         )
-        return v_dirs, v_coeffs, None, None, None
+        return v_dirs, v_coeffs, (v_rest[0] if v_rest else None), None, None, None
 
 
 def spherical_harmonics(
@@ -341,19 +341,24 @@ def spherical_harmonics(
     coeffs: Tensor,
     masks: Tensor | None = None,
     coeff_rows: Tensor | None = None,
+    coeffs_rest: Tensor | None = None,
 ) -> Tensor:
     """Raw SH colour (no +0.5, no clamp) of directions dirs [...,3] with coefficients [...,K,3].
 
     With coeff_rows [...] (distinct integers), direction i uses coeffs.reshape(-1, K, 3)[coeff_rows[i]]
     instead: coefficients shared by many directions are read in place rather than gathered.
+    With coeffs_rest [..., K - 1, 3], coeffs holds only the first basis [..., 1, 3]: the same as passing
+    ``torch.cat([coeffs, coeffs_rest], -2)``, without that copy and the split of its gradient.
     """
     batch = dirs.shape[:-1]
-    K = coeffs.shape[-2]
     flat_dirs = dirs.reshape(-1, 3).contiguous()
-    flat_coeffs = coeffs.reshape(-1, K, 3).contiguous()
+    flat_coeffs = coeffs.reshape(-1, coeffs.shape[-2], 3).contiguous()
+    flat_rest = None
+    if coeffs_rest is not None:  # rows as coeffs (-1 cannot size an empty [R, 0, 3])
+        flat_rest = coeffs_rest.reshape(flat_coeffs.shape[0], coeffs_rest.shape[-2], 3).contiguous()
     flat_masks = masks.reshape(-1).contiguous().bool() if masks is not None else None
     rows = coeff_rows.reshape(-1).contiguous().long() if coeff_rows is not None else None
-    colors = _SphericalHarmonics.apply(flat_dirs, flat_coeffs, int(degree), rows, flat_masks)
+    colors = _SphericalHarmonics.apply(flat_dirs, flat_coeffs, flat_rest, int(degree), rows, flat_masks)
     return colors.reshape(*batch, 3)
 
 

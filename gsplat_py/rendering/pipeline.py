@@ -301,21 +301,38 @@ def _short(value: object) -> str:
 
 def _check_color_shapes(
     colors: object,
+    sh_rest: object,
     backgrounds: object,
     sh_degree: int | None,
     render_mode: str,
     batch: tuple[int, ...],
     dims: _Dims,
 ) -> bool:
-    """Checks the shapes of ``colors`` (features, or SH coefficients with ``sh_degree``) and ``backgrounds``
-    against ``dims``; whether the colours are given per camera."""
+    """Checks the shapes of ``colors`` (features, or SH coefficients with ``sh_degree``; only the first
+    with ``sh_rest``, the others) and ``backgrounds`` against ``dims``; whether the colours are given per
+    camera."""
     if sh_degree is None:
+        if sh_rest is not None:
+            raise ValueError("sh_rest: SH coefficients need sh_degree (got sh_degree=None)")
         specs: list[tuple[Dim, ...]] = [(*batch, "N", "D"), (*batch, "C", "N", "D")]
         per_camera_colors = _check_shape("colors", colors, specs, dims) == 1
-    else:
+    elif sh_rest is None:
         dims.mins["K"] = ((sh_degree + 1) ** 2, f"sh_degree={sh_degree}")
         specs = [(*batch, "N", "K", 3), (*batch, "C", "N", "K", 3)]
         per_camera_colors = _check_shape("colors", colors, specs, dims) == 1
+    else:
+        specs = [(*batch, "N", 1, 3), (*batch, "C", "N", 1, 3)]
+        per_camera_colors = (
+            _check_shape("colors", colors, specs, dims, note=" (the first SH coefficient, with sh_rest)") == 1
+        )
+        dims.mins["R"] = ((sh_degree + 1) ** 2 - 1, f"sh_degree={sh_degree}")
+        rest_spec: tuple[Dim, ...] = (
+            (*batch, "C", "N", "R", 3) if per_camera_colors else (*batch, "N", "R", 3)
+        )
+        _check_shape(
+            "sh_rest", sh_rest, [rest_spec], dims, note=" (the SH coefficients after the first, as colors)"
+        )
+    if sh_degree is not None:
         dims.sizes["D"] = (3, "colors, SH")
     if backgrounds is not None:
         if render_mode in ("D", "ED"):
@@ -370,6 +387,7 @@ def rasterization(
     viewmats_rs: Tensor | None = None,
     *,
     backend: str = "auto",
+    sh_rest: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, dict]:
     """Rasterize N 3D Gaussians into C images, with the signature and semantics of
     ``gsplat.rasterization`` 1.5.3 (same positional order, defaults, shapes and meta keys).
@@ -422,6 +440,10 @@ def rasterization(
         backend: (keyword only) "auto" (the compiled CPU or CUDA ops for the tensors' device if built,
             else the reference), "cpp" (compiled ops, an error if they are not built for that device) or
             "reference" (plain PyTorch).
+        sh_rest: (keyword only) with ``sh_degree``, the SH coefficients after the first ``[..., (C,) N,
+            K - 1, 3]``, ``colors`` then holding only the first ``[..., (C,) N, 1, 3]``: the same result and
+            gradients as ``colors=torch.cat([colors, sh_rest], -2)``, without that copy of every
+            coefficient and the split of its gradient (gsplat's trainers keep ``sh0`` and ``shN`` apart).
 
     Returns:
         ``(render_colors [..., C, H, W, D'], render_alphas [..., C, H, W, 1], meta)`` where ``D'`` is the
@@ -483,7 +505,7 @@ def rasterization(
     _check_shape("Ks", Ks, [(*batch, "C", 3, 3)], dims)
     if radial_coeffs is not None:
         _check_shape("radial_coeffs", radial_coeffs, [(*batch, "C", 4)], dims, note=" (fisheye k1..k4)")
-    per_camera_colors = _check_color_shapes(colors, backgrounds, sh_degree, render_mode, batch, dims)
+    per_camera_colors = _check_color_shapes(colors, sh_rest, backgrounds, sh_degree, render_mode, batch, dims)
     N = dims.sizes["N"][0]
     C = dims.sizes["C"][0]
     B = math.prod(batch)
@@ -505,6 +527,7 @@ def rasterization(
         "covars": covars,
         "opacities": opacities,
         "colors": colors,
+        "sh_rest": sh_rest,
         "viewmats": viewmats,
         "Ks": Ks,
         "backgrounds": backgrounds,
@@ -515,8 +538,9 @@ def rasterization(
     if any(x is not None and x.dtype in HALF_DTYPES for x in float_inputs.values()):
         # Half-precision inputs are computed in float32 (their gradients come back in their own dtype).
         means, opacities, colors, viewmats, Ks = (x.float() for x in (means, opacities, colors, viewmats, Ks))
-        quats, scales, covars, backgrounds, radial_coeffs = (
-            None if x is None else x.float() for x in (quats, scales, covars, backgrounds, radial_coeffs)
+        quats, scales, covars, backgrounds, radial_coeffs, sh_rest = (
+            None if x is None else x.float()
+            for x in (quats, scales, covars, backgrounds, radial_coeffs, sh_rest)
         )
 
     impl, backend_used = _select_backend(backend, means.device)
@@ -576,16 +600,16 @@ def rasterization(
         elif N > 0:
             campos = _camera_positions(viewmats).reshape(-1, 3)  # [B * C, 3]
             dirs = means.reshape(-1, 3).index_select(0, entry_gaussians) - campos.index_select(0, image_ids)
-            K = colors.shape[-2]
             # Coefficients read in place (no [nnz, K, 3] gather) where every entry has its own row: per-
             # camera colours, or one camera per batch.
             in_place = per_camera_colors or C == 1
-            coeffs = colors.reshape(-1, K, 3)
+            coeffs = colors.reshape(-1, colors.shape[-2], 3)
+            rest = None if sh_rest is None else sh_rest.reshape(coeffs.shape[0], sh_rest.shape[-2], 3)
+            if not in_place:
+                coeffs = coeffs.index_select(0, color_rows)
+                rest = None if rest is None else rest.index_select(0, color_rows)
             colors_used = impl.spherical_harmonics(
-                sh_degree,
-                dirs,
-                coeffs if in_place else coeffs.index_select(0, color_rows),
-                coeff_rows=color_rows if in_place else None,
+                sh_degree, dirs, coeffs, coeff_rows=color_rows if in_place else None, coeffs_rest=rest
             )
             colors_used = torch.clamp_min(colors_used + 0.5, 0.0)
         else:
@@ -613,14 +637,22 @@ def rasterization(
             # The op reads only the first (sh_degree + 1)^2 bases, so the coefficients go in unsliced: a
             # slice would cost a copy forward and a zero-filled [N, K, 3] gradient backward. With one camera,
             # a view instead of an expand keeps the backward from reducing over a size-1 dimension.
-            coeffs = colors
+            coeffs, rest = colors, sh_rest
             if not per_camera_colors:
-                coeffs = coeffs[..., None, :, :, :]
-                if C > 1:
-                    coeffs = coeffs.expand(*batch, C, *colors.shape[-3:])
+
+                def per_camera(x: Tensor) -> Tensor:
+                    x = x[..., None, :, :, :]
+                    return x.expand(*batch, C, *x.shape[-3:]) if C > 1 else x
+
+                coeffs = per_camera(coeffs)
+                rest = None if rest is None else per_camera(rest)
             masks = (radii > 0).all(dim=-1)  # [..., C, N]
             colors_used = impl.spherical_harmonics(
-                sh_degree, dirs.contiguous(), coeffs.contiguous(), masks=masks
+                sh_degree,
+                dirs.contiguous(),
+                coeffs.contiguous(),
+                masks=masks,
+                coeffs_rest=None if rest is None else rest.contiguous(),
             )
             colors_used = torch.clamp_min(colors_used + 0.5, 0.0)
         else:
@@ -651,7 +683,7 @@ def rasterization(
         int_fields = {"radii": radii}
         if packed:
             int_fields.update(camera_ids=camera_ids, gaussian_ids=gaussian_ids)
-        link = _zero_link((means, quats, scales, covars, opacities, colors, world.cameras))
+        link = _zero_link((means, quats, scales, covars, opacities, colors, sh_rest, world.cameras))
         floats, ints = _distributed.exchange_projections(world, packed, float_fields, int_fields, link)
         means2d, depths, conics = floats["means2d"], floats["depths"], floats["conics"]
         opacities_used, colors_used = floats["opacities"], floats["colors"]
@@ -712,7 +744,7 @@ def rasterization(
         else:
             render_colors = means.new_zeros((*image_shape, n_channels))
         render_alphas = means.new_zeros((*image_shape, 1))
-        user_inputs = (means, quats, scales, covars, opacities, colors, viewmats, Ks, backgrounds)
+        user_inputs = (means, quats, scales, covars, opacities, colors, sh_rest, viewmats, Ks, backgrounds)
         link = _zero_link(user_inputs + (means2d, depths, conics, colors_used, opacities_used))
         if link is not None:
             render_colors = render_colors + link

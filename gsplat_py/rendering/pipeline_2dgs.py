@@ -138,7 +138,7 @@ def rasterization_2dgs(
     _check_shape("opacities", opacities, [(*batch, "N")], dims)
     _check_shape("viewmats", viewmats, [(*batch, "C", 4, 4)], dims)
     _check_shape("Ks", Ks, [(*batch, "C", 3, 3)], dims)
-    per_camera_colors = _check_color_shapes(colors, backgrounds, sh_degree, render_mode, batch, dims)
+    per_camera_colors = _check_color_shapes(colors, None, backgrounds, sh_degree, render_mode, batch, dims)
     N = dims.sizes["N"][0]
     C = dims.sizes["C"][0]
     B = math.prod(batch)

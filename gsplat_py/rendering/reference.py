@@ -313,8 +313,11 @@ def spherical_harmonics(
     coeffs: Tensor,  # [...,K,3]
     masks: Tensor | None = None,  # [...] bool
     coeff_rows: Tensor | None = None,  # [...] int: direction i uses coeffs.reshape(-1, K, 3)[coeff_rows[i]]
+    coeffs_rest: Tensor | None = None,  # [..., K - 1, 3]: the bases after the first, coeffs then [..., 1, 3]
 ) -> Tensor:
     """Evaluate the real SH basis (Inria/gsplat convention, degree 0..4). Returns the raw value [...,3]."""
+    if coeffs_rest is not None:
+        coeffs = torch.cat([coeffs, coeffs_rest], dim=-2)
     if coeff_rows is not None:
         coeffs = coeffs.reshape(-1, *coeffs.shape[-2:])[coeff_rows.long()]
     if not 0 <= degree <= MAX_DEGREE:

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ..data import View
 from ..io.atomic import atomic_open
-from ..model import Params, rasterize_model, render_colors
+from ..model import Params, rasterize_model
 from .metrics import psnr, ssim
 
 __all__ = [
@@ -103,7 +103,7 @@ def render_views(
         params["quats"],
         torch.exp(params["scales"]),
         torch.sigmoid(params["opacities"]),
-        render_colors(params),
+        params["sh0"],
         viewmats.to(device),
         torch.stack([view.K for view in views]).to(device),
         first.width,
@@ -115,6 +115,7 @@ def render_views(
         camera_model=first.camera_model,
         radial_coeffs=radial,
         distributed=distributed,
+        sh_rest=params["shN"],  # read in place: no [N, K, 3] concatenation, no split of its gradient
     )
 
 
