@@ -476,10 +476,19 @@ void backward_tiles(const RasterArgs<T>& a, const SplatShape<T>* shapes, const R
             for (int q = 0; q < Q; ++q) trans[q] = t_final[q];
             for (int k = 0; k < D * Q; ++k) behind[k] = V{};
 
+            // Every record is written here, zeros for the intersections no pixel blended: the caller's
+            // buffer needs no zero fill (a serial pass over all of it).
+            auto zero_record = [&](int64_t i) {
+                for (int f = 0; f < R; ++f) out.records[i * R + f] = T(0);
+            };
+            for (int64_t i = max_last + 1 > g.begin ? max_last + 1 : g.begin; i < g.end; ++i) zero_record(i);
             for (int64_t i = max_last; i >= g.begin; --i) {
                 prefetch_splat(a, shapes, i - kPrefetchDistance, g.begin, g.end);
                 const Splat<T> s = load_splat(a, shapes, a.flatten_ids[i], g.x0, g.y0);
-                if (s.blocks.y_begin >= s.blocks.y_end) continue;
+                if (s.blocks.y_begin >= s.blocks.y_end) {
+                    zero_record(i);
+                    continue;
+                }
                 V color_sums_registers[kChannels > 0 ? kChannels : 1];
                 V* color_sums = kChannels > 0 ? color_sums_registers : color_sums_buffer;
                 for (int ch = 0; ch < D; ++ch) color_sums[ch] = V{};

@@ -14,8 +14,8 @@ namespace gsplat_py::cpu {
 constexpr int kRecordFixed = 8;
 
 template <typename T> struct BackwardOut {
-    T* records;     // [M, kRecordFixed + D]
-    T* background;  // [n_tiles, D]: per-tile partial gradient of the background
+    T* records;     // [M, kRecordFixed + D], every one written (zeros where no pixel blended it)
+    T* background;  // [n_tiles, D]: per-tile partial gradient of the background, every tile written
 };
 
 #define GS_DECLARE_RASTER_KERNELS(isa)                                                               \

@@ -1,6 +1,7 @@
 // The CPU rasterizer's entry points: the choice of the SIMD kernels (raster_kernels.cpp) for this CPU,
 // and the fixed-order reduction of the backward pass's per-intersection gradient records.
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,9 @@
 namespace gsplat_py::cpu {
 
 namespace {
+
+// Gaussians per thread at least, when summing the backward's records.
+constexpr int64_t kReduceGrain = 16384;
 
 // The most capable kernel build this CPU runs; GSPLAT_PY_SIMD=baseline|x86-64-v3|x86-64-v4 asks for a
 // lower one (the tests run every build this way). aarch64 has one build, NEON.
@@ -87,26 +91,39 @@ template <typename T>
 void rasterize_backward(const RasterArgs<T>& a, const RasterBackwardInputs<T>& in,
                         const RasterGradients<T>& g) {
     const int64_t D = a.channels, M = a.n_isects, R = kRecordFixed + D;
-    std::vector<T> records(size_t(M * R), T(0));
-    std::vector<T> v_bg_tiles(size_t(a.n_tiles * D), T(0));
-    dispatch_backward(a, in, BackwardOut<T>{records.data(), v_bg_tiles.data()});
+    // Not zero-filled: the kernels write every value.
+    const std::unique_ptr<T[]> records(new T[size_t(M * R)]);
+    const std::unique_ptr<T[]> v_bg_tiles(new T[size_t(a.n_tiles * D)]);
+    dispatch_backward(a, in, BackwardOut<T>{records.get(), v_bg_tiles.get()});
 
-    // Sum the records of each Gaussian in intersection order: one record field per task, so the
-    // threads never write the same value and the order of every sum stays fixed.
+    // Sum the records of each Gaussian in intersection order. Each thread owns the Gaussians of one id
+    // range and scans every intersection for them: no two threads write one value, every sum keeps its
+    // order, and a record's fields are read together (one pass over the records per thread, where a task
+    // per field read the strided records once per field).
     struct FieldTarget {
         T* data;
-        int64_t stride, offset;
+        int64_t stride, offset, field;
     };
-    std::vector<FieldTarget> targets = {
-        {g.v_means2d, 2, 0}, {g.v_means2d, 2, 1}, {g.v_means2d_abs, 2, 0}, {g.v_means2d_abs, 2, 1},
-        {g.v_conics, 3, 0},  {g.v_conics, 3, 1},  {g.v_conics, 3, 2},      {g.v_opacities, 1, 0}};
-    for (int64_t ch = 0; ch < D; ++ch) targets.push_back({g.v_colors, D, ch});
-    parallel_for(int64_t(targets.size()), 1, a.n_threads, [&](int64_t begin, int64_t end) {
-        for (int64_t field = begin; field < end; ++field) {
-            const FieldTarget target = targets[field];
-            if (!target.data) continue;  // no absgrad
-            for (int64_t i = 0; i < M; ++i)
-                target.data[a.flatten_ids[i] * target.stride + target.offset] += records[i * R + field];
+    std::vector<FieldTarget> targets;
+    auto add_target = [&](T* data, int64_t stride, int64_t offset, int64_t field) {
+        if (data) targets.push_back({data, stride, offset, field});  // v_means2d_abs: only with absgrad
+    };
+    add_target(g.v_means2d, 2, 0, 0);
+    add_target(g.v_means2d, 2, 1, 1);
+    add_target(g.v_means2d_abs, 2, 0, 2);
+    add_target(g.v_means2d_abs, 2, 1, 3);
+    add_target(g.v_conics, 3, 0, 4);
+    add_target(g.v_conics, 3, 1, 5);
+    add_target(g.v_conics, 3, 2, 6);
+    add_target(g.v_opacities, 1, 0, 7);
+    for (int64_t ch = 0; ch < D; ++ch) add_target(g.v_colors, D, ch, kRecordFixed + ch);
+    parallel_for(a.n_gaussians, kReduceGrain, a.n_threads, [&](int64_t begin, int64_t end) {
+        for (int64_t i = 0; i < M; ++i) {
+            const int64_t id = a.flatten_ids[i];
+            if (id < begin || id >= end) continue;
+            const T* record = records.get() + i * R;
+            for (const FieldTarget& target : targets)
+                target.data[id * target.stride + target.offset] += record[target.field];
         }
     });
     if (g.v_backgrounds) {

@@ -23,6 +23,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <limits>
 #include <map>
 #include <memory>
 #include <string>
@@ -135,7 +136,9 @@ template <typename T> int run_raster(const std::string& dir, const std::string& 
     std::vector<int32_t> last_ids(P);
     const RasterForwardOutputs<T> fwd = {out_colors.data(), out_alphas.data(), trans.data(), last_ids.data()};
     const int64_t R = kRecordFixed + D;
-    std::vector<T> records(M * R), v_bg_tiles(n_tiles * D);
+    // NaN where the kernel must write: a record or tile it skips would poison the sums below.
+    std::vector<T> records(M * R, std::numeric_limits<T>::quiet_NaN());
+    std::vector<T> v_bg_tiles(n_tiles * D, std::numeric_limits<T>::quiet_NaN());
     const RasterBackwardInputs<T> bin = {trans.data(), last_ids.data(), v_colors_in.data(),
                                          v_alphas_in.data(), nullptr};
     const BackwardOut<T> bout = {records.data(), v_bg_tiles.data()};
