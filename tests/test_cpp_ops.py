@@ -253,8 +253,8 @@ def test_binning_same_bits_on_any_thread_count(dtype, packed):
         torch.rand(count, 2, generator=g, dtype=F64) * torch.tensor([width + 40, height + 40]) - 20
     ).to(dtype)
     radii = torch.randint(0, 40, (count, 2), generator=g, dtype=torch.int32)  # 0: not visible
-    # Seven depths spread over the exponents and mantissas: every radix pass sorts something.
-    levels = torch.tensor([0.011, 0.37, 1.0, 2.5, 3.9, 140.0, 7.3e4], dtype=dtype)
+    # Eight depths spread over the signs, exponents and mantissas: every radix pass sorts something.
+    levels = torch.tensor([-2.0, 0.011, 0.37, 1.0, 2.5, 3.9, 140.0, 7.3e4], dtype=dtype)
     depths = levels[torch.randint(0, len(levels), (count,), generator=g)]
     tw, th = tile_grid(width, height, tile_size)
     if packed:

@@ -53,6 +53,17 @@ template <typename T> typename SortKey<T>::type order_preserving_bits(T value) {
     return (bits & sign) ? ~bits : (bits | sign);
 }
 
+// The value back from its order-preserving bits (the same bits, NaNs included): the sorted items carry
+// their depth, which saves a random read of depths[id] per item when writing the intersection ids.
+template <typename T> T from_order_preserving_bits(typename SortKey<T>::type key) {
+    using U = typename SortKey<T>::type;
+    const U sign = U(1) << (8 * sizeof(U) - 1);
+    const U bits = (key & sign) ? (key & ~sign) : ~key;
+    T value;
+    std::memcpy(&value, &bits, sizeof(value));
+    return value;
+}
+
 // A visible Gaussian on its way to the tiles; sorting these records (not indices into other arrays)
 // keeps the later passes sequential in memory.
 template <typename U> struct BinItem {
@@ -194,7 +205,8 @@ int64_t bin_gaussians_to_tiles(const BinningArgs<T>& a, int32_t* tiles_per_gauss
         for (int64_t i = begin; i < end; ++i) {
             const BinItem<U>& item = items[i];
             // the item's image and depth bits; each tile adds its own
-            const int64_t item_key = with_isect_ids ? isect_id(layout, item.image, 0, a.depths[item.id]) : 0;
+            const int64_t item_key =
+                with_isect_ids ? isect_id(layout, item.image, 0, from_order_preserving_bits<T>(item.key)) : 0;
             for_each_tile(item, a.tile_width, tiles_per_image, [&](int64_t tile, int64_t tile_in_image) {
                 const int64_t s = range_slot[tile]++;
                 ids[s] = item.id;
