@@ -1,7 +1,8 @@
 // Binning of projected Gaussians (entries: [I, N] pairs, or packed ones with their image) into screen
 // tiles. The visible entries are first sorted by depth (a stable radix sort of the depth bits, so ties keep
 // index order); a counting sort by (image, tile) that visits them in that order then leaves every tile's
-// list sorted by depth. gsplat's intersection ids (image | tile | depth) are written alongside.
+// list sorted by depth. gsplat's intersection ids (image | tile | depth) are written alongside. Every pass
+// runs on up to n_threads contiguous ranges whose outputs go where the serial pass puts them (see below).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -158,6 +159,14 @@ void for_each_tile(const BinItem<U>& item, int tile_width, int64_t tiles_per_ima
         }
 }
 
+// How many ranges count and fill the tiles: each keeps a counter per tile (ranges x n_tiles int64),
+// allowed up to one per intersection so that they never outweigh the flatten_ids they fill; with more
+// tiles than that (large or many images with few Gaussians), one range does it all.
+int tile_pass_ranges(int64_t n_items, int64_t n_tiles, int64_t n_isects, int n_threads) {
+    const int ranges = range_count(n_items, kItemGrain, n_threads);
+    return ranges * n_tiles <= n_isects ? ranges : 1;
+}
+
 }  // namespace
 
 template <typename T>
@@ -173,12 +182,9 @@ int64_t bin_gaussians_to_tiles(const BinningArgs<T>& a, int32_t* tiles_per_gauss
     radix_sort(items, a.n_threads);
 
     // Every tile's members in depth order: each range of the sorted items counts its members of every tile,
-    // and its members of a tile go after those of the earlier ranges. The ranges x n_tiles counters are
-    // allowed up to one per intersection (so they never outweigh the flatten_ids they fill); with more tiles
-    // than that (large or many images, few Gaussians), one range does it all.
+    // and its members of a tile go after those of the earlier ranges.
     const int64_t n_items = int64_t(items.size());
-    const int item_ranges = range_count(n_items, kItemGrain, a.n_threads);
-    const int n_ranges = item_ranges * n_tiles <= M ? item_ranges : 1;
+    const int n_ranges = tile_pass_ranges(n_items, n_tiles, M, a.n_threads);
     std::vector<int64_t> next_slot(size_t(n_ranges * n_tiles), 0);  // [range][tile]: counts, then slots
     parallel_ranges(n_items, n_ranges, [&](int r, int64_t begin, int64_t end) {
         int64_t* count = next_slot.data() + r * n_tiles;
