@@ -270,6 +270,27 @@ def test_binning_same_bits_on_any_thread_count(dtype, packed):
             tw,
             th,
         )
+    _assert_binning_same_on_1_2_3_threads_as_reference(inputs)
+
+
+def test_binning_same_bits_with_more_tiles_than_intersections():
+    """A large image with small Gaussians: the radix sort splits, the tile passes (one counter per tile and
+    thread would outnumber the intersections) run as one range."""
+    g = torch.Generator().manual_seed(22)
+    count, size, tile_size = 30000, 4096, 16
+    means2d = torch.rand(1, count, 2, generator=g) * size
+    radii = torch.full((1, count, 2), 3, dtype=torch.int32)
+    depths = torch.randint(0, 5, (1, count), generator=g).float()  # ties
+    tiles = size // tile_size
+    runs = _assert_binning_same_on_1_2_3_threads_as_reference(
+        (means2d, radii, depths, tile_size, tiles, tiles)
+    )
+    assert 2 * tiles * tiles > runs[1].flatten_ids.numel()
+
+
+def _assert_binning_same_on_1_2_3_threads_as_reference(inputs):
+    """Bins on 1, 2 and 3 threads, checks that all outputs are equal to each other and to the reference;
+    returns the results by thread count."""
     previous = torch.get_num_threads()
     try:
         runs = {}
@@ -287,6 +308,7 @@ def test_binning_same_bits_on_any_thread_count(dtype, packed):
     expected = ref.bin_gaussians_to_tiles(*inputs)
     for name, got, exp in zip(names, runs[2], expected):
         assert torch.equal(got, exp), f"{name} differs from the reference"
+    return runs
 
 
 RASTER_CASES = [
