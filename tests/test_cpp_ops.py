@@ -282,6 +282,76 @@ def test_binning_matches_reference_exactly(dtype, tile_size, width, height, came
     assert (got[0] > 1).any() and (got[0] == tw * th).any()
 
 
+@pytest.mark.parametrize("dtype, packed", [(F32, False), (F32, True), (F64, False), (F64, True)])
+def test_binning_same_bits_on_any_thread_count(dtype, packed):
+    """The binning's passes split the (sorted) Gaussians into one range per thread: every tile's list must
+    keep its serial order across the ranges, which only ties in depth between Gaussians sharing tiles show
+    (else the depth alone orders a tile). Many equal depths, large footprints, three images."""
+    g = torch.Generator().manual_seed(21)
+    n_images, per_image, width, height, tile_size = 3, 20000, 160, 128, 16
+    count = n_images * per_image
+    means2d = (
+        torch.rand(count, 2, generator=g, dtype=F64) * torch.tensor([width + 40, height + 40]) - 20
+    ).to(dtype)
+    radii = torch.randint(0, 40, (count, 2), generator=g, dtype=torch.int32)  # 0: not visible
+    # Eight depths spread over the signs, exponents and mantissas: every radix pass sorts something.
+    levels = torch.tensor([-2.0, 0.011, 0.37, 1.0, 2.5, 3.9, 140.0, 7.3e4], dtype=dtype)
+    depths = levels[torch.randint(0, len(levels), (count,), generator=g)]
+    tw, th = tile_grid(width, height, tile_size)
+    if packed:
+        image_ids = torch.sort(torch.randint(0, n_images, (count,), generator=g)).values
+        inputs = (means2d, radii, depths, tile_size, tw, th, image_ids, n_images)
+    else:
+        shape = (n_images, per_image)
+        inputs = (
+            means2d.reshape(*shape, 2),
+            radii.reshape(*shape, 2),
+            depths.reshape(shape),
+            tile_size,
+            tw,
+            th,
+        )
+    _assert_binning_same_on_1_2_3_threads_as_reference(inputs)
+
+
+def test_binning_same_bits_with_more_tiles_than_intersections():
+    """A large image with small Gaussians: the radix sort splits, the tile passes (one counter per tile and
+    thread would outnumber the intersections) run as one range."""
+    g = torch.Generator().manual_seed(22)
+    count, size, tile_size = 30000, 4096, 16
+    means2d = torch.rand(1, count, 2, generator=g) * size
+    radii = torch.full((1, count, 2), 3, dtype=torch.int32)
+    depths = torch.randint(0, 5, (1, count), generator=g).float()  # ties
+    tiles = size // tile_size
+    runs = _assert_binning_same_on_1_2_3_threads_as_reference(
+        (means2d, radii, depths, tile_size, tiles, tiles)
+    )
+    assert 2 * tiles * tiles > runs[1].flatten_ids.numel()
+
+
+def _assert_binning_same_on_1_2_3_threads_as_reference(inputs):
+    """Bins on 1, 2 and 3 threads, checks that all outputs are equal to each other and to the reference;
+    returns the results by thread count."""
+    previous = torch.get_num_threads()
+    try:
+        runs = {}
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            runs[threads] = ops.bin_gaussians_to_tiles(*inputs)
+    finally:
+        torch.set_num_threads(previous)
+    # Well above kItemGrain (binning.cpp) visible Gaussians per thread: the passes do split.
+    assert (runs[1].tiles_per_gauss > 0).sum() > 3 * 8192
+    names = ("tiles_per_gauss", "isect_offsets", "flatten_ids", "isect_ids")
+    for threads in (2, 3):
+        for name, single, parallel in zip(names, runs[1], runs[threads]):
+            assert torch.equal(single, parallel), f"{name} differs between 1 and {threads} threads"
+    expected = ref.bin_gaussians_to_tiles(*inputs)
+    for name, got, exp in zip(names, runs[2], expected):
+        assert torch.equal(got, exp), f"{name} differs from the reference"
+    return runs
+
+
 RASTER_CASES = [
     # dtype, channels, backgrounds, tile_size, width, height
     (F64, 3, True, 16, 45, 37),
