@@ -40,12 +40,10 @@ void spherical_harmonics_forward(const ShArgs<T>& a, T* out) {
             }
             const UnitDir<T> u = normalise(a.dirs + 3 * i);
             sh_basis(a.degree, u.x, u.y, u.z, basis);
-            const T* dc = a.coeffs.dc_row(a.row(i));
-            const T* rest = a.coeffs.rest_row(a.row(i));
+            const int64_t r = a.row(i);
             for (int ch = 0; ch < 3; ++ch) {
                 T sum = T(0);
-                sum += basis[0] * dc[ch];
-                for (int k = 1; k < bases; ++k) sum += basis[k] * rest[3 * (k - 1) + ch];
+                for (int k = 0; k < bases; ++k) sum += basis[k] * a.coeffs.basis(r, k)[ch];
                 out[3 * i + ch] = sum;
             }
         }
@@ -74,16 +72,13 @@ void spherical_harmonics_backward(const ShArgs<T>& a, const T* v_colors, T* v_di
             const UnitDir<T> u = normalise(a.dirs + 3 * i);
             sh_basis(a.degree, u.x, u.y, u.z, basis);
             const T* vc = v_colors + 3 * i;
-            const T* dc = a.coeffs.dc_row(r);
-            const T* rest = a.coeffs.rest_row(r);
             for (int k = 0; k < bases; ++k) {
-                const T* c = k == 0 ? dc : rest + 3 * (k - 1);
-                T* v_c = k == 0 ? v_dc : v_rest + 3 * (k - 1);
+                const T* c = a.coeffs.basis(r, k);
+                T* v_c = v_coeffs.basis(r, k);
                 w[k] = c[0] * vc[0] + c[1] * vc[1] + c[2] * vc[2];
                 for (int ch = 0; ch < 3; ++ch) v_c[ch] = basis[k] * vc[ch];
             }
-            if (K > bases)
-                std::fill(v_rest + 3 * (bases - 1), v_rest + 3 * (K - 1), T(0));  // above the degree
+            std::fill(v_rest + 3 * (bases - 1), v_rest + 3 * (K - 1), T(0));  // bases above the degree
             // through the normalisation: (I - u u^T) g / |d|
             const Vec3<T> g = sh_basis_vjp(a.degree, u.x, u.y, u.z, w);
             const T dot = g.x * u.x + g.y * u.y + g.z * u.z;

@@ -211,6 +211,8 @@ struct ShCoeffs {
     int64_t rest_stride;  // values between rows
     GS_HD T* dc_row(int64_t r) const { return dc + r * dc_stride; }
     GS_HD T* rest_row(int64_t r) const { return rest + r * rest_stride; }
+    // the 3 values of basis k of row r
+    GS_HD T* basis(int64_t r, int k) const { return k == 0 ? dc_row(r) : rest_row(r) + 3 * (k - 1); }
     // value j = 3 k + c (basis k, channel c) of row r
     GS_HD T& value(int64_t r, int j) const { return j < 3 ? dc_row(r)[j] : rest_row(r)[j - 3]; }
 };
