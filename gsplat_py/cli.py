@@ -499,10 +499,10 @@ def _run_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         DistributedTrainer,
         check_batched_config,
         launch,
+        process_group,
         processes_from_environment,
         quiet_unless_first,
         scale_steps,
-        start_process_group,
     )
     from .training.trainer import Trainer, training_device
 
@@ -550,19 +550,25 @@ def _run_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 
         require_viser()
         check_port_free(args.host, args.port)  # before the scene loads; the viewer checks again
-    if processes is not None or config.train.batch_size > 1:
-        if processes is not None:
-            if args.nproc not in (1, processes.world_size):
-                raise ValueError(
-                    f"--nproc {args.nproc}: this process is one of WORLD_SIZE={processes.world_size}"
-                )
-            quiet_unless_first(processes)
-            start_process_group(processes, training_device(config.train.device), args.timeout)
-        trainer: Trainer = DistributedTrainer(
-            config, processes, checkpoint=checkpoint, progress=not args.quiet
-        )
+    if processes is not None:
+        if args.nproc not in (1, processes.world_size):
+            raise ValueError(
+                f"--nproc {args.nproc}: this process is one of WORLD_SIZE={processes.world_size}"
+            )
+        quiet_unless_first(processes)
+        with process_group(processes, training_device(config.train.device), args.timeout):
+            return _train_and_report(
+                DistributedTrainer(config, processes, checkpoint=checkpoint, progress=not args.quiet), args
+            )
+    if config.train.batch_size > 1:
+        trainer: Trainer = DistributedTrainer(config, None, checkpoint=checkpoint, progress=not args.quiet)
     else:
         trainer = Trainer(config, checkpoint=checkpoint, progress=not args.quiet)
+    return _train_and_report(trainer, args)
+
+
+def _train_and_report(trainer, args: argparse.Namespace) -> int:
+    """Train (with the live viewer on --viewer) and say where the results are; the command's exit status."""
     viewer = _live_viewer(trainer, args) if args.viewer else None
     try:
         trainer.train()

@@ -17,6 +17,7 @@ cores this was written on: pass ``--runs 4x1`` on a larger machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -37,8 +38,8 @@ from gsplat_py.training.config import apply_overrides, load_config  # noqa: E402
 from gsplat_py.training.distributed import (  # noqa: E402
     DistributedTrainer,
     launch,
+    process_group,
     processes_from_environment,
-    start_process_group,
 )
 from gsplat_py.training.trainer import training_device  # noqa: E402
 
@@ -59,8 +60,12 @@ def worker(args: argparse.Namespace) -> None:
             "train.output": str(Path(args.worker) / "run"),
         },
     )
-    if processes is not None:
-        start_process_group(processes, training_device(config.train.device), 600.0)
+    device = training_device(config.train.device)
+    with process_group(processes, device, 600.0) if processes is not None else contextlib.nullcontext():
+        _train_and_record(args, config, processes)
+
+
+def _train_and_record(args: argparse.Namespace, config, processes) -> None:
     sent = {"bytes": 0, "counting": False}
     if processes is not None:
         all_to_all_single = torch.distributed.all_to_all_single

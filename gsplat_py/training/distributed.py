@@ -4,8 +4,8 @@
     torchrun --nproc-per-node 2 -m gsplat_py train ...   # the same workers, started by torchrun
 
 A worker reads its place from the environment torchrun defines (`processes_from_environment`: RANK,
-WORLD_SIZE, MASTER_ADDR, MASTER_PORT, LOCAL_RANK), joins the process group (`start_process_group`: gloo on
-the CPU, NCCL on CUDA, with a timeout) and runs a `DistributedTrainer`:
+WORLD_SIZE, MASTER_ADDR, MASTER_PORT, LOCAL_RANK), joins the process group (`process_group`: gloo on the
+CPU, NCCL on CUDA, with a timeout, left again on the way out) and runs a `DistributedTrainer`:
 
 - Gaussians: each rank owns a shard (the initial points ``rank::world_size``, as gsplat's simple_trainer);
   densification and MCMC relocation run per shard on the statistics of the shard's own Gaussians (the
@@ -27,6 +27,7 @@ the CPU, NCCL on CUDA, with a timeout) and runs a `DistributedTrainer`:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -36,7 +37,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import TypeVar
 
@@ -62,10 +63,10 @@ __all__ = [
     "check_batched_config",
     "Processes",
     "launch",
+    "process_group",
     "processes_from_environment",
     "scale_steps",
     "shard_checkpoint",
-    "start_process_group",
 ]
 
 DEFAULT_TIMEOUT_S = 600.0  # a collective that waits longer stops the run (rank 0 evaluates meanwhile)
@@ -109,9 +110,13 @@ def processes_from_environment(environ: Mapping[str, str] = os.environ) -> Proce
     return Processes(values["RANK"], values["WORLD_SIZE"], values["LOCAL_RANK"])
 
 
-def start_process_group(processes: Processes, device: torch.device, timeout_s: float) -> None:
-    """Join the default process group (MASTER_ADDR/MASTER_PORT from the environment): NCCL for CUDA, gloo
-    otherwise; every collective then fails after ``timeout_s`` without an answer."""
+@contextlib.contextmanager
+def process_group(processes: Processes, device: torch.device, timeout_s: float) -> Iterator[None]:
+    """Join the default process group (MASTER_ADDR/MASTER_PORT from the environment) for the ``with`` block:
+    NCCL for CUDA, gloo otherwise; every collective then fails after ``timeout_s`` without an answer. The
+    group is destroyed on the way out, an error included: left to the interpreter's exit, a gloo group whose
+    peer died aborts the process now and then ("terminate called without an active exception", 4 exits in 15
+    with torch 2.13), after the error was printed and with SIGABRT's status instead of ours."""
     _check_timeout(timeout_s)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
@@ -128,6 +133,10 @@ def start_process_group(processes: Processes, device: torch.device, timeout_s: f
             f"rank {processes.rank}: could not join the {processes.world_size} training processes at "
             f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}: {_first_line(error)}"
         ) from None
+    try:
+        yield
+    finally:
+        torch.distributed.destroy_process_group()
 
 
 def _check_timeout(timeout_s: float) -> None:
@@ -266,7 +275,13 @@ def _wait_for(workers: list[subprocess.Popen], report: Callable[[str], None]) ->
         statuses = [worker.poll() for worker in workers]
         failed = [(rank, status) for rank, status in enumerate(statuses) if status not in (None, 0)]
         if failed:
-            rank, status = failed[0]
+            # Every failure this look found: a peer that noticed the first one may have exited in the
+            # same interval, and a worker killed by a signal says nothing itself.
+            parts = [
+                f"rank {rank} "
+                + (f"was killed by signal {-status}" if status < 0 else f"exited with status {status}")
+                for rank, status in failed
+            ]
             running = [r for r, s in enumerate(statuses) if s is None]
             if running:
                 others = (
@@ -274,9 +289,10 @@ def _wait_for(workers: list[subprocess.Popen], report: Callable[[str], None]) ->
                     if len(running) > 1
                     else f"rank {running[0]} gets"
                 )
-                how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
-                report(f"rank {rank} {how}; {others} {STOP_GRACE_S:g} s to stop")
-                _stop(workers, STOP_GRACE_S)
+                parts.append(f"{others} {STOP_GRACE_S:g} s to stop")
+            report("; ".join(parts))
+            _stop(workers, STOP_GRACE_S)
+            status = failed[0][1]  # the first rank's when several failed between two looks
             return 128 - status if status < 0 else status  # a signal's number as a shell reports it
         if all(status == 0 for status in statuses):
             return 0
@@ -350,7 +366,7 @@ class DistributedTrainer(Trainer):
         self.rank = processes.rank if processes is not None else 0
         self.world_size = processes.world_size if processes is not None else 1
         if self.world_size > 1 and not torch.distributed.is_initialized():
-            raise TrainingError("DistributedTrainer: start the process group first (start_process_group)")
+            raise TrainingError("DistributedTrainer: join the process group first (process_group)")
         check_batched_config(config, self.world_size)
         config.validate()
         if processes is not None and training_device(config.train.device).type == "cuda":
