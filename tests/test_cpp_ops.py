@@ -252,6 +252,30 @@ def test_spherical_harmonics_split_coefficients_equal_the_whole(dtype, degree, b
         assert torch.equal(runs[1][2][unread], torch.zeros_like(runs[1][2][unread]))
 
 
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("degree", [0, 1, 2, 3, 4])
+def test_spherical_harmonics_blocks_give_each_row_its_own_bits(dtype, degree):
+    """The forward evaluates whole blocks of rows at once and the rest one at a time: every row of a
+    70-row call (blocks and a tail, masked rows among them, coefficients picked by row) has exactly the
+    bits of that row evaluated alone."""
+    g = torch.Generator().manual_seed(70 + degree)
+    dirs = torch.randn(70, 3, generator=g, dtype=dtype) * 2.0
+    coeffs = torch.randn(90, 25, 3, generator=g, dtype=dtype)
+    masks = torch.rand(70, generator=g) > 0.3
+    rows = torch.randperm(90, generator=g)[:70]
+    together = ops.spherical_harmonics(degree, dirs, coeffs[:, :1], masks, rows, coeffs_rest=coeffs[:, 1:])
+    for i in range(70):
+        alone = ops.spherical_harmonics(
+            degree,
+            dirs[i : i + 1],
+            coeffs[rows[i], None, :1],
+            masks[i : i + 1],
+            coeffs_rest=coeffs[rows[i], None, 1:],
+        )
+        assert torch.equal(together[i : i + 1], alone), i
+    assert torch.equal(together[~masks], torch.zeros_like(together[~masks]))
+
+
 @pytest.mark.parametrize(
     "dtype, tile_size, width, height, camera_model",
     [

@@ -119,3 +119,30 @@ def test_every_simd_level_gives_the_same_render_and_gradients(tmp_path):
             torch.testing.assert_close(actual[1], tensors[1], rtol=1e-4, atol=1e-8)
             for a, e in zip(actual[2:], tensors[2:]):
                 assert relative_error(a, e) < 1e-6, (level, key, relative_error(a, e))
+
+
+# Spherical harmonics forward and backward: degrees 0..4, masks, coefficients picked by row and split as
+# sh0 / shN, 70 rows (whole blocks of the vectorised forward and a tail).
+SH_CHILD = r"""
+import sys, torch
+from gsplat_py.rendering import ops
+results = {"level": ops.simd_level()}
+for dtype in (torch.float32, torch.float64):
+    for degree in range(5):
+        g = torch.Generator().manual_seed(degree)
+        dirs = (torch.randn(70, 3, generator=g, dtype=dtype) * 2.0).requires_grad_(True)
+        sh0 = torch.randn(90, 1, 3, generator=g, dtype=dtype).requires_grad_(True)
+        shN = torch.randn(90, 24, 3, generator=g, dtype=dtype).requires_grad_(True)
+        masks = torch.rand(70, generator=g) > 0.3
+        rows = torch.randperm(90, generator=g)[:70]
+        colors = ops.spherical_harmonics(degree, dirs, sh0, masks, rows, coeffs_rest=shN)
+        colors.backward(torch.randn(70, 3, generator=g, dtype=dtype))
+        results[f"{dtype}-{degree}"] = [colors.detach(), dirs.grad, sh0.grad, shN.grad]
+torch.save(results, sys.argv[1])
+"""
+
+
+def test_spherical_harmonics_give_the_same_bits_on_every_simd_level(tmp_path):
+    """The forward is built per SIMD level without fma contraction: every level, forced with GSPLAT_PY_SIMD
+    in a subprocess, gives exactly the best level's colours and gradients."""
+    assert_every_level_gives_the_same_bits(SH_CHILD, tmp_path)

@@ -24,8 +24,9 @@
 namespace gsplat_py::cpu {
 
 // The build of the level the rasterizer kernels run (simd_level(); GSPLAT_PY_SIMD lowers every kernel
-// alike). Without -ffast-math (and with -std=c++20, GCC contracts no a * b + c into an fma), every build
-// rounds every operation the same way: the level changes the speed, not the result.
+// alike). GCC fuses a * b + c into an fma in C++ (even with -std=c++20) where the level has one: a file
+// whose levels must give the same bits says `#pragma GCC optimize("fp-contract=off")` (ssim.cpp,
+// spherical_harmonics.cpp); the rasterizer kernels' levels differ by that rounding.
 template <typename F>
 F for_simd_level(F x86_64_v4, F x86_64_v3, F baseline) {
     const char* level = simd_level();
