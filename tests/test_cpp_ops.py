@@ -255,9 +255,9 @@ def test_spherical_harmonics_split_coefficients_equal_the_whole(dtype, degree, b
 @pytest.mark.parametrize("dtype", [F32, F64])
 @pytest.mark.parametrize("degree", [0, 1, 2, 3, 4])
 def test_spherical_harmonics_blocks_give_each_row_its_own_bits(dtype, degree):
-    """The forward evaluates whole blocks of rows at once and the rest one at a time: every row of a
-    70-row call (blocks and a tail, masked rows among them, coefficients picked by row) has exactly the
-    bits of that row evaluated alone."""
+    """The forward evaluates blocks of rows at once (a short last block padded with copies of its last
+    row): every row of a 70-row call (whole blocks and a short one, masked rows among them, coefficients
+    picked by row) has exactly the bits of that row evaluated alone."""
     g = torch.Generator().manual_seed(70 + degree)
     dirs = torch.randn(70, 3, generator=g, dtype=dtype) * 2.0
     coeffs = torch.randn(90, 25, 3, generator=g, dtype=dtype)

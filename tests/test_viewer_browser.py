@@ -288,10 +288,11 @@ def test_clicking_a_training_camera_moves_the_view_there(view_server, model, sce
         def at(camera, place, tolerance: float = 1e-4 * (1 + size)) -> bool:
             return torch.allclose(camera.camera_to_world(), place.camera_to_world(), atol=tolerance)
 
+        travel = float((target.camera_to_world() - start.camera_to_world())[:3, 3].norm())
+
         def stayed(camera) -> bool:
             """The view did not set off (within a thousandth of the way to the target, in case the press turns
             it a hair)."""
-            travel = float((target.camera_to_world() - start.camera_to_world())[:3, 3].norm())
             return at(camera, start, tolerance=1e-3 * (1 + travel))
 
         # On a busy machine the page may drop a click (the view stays where it was: CI once saw two in a row,

@@ -33,22 +33,29 @@ UnitDir<T> normalise(const T* d) {
 // keeps in vector registers (the degree is a template constant, so sh_basis has no branch): 1.6-1.8x
 // faster on one thread than a row at a time, whose chains of dependent additions left the core waiting.
 // Each lane does its row's operations in the row's order, so every level gives the bits of a row at a
-// time. Masked-out rows are computed too (their results are not stored) rather than branched around; the
-// rows after the last whole block go one at a time. (The backward done the same way was slower than a row
-// at a time: it stays so.)
+// time. Masked-out rows are computed too (their results are not stored) rather than branched around. (The
+// backward done the same way was slower than a row at a time: it stays so.)
 constexpr int kShLanes = 16;
 
+// Rows first .. first + lanes - 1 (lanes <= kShLanes); a short last block repeats its last row in the
+// lanes past it, whose results are not stored.
 template <typename T, int Degree>
-__attribute__((always_inline)) inline void sh_forward_block(const ShArgs<T>& a, int64_t first, T* out) {
+__attribute__((always_inline)) inline void sh_forward_block(const ShArgs<T>& a, int64_t first, int lanes,
+                                                            T* out) {
     constexpr int bases = sh_num_bases(Degree);
-    T x[kShLanes], y[kShLanes], z[kShLanes];
+    T padded[3 * kShLanes];
     const T* d = a.dirs + 3 * first;
-    for (int l = 0; l < kShLanes; ++l) {  // as normalise() does
-        const T dx = d[3 * l], dy = d[3 * l + 1], dz = d[3 * l + 2];
-        const T inv = T(1) / std::sqrt(dx * dx + dy * dy + dz * dz);
-        x[l] = dx * inv;
-        y[l] = dy * inv;
-        z[l] = dz * inv;
+    if (lanes < kShLanes) {
+        for (int l = 0; l < kShLanes; ++l)
+            for (int c = 0; c < 3; ++c) padded[3 * l + c] = d[3 * std::min(l, lanes - 1) + c];
+        d = padded;
+    }
+    T x[kShLanes], y[kShLanes], z[kShLanes];
+    for (int l = 0; l < kShLanes; ++l) {
+        const UnitDir<T> u = normalise(d + 3 * l);
+        x[l] = u.x;
+        y[l] = u.y;
+        z[l] = u.z;
     }
     T basis[bases][kShLanes];
     for (int l = 0; l < kShLanes; ++l) {
@@ -58,8 +65,9 @@ __attribute__((always_inline)) inline void sh_forward_block(const ShArgs<T>& a, 
     }
     const T *dc[kShLanes], *rest[kShLanes];
     for (int l = 0; l < kShLanes; ++l) {
-        dc[l] = a.coeffs.dc_row(a.row(first + l));
-        rest[l] = a.coeffs.rest_row(a.row(first + l));
+        const int64_t r = a.row(first + std::min(l, lanes - 1));
+        dc[l] = a.coeffs.dc_row(r);
+        rest[l] = a.coeffs.rest_row(r);
     }
     T sum[3][kShLanes];
     for (int ch = 0; ch < 3; ++ch) {
@@ -67,7 +75,7 @@ __attribute__((always_inline)) inline void sh_forward_block(const ShArgs<T>& a, 
         for (int k = 1; k < bases; ++k)
             for (int l = 0; l < kShLanes; ++l) sum[ch][l] += basis[k][l] * rest[l][3 * (k - 1) + ch];
     }
-    for (int l = 0; l < kShLanes; ++l) {
+    for (int l = 0; l < lanes; ++l) {
         const int64_t i = first + l;
         const bool kept = !a.masks || a.masks[i];
         for (int ch = 0; ch < 3; ++ch) out[3 * i + ch] = kept ? sum[ch][l] : T(0);
@@ -75,30 +83,10 @@ __attribute__((always_inline)) inline void sh_forward_block(const ShArgs<T>& a, 
 }
 
 template <typename T, int Degree>
-__attribute__((always_inline)) inline void sh_forward_row(const ShArgs<T>& a, int64_t i, T* out) {
-    if (a.masks && !a.masks[i]) {
-        out[3 * i] = out[3 * i + 1] = out[3 * i + 2] = T(0);
-        return;
-    }
-    T basis[kMaxShBases];
-    const UnitDir<T> u = normalise(a.dirs + 3 * i);
-    sh_basis(Degree, u.x, u.y, u.z, basis);
-    const T* dc = a.coeffs.dc_row(a.row(i));
-    const T* rest = a.coeffs.rest_row(a.row(i));
-    for (int ch = 0; ch < 3; ++ch) {
-        T sum = T(0);
-        sum += basis[0] * dc[ch];
-        for (int k = 1; k < sh_num_bases(Degree); ++k) sum += basis[k] * rest[3 * (k - 1) + ch];
-        out[3 * i + ch] = sum;
-    }
-}
-
-template <typename T, int Degree>
 __attribute__((always_inline)) inline void sh_forward_range(const ShArgs<T>& a, int64_t begin, int64_t end,
                                                             T* out) {
-    int64_t i = begin;
-    for (; i + kShLanes <= end; i += kShLanes) sh_forward_block<T, Degree>(a, i, out);
-    for (; i < end; ++i) sh_forward_row<T, Degree>(a, i, out);
+    for (int64_t first = begin; first < end; first += kShLanes)
+        sh_forward_block<T, Degree>(a, first, int(std::min<int64_t>(kShLanes, end - first)), out);
 }
 
 // Built for the instruction-set levels of the rasterizer kernels and run at the one they use (simd_level()).
