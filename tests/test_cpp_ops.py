@@ -252,6 +252,67 @@ def test_spherical_harmonics_split_coefficients_equal_the_whole(dtype, degree, b
         assert torch.equal(runs[1][2][unread], torch.zeros_like(runs[1][2][unread]))
 
 
+def random_covars(n, generator, dtype):
+    """Upper triangles (xx, xy, xz, yy, yz, zz) of n random symmetric positive-definite 3x3 matrices."""
+    a = torch.randn(n, 3, 3, generator=generator, dtype=F64) * 0.2
+    full = a @ a.transpose(1, 2) + 0.01 * torch.eye(3, dtype=F64)
+    rows, cols = torch.triu_indices(3, 3)
+    return full[:, rows, cols].to(dtype)
+
+
+@pytest.mark.parametrize("covariance_input", [False, True])
+@pytest.mark.parametrize("camera_model", ["pinhole", "ortho", "fisheye"])
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_projection_blocks_give_each_pair_its_own_bits(dtype, camera_model, covariance_input):
+    """The projection's forward and backward work on blocks of pairs at once (cut where a camera's pairs
+    end; a short block padded): 70 Gaussians in 2 batches of 2 cameras give each Gaussian exactly the
+    outputs and gradients it gets projected alone (a block of one)."""
+    scene = make_scene(70, 2, 45, 37, dtype=dtype, seed=5, camera_model=camera_model)
+    g = torch.Generator().manual_seed(6)
+    means = torch.stack([scene["means"], scene["means"].flip(0)])  # batch 2: the Gaussians reversed
+    viewmats = torch.stack([scene["viewmats"], scene["viewmats"].flip(0)])
+    Ks = torch.stack([scene["Ks"], scene["Ks"].flip(0)])
+    opacities = torch.stack([scene["opacities"], scene["opacities"].flip(0)])
+    if covariance_input:
+        quats = scales = None
+        covars = random_covars(140, g, dtype).reshape(2, 70, 6)
+    else:
+        quats = torch.stack([scene["quats"], scene["quats"].flip(0)])
+        scales = torch.stack([scene["scales"], scene["scales"].flip(0)])
+        covars = None
+    cotangents = [torch.randn(2, 2, 70, *tail, generator=g, dtype=dtype) for tail in ((2,), (), (3,), ())]
+
+    def project(i):
+        """Outputs and Gaussian gradients of Gaussians i (a slice) of both batches."""
+        leaves = [
+            None if x is None else x[:, i].clone().requires_grad_(True)
+            for x in (means, quats, scales, covars)
+        ]
+        radii, *values = ops.project_gaussians(
+            leaves[0],
+            leaves[1],
+            leaves[2],
+            viewmats,
+            Ks,
+            45,
+            37,
+            opacities=opacities[:, i],
+            calc_compensations=True,
+            camera_model=camera_model,
+            covars=leaves[3],
+        )
+        torch.autograd.backward(values, [c[:, :, i] for c in cotangents])
+        return [radii] + [v.detach() for v in values] + [x.grad for x in leaves if x is not None]
+
+    together = project(slice(None))
+    assert 0 < int((together[0] > 0).all(-1).sum()) < 280, "the scene should have visible and culled pairs"
+    for n in range(70):
+        alone = project(slice(n, n + 1))
+        for k, (a, b) in enumerate(zip(together, alone, strict=True)):
+            dim = 2 if k < 5 else 1  # outputs [B, C, N, ...]; gradients [B, N, ...]
+            assert torch.equal(a.narrow(dim, n, 1), b), (n, k)
+
+
 @pytest.mark.parametrize("dtype", [F32, F64])
 @pytest.mark.parametrize("degree", [0, 1, 2, 3, 4])
 def test_spherical_harmonics_blocks_give_each_row_its_own_bits(dtype, degree):

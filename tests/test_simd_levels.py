@@ -146,3 +146,51 @@ def test_spherical_harmonics_give_the_same_bits_on_every_simd_level(tmp_path):
     """The forward is built per SIMD level without fma contraction: every level, forced with GSPLAT_PY_SIMD
     in a subprocess, gives exactly the best level's colours and gradients."""
     assert_every_level_gives_the_same_bits(SH_CHILD, tmp_path)
+
+
+# The projection, forward and backward (camera gradients included), unpacked and packed: every lens model,
+# quaternions and scales or covariances, 70 Gaussians (whole blocks of the vectorised kernels and a tail).
+PROJECTION_CHILD = r"""
+import sys, torch
+from gsplat_py.rendering import ops
+from conftest import make_scene
+results = {"level": ops.simd_level()}
+
+def project(scene, dtype, camera_model, covariance_input, packed, g):
+    if covariance_input:
+        a = torch.randn(70, 3, 3, generator=g, dtype=torch.float64) * 0.2
+        full = a @ a.transpose(1, 2) + 0.01 * torch.eye(3, dtype=torch.float64)
+        rows, cols = torch.triu_indices(3, 3)
+        leaves = [scene["means"], None, None, full[:, rows, cols].to(dtype)]
+    else:
+        leaves = [scene["means"], scene["quats"], scene["scales"], None]
+    leaves = [None if x is None else x.clone().requires_grad_(True)
+              for x in leaves + [scene["viewmats"], scene["Ks"]]]
+    means, quats, scales, covars, viewmats, Ks = leaves
+    kwargs = dict(opacities=scene["opacities"], calc_compensations=True, camera_model=camera_model,
+                  covars=covars)
+    if packed:
+        p = ops.project_gaussians_packed(means, quats, scales, viewmats, Ks, 45, 37, **kwargs)
+        outputs = [p.camera_ids, p.gaussian_ids, p.radii, p.means2d, p.depths, p.conics, p.compensations]
+    else:
+        outputs = list(ops.project_gaussians(means, quats, scales, viewmats, Ks, 45, 37, **kwargs))
+    values = outputs[-4:]
+    torch.autograd.backward(values, [torch.randn(v.shape, generator=g, dtype=dtype) for v in values])
+    return [x.detach() for x in outputs] + [x.grad for x in leaves if x is not None]
+
+for dtype in (torch.float32, torch.float64):
+    for camera_model in ("pinhole", "ortho", "fisheye"):
+        for covariance_input in (False, True):
+            for packed in (False, True):
+                scene = make_scene(70, 3, 45, 37, dtype=dtype, seed=7, camera_model=camera_model)
+                g = torch.Generator().manual_seed(8)
+                key = f"{dtype}-{camera_model}-{covariance_input}-{packed}"
+                results[key] = project(scene, dtype, camera_model, covariance_input, packed, g)
+torch.save(results, sys.argv[1])
+"""
+
+
+def test_projection_gives_the_same_bits_on_every_simd_level(tmp_path):
+    """The projection is built per SIMD level without fma contraction: every level, forced with
+    GSPLAT_PY_SIMD in a subprocess, gives exactly the best level's outputs and gradients."""
+    assert_every_level_gives_the_same_bits(PROJECTION_CHILD, tmp_path)

@@ -92,14 +92,15 @@ void add_camera_grads(const T* slots, T* v_viewmat, T* v_K) {
     for (int i = 0; i < kIntrinsics; ++i) v_K[K_index_of_intrinsic(i)] += slots[kViewmatGradSlots + i];
 }
 
-// The backward of an unpacked projection of B batches of N Gaussians into their C cameras: vjp(gauss, image,
-// pair, camera_slots) for every visible pair (visible(pair)), each Gaussian's cameras in order on one thread
-// (so its gradient rows need no lock), with the cameras' gradients (kCameraGradSlots: the viewmat, then fx,
-// fy, cx, cy) summed per chunk of Gaussians and then in chunk order into v_viewmats and v_Ks (null: not
-// wanted), the same bits for any thread count.
-template <typename T, typename Visible, typename Vjp>
-void projection_backward_pairs(int64_t B, int64_t C, int64_t N, int n_threads, T* v_viewmats, T* v_Ks,
-                               const Visible& visible, const Vjp& vjp) {
+// The backward of an unpacked projection of B batches of N Gaussians into their C cameras, in blocks of at
+// most `block` Gaussians: vjp_block(b, c, n_begin, n_end, camera_slots) for each block of batch b and each
+// camera c in order (so each Gaussian's cameras come in order, on one thread, and its gradient rows need no
+// lock), with the cameras' gradients (kCameraGradSlots: the viewmat, then fx, fy, cx, cy) summed per chunk
+// of Gaussians and then in chunk order into v_viewmats and v_Ks (null: not wanted, and camera_slots is a
+// scratch buffer), the same bits for any thread count.
+template <typename T, typename VjpBlock>
+void projection_backward_blocks(int64_t B, int64_t C, int64_t N, int n_threads, int64_t block, T* v_viewmats,
+                                T* v_Ks, const VjpBlock& vjp_block) {
     const bool camera_grads = v_viewmats != nullptr;
     const int64_t chunks_per_batch = (N + kCameraGradChunk - 1) / kCameraGradChunk;
     const int64_t n_chunks = B * chunks_per_batch;
@@ -110,13 +111,10 @@ void projection_backward_pairs(int64_t B, int64_t C, int64_t N, int n_threads, T
             const int64_t b = chunk / chunks_per_batch;
             const int64_t n_begin = (chunk % chunks_per_batch) * kCameraGradChunk;
             const int64_t n_end = std::min(N, n_begin + kCameraGradChunk);
-            for (int64_t n = n_begin; n < n_end; ++n)
-                for (int64_t c = 0; c < C; ++c) {  // cameras in order: a fixed sum order per Gaussian
-                    const int64_t image = b * C + c, pair = image * N + n;
-                    if (!visible(pair)) continue;
-                    vjp(b * N + n, image, pair,
-                        camera_grads ? partial.data() + (chunk * C + c) * kCameraGradSlots : discarded);
-                }
+            for (int64_t n = n_begin; n < n_end; n += block)
+                for (int64_t c = 0; c < C; ++c)  // cameras in order: a fixed sum order per Gaussian
+                    vjp_block(b, c, n, std::min(n_end, n + block),
+                              camera_grads ? partial.data() + (chunk * C + c) * kCameraGradSlots : discarded);
         }
     });
     if (!camera_grads) return;
@@ -127,6 +125,17 @@ void projection_backward_pairs(int64_t B, int64_t C, int64_t N, int n_threads, T
                              v_viewmats + 16 * image, v_Ks + 9 * image);
         }
     }
+}
+
+// The same a pair at a time: vjp(gauss, image, pair, camera_slots) for every visible pair (visible(pair)).
+template <typename T, typename Visible, typename Vjp>
+void projection_backward_pairs(int64_t B, int64_t C, int64_t N, int n_threads, T* v_viewmats, T* v_Ks,
+                               const Visible& visible, const Vjp& vjp) {
+    projection_backward_blocks(B, C, N, n_threads, 1, v_viewmats, v_Ks,
+                               [&](int64_t b, int64_t c, int64_t n, int64_t, T* camera_slots) {
+                                   const int64_t image = b * C + c, pair = image * N + n;
+                                   if (visible(pair)) vjp(b * N + n, image, pair, camera_slots);
+                               });
 }
 
 // out[target(i) * width + j] += rows[i * width + j] for the `count` rows, in row order for every value

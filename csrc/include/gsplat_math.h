@@ -526,40 +526,65 @@ template <typename T> GS_HD bool depth_visible(const Vec3<T>& p, int model, T ne
     return model != kFisheye || p.z > T(0);
 }
 
+// A camera-space Gaussian on the image plane: what the tests after the depth test and the outputs need.
+template <typename T> struct Footprint {
+    T mean_x, mean_y;
+    Sym2<T> cov;  // before eps2d
+    Conic<T> con;
+};
+
+template <typename T>
+GS_HD Footprint<T> footprint(const CameraSpaceGaussian<T>& g, const CameraInput<T>& cam, int width,
+                             int height, T eps2d) {
+    const Projection2D<T> proj = project_camera_space(g.p, g.cov_c, cam, T(width), T(height));
+    return {proj.mean_x, proj.mean_y, proj.cov, dilate_and_invert(proj.cov, eps2d)};
+}
+
+// The outputs of a Gaussian at `depth` that passed the depth test: invisible when its footprint is
+// degenerate, too faint, smaller than radius_clip or outside the image.
+template <typename T>
+GS_HD ProjectedGaussian<T> bound_footprint(const Footprint<T>& f, T depth, const T* opacity, int width,
+                                           int height, T eps2d, T radius_clip, bool calc_compensation) {
+    ProjectedGaussian<T> out;
+    out.visible = false;
+    if (!(f.con.det > T(0))) return out;
+    T extend = T(kMaxExtent);
+    if (opacity) {
+        T op = *opacity * (calc_compensation ? f.con.compensation : T(1));
+        if (op < T(kAlphaThreshold)) return out;
+        T tight = std::sqrt(T(2) * std::log(op / T(kAlphaThreshold)));
+        extend = tight < extend ? tight : extend;
+    }
+    T radius_x = std::ceil(extend * std::sqrt(f.cov.a + eps2d));
+    T radius_y = std::ceil(extend * std::sqrt(f.cov.c + eps2d));
+    if (radius_x <= radius_clip && radius_y <= radius_clip) return out;
+    if (f.mean_x + radius_x <= T(0) || f.mean_x - radius_x >= T(width) || f.mean_y + radius_y <= T(0) ||
+        f.mean_y - radius_y >= T(height))
+        return out;
+    out.visible = true;
+    out.radius_x = static_cast<int32_t>(radius_x);
+    out.radius_y = static_cast<int32_t>(radius_y);
+    out.mean_x = f.mean_x;
+    out.mean_y = f.mean_y;
+    out.depth = depth;
+    out.conic = f.con.conic;
+    out.compensation = f.con.compensation;
+    return out;
+}
+
 template <typename T>
 GS_HD ProjectedGaussian<T> project_gaussian(const GaussianInput<T>& gauss, const T* opacity,
                                             const CameraInput<T>& cam, int width, int height, T eps2d,
                                             T near_plane, T far_plane, T radius_clip,
                                             bool calc_compensation) {
-    ProjectedGaussian<T> out;
-    out.visible = false;
-    CameraSpaceGaussian<T> g = to_camera_space(gauss, cam.viewmat);
-    if (!depth_visible(g.p, cam.model, near_plane, far_plane)) return out;
-    Projection2D<T> proj = project_camera_space(g.p, g.cov_c, cam, T(width), T(height));
-    Conic<T> con = dilate_and_invert(proj.cov, eps2d);
-    if (!(con.det > T(0))) return out;
-    T extend = T(kMaxExtent);
-    if (opacity) {
-        T op = *opacity * (calc_compensation ? con.compensation : T(1));
-        if (op < T(kAlphaThreshold)) return out;
-        T tight = std::sqrt(T(2) * std::log(op / T(kAlphaThreshold)));
-        extend = tight < extend ? tight : extend;
-    }
-    T radius_x = std::ceil(extend * std::sqrt(proj.cov.a + eps2d));
-    T radius_y = std::ceil(extend * std::sqrt(proj.cov.c + eps2d));
-    if (radius_x <= radius_clip && radius_y <= radius_clip) return out;
-    if (proj.mean_x + radius_x <= T(0) || proj.mean_x - radius_x >= T(width) ||
-        proj.mean_y + radius_y <= T(0) || proj.mean_y - radius_y >= T(height))
+    const CameraSpaceGaussian<T> g = to_camera_space(gauss, cam.viewmat);
+    if (!depth_visible(g.p, cam.model, near_plane, far_plane)) {
+        ProjectedGaussian<T> out;
+        out.visible = false;
         return out;
-    out.visible = true;
-    out.radius_x = static_cast<int32_t>(radius_x);
-    out.radius_y = static_cast<int32_t>(radius_y);
-    out.mean_x = proj.mean_x;
-    out.mean_y = proj.mean_y;
-    out.depth = g.p.z;
-    out.conic = con.conic;
-    out.compensation = con.compensation;
-    return out;
+    }
+    return bound_footprint(footprint(g, cam, width, height, eps2d), g.p.z, opacity, width, height, eps2d,
+                           radius_clip, calc_compensation);
 }
 
 // The gradients of one projected Gaussian's outputs, and where its input gradients are accumulated:
