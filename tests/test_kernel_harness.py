@@ -1,11 +1,11 @@
 """The torch-free CPU kernels built on their own with tests/kernel_harness/driver.cpp against the
 extension's outputs on the same inputs: the rasterizer kernels on a case made by gsplat_py's projection
-and binning (and each build's vector width checked), the fused Adam step (every row and the visible rows)
-and SSIM (forward and backward). Built natively for the level the extension uses here
-(`kernel_case.py build --level ...` builds the others), and cross-compiled for aarch64 (NEON) and run under
-qemu-user when aarch64-linux-gnu-g++ and qemu-aarch64 are installed (Debian: g++-aarch64-linux-gnu,
-qemu-user), so that the ARM build is exercised on x86 machines. Every x86 level runs through the
-extension in test_simd_levels.py, test_optimizer.py and test_metrics.py."""
+and binning (and each build's vector width checked), the fused Adam step (every row and the visible rows),
+SSIM (forward and backward) and the projection (forward and backward, every lens model). Built natively
+for the level the extension uses here (`kernel_case.py build --level ...` builds the others), and
+cross-compiled for aarch64 (NEON) and run under qemu-user when aarch64-linux-gnu-g++ and qemu-aarch64 are
+installed (Debian: g++-aarch64-linux-gnu, qemu-user), so that the ARM build is exercised on x86 machines.
+Every x86 level runs through the extension in test_simd_levels.py, test_optimizer.py and test_metrics.py."""
 
 import platform
 import shutil
@@ -50,6 +50,13 @@ def case(tmp_path_factory) -> Path:
 def adam_case(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("adam_case")
     kernel_case.make_adam_case(directory)
+    return directory
+
+
+@pytest.fixture(scope="module", params=kernel_case.CAMERA_MODELS)
+def projection_case(request, tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp(f"projection_case_{request.param}")
+    kernel_case.make_projection_case(directory, request.param)
     return directory
 
 
@@ -197,3 +204,17 @@ def test_ssim_matches_the_extension(ssim_case, drivers, tmp_path, target):
             np.testing.assert_allclose(
                 actual[name], e, rtol=0, atol=tolerance, err_msg=f"{target} {dtype_name(float64)} {name}"
             )
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_projection_gives_the_extension_bits(projection_case, drivers, tmp_path, target):
+    """projection.cpp's outputs and gradients (camera gradients included) are the extension's to the bit:
+    it compiles without fma contraction, and its only library calls round correctly (sqrt) or are exact
+    (ceil) but for log (the radius of a faint Gaussian) and, for the fisheye lens, atan."""
+    runs = runs_per_precision(
+        "projection", kernel_case.PROJECTION_OUTPUTS, projection_case, drivers, target, tmp_path
+    )
+    for float64, actual, expected in runs:
+        assert (expected["radii"] > 0).any() and (expected["radii"] == 0).any(), "visible and culled pairs"
+        for name, e in expected.items():
+            assert actual[name].tobytes() == e.tobytes(), (target, dtype_name(float64), name)

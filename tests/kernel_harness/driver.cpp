@@ -5,13 +5,16 @@
 //     summed in intersection order (as csrc/cpu/rasterize.cpp does); or times the kernels (--repeat);
 //   adam: one fused Adam step (csrc/cpu/adam.cpp) of every tensor of the case, once on every row and
 //     once on the visible rows only, each from the case's state;
-//   ssim: the SSIM forward (csrc/cpu/ssim.cpp), then its backward on the forward's maps.
+//   ssim: the SSIM forward (csrc/cpu/ssim.cpp), then its backward on the forward's maps;
+//   projection: the projection forward (csrc/cpu/projection.cpp), then its backward (camera gradients
+//     included) for the case's cotangents.
 //
 // Built together with those kernels, all with -DGS_ISA=<level> and that level's flags, for any target:
-// natively for each x86-64 level, or with a cross compiler for aarch64 and run under qemu. adam.cpp and
-// ssim.cpp run the build of the level simd_level() names, which here is the driver's own.
+// natively for each x86-64 level, or with a cross compiler for aarch64 and run under qemu. adam.cpp,
+// ssim.cpp and projection.cpp run the build of the level simd_level() names, which here is the driver's own.
 //
-//     driver CASE_DIR [--kernel raster|adam|ssim] [--out DIR] [--double] [--threads N] [--repeat R]
+//     driver CASE_DIR [--kernel raster|adam|ssim|projection] [--out DIR] [--double] [--threads N]
+//            [--repeat R]
 //
 // Prints one line: the level, and for raster its lanes, the pixel-Gaussian pairs (each intersection
 // counted with all of its tile's pixels in the image), and the median forward and backward kernel times
@@ -276,6 +279,77 @@ int run_ssim(const std::string& dir, const std::string& out_dir, int threads) {
     return 0;
 }
 
+// Projection of the Gaussians (means.bin, quats.bin, scales.bin, opacities.bin; [N, ...]) into the cameras
+// (viewmats.bin, Ks.bin; [C, ...]) with camera_model and calc_compensations from meta.txt, eps2d 0.3 and
+// the default depth range; then the backward for the cotangents v_means2d.bin, v_depths.bin, v_conics.bin
+// and v_compensations.bin ([C, N, ...]). Writes radii.bin, means2d.bin, depths.bin, conics.bin,
+// compensations.bin and the gradients v_means.bin, v_quats.bin, v_scales.bin, v_viewmats.bin, v_Ks.bin.
+template <typename T>
+int run_projection(const std::string& dir, const std::string& out_dir, int threads) {
+    const auto meta = read_meta(dir);
+    const int64_t C = meta_value(meta, "cameras"), N = meta_value(meta, "gaussians"), P = C * N;
+    const std::vector<T> means = read_values<T>(dir + "/means.bin", N * 3);
+    const std::vector<T> quats = read_values<T>(dir + "/quats.bin", N * 4);
+    const std::vector<T> scales = read_values<T>(dir + "/scales.bin", N * 3);
+    const std::vector<T> opacities = read_values<T>(dir + "/opacities.bin", N);
+    const std::vector<T> viewmats = read_values<T>(dir + "/viewmats.bin", C * 16);
+    const std::vector<T> Ks = read_values<T>(dir + "/Ks.bin", C * 9);
+    const std::vector<T> v_means2d = read_values<T>(dir + "/v_means2d.bin", P * 2);
+    const std::vector<T> v_depths = read_values<T>(dir + "/v_depths.bin", P);
+    const std::vector<T> v_conics = read_values<T>(dir + "/v_conics.bin", P * 3);
+    const std::vector<T> v_compensations = read_values<T>(dir + "/v_compensations.bin", P);
+
+    ProjectionArgs<T> a;
+    a.means = means.data();
+    a.quats = quats.data();
+    a.scales = scales.data();
+    a.covars = nullptr;
+    a.opacities = opacities.data();
+    a.viewmats = viewmats.data();
+    a.Ks = Ks.data();
+    a.radial_coeffs = nullptr;
+    a.n_batches = 1;
+    a.n_cameras = C;
+    a.n_gaussians = N;
+    a.width = int(meta_value(meta, "width"));
+    a.height = int(meta_value(meta, "height"));
+    a.eps2d = T(0.3);
+    a.near_plane = T(0.01);
+    a.far_plane = T(1e10);
+    a.radius_clip = T(0);
+    a.calc_compensations = meta_value(meta, "calc_compensations") != 0;
+    a.camera_model = int(meta_value(meta, "camera_model"));
+    a.n_threads = threads;
+
+    std::vector<int32_t> radii(P * 2, 0);  // the outputs of invisible pairs stay zero
+    std::vector<T> means2d(P * 2, T(0)), depths(P, T(0)), conics(P * 3, T(0)), compensations(P, T(0));
+    project_gaussians_forward(a,
+                              ProjectionOutputs<T>{radii.data(), means2d.data(), depths.data(), conics.data(),
+                                                   compensations.data(), nullptr, nullptr, nullptr});
+
+    std::vector<T> v_means(N * 3, T(0)), v_quats(N * 4, T(0)), v_scales(N * 3, T(0));
+    std::vector<T> v_viewmats(C * 16, T(0)), v_Ks(C * 9, T(0));
+    const ProjectionGradients<T> g = {
+        radii.data(),           v_means2d.data(),
+        v_depths.data(),        v_conics.data(),
+        v_compensations.data(), {v_means.data(), v_quats.data(), v_scales.data(), nullptr},
+        v_viewmats.data(),      v_Ks.data()};
+    project_gaussians_backward(a, g);
+    std::printf("level %s\n", GS_STRINGIFY(GS_ISA));
+    if (out_dir.empty()) return 0;
+    write_array(out_dir + "/radii.bin", radii);
+    write_array(out_dir + "/means2d.bin", means2d);
+    write_array(out_dir + "/depths.bin", depths);
+    write_array(out_dir + "/conics.bin", conics);
+    write_array(out_dir + "/compensations.bin", compensations);
+    write_array(out_dir + "/v_means.bin", v_means);
+    write_array(out_dir + "/v_quats.bin", v_quats);
+    write_array(out_dir + "/v_scales.bin", v_scales);
+    write_array(out_dir + "/v_viewmats.bin", v_viewmats);
+    write_array(out_dir + "/v_Ks.bin", v_Ks);
+    return 0;
+}
+
 template <typename T>
 int run(const std::string& kernel, const std::string& dir, const std::string& out_dir, int threads,
         int repeat) {
@@ -283,13 +357,14 @@ int run(const std::string& kernel, const std::string& dir, const std::string& ou
     if (repeat != 1) fail("--repeat times the raster kernels only");
     if (kernel == "adam") return run_adam<T>(dir, out_dir, threads);
     if (kernel == "ssim") return run_ssim<T>(dir, out_dir, threads);
-    fail("unknown kernel " + kernel + ": expected raster, adam or ssim");
+    if (kernel == "projection") return run_projection<T>(dir, out_dir, threads);
+    fail("unknown kernel " + kernel + ": expected raster, adam, ssim or projection");
 }
 
 }  // namespace
 
-// The level whose build adam.cpp and ssim.cpp run (cpu_common.h's for_simd_level), named as rasterize.cpp
-// names it: the driver's own.
+// The level whose build adam.cpp, ssim.cpp and projection.cpp run (cpu_common.h's for_simd_level), named as
+// rasterize.cpp names it: the driver's own.
 const char* gsplat_py::cpu::simd_level() {
     static const std::string name = [] {
         std::string level = GS_STRINGIFY(GS_ISA);
@@ -302,7 +377,8 @@ const char* gsplat_py::cpu::simd_level() {
 int main(int argc, char** argv) {
     if (argc < 2)
         fail(
-            "usage: driver CASE_DIR [--kernel raster|adam|ssim] [--out DIR] [--double] [--threads N] "
+            "usage: driver CASE_DIR [--kernel raster|adam|ssim|projection] [--out DIR] [--double] [--threads "
+            "N] "
             "[--repeat R]");
     std::string kernel = "raster", out_dir;
     bool use_double = false;

@@ -5,13 +5,14 @@ A case is a directory of raw little-endian arrays (float32, int32) and a meta.tx
 kernel: for the rasterize kernels (raster), their inputs, produced by gsplat_py's own projection and
 binning on a random scene, and the cotangents of the backward pass; for the fused Adam step (adam), the
 state and gradients of a few parameter tensors, their hyperparameters and a visible-rows mask; for SSIM
-(ssim), two batches of images and a cotangent. With them the outputs of the extension on the same inputs
+(ssim), two batches of images and a cotangent; for the projection (projection), a scene's Gaussians and
+cameras and the cotangents of the backward pass. With them the outputs of the extension on the same inputs
 (``expected_*``, float32 and float64; for adam also torch's own fused Adam's, ``torch_*``) for
 comparison. The driver needs no torch, so it also runs where torch does not: cross-compiled for aarch64
 and run under qemu (tests/test_kernel_harness.py).
 
-    python tests/kernel_harness/kernel_case.py make DIR [--kernel raster|adam|ssim] [--scene test|bench]
-        [--n N] [--no-expected]
+    python tests/kernel_harness/kernel_case.py make DIR [--kernel raster|adam|ssim|projection]
+        [--scene test|bench] [--n N] [--camera-model pinhole|ortho|fisheye] [--no-expected]
     python tests/kernel_harness/kernel_case.py build OUT --level x86_64_v3 [--cxx g++] [--flag=...]
     OUT DIR [--kernel K] [--threads T] [--repeat R] [--double] [--out RESULTS]      # run the driver
 
@@ -38,7 +39,9 @@ KERNEL_SOURCE = REPO_ROOT / "csrc" / "cpu" / "raster_kernels.cpp"
 # Kernels that hold a build of each x86-64 level (cpu_common.h) and run the one simd_level() names:
 # compiled as setup.py compiles them, without a level's flags (which would keep GCC from inlining a
 # lower level's body).
-DISPATCHED_SOURCES = (REPO_ROOT / "csrc" / "cpu" / "adam.cpp", REPO_ROOT / "csrc" / "cpu" / "ssim.cpp")
+DISPATCHED_SOURCES = tuple(
+    REPO_ROOT / "csrc" / "cpu" / name for name in ("adam.cpp", "ssim.cpp", "projection.cpp")
+)
 INCLUDE_DIRS = (REPO_ROOT / "csrc" / "include", REPO_ROOT / "csrc" / "cpu")
 LIMITS_FILE = REPO_ROOT / "gsplat_py" / "rendering" / "limits.py"
 # The flags setup.py compiles the kernels with, less the ISA flag (passed separately).
@@ -98,6 +101,20 @@ ADAM_OUTPUTS = ADAM_PLAIN_OUTPUTS + tuple(
 # multiple of lanes.
 SSIM_SHAPE = (2, 23, 37, 3)
 SSIM_OUTPUTS = ("result", "maps", "v_img1")
+PROJECTION_OUTPUTS = (
+    "radii",
+    "means2d",
+    "depths",
+    "conics",
+    "compensations",
+    "v_means",
+    "v_quats",
+    "v_scales",
+    "v_viewmats",
+    "v_Ks",
+)
+INT32_OUTPUTS = ("last_ids", "radii")
+CAMERA_MODELS = ("pinhole", "ortho", "fisheye")  # their ids in the kernels (gsplat_math.h's CameraModel)
 
 
 def _load_module(name: str, path: Path):
@@ -331,6 +348,67 @@ def make_ssim_case(directory: Path, seed: int = 0, expected: bool = True) -> Non
             _write(directory / f"expected_{suffix}_{name}.bin", t)
 
 
+def make_projection_case(
+    directory: Path, camera_model: str = "pinhole", seed: int = 0, expected: bool = True
+):
+    """Writes a projection case: a test scene's Gaussians (70: whole blocks of the vectorised kernels and a
+    tail) and 3 cameras, cotangents of the outputs; and (unless expected=False) the extension's outputs and
+    gradients (PROJECTION_OUTPUTS) on them, with compensations computed, as the driver runs them."""
+    import torch
+
+    _import_extension()
+    from gsplat_py.rendering import ops
+
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from conftest import make_scene
+
+    s = make_scene(
+        n=70, n_cameras=3, width=45, height=37, dtype=torch.float32, seed=seed, camera_model=camera_model
+    )
+    g = torch.Generator().manual_seed(seed)
+    C, N = 3, 70
+    inputs = {name: s[name] for name in ("means", "quats", "scales", "opacities", "viewmats", "Ks")}
+    cotangents = {
+        "v_means2d": torch.randn(C, N, 2, generator=g),
+        "v_depths": torch.randn(C, N, generator=g),
+        "v_conics": torch.randn(C, N, 3, generator=g),
+        "v_compensations": torch.randn(C, N, generator=g),
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, t in {**inputs, **cotangents}.items():
+        _write(directory / f"{name}.bin", t)
+    meta = dict(
+        cameras=C,
+        gaussians=N,
+        width=s["width"],
+        height=s["height"],
+        camera_model=CAMERA_MODELS.index(camera_model),
+        calc_compensations=1,
+    )
+    (directory / "meta.txt").write_text("".join(f"{k} {v}\n" for k, v in meta.items()))
+    if not expected:
+        return
+    for dtype, suffix in ((torch.float32, "float32"), (torch.float64, "float64")):
+        x = {name: t.to(dtype) for name, t in inputs.items()}
+        leaves = [
+            x[name].clone().requires_grad_(True) for name in ("means", "quats", "scales", "viewmats", "Ks")
+        ]
+        radii, *values = ops.project_gaussians(
+            *leaves[:3],
+            leaves[3],
+            leaves[4],
+            s["width"],
+            s["height"],
+            opacities=x["opacities"],
+            calc_compensations=True,
+            camera_model=camera_model,
+        )
+        torch.autograd.backward(values, [t.to(dtype) for t in cotangents.values()])
+        outputs = [radii, *values, *(leaf.grad for leaf in leaves)]
+        for name, t in zip(PROJECTION_OUTPUTS, outputs, strict=True):
+            _write(directory / f"expected_{suffix}_{name}.bin", t)
+
+
 def _write(path: Path, t) -> None:
     t.detach().contiguous().numpy().tofile(path)
 
@@ -340,7 +418,9 @@ def read_outputs(directory: Path, float64: bool, prefix: str = "", names: Sequen
     a case's expected ones ("expected_<dtype>_", for adam also "torch_<dtype>_")."""
     dtype = np.float64 if float64 else np.float32
     return {
-        name: np.fromfile(directory / f"{prefix}{name}.bin", dtype=np.int32 if name == "last_ids" else dtype)
+        name: np.fromfile(
+            directory / f"{prefix}{name}.bin", dtype=np.int32 if name in INT32_OUTPUTS else dtype
+        )
         for name in names
     }
 
@@ -400,9 +480,10 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     make = sub.add_parser("make", help="write a case")
     make.add_argument("directory", type=Path)
-    make.add_argument("--kernel", choices=("raster", "adam", "ssim"), default="raster")
+    make.add_argument("--kernel", choices=("raster", "adam", "ssim", "projection"), default="raster")
     make.add_argument("--scene", choices=("test", "bench"), default="test", help="raster only")
     make.add_argument("--n", type=int, default=None, help="raster only")
+    make.add_argument("--camera-model", choices=CAMERA_MODELS, default="pinhole", help="projection only")
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--no-expected", action="store_true", help="skip the extension's outputs")
     build = sub.add_parser("build", help="build the driver for one level")
@@ -420,6 +501,8 @@ def main() -> None:
         make_adam_case(args.directory, args.seed, expected=not args.no_expected)
     elif args.command == "make" and args.kernel == "ssim":
         make_ssim_case(args.directory, args.seed, expected=not args.no_expected)
+    elif args.command == "make" and args.kernel == "projection":
+        make_projection_case(args.directory, args.camera_model, args.seed, expected=not args.no_expected)
     elif args.command == "make":
         make_case(args.directory, args.scene, args.n, args.seed, expected=not args.no_expected)
     else:
