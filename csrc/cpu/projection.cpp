@@ -1,7 +1,9 @@
-// Projection of B batches of N Gaussians into their C cameras (forward and backward), one (camera,
-// Gaussian) pair at a time with the shared math of gsplat_math.h; unpacked ([B, C, N] outputs) or packed
+// Projection of B batches of N Gaussians into their C cameras (forward and backward), in blocks of
+// (camera, Gaussian) pairs with the shared math of gsplat_math.h; unpacked ([B, C, N] outputs) or packed
 // (the visible pairs only). No fma contraction (GCC fuses a * b + c in C++ by default where the level has
-// fma): the forward's SIMD levels give the baseline build's bits.
+// fma): every SIMD level gives the baseline build's bits. No trapping math (only floating-point exception
+// flags differ, which nothing reads): GCC then computes both sides of a branch on a comparison or a square
+// root, which the lane loops need to vectorise.
 #pragma GCC optimize("fp-contract=off", "no-trapping-math")
 
 #include <algorithm>
