@@ -90,7 +90,9 @@ def render_saved_view(model, scene, camera_file, output, *extra) -> np.ndarray:
 
 
 def click_save(page, views):
-    """Clicks "Save view" and waits for the new files: (PNG, JSON)."""
+    """Clicks "Save view" and waits for the new files: (PNG, JSON). Then waits for the "View saved"
+    notification, which the server sends after writing the files, and closes it: left open (8 s), it may
+    lie over the place a test clicks next and take the click."""
     before = set(views.glob("*.json")) if views.exists() else set()
     page.get_by_role("button", name="Save view").click()
     deadline = time.monotonic() + PAGE_WAIT_MS / 1000.0
@@ -100,6 +102,8 @@ def click_save(page, views):
             (json_file,) = new
             png_file = json_file.with_suffix(".png")
             assert png_file.exists()
+            page.get_by_text("View saved").first.wait_for(state="visible", timeout=PAGE_WAIT_MS)
+            close_notifications(page)
             return png_file, json_file
         page.wait_for_timeout(100)
     raise AssertionError("no camera file after Save view")
@@ -295,13 +299,16 @@ def test_clicking_a_training_camera_moves_the_view_there(view_server, model, sce
             it a hair)."""
             return at(camera, start, tolerance=1e-3 * (1 + travel))
 
-        # On a busy machine the page may drop a click (the view stays where it was: CI once saw two in a row,
-        # so up to four are given, each after the pointer has rested on the photo) or still be gliding towards
-        # the camera when it next holds still for a second (saved again until it arrives or the time is up).
+        # On a busy machine the page may drop a click (the view stays where it was: CI saw four in a row
+        # when a "View saved" notification could still arrive over the photo after the save, so click_save
+        # now waits for it and closes it; up to four clicks are given, each after the pointer has rested on
+        # the photo) or still be gliding towards the camera when it next holds still for a second (saved
+        # again until it arrives or the time is up).
         box = canvas_box(page)
         jumped = start
         deadline = time.monotonic() + PAGE_WAIT_MS / 1000.0
         for _ in range(4):
+            close_notifications(page)
             page.mouse.move(box["x"] + u, box["y"] + v)
             page.wait_for_timeout(300)
             page.mouse.click(box["x"] + u, box["y"] + v)
