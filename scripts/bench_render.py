@@ -3,8 +3,8 @@
 
 For each N in --sizes and each backend: forward and forward+backward time of one 800x600 render (medians
 of repeats after one warm-up). For the C++ backend also: where the forward time goes (the ops timed one
-by one), the rasterizer's pixel-Gaussian evaluation rate, thread scaling (1 thread vs torch's default)
-and, with --compare-wait-policy, OMP_WAIT_POLICY=PASSIVE vs unset on an idle and on a busy machine.
+by one), the rasterizer's pixel-Gaussian evaluation rate, thread scaling (1 thread, torch's default and
+--threads) and, with --compare-wait-policy, OMP_WAIT_POLICY=PASSIVE vs unset on an idle and on a busy machine.
 Prints markdown tables (for BENCHMARKS.md) with the performance targets, and writes every number to JSON.
 
     python scripts/bench_render.py                         # full benchmark (several minutes)
@@ -323,7 +323,7 @@ def measure_thread_scaling(
 ) -> dict:
     scene = make_scene(args.scaling_n, args.sh_degree, args.seed)
     rows = []
-    for threads in sorted({1, default_threads}):
+    for threads in sorted({1, default_threads, *(args.threads or ())}):
         progress(f"thread scaling: N={args.scaling_n}, {threads} thread(s)")
         torch.set_num_threads(threads)
         try:
@@ -411,7 +411,7 @@ def run_simd_level_child(args: argparse.Namespace) -> None:
     rows = []
     for n in args.sizes:
         scene = make_scene(n, args.sh_degree, args.seed)
-        for threads in sorted({1, default_threads}):
+        for threads in sorted({1, default_threads, *(args.threads or ())}):
             torch.set_num_threads(threads)
             rows.append(
                 {
@@ -1051,6 +1051,12 @@ def parse_args() -> argparse.Namespace:
         type=int,
         default=TARGET_N,
         help="N for the thread scaling, the wait-policy comparison and the targets",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        help="thread counts of the thread-scaling table (always with 1 and torch's default)",
     )
     parser.add_argument(
         "--sh-degree",

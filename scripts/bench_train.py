@@ -8,6 +8,7 @@
     python scripts/bench_train.py --perturb --steps 2000 --eval-steps 1000,2000   # clean vs perturbed model
     python scripts/bench_train.py --model-type 2dgs                 # surfels (2D Gaussian splatting)
     python scripts/bench_train.py --compare-2dgs --steps 2000 --eval-steps 1000,2000   # 3DGS, then 2DGS
+    python scripts/bench_train.py --config fast --set train.device cuda --renderer gsplat   # gsplat 1.5.3
 
 Trains once with the default strategy (or ``--strategy mcmc``, or ``--config PRESET``) and evaluates on
 the held-out views (every 8th image) at the requested steps. Wall time, steps/s and the process CPU time
@@ -21,6 +22,11 @@ Prints a table with the targets of the training issues and writes everything, wi
 the images are linked, not copied) with one camera moved `OUTLIER_DISTANCE` units away and a fraction
 `FAR_POINT_FRACTION` of the points scattered 50-500 times the cameras' median distance out, as a real SfM
 model may have; it prints the test PSNR of both runs at each evaluation step and what the scene check did.
+
+``--renderer gsplat`` trains with gsplat (1.5.3, installed separately; CUDA only) in gsplat_py's loop: its
+``rasterization``, its ``DefaultStrategy`` and one plain ``torch.optim.Adam`` per parameter, as gsplat's
+examples/simple_trainer.py does, with this config's data, initialisation, loss, schedules and evaluation (the
+evaluation renders with gsplat_py). With ``--set train.device cuda`` the report has the peak GPU memory.
 
 ``--compare-2dgs`` trains a second time with ``model.type = "2dgs"`` (the same config otherwise) and prints
 the test PSNR of both at each evaluation step with their difference, and the 2DGS run's steps/s.
@@ -36,7 +42,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import asdict, fields, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -55,7 +61,9 @@ sys.path.insert(0, str(ROOT))
 from gsplat_py.io.colmap import read_model, write_model  # noqa: E402
 from gsplat_py.rendering.ops import simd_level  # noqa: E402
 from gsplat_py.training.config import Config, apply_overrides, load_config  # noqa: E402
+from gsplat_py.training.evaluation import image_to_float  # noqa: E402
 from gsplat_py.training.hooks import TrainingHook  # noqa: E402
+from gsplat_py.training.metrics import l1_ssim_loss  # noqa: E402
 from gsplat_py.training.trainer import Trainer  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "snowmiku"
@@ -102,6 +110,12 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--busy", type=int, default=0, help="CPU-bound processes to run alongside")
     parser.add_argument(
+        "--renderer",
+        choices=("gsplat_py", "gsplat"),
+        default="gsplat_py",
+        help="gsplat: train with gsplat's rasterizer, strategy and Adam in the same loop (see above)",
+    )
+    parser.add_argument(
         "--perturb",
         action="store_true",
         help="also train on a copy of the model with one outlier camera and far points; compare the PSNR",
@@ -139,6 +153,86 @@ def train(config: Config) -> tuple[Trainer, list[dict], float]:
     return trainer, trainer.train(), setup_s
 
 
+def gsplat_trainer_class() -> type[Trainer]:
+    """A Trainer whose steps run gsplat's ``rasterization``, ``DefaultStrategy`` and one plain
+    ``torch.optim.Adam`` per parameter (gsplat 1.5.3's examples/simple_trainer.py), for the default strategy
+    on a 3DGS model without pose, appearance or background options."""
+    import gsplat
+    from gsplat.strategy import DefaultStrategy
+
+    strategy_fields = {field.name for field in fields(DefaultStrategy)}
+
+    class GsplatTrainer(Trainer):
+        def __init__(self, config: Config, **options) -> None:
+            unsupported = [
+                name
+                for name, used in (
+                    ("strategy.name != default", config.strategy.name != "default"),
+                    ("model.type != 3dgs", config.model.type != "3dgs"),
+                    ("pose_opt.enabled", config.pose_opt.enabled),
+                    ("appearance.enabled", config.appearance.enabled),
+                    ("optim.random_background", config.optim.random_background),
+                    ("optim.visible_adam", config.optim.visible_adam),
+                    ("optim.opacity_reg", config.optim.opacity_reg > 0.0),
+                    ("optim.scale_reg", config.optim.scale_reg > 0.0),
+                )
+                if used
+            ]
+            if unsupported:
+                sys.exit(f"--renderer gsplat: not with {', '.join(unsupported)}")
+            super().__init__(config, **options)
+            settings = asdict(config.strategy.default)
+            self.strategy = DefaultStrategy(**{k: v for k, v in settings.items() if k in strategy_fields})
+            self.optimizers = {
+                name: torch.optim.Adam(
+                    [self.params[name]], lr=optimizer.param_groups[0]["lr"], eps=config.optim.adam_eps
+                )
+                for name, optimizer in self.optimizers.items()
+            }
+            self.strategy_state = self.strategy.initialize_state(scene_scale=self.scene_scale)
+            self.strategy.check_sanity(self.params, self.optimizers)
+
+        def train_step(self) -> tuple[float, torch.Tensor, torch.Tensor]:
+            step = self.step
+            view_index = self._next_view()
+            view = self.scene.train_views[view_index]
+            if view.radial_coeffs is not None:
+                sys.exit(f"--renderer gsplat: view {view.name} has radial coefficients")
+            self.optimizers["means"].param_groups[0]["lr"] = self.means_lr(step)
+            params = self.params
+            colors, _, info = gsplat.rasterization(
+                params["means"],
+                params["quats"],
+                torch.exp(params["scales"]),
+                torch.sigmoid(params["opacities"]),
+                torch.cat([params["sh0"], params["shN"]], dim=1),
+                view.world_to_camera[None].to(self.device),
+                view.K[None].to(self.device),
+                view.width,
+                view.height,
+                sh_degree=self.config.model.sh_degree_at(step),
+                packed=False,
+                absgrad=self.strategy.absgrad,
+                camera_model=view.camera_model,
+            )
+            self.strategy.step_pre_backward(params, self.optimizers, self.strategy_state, step, info)
+            target = image_to_float(view.image.to(self.device))[None]
+            loss = l1_ssim_loss(colors, target, ssim_weight=self.config.optim.ssim_lambda)
+            loss_value = float(loss.detach())
+            loss.backward()
+            for optimizer in self.optimizers.values():
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            self.strategy.step_post_backward(
+                params, self.optimizers, self.strategy_state, step, info, packed=False
+            )
+            self.step = step + 1
+            self._watch_step(view_index, loss_value)
+            return loss_value, colors.detach(), target
+
+    return GsplatTrainer
+
+
 def run_at_simd_level(level: str) -> None:
     """Run this script again with the environment of `level` (torch reads it when it loads)."""
     wanted = {"GSPLAT_PY_SIMD": level, "ATEN_CPU_CAPABILITY": SIMD_LEVELS[level]}
@@ -174,6 +268,18 @@ class CpuTimer(TrainingHook):
 
     def after_evaluation(self, trainer, record) -> None:
         self.last = time.process_time()
+
+
+def renderer_name(renderer: str) -> str:
+    if renderer == "gsplat":
+        import gsplat
+
+        return f"gsplat {gsplat.__version__}"
+    return "gsplat_py"
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def git_commit() -> str:
@@ -215,13 +321,18 @@ def main() -> None:
     config = apply_overrides(load_config(preset), overrides)
     started = time.perf_counter()
     cpu_timer = CpuTimer()
-    trainer = Trainer(config, progress=sys.stderr.isatty(), hooks=[cpu_timer])
+    trainer_class = gsplat_trainer_class() if args.renderer == "gsplat" else Trainer
+    trainer = trainer_class(config, progress=sys.stderr.isatty(), hooks=[cpu_timer])
     setup_s = time.perf_counter() - started
+    on_gpu = trainer.device.type == "cuda"
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats(trainer.device)
     load_before = os.getloadavg()
     with busy_processes(args.busy):
         cpu_timer.last = time.process_time()
         records = trainer.train()
     load_after = os.getloadavg()
+    peak_gpu_mib = torch.cuda.max_memory_allocated(trainer.device) / 2**20 if on_gpu else None
     cpu_ms_per_step = 1e3 * cpu_timer.cpu_s / max(cpu_timer.steps, 1)
 
     rows = [
@@ -230,12 +341,15 @@ def main() -> None:
     ]
     print(
         f"\nsnowmiku-style training benchmark: {config.data.path} (factor {config.data.data_factor}), "
-        f"{config.model.type}, strategy {config.strategy.name}, {torch.get_num_threads()} threads, "
+        f"{config.model.type}, strategy {config.strategy.name}, renderer {renderer_name(args.renderer)}, "
+        f"device {device_name(trainer.device)}, {torch.get_num_threads()} threads, "
         f"setup {setup_s:.1f} s, "
         f"SIMD {simd_level()} (torch {torch.backends.cpu.get_cpu_capability()}), {args.busy} busy processes, "
         f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after"
     )
     print(f"CPU time per training step (all threads): {cpu_ms_per_step:.1f} ms")
+    if peak_gpu_mib is not None:
+        print(f"peak GPU memory allocated during training: {peak_gpu_mib:,.0f} MiB")
     print("| step | test PSNR (dB) | test SSIM | Gaussians | train time (s) | steps/s (avg from 0) |")
     print("|---:|---:|---:|---:|---:|---:|")
     for r in rows:
@@ -289,6 +403,9 @@ def main() -> None:
             "load_average_before": load_before,
             "load_average_after": load_after,
         },
+        "renderer": renderer_name(args.renderer),
+        "device": device_name(trainer.device),
+        "peak_gpu_memory_mib": peak_gpu_mib,
         "cpu_ms_per_step": cpu_ms_per_step,
         "setup_s": setup_s,
         "config": json.loads(json.dumps(trainer.config, default=lambda o: o.__dict__)),
