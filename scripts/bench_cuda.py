@@ -7,7 +7,9 @@ For each N in --sizes and each camera count in --cameras, on a synthetic scene (
   * peak memory: the most allocated during one forward + backward, above what was allocated before it;
   * how far the two renders are apart: ||ours - gsplat|| / ||gsplat||.
 Then a training step at N = --train-n, 1 camera: forward, L1 loss against a fixed random image, backward and
-an Adam step over the raw parameters (means, quats, log-scales, opacity logits, SH coefficients).
+an Adam step over the raw parameters (means, quats, log-scales, opacity logits, SH coefficients). With
+--profile, last: the device time of each renderer's costliest kernels per forward + backward at the largest
+size and camera count (torch.profiler over PROFILE_ITERATIONS iterations).
 
 Times are medians of --repeats CUDA-event timings after warm-up. Ratios are gsplat / ours: above 1, gsplat_py
 is faster (or uses less memory). Prints markdown tables and writes JSON to bench_results/bench_cuda-<date>-
@@ -65,6 +67,8 @@ EPS2D = 0.3
 TILE_SIZE = 16
 WARMUP = 2  # untimed forward + backward passes before each timed series
 TRAIN_LR = 1e-3
+PROFILE_ITERATIONS = 5
+PROFILE_TOP_KERNELS = 12
 MIB = 2.0**20
 
 
@@ -255,11 +259,7 @@ def measure_render(render: Render, scene: Scene, cotangent: Tensor, repeats: int
     def forward():
         return render(*leaves, scene)
 
-    def forward_backward():
-        clear_grads(leaves)
-        colors, _ = forward()
-        (colors * cotangent).sum().backward()
-
+    forward_backward = functools.partial(render_forward_backward, render, scene, cotangent)
     for _ in range(WARMUP):
         forward_backward()
     clear_grads(leaves)
@@ -391,6 +391,63 @@ def measure_config(
     if len(images) == 2:
         row["relative_difference"] = relative_difference(images["gsplat_py"], images["gsplat"])
     return row
+
+
+def profile_kernels(args, renderers: dict[str, Render], device: torch.device) -> dict:
+    """Device time (ms per forward + backward) of each renderer's costliest kernels and of all its kernels,
+    at the largest --sizes and --cameras (on the CPU, for checking the script: each op's own CPU time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    on_gpu = device.type == "cuda"
+    n, n_cameras = max(args.sizes), max(args.cameras)
+    scene = make_scene(n, n_cameras, args.width, args.height, args.seed, device)
+    g = torch.Generator(device=device).manual_seed(args.seed + 1)
+    cotangent = torch.randn(n_cameras, args.height, args.width, 3, generator=g, device=device)
+    report = {"n": n, "cameras": n_cameras, "iterations": PROFILE_ITERATIONS, "renderers": {}}
+    for name, render in renderers.items():
+        progress(f"profiling {name}: N={n:,}, C={n_cameras}")
+        forward_backward = functools.partial(render_forward_backward, render, scene, cotangent)
+        for _ in range(WARMUP):
+            forward_backward()
+        Clock(device).synchronize()
+        with profile(activities=[ProfilerActivity.CUDA if on_gpu else ProfilerActivity.CPU]) as profiler:
+            for _ in range(PROFILE_ITERATIONS):
+                forward_backward()
+            Clock(device).synchronize()
+        kernels = sorted(
+            (
+                (event.key, (event.device_time_total if on_gpu else event.self_cpu_time_total) / 1e3)
+                for event in profiler.key_averages()
+            ),
+            key=lambda kernel: -kernel[1],
+        )
+        kernels = [(key, total / PROFILE_ITERATIONS) for key, total in kernels if total > 0]
+        report["renderers"][name] = {
+            "total_ms": sum(ms for _, ms in kernels),
+            "kernels": [{"name": key, "ms": ms} for key, ms in kernels],
+        }
+        clear_grads(scene.leaves())
+        free_memory(device)
+    return report
+
+
+def render_forward_backward(render: Render, scene: Scene, cotangent: Tensor) -> None:
+    leaves = scene.leaves()
+    clear_grads(leaves)
+    colors, _ = render(*leaves, scene)
+    (colors * cotangent).sum().backward()
+
+
+def render_profile(profile: dict) -> str:
+    out = [
+        f"### Device time per forward + backward, N={profile['n']:,}, C={profile['cameras']} "
+        f"(torch.profiler, {profile['iterations']} iterations)",
+    ]
+    for name, result in profile["renderers"].items():
+        out += ["", f"{name}: all kernels {result['total_ms']:.2f} ms", "", "| kernel | ms |", "|---|---|"]
+        for kernel in result["kernels"][:PROFILE_TOP_KERNELS]:
+            out.append(f"| {kernel['name'][:90]} | {kernel['ms']:.3f} |")
+    return "\n".join(out)
 
 
 def measure_training(args, renderers: dict[str, Render], device: torch.device, clock: Clock) -> dict:
@@ -614,6 +671,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-gsplat", action="store_true", help="run gsplat_py alone")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--profile", action="store_true", help="also profile the kernels (see above)")
     parser.add_argument(
         "--device",
         default="cuda",
@@ -671,7 +729,12 @@ def main() -> None:
     if "gsplat" not in renderers and gsplat_render is not None:
         report["gsplat_note"] += " (failed part-way: see the errors)"
 
+    if args.profile:
+        report["profile"] = profile_kernels(args, renderers, device)
+
     print(render_report(report))
+    if "profile" in report:
+        print("\n" + render_profile(report["profile"]))
     text = json.dumps(report, indent=2) + "\n"
     paths = [ROOT / "bench_results" / f"bench_cuda-{datetime.now():%Y%m%d-%H%M%S}.json"]
     if args.out is not None:

@@ -6,6 +6,8 @@
 #                                      # fast preset (gsplat_py, then gsplat)
 #   scripts/gpu_benchmarks.sh scaling  # bench_cuda.py; train the bundled resolution (factor 4) on the GPU;
 #                                      # CPU thread scaling (render; training step from that run)
+#   scripts/gpu_benchmarks.sh check    # build; the CUDA tests; bench_cuda.py --profile (gsplat_py alone);
+#                                      # the whole test suite with the GPU visible
 #
 # gsplat is built in /tmp/gsplat (kept while the machine is), gsplat_py in place.
 # Inputs beside the tree in .dev/ (ignored by git; copied there by hand): gsplat/ (gsplat 1.5.3's source
@@ -25,7 +27,7 @@ export PYTHONPATH=/tmp/site:$PWD
 build() {
     if ! python3 -c "import torch, gsplat_py._C" 2>/dev/null; then
         say "building gsplat_py"
-        MAX_JOBS=6 python3 setup.py build_ext --inplace -j 6 >"$OUT/build_gsplat_py.log" 2>&1 ||
+        MAX_JOBS=${1:-6} python3 setup.py build_ext --inplace -j "${1:-6}" >"$OUT/build_gsplat_py.log" 2>&1 ||
             { tail -30 "$OUT/build_gsplat_py.log"; exit 1; }
     fi
     python3 -m gsplat_py info 2>&1 | tee "$OUT/info.txt"
@@ -74,8 +76,22 @@ elif [ "${1:-}" = scaling ]; then
     timeout 150 python3 scripts/bench_train_threads.py /tmp/run_fast4 --threads 1 2 4 8 16 --steps 40 \
         --warmup 5 --output /tmp/bench 2>&1 | tail -10
     copy_json
+elif [ "${1:-}" = check ]; then
+    build 14
+    say "CUDA tests"
+    timeout 120 python3 -m pytest -q -n 8 -p no:cacheprovider tests/test_cuda.py tests/test_optimizer.py \
+        tests/test_2dgs_render.py tests/test_render_cli.py >"$OUT/tests_gpu.log" 2>&1
+    grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_gpu.log" | tail -12
+    say "bench_cuda --profile"
+    timeout 90 python3 scripts/bench_cuda.py --sizes 3000000 --cameras 1,4 --no-gsplat --profile \
+        --out "$OUT/bench_cuda_profile.json" 2>&1 | grep -v "^\[bench_cuda\]" | tail -32
+    say "the whole test suite"
+    timeout $((225 - SECONDS)) python3 -m pytest -v -n 14 -p no:cacheprovider tests >"$OUT/tests_all.log" 2>&1
+    echo "pytest exit $?"
+    grep -E "(FAILED|ERROR) tests|passed|failed" "$OUT/tests_all.log" | tail -30
+    grep -c PASSED "$OUT/tests_all.log"
 else
-    echo "usage: scripts/gpu_benchmarks.sh train|scaling" >&2
+    echo "usage: scripts/gpu_benchmarks.sh train|scaling|check" >&2
     exit 2
 fi
 say "done"

@@ -186,9 +186,10 @@ def requires_grad_copy(scene: dict) -> dict:
 
 
 def random_like(t: Tensor, seed: int) -> Tensor:
-    """A reproducible random cotangent with the shape and dtype of t."""
+    """A reproducible random cotangent with the shape, dtype and device of t (drawn on the CPU, so the
+    same values on every device)."""
     return torch.randn(t.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(
-        t.dtype
+        device=t.device, dtype=t.dtype
     )
 
 

@@ -557,7 +557,14 @@ def test_cuda_matches_cpu(dtype):
     tolerance = 1e-4 if dtype == torch.float32 else 1e-10
     for key in ("radii", "flatten_ids", "isect_offsets"):
         assert torch.equal(on_cpu[2][key], on_gpu[2][key].cpu()), key
-    for a, b in zip(on_cpu[0] + list(on_cpu[1]), on_gpu[0] + list(on_gpu[1])):
+    assert len(on_cpu[0]) == 6  # colors, alphas, render_normals, surf_normals, render_distort, render_median
+    outputs = list(zip(on_cpu[0], on_gpu[0]))
+    if dtype == torch.float32:
+        # surf_normals (plain PyTorch on the rendered depth, the same code on both devices) normalise
+        # differences of neighbouring depths, which turns the depth's float32 rounding (the depth channel of
+        # the colours is compared within 1e-4) into larger differences; float64 compares them.
+        del outputs[3]
+    for a, b in outputs + list(zip(on_cpu[1], on_gpu[1])):
         scale = float(a.abs().max()) if a.numel() else 1.0
         assert torch.allclose(a, b.cpu(), rtol=tolerance, atol=tolerance * scale)
 

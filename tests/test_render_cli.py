@@ -176,6 +176,8 @@ def test_foreign_ply_renders_in_colmap_frame_as_the_model_in_memory(scene, tmp_p
             "train",
             "--batch-size",
             "3",
+            "--device",
+            "cpu",  # the same kernels as render_directly's, so the same bits
         )
         == 0
     )
