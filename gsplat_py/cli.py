@@ -498,6 +498,7 @@ def _run_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     from .training.distributed import (
         DistributedTrainer,
         check_batched_config,
+        device_for_process,
         launch,
         process_group,
         processes_from_environment,
@@ -541,6 +542,7 @@ def _run_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         if args.viewer:
             raise ValueError("--viewer: not available with several processes (--nproc)")
         check_batched_config(config, args.nproc)
+        device_for_process(config.train.device, args.nproc - 1)  # before any process starts
         command = [sys.executable, "-m", "gsplat_py", *args.argv]
         return launch(
             command, args.nproc, args.timeout, lambda line: print(f"{PROG}: {line}", file=sys.stderr)

@@ -30,10 +30,11 @@ LOST_PEER_WORKER = Path(__file__).resolve().parent / "lost_peer_worker.py"
 TIMEOUT_S = 300  # one run on a loaded 2-core machine
 # 21 steps of the fast recipe, refining at step 20 only: the evaluation at step 20 is before any random
 # sampling (the same numbers on one or two processes), the one at 21 after one refinement (the same counts).
+# On the CPU also where a GPU is visible: the runs are compared bit for bit (over gloo).
 RUN = [
     "--config", "fast", "--steps", "21", "--eval-every", "0", "--train.eval_steps", "20",
     "--train.save_renders", "false", "--strategy.default.refine_start_iter", "10",
-    "--strategy.default.refine_every", "10", "--quiet",
+    "--strategy.default.refine_every", "10", "--quiet", "--device", "cpu",
 ]  # fmt: skip
 
 
@@ -158,7 +159,8 @@ def test_a_killed_process_stops_the_other_and_the_checkpoint_loads(tmp_path):
     and stops with a message, the launcher exits non-zero, and the checkpoint on disk loads."""
     run = tmp_path / "run"
     args = ["train", "--config", "fast", "--steps", "5000", "--eval-every", "0", "--train.save_every", "5",
-            "--output", str(run), "--quiet", "--nproc", "2", "--timeout", "20"]  # fmt: skip
+            "--output", str(run), "--quiet", "--nproc", "2", "--timeout", "20",
+            "--device", "cpu"]  # fmt: skip
     launcher = gsplat_py_command(*args, cwd=tmp_path)
     try:
         rank_1 = _worker_of_rank(launcher, 1)
@@ -337,3 +339,16 @@ def test_the_one_view_trainer_refuses_a_batch(tmp_path):
     with pytest.raises(TrainingError, match=r"^train.batch_size: 2 views per step need .*DistributedTrainer"):
         Trainer(config)
     assert not (tmp_path / "run").exists()
+
+
+def test_each_process_on_a_machine_gets_its_own_gpu_or_a_one_line_error(monkeypatch):
+    """The device of the training process of each local rank (a machine with one GPU, simulated)."""
+    monkeypatch.setattr(distributed, "training_device", lambda name: torch.device(name.split(":")[0]))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert distributed.device_for_process("cuda", 0) == "cuda:0"
+    assert distributed.device_for_process("cpu", 1) == "cpu"
+    with pytest.raises(TrainingError) as caught:
+        distributed.device_for_process("cuda", 1)
+    message = str(caught.value)
+    assert message.startswith("train.device: 'cuda' ") and "\n" not in message
+    assert "process 2 of this machine has none (1 visible)" in message

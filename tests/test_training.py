@@ -104,6 +104,9 @@ def synthetic_scene(eyes, perturbations=None, n_points=400, test_every=0) -> Sce
 
 def tiny_config(tmp_path, **sections) -> Config:
     config = Config()
+    # The CPU, also where a GPU is visible: these tests compare runs bit for bit, and the CUDA backward's
+    # atomic sums are not reproducible to the bit (test_cuda.py trains on the GPU).
+    config.train.device = "cpu"
     config.train.output = str(tmp_path / "run")
     config.train.save_renders = False
     config.model.sh_degree = 1
@@ -416,6 +419,8 @@ def test_cli_train_resume_and_eval_on_the_bundled_scene(tmp_path, capsys):
     run = tmp_path / "run"
     common = [
         "--quiet",
+        "--device",
+        "cpu",  # compared bit for bit: see tiny_config
         "--train.save_renders",
         "false",
         "--strategy.default.refine_start_iter",
@@ -447,10 +452,10 @@ def test_cli_train_resume_and_eval_on_the_bundled_scene(tmp_path, capsys):
     assert cli_main(["train", "--resume", str(run), "--steps", "15", *common]) == 0
     assert load_checkpoint(run)["step"] == 15
     capsys.readouterr()
-    assert cli_main(["eval", "--model", str(run), "--no-renders"]) == 0
+    assert cli_main(["eval", "--model", str(run), "--no-renders", "--device", "cpu"]) == 0
     summary = capsys.readouterr().out
     assert summary.count("\n") == 1 and "at step 15: test PSNR" in summary and "over 13 views" in summary
-    assert cli_main(["eval", "--model", str(run), "--no-renders", "--json"]) == 0
+    assert cli_main(["eval", "--model", str(run), "--no-renders", "--json", "--device", "cpu"]) == 0
     printed = json.loads(capsys.readouterr().out)
     written = json.loads((run / "eval.json").read_text())
     assert printed == written and written["step"] == 15 and written["split"] == "test"

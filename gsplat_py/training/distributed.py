@@ -228,6 +228,21 @@ def check_batched_config(config: Config, world_size: int) -> None:
         )
 
 
+def device_for_process(device: str, local_rank: int) -> str:
+    """``train.device`` for the training process of ``local_rank`` on its machine: its own GPU
+    (``cuda:<local_rank>``) when ``device`` resolves to the GPU, else ``device``. TrainingError when the
+    machine has no GPU left for that process."""
+    if training_device(device).type != "cuda":
+        return device
+    visible = torch.cuda.device_count()
+    if local_rank >= visible:
+        raise TrainingError(
+            f"train.device: {device!r} gives each training process on a machine its own GPU, and process "
+            f"{local_rank + 1} of this machine has none ({visible} visible); use fewer processes or 'cpu'"
+        )
+    return f"cuda:{local_rank}"
+
+
 def launch(
     command: Sequence[str],
     nproc: int,
@@ -369,8 +384,8 @@ class DistributedTrainer(Trainer):
             raise TrainingError("DistributedTrainer: join the process group first (process_group)")
         check_batched_config(config, self.world_size)
         config.validate()
-        if processes is not None and training_device(config.train.device).type == "cuda":
-            device = f"cuda:{processes.local_rank}"  # one GPU per process
+        if processes is not None:
+            device = device_for_process(config.train.device, processes.local_rank)
             config = dataclasses.replace(config, train=dataclasses.replace(config.train, device=device))
         if self.world_size > 1:  # one output folder: rank 0's (its default name has the time in it)
             chosen = [config.train.output or (str(_default_output(config)) if self.rank == 0 else None)]
