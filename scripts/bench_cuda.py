@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Benchmark gsplat_py's CUDA backend side by side with gsplat (1.5.3) on the same inputs in the same process.
 
-For each N in --sizes and each camera count in --cameras, on a synthetic scene (SH degree 3, 1920x1080):
+For each N in --sizes and each camera count in --cameras, on a synthetic scene (SH degree 3, 1920x1080), both
+renderers unpacked (``packed=False``, as gsplat's simple_trainer trains), or both packed with --packed:
   * forward: one full rasterization() call, with autograd recording as in training;
   * backward: loss.backward() alone, loss = sum(render_colors * fixed random cotangent);
   * peak memory: the most allocated during one forward + backward, above what was allocated before it;
@@ -142,27 +143,31 @@ def make_scene(n: int, n_cameras: int, width: int, height: int, seed: int, devic
 Render = Callable[..., tuple[Tensor, dict]]  # (means, quats, scales, opacities, sh, scene) -> (colors, meta)
 
 
-def render_gsplat_py(means, quats, scales, opacities, sh, scene: Scene):
-    colors, _, meta = gsplat_py.rasterization(
-        means,
-        quats,
-        scales,
-        opacities,
-        sh,
-        scene.viewmats,
-        scene.Ks,
-        scene.width,
-        scene.height,
-        eps2d=EPS2D,
-        sh_degree=SH_DEGREE,
-        tile_size=TILE_SIZE,
-        render_mode="RGB",
-        backend="cpp",
-    )
-    return colors, meta
+def gsplat_py_renderer(packed: bool) -> Render:
+    def render_gsplat_py(means, quats, scales, opacities, sh, scene: Scene):
+        colors, _, meta = gsplat_py.rasterization(
+            means,
+            quats,
+            scales,
+            opacities,
+            sh,
+            scene.viewmats,
+            scene.Ks,
+            scene.width,
+            scene.height,
+            eps2d=EPS2D,
+            sh_degree=SH_DEGREE,
+            packed=packed,
+            tile_size=TILE_SIZE,
+            render_mode="RGB",
+            backend="cpp",
+        )
+        return colors, meta
+
+    return render_gsplat_py
 
 
-def gsplat_renderer(gsplat_rasterization) -> Render:
+def gsplat_renderer(gsplat_rasterization, packed: bool) -> Render:
     def render_gsplat(means, quats, scales, opacities, sh, scene: Scene):
         colors, _, meta = gsplat_rasterization(
             means=means,
@@ -176,7 +181,7 @@ def gsplat_renderer(gsplat_rasterization) -> Render:
             height=scene.height,
             eps2d=EPS2D,
             sh_degree=SH_DEGREE,
-            packed=False,
+            packed=packed,
             tile_size=TILE_SIZE,
             render_mode="RGB",
             rasterize_mode="classic",
@@ -186,7 +191,7 @@ def gsplat_renderer(gsplat_rasterization) -> Render:
     return render_gsplat
 
 
-def load_gsplat(wanted: bool) -> tuple[Render | None, str | None, str]:
+def load_gsplat(wanted: bool, packed: bool) -> tuple[Render | None, str | None, str]:
     """(gsplat's renderer or None, its version or None, a note for the report)."""
     if not wanted:
         return None, None, "gsplat not run (--no-gsplat)"
@@ -205,7 +210,7 @@ def load_gsplat(wanted: bool) -> tuple[Render | None, str | None, str]:
         f"gsplat {version}: its first call may compile its CUDA code (minutes) if it was installed from "
         "source"
     )
-    return gsplat_renderer(gsplat_rasterization), version, f"gsplat {version}"
+    return gsplat_renderer(gsplat_rasterization, packed), version, f"gsplat {version}"
 
 
 # ---- timing and memory ---------------------------------------------------------------------------------
@@ -507,7 +512,7 @@ def render_report(report: dict) -> str:
         f"git {machine['git_commit']}{' (uncommitted changes)' if machine['git_dirty'] else ''}; "
         f"{report['gsplat_note']}",
         f"- scene: {settings['width']}×{settings['height']}, SH degree {SH_DEGREE}, tile {TILE_SIZE}, eps2d "
-        f"{EPS2D}, "
+        f"{EPS2D}, {'packed' if settings.get('packed') else 'unpacked'}, "
         f"seed {settings['seed']}; medians of {settings['repeats']} repeats after {WARMUP} warm-ups (CUDA "
         "events)",
         "- ratio = gsplat / gsplat_py (above 1: gsplat_py is faster, or needs less memory); "
@@ -670,6 +675,11 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-gsplat", action="store_true", help="run gsplat_py alone")
+    parser.add_argument(
+        "--packed",
+        action="store_true",
+        help="both renderers in packed mode (default: both unpacked, as gsplat's simple_trainer trains)",
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--profile", action="store_true", help="also profile the kernels (see above)")
     parser.add_argument(
@@ -690,8 +700,8 @@ def main() -> None:
         if not cuda_backend_available():
             sys.exit("bench_cuda: no GPU, or gsplat_py._C was built without its CUDA kernels")
     clock = Clock(device)
-    renderers: dict[str, Render] = {"gsplat_py": render_gsplat_py}
-    gsplat_render, gsplat_version, gsplat_note = load_gsplat(not args.no_gsplat)
+    renderers: dict[str, Render] = {"gsplat_py": gsplat_py_renderer(args.packed)}
+    gsplat_render, gsplat_version, gsplat_note = load_gsplat(not args.no_gsplat, args.packed)
     if gsplat_render is not None:
         renderers["gsplat"] = gsplat_render
 
@@ -708,6 +718,7 @@ def main() -> None:
             "width": args.width,
             "height": args.height,
             "train_n": args.train_n,
+            "packed": args.packed,
             "seed": args.seed,
             "sh_degree": SH_DEGREE,
             "tile_size": TILE_SIZE,
