@@ -143,33 +143,11 @@ def make_scene(n: int, n_cameras: int, width: int, height: int, seed: int, devic
 Render = Callable[..., tuple[Tensor, dict]]  # (means, quats, scales, opacities, sh, scene) -> (colors, meta)
 
 
-def gsplat_py_renderer(packed: bool) -> Render:
-    def render_gsplat_py(means, quats, scales, opacities, sh, scene: Scene):
-        colors, _, meta = gsplat_py.rasterization(
-            means,
-            quats,
-            scales,
-            opacities,
-            sh,
-            scene.viewmats,
-            scene.Ks,
-            scene.width,
-            scene.height,
-            eps2d=EPS2D,
-            sh_degree=SH_DEGREE,
-            packed=packed,
-            tile_size=TILE_SIZE,
-            render_mode="RGB",
-            backend="cpp",
-        )
-        return colors, meta
+def renderer(rasterization: Callable, packed: bool, **options) -> Render:
+    """A Render through ``rasterization``: gsplat_py's (a drop-in, so the same call) or gsplat's."""
 
-    return render_gsplat_py
-
-
-def gsplat_renderer(gsplat_rasterization, packed: bool) -> Render:
-    def render_gsplat(means, quats, scales, opacities, sh, scene: Scene):
-        colors, _, meta = gsplat_rasterization(
+    def render(means, quats, scales, opacities, sh, scene: Scene):
+        colors, _, meta = rasterization(
             means=means,
             quats=quats,
             scales=scales,
@@ -185,10 +163,11 @@ def gsplat_renderer(gsplat_rasterization, packed: bool) -> Render:
             tile_size=TILE_SIZE,
             render_mode="RGB",
             rasterize_mode="classic",
+            **options,
         )
         return colors, meta
 
-    return render_gsplat
+    return render
 
 
 def load_gsplat(wanted: bool, packed: bool) -> tuple[Render | None, str | None, str]:
@@ -210,7 +189,7 @@ def load_gsplat(wanted: bool, packed: bool) -> tuple[Render | None, str | None, 
         f"gsplat {version}: its first call may compile its CUDA code (minutes) if it was installed from "
         "source"
     )
-    return gsplat_renderer(gsplat_rasterization, packed), version, f"gsplat {version}"
+    return renderer(gsplat_rasterization, packed), version, f"gsplat {version}"
 
 
 # ---- timing and memory ---------------------------------------------------------------------------------
@@ -700,7 +679,9 @@ def main() -> None:
         if not cuda_backend_available():
             sys.exit("bench_cuda: no GPU, or gsplat_py._C was built without its CUDA kernels")
     clock = Clock(device)
-    renderers: dict[str, Render] = {"gsplat_py": gsplat_py_renderer(args.packed)}
+    renderers: dict[str, Render] = {
+        "gsplat_py": renderer(gsplat_py.rasterization, args.packed, backend="cpp")
+    }
     gsplat_render, gsplat_version, gsplat_note = load_gsplat(not args.no_gsplat, args.packed)
     if gsplat_render is not None:
         renderers["gsplat"] = gsplat_render
