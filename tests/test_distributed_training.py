@@ -352,3 +352,13 @@ def test_each_process_on_a_machine_gets_its_own_gpu_or_a_one_line_error(monkeypa
     message = str(caught.value)
     assert message.startswith("train.device: 'cuda' ") and "\n" not in message
     assert "process 2 of this machine has none (1 visible)" in message
+
+
+def test_more_processes_than_gpus_is_a_one_line_error_before_any_starts(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(distributed, "training_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    error = cli_error(capsys, "train", "--steps", "1", "--nproc", "2", "--output", tmp_path / "run")
+    assert error.startswith("gsplat-py: error: train.device: 'auto' gives each training process") and (
+        "(1 visible); use fewer processes or 'cpu'" in error
+    )
+    assert not (tmp_path / "run").exists()
