@@ -4,7 +4,8 @@
 #
 #   scripts/gpu_benchmarks.sh train    # build both, GPU tests, train the full-resolution scene with the
 #                                      # fast preset (gsplat_py, then gsplat)
-#   scripts/gpu_benchmarks.sh scaling  # bench_cuda.py; train the bundled resolution (factor 4) on the GPU;
+#   scripts/gpu_benchmarks.sh scaling  # bench_cuda.py unpacked and --packed; train the bundled resolution
+#                                      # (factor 4) on the GPU;
 #                                      # CPU thread scaling (render; training step from that run)
 #   scripts/gpu_benchmarks.sh check    # build; the CUDA tests; bench_cuda.py --profile (gsplat_py alone);
 #                                      # the whole test suite with the GPU visible
@@ -62,9 +63,11 @@ if [ "${1:-}" = train ]; then
     copy_json
 elif [ "${1:-}" = scaling ]; then
     build
-    say "bench_cuda"
-    PYTHONPATH=$PYTHONPATH:/tmp/gsplat timeout 90 python3 scripts/bench_cuda.py --sizes 1000000 3000000 \
-        --cameras 1,4 --out "$OUT/bench_cuda.json" 2>&1 | tail -22
+    for mode in unpacked packed; do
+        say "bench_cuda, both renderers $mode"
+        PYTHONPATH=$PYTHONPATH:/tmp/gsplat timeout 90 python3 scripts/bench_cuda.py --sizes 1000000,3000000 \
+            --cameras 1,4 $([ $mode = packed ] && echo --packed) --out "$OUT/bench_cuda_$mode.json" 2>&1 | tail -14
+    done
     say "training, fast preset, bundled resolution (factor 4), gsplat_py on the GPU"
     timeout 120 python3 scripts/bench_train.py --data "$SCENE" --data-factor 4 --config fast \
         --set train.device cuda --set train.output /tmp/run_fast4 --output /tmp/bench 2>&1 | tail -14
@@ -83,7 +86,7 @@ elif [ "${1:-}" = check ]; then
         tests/test_2dgs_render.py tests/test_render_cli.py >"$OUT/tests_gpu.log" 2>&1
     grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests_gpu.log" | tail -12
     say "bench_cuda --profile"
-    timeout 90 python3 scripts/bench_cuda.py --sizes 3000000 --cameras 1,4 --no-gsplat --profile \
+    timeout 90 python3 scripts/bench_cuda.py --sizes 3000000 --cameras 1,4 --no-gsplat --packed --profile \
         --out "$OUT/bench_cuda_profile.json" 2>&1 | grep -v "^\[bench_cuda\]" | tail -32
     say "the whole test suite"
     timeout $((225 - SECONDS)) python3 -m pytest -v -n 14 -p no:cacheprovider tests >"$OUT/tests_all.log" 2>&1
