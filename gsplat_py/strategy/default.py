@@ -76,7 +76,7 @@ class DefaultStrategy(Strategy):
     fixed after 1.5.3). Visibility, accumulation and the screen-radius maximum are computed densely and
     exactly (gsplat writes the maximum radius with a racy scatter). Otherwise a step gives gsplat 1.5.3's
     parameters, moments and statistics to float rounding (the split's sample offsets round differently;
-    checked side by side over 70 steps of clones, splits and prunes with resets off).
+    ``scripts/compare_gsplat_strategy.py`` runs the two side by side).
 
     Packed meta (``gaussian_ids`` set: one row per visible (camera, Gaussian) pair) is read from ``info``
     itself; the ``packed`` argument of ``step_post_backward`` is accepted for gsplat's signature.
