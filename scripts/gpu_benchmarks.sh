@@ -9,6 +9,9 @@
 #                                      # CPU thread scaling (render; training step from that run)
 #   scripts/gpu_benchmarks.sh check    # build; the CUDA tests; bench_cuda.py --profile (gsplat_py alone);
 #                                      # the whole test suite with the GPU visible
+#   scripts/gpu_benchmarks.sh default [gsplat_py|gsplat]
+#                                      # the default preset (30k steps) at full resolution with one
+#                                      # renderer (building what it needs): a call of its own for each
 #
 # gsplat is built in /tmp/gsplat (kept while the machine is), gsplat_py in place.
 # Inputs beside the tree in .dev/ (ignored by git; copied there by hand): gsplat/ (gsplat 1.5.3's source
@@ -93,8 +96,21 @@ elif [ "${1:-}" = check ]; then
     echo "pytest exit $?"
     grep -E "(FAILED|ERROR) tests|passed|failed" "$OUT/tests_all.log" | tail -30
     grep -c PASSED "$OUT/tests_all.log"
+elif [ "${1:-}" = default ]; then
+    renderer=${2:-gsplat_py}
+    build 14
+    if [ "$renderer" = gsplat ] && [ ! -e /tmp/gsplat/gsplat/csrc.so ]; then
+        say "building gsplat"
+        rm -rf /tmp/gsplat && cp -r .dev/gsplat /tmp/gsplat
+        (cd /tmp/gsplat && MAX_JOBS=14 python3 setup.py build_ext --inplace >"$OUT/build_gsplat.log" 2>&1)
+    fi
+    say "training, default preset, full resolution: $renderer"
+    PYTHONPATH=$PYTHONPATH:/tmp/gsplat timeout $((590 - SECONDS)) python3 scripts/bench_train.py --data "$SCENE" \
+        --data-factor 1 --steps 30000 --eval-steps 7000,15000,30000 --set train.device cuda \
+        --renderer "$renderer" --output /tmp/bench 2>&1 | tail -12
+    copy_json
 else
-    echo "usage: scripts/gpu_benchmarks.sh train|scaling|check" >&2
+    echo "usage: scripts/gpu_benchmarks.sh train|scaling|check|default [gsplat_py|gsplat]" >&2
     exit 2
 fi
 say "done"
