@@ -62,26 +62,6 @@ __attribute__((always_inline)) inline void update_rows(const AdamCoefficients<T>
 template <typename T>
 using UpdateRows = void (*)(const AdamCoefficients<T>&, T*, const T*, T*, T*, int64_t, int64_t, const bool*);
 
-template <typename T>
-void update_rows_baseline(const AdamCoefficients<T>& c, T* param, const T* grad, T* exp_avg, T* exp_avg_sq,
-                          int64_t rows, int64_t row_size, const bool* visible) {
-    update_rows(c, param, grad, exp_avg, exp_avg_sq, rows, row_size, visible);
-}
-
-template <typename T>
-GS_TARGET_X86_64_V3 void update_rows_x86_64_v3(const AdamCoefficients<T>& c, T* param, const T* grad,
-                                               T* exp_avg, T* exp_avg_sq, int64_t rows, int64_t row_size,
-                                               const bool* visible) {
-    update_rows(c, param, grad, exp_avg, exp_avg_sq, rows, row_size, visible);
-}
-
-template <typename T>
-GS_TARGET_X86_64_V4 void update_rows_x86_64_v4(const AdamCoefficients<T>& c, T* param, const T* grad,
-                                               T* exp_avg, T* exp_avg_sq, int64_t rows, int64_t row_size,
-                                               const bool* visible) {
-    update_rows(c, param, grad, exp_avg, exp_avg_sq, rows, row_size, visible);
-}
-
 struct Item {
     int tensor;
     int64_t row_begin, row_end;
@@ -91,8 +71,7 @@ struct Item {
 
 template <typename T>
 void adam_step(const AdamArgs<T>& a) {
-    static const UpdateRows<T> update = for_simd_level<UpdateRows<T>>(
-        update_rows_x86_64_v4<T>, update_rows_x86_64_v3<T>, update_rows_baseline<T>);
+    static const UpdateRows<T> update = PerLevel<UpdateRows<T>, update_rows<T>>::at_level();
     std::vector<AdamCoefficients<T>> coefficients;
     std::vector<Item> items;
     int64_t values = 0;

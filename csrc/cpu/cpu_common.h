@@ -12,7 +12,8 @@
 #include "kernels.h"
 
 // Attributes compiling a function for an x86-64 level (on other CPUs, for the baseline): a kernel built
-// per level wraps one always-inline body in a function of each, and for_simd_level picks the one to run.
+// per level wraps one always-inline body in a function of each (PerLevel), and for_simd_level picks the one
+// to run.
 #if defined(__x86_64__)
 #define GS_TARGET_X86_64_V4 __attribute__((target("arch=x86-64-v4,prefer-vector-width=512")))
 #define GS_TARGET_X86_64_V3 __attribute__((target("arch=x86-64-v3")))
@@ -34,6 +35,20 @@ F for_simd_level(F x86_64_v4, F x86_64_v3, F baseline) {
     if (std::strcmp(level, "x86-64-v3") == 0) return x86_64_v3;
     return baseline;
 }
+
+// The kernel `Body` (an always-inline function of the function-pointer type Pointer) compiled once per
+// level: PerLevel<Pointer, Body>::at_level() is the build of the level in use. Each build inlines Body, so
+// its loops are vectorised for that level.
+template <typename Pointer, auto Body>
+struct PerLevel;
+
+template <typename R, typename... Args, R (*Body)(Args...)>
+struct PerLevel<R (*)(Args...), Body> {
+    static R baseline(Args... args) { return Body(args...); }
+    GS_TARGET_X86_64_V3 static R x86_64_v3(Args... args) { return Body(args...); }
+    GS_TARGET_X86_64_V4 static R x86_64_v4(Args... args) { return Body(args...); }
+    static R (*at_level())(Args...) { return for_simd_level<R (*)(Args...)>(x86_64_v4, x86_64_v3, baseline); }
+};
 
 // f(begin, end) over [0, count), one contiguous range per OpenMP thread (at::parallel_for's split), on
 // at most n_threads threads of at least `grain` items each; on the calling thread when one will do

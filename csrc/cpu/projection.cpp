@@ -137,26 +137,8 @@ __attribute__((always_inline)) inline void project_block(const ProjectionArgs<T>
 template <typename T>
 using ProjectBlock = void (*)(const ProjectionArgs<T>&, int64_t, int, ProjectedGaussian<T>*);
 
-template <typename T, int Model, bool Covars>
-void project_block_baseline(const ProjectionArgs<T>& a, int64_t first, int lanes,
-                            ProjectedGaussian<T>* results) {
-    project_block<T, Model, Covars>(a, first, lanes, results);
-}
-
-template <typename T, int Model, bool Covars>
-GS_TARGET_X86_64_V3 void project_block_x86_64_v3(const ProjectionArgs<T>& a, int64_t first, int lanes,
-                                                 ProjectedGaussian<T>* results) {
-    project_block<T, Model, Covars>(a, first, lanes, results);
-}
-
-template <typename T, int Model, bool Covars>
-GS_TARGET_X86_64_V4 void project_block_x86_64_v4(const ProjectionArgs<T>& a, int64_t first, int lanes,
-                                                 ProjectedGaussian<T>* results) {
-    project_block<T, Model, Covars>(a, first, lanes, results);
-}
-
 // builds(model, covars) for the lens model `model` and the covariance input (covars: given) as constants:
-// the build of a kernel at the level in use, which `builds` picks (for_simd_level).
+// the build of a kernel at the level in use, which `builds` picks (PerLevel).
 template <typename F, typename Builds>
 F build_for(int model, bool covars, const Builds& builds) {
     const auto for_model = [&](auto covars_constant) -> F {
@@ -174,9 +156,7 @@ ProjectBlock<T> project_block_of(const ProjectionArgs<T>& a) {
     return build_for<ProjectBlock<T>>(a.camera_model, a.covars != nullptr, [](auto model, auto covars) {
         constexpr int m = decltype(model)::value;
         constexpr bool c = decltype(covars)::value;
-        return for_simd_level<ProjectBlock<T>>(project_block_x86_64_v4<T, m, c>,
-                                               project_block_x86_64_v3<T, m, c>,
-                                               project_block_baseline<T, m, c>);
+        return PerLevel<ProjectBlock<T>, project_block<T, m, c>>::at_level();
     });
 }
 
@@ -255,36 +235,12 @@ template <typename T>
 using ProjectVjpBlock = void (*)(const ProjectionArgs<T>&, const ProjectionGradients<T>&,
                                  const GaussianGradients<T>&, const VjpLanes&, T*);
 
-template <typename T, int Model, bool Covars>
-void project_vjp_block_baseline(const ProjectionArgs<T>& a, const ProjectionGradients<T>& g,
-                                const GaussianGradients<T>& targets, const VjpLanes& block, T* camera_slots) {
-    project_vjp_block<T, Model, Covars>(a, g, targets, block, camera_slots);
-}
-
-template <typename T, int Model, bool Covars>
-GS_TARGET_X86_64_V3 void project_vjp_block_x86_64_v3(const ProjectionArgs<T>& a,
-                                                     const ProjectionGradients<T>& g,
-                                                     const GaussianGradients<T>& targets,
-                                                     const VjpLanes& block, T* camera_slots) {
-    project_vjp_block<T, Model, Covars>(a, g, targets, block, camera_slots);
-}
-
-template <typename T, int Model, bool Covars>
-GS_TARGET_X86_64_V4 void project_vjp_block_x86_64_v4(const ProjectionArgs<T>& a,
-                                                     const ProjectionGradients<T>& g,
-                                                     const GaussianGradients<T>& targets,
-                                                     const VjpLanes& block, T* camera_slots) {
-    project_vjp_block<T, Model, Covars>(a, g, targets, block, camera_slots);
-}
-
 template <typename T>
 ProjectVjpBlock<T> project_vjp_block_of(const ProjectionArgs<T>& a) {
     return build_for<ProjectVjpBlock<T>>(a.camera_model, a.covars != nullptr, [](auto model, auto covars) {
         constexpr int m = decltype(model)::value;
         constexpr bool c = decltype(covars)::value;
-        return for_simd_level<ProjectVjpBlock<T>>(project_vjp_block_x86_64_v4<T, m, c>,
-                                                  project_vjp_block_x86_64_v3<T, m, c>,
-                                                  project_vjp_block_baseline<T, m, c>);
+        return PerLevel<ProjectVjpBlock<T>, project_vjp_block<T, m, c>>::at_level();
     });
 }
 

@@ -93,29 +93,13 @@ __attribute__((always_inline)) inline void sh_forward_range(const ShArgs<T>& a, 
 template <typename T>
 using ShForwardRange = void (*)(const ShArgs<T>&, int64_t, int64_t, T*);
 
-template <typename T, int Degree>
-void sh_forward_range_baseline(const ShArgs<T>& a, int64_t begin, int64_t end, T* out) {
-    sh_forward_range<T, Degree>(a, begin, end, out);
-}
-
-template <typename T, int Degree>
-GS_TARGET_X86_64_V3 void sh_forward_range_x86_64_v3(const ShArgs<T>& a, int64_t begin, int64_t end, T* out) {
-    sh_forward_range<T, Degree>(a, begin, end, out);
-}
-
-template <typename T, int Degree>
-GS_TARGET_X86_64_V4 void sh_forward_range_x86_64_v4(const ShArgs<T>& a, int64_t begin, int64_t end, T* out) {
-    sh_forward_range<T, Degree>(a, begin, end, out);
-}
-
 // The forward of `degree` (0..kMaxShDegree) at the level in use.
 template <typename T>
 ShForwardRange<T> sh_forward_range_of(int degree) {
     const auto at_level = [](auto constant) {
         constexpr int d = decltype(constant)::value < kMaxShDegree ? decltype(constant)::value : kMaxShDegree;
-        static const ShForwardRange<T> range = for_simd_level<ShForwardRange<T>>(
-            sh_forward_range_x86_64_v4<T, d>, sh_forward_range_x86_64_v3<T, d>,
-            sh_forward_range_baseline<T, d>);
+        static const ShForwardRange<T> range =
+            PerLevel<ShForwardRange<T>, sh_forward_range<T, d>>::at_level();
         return range;
     };
     switch (degree) {

@@ -184,19 +184,8 @@ template <typename T>
 using RunRows = void (*)(const Job<T>&, Pass, int64_t, int64_t, T*);
 
 template <typename T>
-void run_rows_baseline(const Job<T>& job, Pass pass, int64_t begin, int64_t end, T* scratch) {
-    for (int64_t row = begin; row < end; ++row) run_row(job, pass, row, scratch);
-}
-
-template <typename T>
-GS_TARGET_X86_64_V3 void run_rows_x86_64_v3(const Job<T>& job, Pass pass, int64_t begin, int64_t end,
-                                            T* scratch) {
-    for (int64_t row = begin; row < end; ++row) run_row(job, pass, row, scratch);
-}
-
-template <typename T>
-GS_TARGET_X86_64_V4 void run_rows_x86_64_v4(const Job<T>& job, Pass pass, int64_t begin, int64_t end,
-                                            T* scratch) {
+__attribute__((always_inline)) inline void run_rows(const Job<T>& job, Pass pass, int64_t begin, int64_t end,
+                                                    T* scratch) {
     for (int64_t row = begin; row < end; ++row) run_row(job, pass, row, scratch);
 }
 
@@ -204,8 +193,7 @@ GS_TARGET_X86_64_V4 void run_rows_x86_64_v4(const Job<T>& job, Pass pass, int64_
 // `second`, each thread with the same contiguous share of rows in both.
 template <typename T>
 void run_passes(const Job<T>& job, Pass first, Pass second) {
-    static const RunRows<T> run_rows =
-        for_simd_level<RunRows<T>>(run_rows_x86_64_v4<T>, run_rows_x86_64_v3<T>, run_rows_baseline<T>);
+    static const RunRows<T> run_rows_at_level = PerLevel<RunRows<T>, run_rows<T>>::at_level();
     const int64_t rows = job.L.planes * job.L.H;
 #pragma omp parallel num_threads(job.L.threads(rows, job.a->n_threads))
     {
@@ -213,9 +201,9 @@ void run_passes(const Job<T>& job, Pass first, Pass second) {
         const int threads = omp_get_num_threads(), thread = omp_get_thread_num();
         const int64_t per_thread = (rows + threads - 1) / threads;
         const int64_t begin = std::min(rows, thread * per_thread), end = std::min(rows, begin + per_thread);
-        run_rows(job, first, begin, end, scratch.data());
+        run_rows_at_level(job, first, begin, end, scratch.data());
 #pragma omp barrier
-        run_rows(job, second, begin, end, scratch.data());
+        run_rows_at_level(job, second, begin, end, scratch.data());
     }
 }
 
