@@ -228,6 +228,26 @@ def test_a_rank_whose_peer_died_exits_with_its_own_status(tmp_path):
     assert all(status == 3 for status, _ in statuses), statuses
 
 
+@pytest.mark.parametrize("world_size", [None, "2"])
+def test_a_worker_leaves_without_the_interpreters_teardown(tmp_path, world_size):
+    """``python -m gsplat_py`` run as a training worker (WORLD_SIZE set) exits with the command's status and
+    without the interpreter's teardown, where gloo's threads may abort the process (`process_group`); run
+    alone, it exits normally. An exit handler that prints shows which way the process left."""
+    program = (
+        "import atexit, runpy; atexit.register(print, 'teardown'); "
+        "runpy.run_module('gsplat_py', run_name='__main__', alter_sys=True)"
+    )
+    environment = {**os.environ, "PYTHONPATH": str(PACKAGE_PARENT)}
+    environment.pop("WORLD_SIZE", None)
+    if world_size is not None:
+        environment["WORLD_SIZE"] = world_size
+    missing = tmp_path / "missing.ply"
+    command = [sys.executable, "-c", program, "export", "--model", str(missing), "--format", "ply"]
+    done = subprocess.run(command, env=environment, capture_output=True, text=True)
+    assert done.returncode == 1 and str(missing) in done.stderr, done.stderr[-2000:]
+    assert ("teardown" in done.stdout) == (world_size is None), done.stdout[-2000:]
+
+
 class _Exited:
     """A worker process that has exited with ``status`` (Popen's: minus the signal that killed it)."""
 

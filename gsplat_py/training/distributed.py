@@ -116,7 +116,8 @@ def process_group(processes: Processes, device: torch.device, timeout_s: float) 
     NCCL for CUDA, gloo otherwise; every collective then fails after ``timeout_s`` without an answer. The
     group is destroyed on the way out, an error included: left to the interpreter's exit, a gloo group whose
     peer died aborts the process now and then ("terminate called without an active exception", 4 exits in 15
-    with torch 2.13), after the error was printed and with SIGABRT's status instead of ours."""
+    with torch 2.13), after the error was printed and with SIGABRT's status instead of ours. Rarer after
+    this, but not gone, so the command's workers also skip the interpreter's teardown (``__main__``)."""
     _check_timeout(timeout_s)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
