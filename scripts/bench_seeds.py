@@ -31,6 +31,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_TRAIN = ROOT / "scripts" / "bench_train.py"
+sys.path.insert(0, str(ROOT))
+
+from gsplat_py.training.checkpoint import METRICS_FILE  # noqa: E402
 
 
 def parse_args() -> tuple[argparse.Namespace, list[str]]:
@@ -74,7 +77,7 @@ def run_seed(seed: int, threads: int, folder: Path, passed_on: list[str]) -> dic
         raise SystemExit(
             f"seed {seed}: bench_train.py exited with {done.returncode}; see {folder}/bench_train.log"
         )
-    (metrics,) = folder.glob("train-run-*/metrics.json")
+    (metrics,) = folder.glob(f"train-run-*/{METRICS_FILE}")
     record = json.loads(metrics.read_text())[-1]
     return {"seed": seed, "run": str(metrics.parent), **record}
 
